@@ -1,0 +1,97 @@
+//! `#[mp::worker] fn f(..) -> R`: the function becomes a constant of type
+//! `mp::WorkerFn<fn(..) -> R, (..), Output>` that dereferences to the function (so `f(x)` still
+//! calls it), and its entry is registered under `module_path::f`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::attr::Args;
+
+pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
+    let krate = &args.krate;
+    let name = &f.sig.ident;
+    let vis = &f.vis;
+    let (docs, other_attrs): (Vec<_>, Vec<_>) =
+        f.attrs.iter().partition(|a| a.path().is_ident("doc"));
+    let cfgs: Vec<_> = other_attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+
+    let tys: Vec<&syn::Type> = f
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            syn::FnArg::Typed(t) => Some(&*t.ty),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let idents: Vec<_> = (0..tys.len())
+        .map(|i| format_ident!("__mp_arg{}", i))
+        .collect();
+
+    let (ret, ret_span): (syn::Type, Span) = match &f.sig.output {
+        syn::ReturnType::Default => (syn::parse_quote!(()), f.sig.ident.span()),
+        syn::ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
+    };
+    let fallible = is_result(&ret);
+    let (output, call) = if fallible {
+        (
+            quote_spanned!(ret_span=> <#ret as #krate::__private::Fallible>::Ok),
+            quote!(call_fallible),
+        )
+    } else {
+        (quote!(#ret), quote!(call_plain))
+    };
+
+    let arg_checks = tys.iter().map(|ty| {
+        quote_spanned! {ty.span()=> #krate::__private::assert_arg::<#ty>(); }
+    });
+    let output_check = quote_spanned! {ret_span=> #krate::__private::assert_output::<#output>(); };
+
+    let mut inner = f.clone();
+    inner.vis = syn::Visibility::Inherited;
+    inner.attrs = other_attrs.iter().map(|a| (*a).clone()).collect();
+
+    quote! {
+        #(#docs)*
+        #(#cfgs)*
+        #[allow(non_upper_case_globals)]
+        #vis const #name: #krate::WorkerFn<fn(#(#tys),*) -> #ret, (#(#tys,)*), #output> = {
+            #inner
+
+            fn __mp_entry(input: #krate::__private::Input) -> #krate::__private::Outcome {
+                #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #name(#(#idents),*))
+            }
+
+            #[allow(dead_code)]
+            fn __mp_type_checks() {
+                #(#arg_checks)*
+                #output_check
+            }
+
+            #krate::__private::inventory::submit! {
+                #krate::__private::WorkerEntry::new(
+                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
+                    __mp_entry,
+                )
+            }
+
+            #krate::WorkerFn::new(
+                ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
+                #name as fn(#(#tys),*) -> #ret,
+            )
+        };
+    }
+}
+
+/// Whether a return type is spelled as a `Result` (std's, `io::Result`, `mp::Result`, …): its
+/// `Err` then becomes a failed process instead of a value.
+fn is_result(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+        _ => false,
+    }
+}

@@ -1,0 +1,231 @@
+//! How a child becomes a worker: the hook that runs before `main`, and the child's whole life.
+//!
+//! A spawned child is this same binary, started with `MP_RUNTIME_CHILD=<fd>:<parent pid>` in its
+//! environment. A constructor in `.init_array` (it runs after every crate's `inventory`
+//! registrations, because dependents are linked first, and before Rust's `main`, so before
+//! libtest or the user's `main`) sees the variable and never returns: it reads the bootstrap
+//! message from the descriptor, runs the worker, reports, and exits. Fork and fork-server
+//! children enter [`run_child`] directly.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::identity::ChildIdentity;
+use crate::process::child::WireReport;
+use crate::process::children;
+use crate::registry;
+use crate::sys;
+use crate::transport::frame::{DEFAULT_MAX_LEN, recv_frame, send_frame};
+use crate::worker::{Input, Outcome};
+
+/// Set in a spawned child's environment: `<bootstrap fd>:<parent pid>`.
+pub(crate) const ENV_CHILD: &str = "MP_RUNTIME_CHILD";
+/// Set in the fork server's environment: `<listener fd>:<control fd>:<parent pid>`.
+pub(crate) const ENV_FORKSERVER: &str = "MP_RUNTIME_FORKSERVER";
+
+/// The first message a child receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    /// Registered name of the worker to run.
+    pub(crate) worker: String,
+    /// The encoded argument tuple; its descriptors are the frame's.
+    pub(crate) args: Vec<u8>,
+    /// Who the child is.
+    pub(crate) identity: ChildIdentity,
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_CHILD_BEFORE_MAIN: extern "C" fn() = enter_child_before_main;
+
+extern "C" fn enter_child_before_main() {
+    // Unwinding out of an `extern "C"` function aborts; turn a panic into a clean exit.
+    if catch_unwind(enter_if_requested).is_err() {
+        sys::exit_now(70);
+    }
+}
+
+/// If this process was started as an `mp` child or fork server, become it (never returns).
+/// Otherwise returns at once. Called before `main` and again by `#[mp::main]`.
+pub fn enter_if_requested() {
+    if let Some(value) = take_env(ENV_CHILD) {
+        let Some((fd, ppid)) = parse_two(&value) else {
+            bad_env(ENV_CHILD, &value)
+        };
+        die_with_parent(ppid);
+        match sys::fd::adopt_inherited(fd) {
+            Ok(sock) => run_child(sock),
+            Err(e) => {
+                eprintln!("mp: child cannot use its bootstrap descriptor: {e}");
+                sys::exit_now(1)
+            }
+        }
+    }
+    if let Some(value) = take_env(ENV_FORKSERVER) {
+        let mut parts = value.split(':').map(|p| p.parse::<i32>().ok());
+        let (Some(Some(listener)), Some(Some(ctl)), Some(Some(ppid))) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            bad_env(ENV_FORKSERVER, &value)
+        };
+        die_with_parent(ppid);
+        match (
+            sys::fd::adopt_inherited(listener),
+            sys::fd::adopt_inherited(ctl),
+        ) {
+            (Ok(l), Ok(c)) => crate::process::forkserver::serve(l, c),
+            _ => {
+                eprintln!("mp: fork server started without its descriptors");
+                sys::exit_now(1)
+            }
+        }
+    }
+}
+
+fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    // SAFETY: this runs before `main` from `.init_array` (or first thing in `#[mp::main]`) in a
+    // process that `mp` started: no other thread exists yet that could read the environment.
+    unsafe { std::env::remove_var(name) };
+    Some(value)
+}
+
+fn parse_two(value: &str) -> Option<(i32, i32)> {
+    let (a, b) = value.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn bad_env(name: &str, value: &str) -> ! {
+    eprintln!("mp: malformed {name}={value:?}; this variable is reserved for mp's children");
+    sys::exit_now(1)
+}
+
+/// Arranges for this process to be killed when its parent dies, then checks that the parent has
+/// not died already (in which case the signal would never come).
+pub(crate) fn die_with_parent(expected_parent: i32) {
+    let _ = sys::set_parent_death_signal(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != expected_parent {
+        sys::exit_now(1);
+    }
+}
+
+/// The panic of the worker thread, recorded by the hook for the report.
+static PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
+static WORKER_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+/// With `panic = "abort"` nothing unwinds to `run_child`: the hook reports directly on this.
+static REPORT_SOCK: OnceLock<OwnedFd> = OnceLock::new();
+
+fn install_panic_hook() {
+    let _ = WORKER_THREAD.set(std::thread::current().id());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if WORKER_THREAD.get() == Some(&std::thread::current().id()) {
+            let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_else(|| "<unknown>".into());
+            if cfg!(panic = "abort") {
+                if let Some(sock) = REPORT_SOCK.get() {
+                    let _ = send_report(
+                        sock,
+                        &WireReport::Panicked {
+                            message: message.clone(),
+                            location: location.clone(),
+                        },
+                        &[],
+                    );
+                }
+            }
+            *PANIC.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, location));
+        }
+        previous(info);
+    }));
+}
+
+fn send_report(sock: &OwnedFd, report: &WireReport, fds: &[OwnedFd]) -> crate::Result<()> {
+    let enc = codec::encode(report)?;
+    let raw: Vec<_> = fds
+        .iter()
+        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f))
+        .collect();
+    send_frame(sock.as_fd(), &enc.bytes, &raw)
+}
+
+/// A child's life: read the bootstrap message, run the worker, report, join its own children,
+/// exit. Never returns.
+pub(crate) fn run_child(sock: OwnedFd) -> ! {
+    // Rust's runtime ignores SIGPIPE before `main`; a child entered before `main` does the same.
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let frame = match recv_frame(sock.as_fd(), DEFAULT_MAX_LEN) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mp: child could not read its bootstrap message: {e}");
+            sys::exit_now(1)
+        }
+    };
+    let boot: Bootstrap = match codec::decode(&frame.payload, Vec::new()) {
+        Ok(b) => b,
+        Err(e) => fail(&sock, format!("corrupt bootstrap message: {e}")),
+    };
+    crate::identity::install(&boot.identity);
+    let entry = match registry::find(&boot.worker) {
+        Ok(f) => f,
+        Err(e) => fail(&sock, e.to_string()),
+    };
+    install_panic_hook();
+    let report_sock = match sock.try_clone() {
+        Ok(s) => s,
+        Err(e) => fail(&sock, format!("dup: {e}")),
+    };
+    let _ = REPORT_SOCK.set(report_sock);
+    let input = Input {
+        bytes: boot.args,
+        fds: frame.fds,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| entry(input)));
+    let code = match outcome {
+        Ok(Outcome::Returned { bytes, fds }) => {
+            match send_report(&sock, &WireReport::Returned(bytes), &fds) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        }
+        Ok(Outcome::Failed { message }) => {
+            eprintln!("mp: worker `{}` failed: {message}", boot.worker);
+            let _ = send_report(&sock, &WireReport::Failed(message), &[]);
+            1
+        }
+        Err(_) => {
+            let (message, location) = PANIC
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+            let _ = send_report(&sock, &WireReport::Panicked { message, location }, &[]);
+            1
+        }
+    };
+    drop(sock);
+    finish(code)
+}
+
+fn fail(sock: &OwnedFd, message: String) -> ! {
+    eprintln!("mp: child cannot run: {message}");
+    let _ = send_report(sock, &WireReport::Failed(message), &[]);
+    sys::exit_now(1)
+}
+
+/// Joins this process's children (terminating daemons), flushes stdio and exits.
+pub(crate) fn finish(code: i32) -> ! {
+    children::shutdown();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}

@@ -1,0 +1,297 @@
+//! `Pipe` and `Connection`: a message channel between two processes (Python's
+//! `multiprocessing.Pipe`), and [`wait`] over several waitable objects.
+//!
+//! Each end is a Unix stream socket carrying `mp` frames. Ends are `Serialize`: pass one to a
+//! child as a worker argument (it travels as a file descriptor) and it works there, or hand it on
+//! to a grandchild.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::sys::poll::{Deadline, readable, wait_readable};
+use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN};
+use crate::transport::socket::stream_pair;
+
+/// Constructors of connected [`Connection`] pairs.
+///
+/// ```
+/// let (a, b) = mp::Pipe::<String>::duplex()?;
+/// a.send(&"ping".to_string())?;
+/// assert_eq!(b.recv()?, "ping");
+/// drop(a);
+/// assert!(matches!(b.recv(), Err(mp::Error::Closed)));
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct Pipe<T>(PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned> Pipe<T> {
+    /// Two connected ends; both can send and receive (Python's `Pipe()`).
+    pub fn duplex() -> Result<(Connection<T>, Connection<T>)> {
+        let (a, b) = stream_pair()?;
+        Ok((Connection::from_fd(a), Connection::from_fd(b)))
+    }
+
+    /// `(reader, writer)`: the first end only receives, the second only sends (Python's
+    /// `Pipe(duplex=False)`). Using an end the wrong way is [`Error::InvalidState`].
+    pub fn simplex() -> Result<(Connection<T>, Connection<T>)> {
+        let (a, b) = stream_pair()?;
+        let mut reader = Connection::from_fd(a);
+        reader.writable = false;
+        let mut writer = Connection::from_fd(b);
+        writer.readable = false;
+        Ok((reader, writer))
+    }
+}
+
+/// One end of a [`Pipe`], carrying values of type `T`.
+pub struct Connection<T> {
+    fd: Option<OwnedFd>,
+    readable: bool,
+    writable: bool,
+    max_len: u64,
+    send_lock: Mutex<()>,
+    recv_lock: Mutex<()>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Connection<T> {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+        Connection {
+            fd: Some(fd),
+            readable: true,
+            writable: true,
+            max_len: DEFAULT_MAX_LEN,
+            send_lock: Mutex::new(()),
+            recv_lock: Mutex::new(()),
+            _type: PhantomData,
+        }
+    }
+
+    fn fd(&self) -> Result<BorrowedFd<'_>> {
+        self.fd
+            .as_ref()
+            .map(|f| f.as_fd())
+            .ok_or_else(|| Error::state("the connection is closed"))
+    }
+
+    fn reader(&self) -> Result<BorrowedFd<'_>> {
+        if !self.readable {
+            return Err(Error::state("this end of a simplex pipe can only send"));
+        }
+        self.fd()
+    }
+
+    fn writer(&self) -> Result<BorrowedFd<'_>> {
+        if !self.writable {
+            return Err(Error::state("this end of a simplex pipe can only receive"));
+        }
+        self.fd()
+    }
+
+    /// Sends a message of raw bytes (Python's `send_bytes`).
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        let fd = self.writer()?;
+        let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+        frame::send_frame(fd, buf, &[])
+    }
+
+    /// Receives one message as bytes (Python's `recv_bytes`). Descriptors that came with it are
+    /// closed.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let fd = self.reader()?;
+        let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(frame::recv_frame(fd, self.max_len)?.payload)
+    }
+
+    /// Receives one message into `buf`, returning its length. A message longer than `buf` is
+    /// [`Error::BufferTooShort`], which carries the whole message: nothing is lost.
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        let fd = self.reader()?;
+        let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (len, _fds) = frame::recv_header(fd, self.max_len)?;
+        if len > buf.len() {
+            let mut message = vec![0u8; len];
+            frame::read_exact(fd, &mut message)?;
+            return Err(Error::BufferTooShort {
+                capacity: buf.len(),
+                message,
+            });
+        }
+        frame::read_exact(fd, &mut buf[..len])?;
+        Ok(len)
+    }
+
+    /// Whether a message (or end of stream) is ready to be received, waiting up to `timeout`
+    /// (`None` waits forever, `Some(Duration::ZERO)` does not wait). Does not consume anything.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let fd = self.reader()?;
+        readable(fd, Deadline::after(timeout)).map_err(|e| Error::io("poll", e))
+    }
+
+    /// Closes this end. The peer's receives then fail with [`Error::Closed`] once drained;
+    /// further use of this end is [`Error::InvalidState`]. Idempotent.
+    pub fn close(&mut self) {
+        self.fd = None;
+    }
+
+    /// Whether [`close`](Connection::close) was called.
+    pub fn closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// Whether this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The largest message this end accepts (default 1 GiB). A longer announced length is
+    /// [`Error::MessageTooLarge`], checked before any allocation.
+    pub fn set_max_message_len(&mut self, max: u64) {
+        self.max_len = max;
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Sends `value`. Handles inside it (connections, queues, …) travel as descriptors.
+    pub fn send(&self, value: &T) -> Result<()> {
+        let fd = self.writer()?;
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&[0u8; HEADER_LEN]);
+        let fds = codec::encode_into(value, &mut buf)?;
+        if fds.len() > frame::MAX_FDS {
+            return Err(Error::InvalidArgument {
+                message: format!("a message can carry at most {} handles", frame::MAX_FDS),
+            });
+        }
+        let head = frame::header(buf.len() - HEADER_LEN, fds.len());
+        buf[..HEADER_LEN].copy_from_slice(&head);
+        let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+        frame::send_parts(fd, &[&buf], &fds)
+    }
+
+    /// Receives one value, blocking until it arrives. [`Error::Closed`] once the peer is gone.
+    pub fn recv(&self) -> Result<T> {
+        let fd = self.reader()?;
+        let f = {
+            let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
+            frame::recv_frame(fd, self.max_len)?
+        };
+        codec::decode(&f.payload, f.fds)
+    }
+
+    /// Receives one value, waiting at most `timeout`; [`Error::Timeout`] if nothing came.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        if !self.poll(Some(timeout))? {
+            return Err(Error::Timeout);
+        }
+        self.recv()
+    }
+}
+
+impl<T> AsFd for Connection<T> {
+    /// The socket. Panics if the connection was closed.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd
+            .as_ref()
+            .expect("as_fd on a closed Connection")
+            .as_fd()
+    }
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fd {
+            Some(fd) => write!(f, "<Connection fd={}>", fd.as_raw_fd()),
+            None => write!(f, "<Connection closed>"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Flags {
+    readable: bool,
+    writable: bool,
+}
+
+impl<T> Serialize for Connection<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeTuple};
+        let fd = self
+            .fd
+            .as_ref()
+            .ok_or_else(|| S::Error::custom("cannot send a closed Connection"))?;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&FdRef(fd.as_fd()))?;
+        t.serialize_element(&Flags {
+            readable: self.readable,
+            writable: self.writable,
+        })?;
+        t.end()
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Connection<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (fd, flags): (FdOwned, Flags) = Deserialize::deserialize(d)?;
+        let mut c = Connection::from_fd(fd.0);
+        c.readable = flags.readable;
+        c.writable = flags.writable;
+        Ok(c)
+    }
+}
+
+/// Serializes a borrowed descriptor through the codec's fd table.
+pub(crate) struct FdRef<'a>(pub(crate) BorrowedFd<'a>);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        codec::serialize_fd(self.0, s)
+    }
+}
+
+/// Deserializes a descriptor from the codec's fd table.
+pub(crate) struct FdOwned(pub(crate) OwnedFd);
+
+impl<'de> Deserialize<'de> for FdOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        codec::deserialize_fd(d).map(FdOwned)
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: forever), and
+/// returns the indices of the ready ones, in order; empty on timeout (Python's
+/// `multiprocessing.connection.wait`). A connection is ready when a message or end of stream can
+/// be received; a process sentinel when the process has exited.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = mp::Pipe::<u8>::duplex()?;
+/// let (c, d) = mp::Pipe::<u8>::duplex()?;
+/// assert!(mp::connection::wait(&[&b, &d], Some(Duration::ZERO))?.is_empty());
+/// c.send(&1)?;
+/// assert_eq!(mp::connection::wait(&[&b, &d], None)?, vec![1]);
+/// # drop(a);
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub fn wait(objects: &[&dyn AsFd], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.as_fd()).collect();
+    let ready = wait_readable(&fds, Deadline::after(timeout)).map_err(|e| Error::io("poll", e))?;
+    Ok(ready
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.then_some(i))
+        .collect())
+}

@@ -1,0 +1,183 @@
+//! The one error type of `mp`.
+
+use std::io;
+
+/// Everything that can go wrong in `mp`.
+///
+/// Each variant's doc says which calls return it and what the caller can do. Display strings are
+/// lowercase sentences without a trailing period; the facts are in the fields.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed. `context` names the operation (`"fork"`, `"connect"`,
+    /// …); the original [`io::Error`] is kept as the source.
+    #[error("{context}: {source}")]
+    Io {
+        /// What `mp` was doing.
+        context: &'static str,
+        /// The error the OS returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A value could not be serialized for another process, or bytes from another process could
+    /// not be decoded into the expected type. Returned by `start`, `send`, `recv`, `put`, `get`
+    /// and by `join` when a worker's result does not decode. The connection stays usable.
+    #[error("codec error: {message}")]
+    Codec {
+        /// What failed, with the type or field where known.
+        message: String,
+    },
+
+    /// The peer closed its end, or died: end of stream. Returned by receives on a connection whose
+    /// every writer is gone, and by sends whose reader is gone.
+    #[error("the other end of the connection is closed")]
+    Closed,
+
+    /// A blocking call's timeout passed before it could complete. Nothing was consumed.
+    #[error("the operation timed out")]
+    Timeout,
+
+    /// A frame from a peer broke the wire protocol (truncated, corrupt, wrong handle count).
+    /// Only that connection is affected; drop it.
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What was wrong with the bytes received.
+        message: String,
+    },
+
+    /// A peer announced a message longer than the connection's maximum; nothing was allocated.
+    /// Raise the limit with `set_max_message_len` if such messages are expected.
+    #[error("message of {len} bytes exceeds the maximum of {max} bytes")]
+    MessageTooLarge {
+        /// The announced length.
+        len: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+
+    /// `recv_bytes_into` got a message longer than the buffer. The whole message is here, so
+    /// nothing is lost.
+    #[error("buffer of {capacity} bytes is too short for a message of {} bytes", message.len())]
+    BufferTooShort {
+        /// The size of the caller's buffer.
+        capacity: usize,
+        /// The complete message that did not fit.
+        message: Vec<u8>,
+    },
+
+    /// A bootstrap message named a worker this binary does not contain. Happens when the child
+    /// runs a different build than the parent, or when two workers share one registered name.
+    #[error("no worker named `{name}` is registered in this binary{hint}")]
+    UnknownWorker {
+        /// The registered name that was asked for.
+        name: String,
+        /// Extra explanation (may be empty).
+        hint: String,
+    },
+
+    /// The worker panicked. `message` is the panic payload, `location` is `file:line:column`.
+    #[error("worker panicked at {location}: {message}")]
+    WorkerPanicked {
+        /// The panic message.
+        message: String,
+        /// Where the panic happened.
+        location: String,
+    },
+
+    /// The child process did not return a value: its worker returned `Err`, or the process exited
+    /// or was killed before reporting. `exitcode` follows Python: `N` for `exit(N)`, `-N` for
+    /// signal `N`, 255 when the fork server died and the status is unknown.
+    #[error("process failed with exit code {exitcode}: {message}")]
+    ProcessFailed {
+        /// Python-style exit code.
+        exitcode: i32,
+        /// The worker's error text, or a description of how the process ended.
+        message: String,
+    },
+
+    /// A worker process of a pool died while it held a task (signal or abrupt exit).
+    /// `signal` is 0 when the worker exited without a signal.
+    #[error("worker {pid} died from signal {signal}")]
+    WorkerDied {
+        /// The dead worker's process id.
+        pid: i32,
+        /// The signal that killed it, 0 if none.
+        signal: i32,
+    },
+
+    /// The authentication handshake failed: the peer used another authkey, or is not an `mp`
+    /// peer. Returned on both sides; a `Listener` keeps accepting afterwards.
+    #[error("authentication failed: {message}")]
+    Authentication {
+        /// What went wrong in the handshake.
+        message: String,
+    },
+
+    /// A bounded queue is full (`try_put`, `put_timeout`).
+    #[error("the queue is full")]
+    Full,
+
+    /// A queue is empty (`try_get`, `get_timeout`).
+    #[error("the queue is empty")]
+    Empty,
+
+    /// A barrier was aborted, reset or timed out while this party waited.
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+
+    /// The call is not valid in the object's current state (joining a process never started,
+    /// closing a live process, setting the start method twice, …). `message` says what to do.
+    #[error("{message}")]
+    InvalidState {
+        /// What was wrong and how to fix it.
+        message: String,
+    },
+
+    /// An argument was out of range (zero processes, a negative size, …).
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// Which argument and why.
+        message: String,
+    },
+}
+
+/// `Result<T, mp::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] from the last OS error, or from a given one.
+    pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
+        Error::Protocol {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn state(message: impl Into<String>) -> Self {
+        Error::InvalidState {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn codec(message: impl std::fmt::Display) -> Self {
+        Error::Codec {
+            message: message.to_string(),
+        }
+    }
+
+    /// Builds an `Io` error from a nix errno, mapping broken connections to [`Error::Closed`].
+    pub(crate) fn sys(context: &'static str, errno: nix::errno::Errno) -> Self {
+        use nix::errno::Errno;
+        match errno {
+            Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => Error::Closed,
+            e => Error::io(context, io::Error::from(e)),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The runtime of [`mp`](https://docs.rs/mp): everything that runs. Use it through the `mp`
+//! facade crate, which adds the `#[mp::main]` and `#[mp::worker]` macros.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod bootstrap;
+mod codec;
+pub mod connection;
+mod context;
+mod error;
+mod global;
+mod identity;
+mod process;
+mod registry;
+mod sys;
+mod transport;
+mod worker;
+
+pub use connection::{Connection, Pipe};
+pub use context::{
+    Context, StartMethod, default_context, get_all_start_methods, get_context, get_start_method,
+    set_start_method, set_start_method_force,
+};
+pub use error::{Error, Result};
+pub use identity::{
+    CurrentProcess, ParentProcess, cpu_count, current_process, parent_process, set_authkey,
+};
+pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
+pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
+
+/// Fork-server diagnostics.
+pub mod forkserver {
+    pub use crate::process::forkserver::{server_address, server_pid};
+}
+
+/// Not public API: what the macros of `mp` expand to.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+
+    pub use crate::bootstrap::enter_if_requested;
+    pub use crate::codec::{deserialize_fd, serialize_fd};
+    pub use crate::registry::WorkerEntry;
+    pub use crate::worker::{
+        Fallible, Input, Outcome, assert_arg, assert_output, call_fallible, call_plain,
+    };
+
+    /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the
+    /// constructor did not run), runs `main`, then joins non-daemon children and terminates
+    /// daemon ones, even if `main` panics.
+    pub fn main<T>(body: impl FnOnce() -> T) -> T {
+        crate::bootstrap::enter_if_requested();
+        struct AtExit;
+        impl Drop for AtExit {
+            fn drop(&mut self) {
+                crate::process::children::shutdown();
+            }
+        }
+        let _at_exit = AtExit;
+        body()
+    }
+
+    /// Test support: starts a child with a hand-made bootstrap frame (`payload` as the frame
+    /// body, written whole or cut after `cut` bytes of the frame) and returns its exit code
+    /// and report. Used by the fault tests to feed children corrupt input.
+    pub fn run_raw_bootstrap(
+        frame_bytes: &[u8],
+        close_after: bool,
+    ) -> crate::Result<(i32, Option<String>)> {
+        crate::process::raw_bootstrap(frame_bytes, close_after)
+    }
+
+    /// Test support: a well-formed bootstrap frame for `worker` with an already encoded
+    /// argument tuple.
+    pub fn bootstrap_frame(worker: &str, args: &[u8]) -> crate::Result<Vec<u8>> {
+        crate::process::bootstrap_frame(worker, args)
+    }
+}

@@ -1,0 +1,73 @@
+//! The static registry of workers: every `#[mp::worker]` submits an entry, and a child finds the
+//! function to run by its registered name.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::worker::{Input, Outcome};
+
+/// How a child runs a worker from its encoded arguments.
+pub type EntryFn = fn(Input) -> Outcome;
+
+/// One registered worker.
+#[doc(hidden)]
+pub struct WorkerEntry {
+    name: &'static str,
+    entry: EntryFn,
+}
+
+impl WorkerEntry {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str, entry: EntryFn) -> Self {
+        WorkerEntry { name, entry }
+    }
+}
+
+inventory::collect!(WorkerEntry);
+
+enum Slot {
+    One(EntryFn),
+    Ambiguous(usize),
+}
+
+fn table() -> &'static HashMap<&'static str, Slot> {
+    static TABLE: OnceLock<HashMap<&'static str, Slot>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut map = HashMap::new();
+        for w in inventory::iter::<WorkerEntry> {
+            map.entry(w.name)
+                .and_modify(|s| {
+                    *s = match s {
+                        Slot::One(_) => Slot::Ambiguous(2),
+                        Slot::Ambiguous(n) => Slot::Ambiguous(*n + 1),
+                    }
+                })
+                .or_insert(Slot::One(w.entry));
+        }
+        map
+    })
+}
+
+/// The entry registered as `name`.
+pub(crate) fn find(name: &str) -> Result<EntryFn> {
+    match table().get(name) {
+        Some(Slot::One(f)) => Ok(*f),
+        Some(Slot::Ambiguous(n)) => Err(Error::UnknownWorker {
+            name: name.to_owned(),
+            hint: format!(
+                ": {n} workers share this name (functions with one name in different function \
+                 bodies of one module); move them to modules of their own"
+            ),
+        }),
+        None => Err(Error::UnknownWorker {
+            name: name.to_owned(),
+            hint: " (is the child running a different build of the program?)".into(),
+        }),
+    }
+}
+
+/// Whether a worker of that name exists, for checks in the parent.
+pub(crate) fn contains(name: &str) -> bool {
+    matches!(table().get(name), Some(Slot::One(_)))
+}

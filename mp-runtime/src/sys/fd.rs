@@ -1,0 +1,39 @@
+//! Small helpers on owned file descriptors.
+
+use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let new = if on {
+        flags | OFlag::O_NONBLOCK
+    } else {
+        flags - OFlag::O_NONBLOCK
+    };
+    if new != flags {
+        fcntl(fd, FcntlArg::F_SETFL(new))?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table; an invalid fd yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Takes ownership of an inherited descriptor number, checking that it is open.
+pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 || !is_open(fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("inherited descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the descriptor is open (checked above), was handed to this process by its parent
+    // for `mp`'s sole use, and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,52 @@
+//! Thin safe wrappers over the OS calls `mp` needs. Every `unsafe` block of the process layer
+//! lives under this module.
+
+pub(crate) mod fd;
+pub(crate) mod pidfd;
+pub(crate) mod poll;
+pub(crate) mod posix_spawn;
+
+use std::io;
+
+/// Fills `buf` with random bytes from the kernel (getrandom(2)).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes for the whole call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// The number of threads of this process, from `/proc/self/status`.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// Asks the kernel to send `signal` to this process when the thread that created it exits
+/// (prctl(2) `PR_SET_PDEATHSIG`).
+pub(crate) fn set_parent_death_signal(signal: nix::sys::signal::Signal) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from)
+}
+
+/// `_exit(2)`: ends the process at once, without running atexit handlers or destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}

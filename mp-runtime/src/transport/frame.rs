@@ -1,0 +1,191 @@
+//! The frame format shared by every connection of `mp`.
+//!
+//! ```text
+//! +----------------+--------------+--------------+-------------------+
+//! | length: u64 LE | nfds: u32 LE | magic: u32   | payload (length)  |
+//! +----------------+--------------+--------------+-------------------+
+//! ```
+//! The descriptors (if any) ride as SCM_RIGHTS on the first byte of the header. The receiver
+//! checks the magic, the length against its maximum *before* allocating, and that exactly `nfds`
+//! descriptors arrived. A peer that closes mid-frame yields [`Error::Closed`]; anything
+//! malformed yields [`Error::Protocol`] or [`Error::MessageTooLarge`] for that connection only.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use crate::error::{Error, Result};
+
+/// Bytes in a frame header.
+pub(crate) const HEADER_LEN: usize = 16;
+/// The most descriptors one frame may carry (the kernel's SCM_MAX_FD).
+pub(crate) const MAX_FDS: usize = 253;
+/// Identifies an `mp` frame, version 1.
+const MAGIC: u32 = 0x4D50_0001;
+/// Default upper bound on a frame's payload: 1 GiB.
+pub(crate) const DEFAULT_MAX_LEN: u64 = 1 << 30;
+
+/// A received frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Builds the header for a payload of `len` bytes carrying `nfds` descriptors.
+pub(crate) fn header(len: usize, nfds: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&(len as u64).to_le_bytes());
+    h[8..12].copy_from_slice(&(nfds as u32).to_le_bytes());
+    h[12..].copy_from_slice(&MAGIC.to_le_bytes());
+    h
+}
+
+/// Sends one frame: header and payload in as few sendmsg calls as the kernel allows, the
+/// descriptors with the first one. Blocks until everything is written.
+pub(crate) fn send_frame(sock: BorrowedFd<'_>, payload: &[u8], fds: &[RawFd]) -> Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(Error::InvalidArgument {
+            message: format!("a message can carry at most {MAX_FDS} handles"),
+        });
+    }
+    let head = header(payload.len(), fds.len());
+    send_parts(sock, &[&head, payload], fds)
+}
+
+/// Writes `parts` in order, with `fds` attached to the first byte. Used for frames whose header
+/// is built by the caller (to save a copy) and by [`send_frame`].
+pub(crate) fn send_parts(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sent = 0usize;
+    let mut first = true;
+    while sent < total || first {
+        // Skip what has been written already.
+        let mut skip = sent;
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            iov.push(IoSlice::new(&p[skip..]));
+            skip = 0;
+        }
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage<'_>] = if first && !fds.is_empty() {
+            &rights
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => {
+                sent += n;
+                first = false;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("send", e)),
+        }
+        if total == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Receives one frame, blocking until it is complete. `max_len` bounds the payload.
+pub(crate) fn recv_frame(sock: BorrowedFd<'_>, max_len: u64) -> Result<Frame> {
+    let (len, fds) = recv_header(sock, max_len)?;
+    let mut payload = vec![0u8; len];
+    read_exact(sock, &mut payload)?;
+    Ok(Frame { payload, fds })
+}
+
+/// Receives a frame header and its descriptors; the payload of the returned length follows on
+/// the socket.
+pub(crate) fn recv_header(sock: BorrowedFd<'_>, max_len: u64) -> Result<(usize, Vec<OwnedFd>)> {
+    let mut head = [0u8; HEADER_LEN];
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = recv_with_fds(sock, &mut head[got..], &mut fds)?;
+        if n == 0 {
+            return Err(Error::Closed);
+        }
+        got += n;
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let nfds = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    let magic = u32::from_le_bytes(head[12..].try_into().expect("4 bytes"));
+    if magic != MAGIC {
+        return Err(Error::protocol(format!(
+            "bad frame magic {magic:#010x}: the peer is not speaking mp's protocol or the stream \
+             is corrupt"
+        )));
+    }
+    if len > max_len {
+        return Err(Error::MessageTooLarge { len, max: max_len });
+    }
+    if fds.len() != nfds {
+        return Err(Error::protocol(format!(
+            "frame announced {nfds} descriptors but {} arrived",
+            fds.len()
+        )));
+    }
+    let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { len, max: max_len })?;
+    Ok((len, fds))
+}
+
+/// Reads exactly `buf.len()` bytes; EOF before that is [`Error::Closed`].
+pub(crate) fn read_exact(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(sock, &mut buf[got..]) {
+            Ok(0) => return Err(Error::Closed),
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("recv", e)),
+        }
+    }
+    Ok(())
+}
+
+/// One recvmsg into `buf`; received descriptors are appended to `fds` as owned values.
+fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let bytes = msg.bytes;
+                let cmsgs = msg
+                    .cmsgs()
+                    .map_err(|_| Error::protocol("control message truncated"))?;
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(raws) = c {
+                        for raw in raws {
+                            // SAFETY: `raw` was just installed in this process by recvmsg's
+                            // SCM_RIGHTS control message; nothing else owns it.
+                            fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                        }
+                    }
+                }
+                if fds.len() > MAX_FDS {
+                    return Err(Error::protocol("too many descriptors in one frame"));
+                }
+                return Ok(bytes);
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("recv", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! What `#[mp::worker]` produces: a typed handle to a registered function, and the glue that runs
+//! it in a child from bytes.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::Result;
+
+/// A function that can run in another process.
+///
+/// Implemented by the constants `#[mp::worker]` generates: the name of a worker function is a
+/// value of a type implementing `Worker`, so `Process::new(square, (5,))` is checked at compile
+/// time: the argument tuple must be `Args`, and the parent receives an `Output`.
+pub trait Worker: Copy + Send + Sync + 'static {
+    /// The argument tuple, e.g. `(u64, String)`.
+    type Args: Serialize + DeserializeOwned;
+    /// What the parent receives: the return type, or `T` of a returned `Result<T, E>`.
+    type Output: Serialize + DeserializeOwned;
+    /// The registered name (module path and function name).
+    fn name(&self) -> &'static str;
+}
+
+/// The value `#[mp::worker]` defines in place of a function. It dereferences to the plain
+/// function pointer, so `square(5)` still calls the function directly in this process.
+pub struct WorkerFn<F, A, O> {
+    name: &'static str,
+    func: F,
+    _types: PhantomData<fn(A) -> O>,
+}
+
+impl<F, A, O> WorkerFn<F, A, O> {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str, func: F) -> Self {
+        WorkerFn {
+            name,
+            func,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F: Copy, A, O> Clone for WorkerFn<F, A, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Copy, A, O> Copy for WorkerFn<F, A, O> {}
+
+impl<F, A, O> Deref for WorkerFn<F, A, O> {
+    type Target = F;
+    fn deref(&self) -> &F {
+        &self.func
+    }
+}
+
+impl<F, A, O> fmt::Debug for WorkerFn<F, A, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Worker({})", self.name)
+    }
+}
+
+impl<F, A, O> Worker for WorkerFn<F, A, O>
+where
+    F: Copy + Send + Sync + 'static,
+    A: Serialize + DeserializeOwned + 'static,
+    O: Serialize + DeserializeOwned + 'static,
+{
+    type Args = A;
+    type Output = O;
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// The subclass style of Python's `class P(Process): def run(self)`: a serializable value whose
+/// `run` executes in the child. Register the impl with `#[mp::worker]` and start it with
+/// [`Process::from_run`](crate::Process::from_run).
+///
+/// ```no_run
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Greeter { name: String }
+///
+/// #[mp::worker]
+/// impl mp::Run for Greeter {
+///     fn run(self) { println!("hello {}", self.name); }
+/// }
+///
+/// #[mp::main]
+/// fn main() -> mp::Result<()> {
+///     let mut p = mp::Process::from_run(Greeter { name: "bob".into() });
+///     p.start()?;
+///     p.join()
+/// }
+/// ```
+pub trait Run: Serialize + DeserializeOwned {
+    /// The body of the child process.
+    fn run(self);
+}
+
+/// Implemented by `#[mp::worker]` on an `impl Run for T`: the name `T` is registered under.
+pub trait RegisteredRun: Run {
+    #[doc(hidden)]
+    const NAME: &'static str;
+}
+
+/// A worker's arguments as they arrive in the child.
+#[doc(hidden)]
+pub struct Input {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// What a worker run produced, before it is sent to the parent.
+#[doc(hidden)]
+pub enum Outcome {
+    /// The encoded return value and the descriptors it carries.
+    Returned { bytes: Vec<u8>, fds: Vec<OwnedFd> },
+    /// The worker returned `Err`, or its arguments did not decode.
+    Failed { message: String },
+}
+
+/// The return type of a worker declared `-> Result<T, E>`.
+#[doc(hidden)]
+pub trait Fallible {
+    type Ok;
+    type Err: fmt::Display;
+    fn into_result(self) -> std::result::Result<Self::Ok, Self::Err>;
+}
+
+impl<T, E: fmt::Display> Fallible for std::result::Result<T, E> {
+    type Ok = T;
+    type Err = E;
+    fn into_result(self) -> std::result::Result<T, E> {
+        self
+    }
+}
+
+fn decode_args<A: DeserializeOwned>(input: Input) -> Result<A> {
+    codec::decode(&input.bytes, input.fds)
+}
+
+fn returned<T: Serialize>(value: &T) -> Outcome {
+    match codec::encode_owned(value) {
+        Ok((bytes, fds)) => Outcome::Returned { bytes, fds },
+        Err(e) => Outcome::Failed {
+            message: format!("the worker's result could not be sent: {e}"),
+        },
+    }
+}
+
+fn bad_args(e: crate::Error) -> Outcome {
+    Outcome::Failed {
+        message: format!("the worker's arguments could not be decoded: {e}"),
+    }
+}
+
+/// Runs a worker that returns a plain value.
+#[doc(hidden)]
+pub fn call_plain<A: DeserializeOwned, R: Serialize>(
+    input: Input,
+    f: impl FnOnce(A) -> R,
+) -> Outcome {
+    match decode_args(input) {
+        Ok(args) => returned(&f(args)),
+        Err(e) => bad_args(e),
+    }
+}
+
+/// Runs a worker that returns `Result<T, E>`: `Err` becomes a failure carrying `E`'s text.
+#[doc(hidden)]
+pub fn call_fallible<A: DeserializeOwned, R: Fallible>(
+    input: Input,
+    f: impl FnOnce(A) -> R,
+) -> Outcome
+where
+    R::Ok: Serialize,
+{
+    match decode_args(input) {
+        Ok(args) => match f(args).into_result() {
+            Ok(v) => returned(&v),
+            Err(e) => Outcome::Failed {
+                message: e.to_string(),
+            },
+        },
+        Err(e) => bad_args(e),
+    }
+}
+
+/// Compile-time check that a worker argument can cross a process boundary. Generated code calls
+/// it spanned on the user's type so that the error points there.
+#[doc(hidden)]
+pub fn assert_arg<T: Sendable>() {}
+
+/// Compile-time check on a worker's result type.
+#[doc(hidden)]
+pub fn assert_output<T: Sendable>() {}
+
+/// Types that can be sent to, or returned from, a worker process.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent between processes",
+    label = "this type must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`; mp handles \
+            (Queue, Connection, Lock, ...) already implement both"
+)]
+pub trait Sendable: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> Sendable for T {}

@@ -1,0 +1,79 @@
+//! # mp — Python's `multiprocessing`, in Rust
+//!
+//! Mark the functions that run in other processes with `#[mp::worker]` and your `main` with
+//! `#[mp::main]`. Arguments and results are any `serde` types, checked at compile time; OS
+//! handles inside them (pipes, queues, locks) travel as file descriptors.
+//!
+//! ```no_run
+//! #[mp::worker]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[mp::worker]
+//! fn fails(reason: String) -> Result<u64, String> {
+//!     Err(reason)
+//! }
+//!
+//! #[mp::main]
+//! fn main() -> mp::Result<()> {
+//!     // A process per call, like `multiprocessing.Process(target=square, args=(7,))`.
+//!     let mut p = mp::Process::new(square, (7,));
+//!     p.start()?;
+//!     assert_eq!(p.join()?, 49); // the worker's return value comes back
+//!
+//!     // Errors cross the process boundary as data, not as a bare exit code.
+//!     let mut p = mp::Process::new(fails, ("no luck".to_string(),));
+//!     p.start()?;
+//!     assert!(matches!(p.join(), Err(mp::Error::ProcessFailed { exitcode: 1, .. })));
+//!
+//!     // Three start methods, mixed freely through contexts.
+//!     for method in mp::get_all_start_methods() {
+//!         let mut p = mp::get_context(method).process(square, (3,));
+//!         p.start()?;
+//!         assert_eq!(p.join()?, 9);
+//!     }
+//!
+//!     // Pipes carry typed messages; their ends can be passed to children.
+//!     let (a, b) = mp::Pipe::<String>::duplex()?;
+//!     a.send(&"hello".to_string())?;
+//!     assert_eq!(b.recv()?, "hello");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `square(7)` still calls the function directly: `#[mp::worker]` turns the name into a constant
+//! that dereferences to the function and also identifies it to other processes.
+//!
+//! ## How a child starts
+//!
+//! | [`StartMethod`] | Python | what happens |
+//! |---|---|---|
+//! | `ForkServer` (default) | `"forkserver"` | a single-threaded server (a fresh copy of the binary) forks children on request |
+//! | `Spawn` | `"spawn"` | posix_spawn of the same binary; the child enters the worker before `main` |
+//! | `Fork` | `"fork"` | fork(2) of the parent, memory and all |
+//!
+//! Children die with their parent (`PR_SET_PDEATHSIG`), so a `kill -9` of the parent leaves no
+//! orphans. Workers also run from `cargo test` integration tests and doctests: a spawned child
+//! enters its worker from a constructor that runs before the test harness's `main`.
+//!
+//! ## Without the macros
+//!
+//! `#[mp::main] fn main() -> T { body }` is `fn main() -> T { mp::__private::main(|| body) }`.
+//! `#[mp::worker]` registers the function in a static registry (via `inventory`) and defines a
+//! [`WorkerFn`] constant; it is generated because it names the function's types twice and
+//! builds its decode glue.
+
+pub use mp_macros::{main, worker};
+pub use mp_runtime::{
+    ActiveChild, Connection, Context, CurrentProcess, Error, ParentProcess, Pipe, Process,
+    ProcessBuilder, RegisteredRun, Result, Run, Sendable, StartMethod, Worker, WorkerFn,
+    active_children, connection, cpu_count, current_process, default_context, forkserver,
+    get_all_start_methods, get_context, get_start_method, parent_process, set_authkey,
+    set_start_method, set_start_method_force,
+};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use mp_runtime::__private::*;
+}
