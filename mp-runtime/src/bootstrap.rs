@@ -61,7 +61,9 @@ pub fn enter_if_requested() {
         match sys::fd::adopt_inherited(fd) {
             Ok(sock) => run_child(sock),
             Err(e) => {
-                eprintln!("mp: child cannot use its bootstrap descriptor: {e}");
+                sys::stderr_line(&format!(
+                    "mp: child cannot use its bootstrap descriptor: {e}"
+                ));
                 sys::exit_now(1)
             }
         }
@@ -80,7 +82,7 @@ pub fn enter_if_requested() {
         ) {
             (Ok(l), Ok(c)) => crate::process::forkserver::serve(l, c),
             _ => {
-                eprintln!("mp: fork server started without its descriptors");
+                sys::stderr_line("mp: fork server started without its descriptors");
                 sys::exit_now(1)
             }
         }
@@ -101,7 +103,9 @@ fn parse_two(value: &str) -> Option<(i32, i32)> {
 }
 
 fn bad_env(name: &str, value: &str) -> ! {
-    eprintln!("mp: malformed {name}={value:?}; this variable is reserved for mp's children");
+    sys::stderr_line(&format!(
+        "mp: malformed {name}={value:?}; this variable is reserved for mp's children"
+    ));
     sys::exit_now(1)
 }
 
@@ -120,6 +124,10 @@ static WORKER_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 /// With `panic = "abort"` nothing unwinds to `run_child`: the hook reports directly on this.
 static REPORT_SOCK: OnceLock<OwnedFd> = OnceLock::new();
 
+/// Reports panics of the worker thread: records message and location for the parent and prints
+/// them to the real stderr. (Rust's default hook would print into libtest's capture buffer when
+/// the launcher thread was started from a test; writing to descriptor 2 always reaches the
+/// terminal or wherever the child's stderr points.)
 fn install_panic_hook() {
     let _ = WORKER_THREAD.set(std::thread::current().id());
     let previous = std::panic::take_hook();
@@ -130,6 +138,12 @@ fn install_panic_hook() {
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
                 .unwrap_or_else(|| "<unknown>".into());
+            let thread = std::thread::current();
+            sys::stderr_line(&format!(
+                "thread '{}' panicked at {location}:\n{message}\n{}",
+                thread.name().unwrap_or("<unnamed>"),
+                std::backtrace::Backtrace::capture()
+            ));
             if cfg!(panic = "abort") {
                 if let Some(sock) = REPORT_SOCK.get() {
                     let _ = send_report(
@@ -143,8 +157,9 @@ fn install_panic_hook() {
                 }
             }
             *PANIC.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, location));
+        } else {
+            previous(info);
         }
-        previous(info);
     }));
 }
 
@@ -166,7 +181,9 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
     let frame = match recv_frame(sock.as_fd(), DEFAULT_MAX_LEN) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("mp: child could not read its bootstrap message: {e}");
+            sys::stderr_line(&format!(
+                "mp: child could not read its bootstrap message: {e}"
+            ));
             sys::exit_now(1)
         }
     };
@@ -198,7 +215,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
             }
         }
         Ok(Outcome::Failed { message }) => {
-            eprintln!("mp: worker `{}` failed: {message}", boot.worker);
+            sys::stderr_line(&format!("mp: worker `{}` failed: {message}", boot.worker));
             let _ = send_report(&sock, &WireReport::Failed(message), &[]);
             1
         }
@@ -217,15 +234,29 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
 }
 
 fn fail(sock: &OwnedFd, message: String) -> ! {
-    eprintln!("mp: child cannot run: {message}");
+    sys::stderr_line(&format!("mp: child cannot run: {message}"));
     let _ = send_report(sock, &WireReport::Failed(message), &[]);
     sys::exit_now(1)
 }
 
-/// Joins this process's children (terminating daemons), flushes stdio and exits.
+/// Set in a child forked from a user process: it shares the parent's memory image, including
+/// atexit handlers the parent registered, which must not run twice.
+static FORKED_FROM_USER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this process as a `Fork` child (see [`finish`]).
+pub(crate) fn mark_forked_from_user() {
+    FORKED_FROM_USER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Joins this process's children (terminating daemons), flushes stdio and exits. Spawned and
+/// fork-server children exit like a program whose `main` returned (atexit handlers run); a
+/// `Fork` child skips them, as Python's does, because they belong to the parent's image.
 pub(crate) fn finish(code: i32) -> ! {
     children::shutdown();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    sys::exit_now(code)
+    if FORKED_FROM_USER.load(std::sync::atomic::Ordering::Relaxed) {
+        sys::exit_now(code)
+    }
+    std::process::exit(code)
 }

@@ -142,6 +142,20 @@ impl<T> Connection<T> {
         self.fd = None;
     }
 
+    /// A second handle on the same end (dup(2)): messages sent through either arrive in one
+    /// stream, so it can be given to several children.
+    pub fn try_clone(&self) -> Result<Self> {
+        let fd = self
+            .fd()?
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("dup", e))?;
+        let mut c = Connection::from_fd(fd);
+        c.readable = self.readable;
+        c.writable = self.writable;
+        c.max_len = self.max_len;
+        Ok(c)
+    }
+
     /// Whether [`close`](Connection::close) was called.
     pub fn closed(&self) -> bool {
         self.fd.is_none()

@@ -9,6 +9,7 @@ pub mod connection;
 mod context;
 mod error;
 mod global;
+mod handle;
 mod identity;
 mod process;
 mod registry;
@@ -22,6 +23,7 @@ pub use context::{
     set_start_method, set_start_method_force,
 };
 pub use error::{Error, Result};
+pub use handle::Handle;
 pub use identity::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process, set_authkey,
 };
@@ -68,6 +70,11 @@ pub mod __private {
         close_after: bool,
     ) -> crate::Result<(i32, Option<String>)> {
         crate::process::raw_bootstrap(frame_bytes, close_after)
+    }
+
+    /// Test support: connects to this process's fork server and runs the handshake with `key`.
+    pub fn forkserver_handshake(key: &[u8]) -> crate::Result<()> {
+        crate::process::forkserver::handshake_only(key)
     }
 
     /// Test support: a well-formed bootstrap frame for `worker` with an already encoded

@@ -51,7 +51,11 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
     });
     let output_check = quote_spanned! {ret_span=> #krate::__private::assert_output::<#output>(); };
 
+    // The function itself gets a private name, so that `name` inside its body (recursion, or
+    // starting itself in a child) refers to the worker constant.
+    let fn_name = format_ident!("__mp_worker_fn");
     let mut inner = f.clone();
+    inner.sig.ident = fn_name.clone();
     inner.vis = syn::Visibility::Inherited;
     inner.attrs = other_attrs.iter().map(|a| (*a).clone()).collect();
 
@@ -63,7 +67,7 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
             #inner
 
             fn __mp_entry(input: #krate::__private::Input) -> #krate::__private::Outcome {
-                #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #name(#(#idents),*))
+                #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #fn_name(#(#idents),*))
             }
 
             #[allow(dead_code)]
@@ -81,7 +85,7 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
 
             #krate::WorkerFn::new(
                 ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
-                #name as fn(#(#tys),*) -> #ret,
+                #fn_name as fn(#(#tys),*) -> #ret,
             )
         };
     }

@@ -19,6 +19,11 @@ pub(crate) fn start(child_end: OwnedFd, parent_end: RawFd) -> Result<(i32, Waite
     let parent_pid = std::process::id() as i32;
     launcher::run(move || {
         warn_if_threaded();
+        // Hold stdout and stderr across the fork (the pthread_atfork pattern): no other thread
+        // can be inside a print at that moment, so the child does not inherit a lock held by a
+        // thread that does not exist there. Both processes release their copy afterwards.
+        let stdout = std::io::stdout().lock();
+        let stderr = std::io::stderr().lock();
         // SAFETY: the child only calls async-signal-safe functions until it has reset the
         // runtime's global state (`after_fork_in_child`), then runs the worker like Python's
         // fork start method does. Memory allocation is safe after fork with glibc, whose malloc
@@ -26,19 +31,25 @@ pub(crate) fn start(child_end: OwnedFd, parent_end: RawFd) -> Result<(i32, Waite
         // global of `mp` is replaced by `after_fork_in_child`.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
+                drop((stdout, stderr));
                 after_fork_in_child();
+                bootstrap::mark_forked_from_user();
                 let _ = nix::unistd::close(parent_end);
                 bootstrap::die_with_parent(parent_pid);
                 stdin_from_devnull();
                 bootstrap::run_child(child_end)
             }
             Ok(ForkResult::Parent { child }) => {
+                drop((stdout, stderr));
                 drop(child_end);
                 let pid = child.as_raw();
                 let pidfd = PidFd::open(pid).map_err(|e| Error::io("pidfd_open", e))?;
                 Ok((pid, Waiter::Direct(pidfd)))
             }
-            Err(e) => Err(Error::io("fork", e)),
+            Err(e) => {
+                drop((stdout, stderr));
+                Err(Error::io("fork", e))
+            }
         }
     })?
 }

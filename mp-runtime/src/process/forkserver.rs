@@ -118,7 +118,23 @@ fn retire(pid: i32) {
     }
 }
 
-fn request(address: &[u8], key: &[u8], child_end: &OwnedFd) -> Result<(i32, OwnedFd)> {
+/// Connects to the running server (starting it if needed) and runs only the handshake.
+pub(crate) fn handshake_only(key: &[u8]) -> Result<()> {
+    let address = {
+        let mut server = SERVER.lock();
+        if server.is_none() {
+            *server = Some(launcher::run(launch)??);
+        }
+        server
+            .as_ref()
+            .map(|s| s.address.clone())
+            .unwrap_or_default()
+    };
+    let conn = connect_to(&address)?;
+    client_handshake(conn.as_fd(), key)
+}
+
+fn connect_to(address: &[u8]) -> Result<OwnedFd> {
     let conn = socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -128,6 +144,11 @@ fn request(address: &[u8], key: &[u8], child_end: &OwnedFd) -> Result<(i32, Owne
     .map_err(|e| Error::io("socket", e))?;
     let addr = UnixAddr::new_abstract(address).map_err(|e| Error::io("fork server address", e))?;
     connect(conn.as_raw_fd(), &addr).map_err(|e| Error::io("connect to the fork server", e))?;
+    Ok(conn)
+}
+
+fn request(address: &[u8], key: &[u8], child_end: &OwnedFd) -> Result<(i32, OwnedFd)> {
+    let conn = connect_to(address)?;
     client_handshake(conn.as_fd(), key)?;
     send_frame(conn.as_fd(), REQUEST, &[child_end.as_raw_fd()])?;
     let reply = recv_frame(conn.as_fd(), 16)?;

@@ -50,3 +50,12 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always safe to call; it never returns.
     unsafe { libc::_exit(code) }
 }
+
+/// Writes one line to descriptor 2, bypassing the `eprintln!` capture of test harnesses (a forked
+/// child may run on a thread that inherited libtest's capture buffer).
+pub(crate) fn stderr_line(message: &str) {
+    use std::io::Write;
+    let mut line = message.trim_end_matches('\n').to_owned();
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}

@@ -1,0 +1,105 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// Every blocking wait in the tests is bounded by this; a hang becomes a failure, not a stuck CI.
+pub const LONG: Duration = Duration::from_secs(60);
+
+/// Defines one test per start method for a body taking the `mp::Context` to use:
+/// `for_each_method!(pr_03_before_start, |ctx| { ... });` gives `pr_03_before_start::spawn`,
+/// `::fork` and `::forkserver`.
+#[macro_export]
+macro_rules! for_each_method {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn spawn() {
+                let _g = $crate::common::shared();
+                ($body)(mp::get_context(mp::StartMethod::Spawn))
+            }
+            #[test]
+            fn fork() {
+                let _g = $crate::common::exclusive();
+                ($body)(mp::get_context(mp::StartMethod::Fork))
+            }
+            #[test]
+            fn forkserver() {
+                let _g = $crate::common::shared();
+                ($body)(mp::get_context(mp::StartMethod::ForkServer))
+            }
+        }
+    };
+}
+
+static FORK_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Taken by tests that start `Fork` children, for their whole run. A forked child inherits every
+/// descriptor of the test process, including pipe ends of tests running in other threads, which
+/// would then see end-of-stream late; so no other test runs while one forks.
+pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FORK_LOCK.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Taken by every other test that starts processes or relies on end-of-stream.
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORK_LOCK.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts `p` and returns it, panicking with the error otherwise.
+pub fn started<R: serde::de::DeserializeOwned>(mut p: mp::Process<R>) -> mp::Process<R> {
+    p.start().expect("start");
+    p
+}
+
+/// Joins with a generous bound: a child that never exits fails the test instead of hanging it.
+pub fn join<R: serde::de::DeserializeOwned>(p: &mut mp::Process<R>) -> mp::Result<R> {
+    assert!(
+        p.join_timeout(LONG),
+        "process {:?} did not exit within {LONG:?}",
+        p
+    );
+    p.join()
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet) according to /proc.
+pub fn pid_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes. For conditions that have no
+/// descriptor to wait on (a process of someone else's disappearing).
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A pipe whose write end can be handed to a child; read the whole of it with `read_all`.
+pub fn capture_pipe() -> (std::io::PipeReader, mp::Handle) {
+    let (r, w) = std::io::pipe().expect("pipe");
+    (r, mp::Handle::from(std::os::fd::OwnedFd::from(w)))
+}
+
+/// Reads until every writer has closed.
+pub fn read_all(mut r: std::io::PipeReader) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    r.read_to_string(&mut s).expect("read pipe");
+    s
+}
