@@ -138,11 +138,14 @@ fn install_panic_hook() {
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
                 .unwrap_or_else(|| "<unknown>".into());
-            let thread = std::thread::current();
+            let trace = std::backtrace::Backtrace::capture();
+            let trace = match trace.status() {
+                std::backtrace::BacktraceStatus::Captured => format!("\n{trace}"),
+                _ => String::new(),
+            };
             sys::stderr_line(&format!(
-                "thread '{}' panicked at {location}:\n{message}\n{}",
-                thread.name().unwrap_or("<unnamed>"),
-                std::backtrace::Backtrace::capture()
+                "mp: worker of process '{}' panicked at {location}:\n{message}{trace}",
+                crate::identity::name(),
             ));
             if cfg!(panic = "abort") {
                 if let Some(sock) = REPORT_SOCK.get() {

@@ -46,6 +46,18 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
         (quote!(#ret), quote!(call_plain))
     };
 
+    // Bound errors of the decode glue point at the arguments (or the return type), not at the
+    // attribute.
+    let entry_span = if tys.is_empty() {
+        ret_span
+    } else {
+        f.sig.inputs.span()
+    };
+    let fn_name = format_ident!("__mp_worker_fn");
+    let entry_call = quote_spanned! {entry_span=>
+        #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #fn_name(#(#idents),*))
+    };
+
     let arg_checks = tys.iter().map(|ty| {
         quote_spanned! {ty.span()=> #krate::__private::assert_arg::<#ty>(); }
     });
@@ -53,7 +65,6 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
 
     // The function itself gets a private name, so that `name` inside its body (recursion, or
     // starting itself in a child) refers to the worker constant.
-    let fn_name = format_ident!("__mp_worker_fn");
     let mut inner = f.clone();
     inner.sig.ident = fn_name.clone();
     inner.vis = syn::Visibility::Inherited;
@@ -67,7 +78,7 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
             #inner
 
             fn __mp_entry(input: #krate::__private::Input) -> #krate::__private::Outcome {
-                #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #fn_name(#(#idents),*))
+                #entry_call
             }
 
             #[allow(dead_code)]

@@ -215,8 +215,13 @@ struct Kid {
 
 /// The server's main loop. Never returns: exits when its parent goes away.
 pub(crate) fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
+    // A Ctrl-C reaches the whole process group: the parent decides what happens to its children,
+    // so the server itself ignores SIGINT (as Python's does); children get the default back.
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
     let config: ServerConfig = match recv_frame(control.as_fd(), 4096)
         .and_then(|f| codec::decode(&f.payload, Vec::new()))
     {
@@ -297,6 +302,8 @@ fn handle(
                 let _ = nix::unistd::close(k.conn.as_raw_fd());
             }
             let _ = nix::unistd::close(conn.as_raw_fd());
+            // SAFETY: restoring the default disposition installs no handler code.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
             bootstrap::die_with_parent(server_pid);
             bootstrap::run_child(child_end)
         }

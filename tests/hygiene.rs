@@ -1,0 +1,102 @@
+//! After a workload of every start method, with children that exit, fail, panic and get killed,
+//! this process has no zombie children, no more open descriptors than before, and `/dev/shm`
+//! holds nothing of ours. A `harness = false` test with `#[mp::main]`, so that nothing else runs
+//! in the process while it counts.
+
+use std::time::Duration;
+
+#[mp::worker]
+fn ok(x: u32) -> u32 {
+    x + 1
+}
+
+#[mp::worker]
+fn panics() {
+    panic!("expected panic (hygiene test)");
+}
+
+#[mp::worker]
+fn sleeps() {
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+/// Our zombie children, from /proc.
+fn zombies() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] == "Z" && fields[1] == me {
+            found.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    found
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn shm_entries() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("mp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn workload() {
+    for m in mp::get_all_start_methods() {
+        let ctx = mp::get_context(m);
+        for i in 0..5 {
+            let mut p = ctx.process(ok, (i,));
+            p.start().unwrap();
+            assert_eq!(p.join().unwrap(), i + 1);
+        }
+        let mut p = ctx.process(panics, ());
+        p.start().unwrap();
+        assert!(p.join().is_err());
+        let mut p = ctx.process(sleeps, ());
+        p.start().unwrap();
+        p.kill().unwrap();
+        assert!(p.join().is_err());
+        // Dropped without join: reaped by active_children().
+        let mut p = ctx.process(ok, (0,));
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        drop(p);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while mp::active_children().iter().any(|c| c.pid() == pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} never finished"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[mp::main]
+fn main() {
+    // Warm up: the fork server and the launcher thread are started once and stay.
+    workload();
+    let fds_before = open_fds();
+    workload();
+    workload();
+    let fds_after = open_fds();
+    let z = zombies();
+    let shm = shm_entries();
+    assert!(z.is_empty(), "zombie children left: {z:?}");
+    assert_eq!(fds_before, fds_after, "descriptors leaked");
+    assert!(shm.is_empty(), "/dev/shm entries left: {shm:?}");
+    println!("hygiene: 1 passed, 0 failed");
+}

@@ -1,0 +1,2 @@
+#[mp::main(flavor = "multi_thread")]
+fn main() {}

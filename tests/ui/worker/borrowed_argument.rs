@@ -1,0 +1,6 @@
+#[mp::worker]
+fn borrows(text: &'static str) -> usize {
+    text.len()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[mp::worker]
+fn generic<T: Clone>(value: T) -> T {
+    value.clone()
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+struct NotSerde;
+
+#[mp::worker]
+fn gives() -> NotSerde {
+    NotSerde
+}
+
+fn main() {}

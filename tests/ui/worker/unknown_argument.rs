@@ -1,0 +1,6 @@
+#[mp::worker(name = "custom")]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[mp::worker]
+struct NotAFunction;
+
+fn main() {}
