@@ -1,1 +1,61 @@
-fn main() {}
+//! `mp`'s mirror of `../shared/bench/python/bench.py`: the same scenarios, sizes, warm-up,
+//! repetitions and median rule, printed as the same JSON lines so that
+//! `python3 ../shared/bench/compare.py` joins the two on `(scenario, metric)`.
+//!
+//! ```text
+//! cargo bench --bench scenarios                 # full sizes
+//! cargo bench --bench scenarios -- --quick      # smoke test
+//! cargo bench --bench scenarios -- --only process_start
+//! ```
+//!
+//! Besides Python's figures, each scenario prints raw OS baselines measured in the same run
+//! (metrics prefixed `raw_`), so that every `mp` figure can be read against what the OS allows.
+//! Notes on mirroring: Python's `noop` target is a `#[mp::worker] fn noop()`; "start_join" is
+//! `Process::new` + `start` + `join`, one process at a time, as in Python.
+
+use std::time::Instant;
+
+#[path = "scenarios/common.rs"]
+mod common;
+#[path = "scenarios/process_start.rs"]
+mod process_start;
+
+use common::{Options, Scenario};
+
+/// Every scenario, in bench.py's order.
+fn all() -> Vec<Scenario> {
+    process_start::scenarios()
+}
+
+#[mp::main]
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--exit-at-once") {
+        // The raw posix_spawn baseline starts this binary with this flag.
+        return;
+    }
+    let opts = Options::from_args();
+    if opts.list {
+        for s in all() {
+            println!("{}", s.name);
+        }
+        return;
+    }
+    eprintln!("{}", common::header(&opts));
+    let mut failed = false;
+    for s in all() {
+        if !opts.selected(s.name) {
+            continue;
+        }
+        let t = Instant::now();
+        if let Err(e) = (s.run)(&opts) {
+            eprintln!("scenario {} failed: {e}", s.name);
+            failed = true;
+        }
+        if opts.verbose {
+            eprintln!("{}: {:.1?}", s.name, t.elapsed());
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}

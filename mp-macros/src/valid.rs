@@ -82,16 +82,16 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
             }
         }
     }
-    if let syn::ReturnType::Type(_, ty) = &sig.output {
-        if let syn::Type::ImplTrait(_) = &**ty {
-            push(
-                &mut acc,
-                syn::Error::new(
-                    ty.span(),
-                    "a worker cannot return `impl Trait`; name a concrete type",
-                ),
-            );
-        }
+    if let syn::ReturnType::Type(_, ty) = &sig.output
+        && let syn::Type::ImplTrait(_) = &**ty
+    {
+        push(
+            &mut acc,
+            syn::Error::new(
+                ty.span(),
+                "a worker cannot return `impl Trait`; name a concrete type",
+            ),
+        );
     }
     finish(acc)
 }

@@ -147,17 +147,17 @@ fn install_panic_hook() {
                 "mp: worker of process '{}' panicked at {location}:\n{message}{trace}",
                 crate::identity::name(),
             ));
-            if cfg!(panic = "abort") {
-                if let Some(sock) = REPORT_SOCK.get() {
-                    let _ = send_report(
-                        sock,
-                        &WireReport::Panicked {
-                            message: message.clone(),
-                            location: location.clone(),
-                        },
-                        &[],
-                    );
-                }
+            if cfg!(panic = "abort")
+                && let Some(sock) = REPORT_SOCK.get()
+            {
+                let _ = send_report(
+                    sock,
+                    &WireReport::Panicked {
+                        message: message.clone(),
+                        location: location.clone(),
+                    },
+                    &[],
+                );
             }
             *PANIC.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, location));
         } else {
@@ -168,10 +168,7 @@ fn install_panic_hook() {
 
 fn send_report(sock: &OwnedFd, report: &WireReport, fds: &[OwnedFd]) -> crate::Result<()> {
     let enc = codec::encode(report)?;
-    let raw: Vec<_> = fds
-        .iter()
-        .map(|f| std::os::fd::AsRawFd::as_raw_fd(f))
-        .collect();
+    let raw: Vec<_> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     send_frame(sock.as_fd(), &enc.bytes, &raw)
 }
 

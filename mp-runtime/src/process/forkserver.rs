@@ -249,13 +249,13 @@ pub(crate) fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
                 let _ = send_frame(kid.conn.as_fd(), &code.to_le_bytes(), &[]);
             }
         }
-        if ready[0] {
-            if let Ok(conn) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-                // SAFETY: accept4 returned a new descriptor that nothing else owns.
-                let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
-                if let Ok(kid) = handle(conn, &config, &listener, &control, &mut kids) {
-                    kids.push(kid);
-                }
+        if ready[0]
+            && let Ok(conn) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
+        {
+            // SAFETY: accept4 returned a new descriptor that nothing else owns.
+            let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+            if let Ok(kid) = handle(conn, &config, &listener, &control, &kids) {
+                kids.push(kid);
             }
         }
     }
@@ -278,7 +278,7 @@ fn handle(
     config: &ServerConfig,
     listener: &OwnedFd,
     control: &OwnedFd,
-    kids: &mut Vec<Kid>,
+    kids: &[Kid],
 ) -> Result<Kid> {
     let timeout = TimeVal::new(HANDSHAKE_TIMEOUT.as_secs() as _, 0);
     setsockopt(&conn, sockopt::ReceiveTimeout, &timeout).map_err(|e| Error::io("setsockopt", e))?;

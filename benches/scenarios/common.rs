@@ -1,0 +1,120 @@
+//! Options and reporting shared by every scenario.
+
+use std::time::Duration;
+
+/// Command-line options, as in Python's bench.py.
+pub struct Options {
+    pub quick: bool,
+    pub only: Vec<String>,
+    pub reps: usize,
+    pub verbose: bool,
+    pub list: bool,
+}
+
+impl Options {
+    pub fn from_args() -> Options {
+        let mut o = Options {
+            quick: false,
+            only: Vec::new(),
+            reps: 0,
+            verbose: false,
+            list: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--verbose" => o.verbose = true,
+                "--list" => o.list = true,
+                "--only" => {
+                    o.only = args
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "--reps" => o.reps = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+                // `cargo bench` passes `--bench`; ignore it and anything unknown.
+                _ => {}
+            }
+        }
+        if o.reps == 0 {
+            o.reps = if o.quick { 3 } else { 5 };
+        }
+        o
+    }
+
+    /// Exact names or prefixes, like Python's `--only`.
+    pub fn selected(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// `full` normally, `quick` with `--quick`.
+    pub fn size(&self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// One scenario.
+pub struct Scenario {
+    pub name: &'static str,
+    pub run: fn(&Options) -> Result<(), String>,
+}
+
+/// Prints one result line in bench.py's format (value rounded to 6 significant digits).
+pub fn emit(scenario: &str, metric: &str, value: f64, unit: &str) {
+    println!(
+        "{{\"scenario\": \"{scenario}\", \"metric\": \"{metric}\", \"value\": {}, \"unit\": \"{unit}\"}}",
+        six_digits(value)
+    );
+}
+
+fn six_digits(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (5 - magnitude).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    let rounded: f64 = s.parse().unwrap_or(v);
+    format!("{rounded:?}")
+}
+
+/// The median of samples (the middle one for odd counts, the mean of the two middle ones else).
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Machine and toolchain, on stderr, like bench.py's header.
+pub fn header(opts: &Options) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "mp bench: rustc {} | kernel {} | {} CPUs | {} mode | reps {}",
+        rustc_version(),
+        kernel.trim(),
+        mp::cpu_count(),
+        if opts.quick { "quick" } else { "full" },
+        opts.reps
+    )
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
