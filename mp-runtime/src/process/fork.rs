@@ -70,9 +70,14 @@ fn stdin_from_devnull() {
 
 /// Forking a process whose other threads may hold locks can deadlock the child; say so once.
 fn warn_if_threaded() {
-    // Runs on the launcher thread. It and the caller (parked until we reply) hold no locks;
-    // count the others.
-    let others = crate::sys::thread_count().saturating_sub(2);
+    // Runs on the launcher thread (then the caller is parked until we reply) or inline on the
+    // main thread (then the launcher, if any, is idle). Neither holds a lock; count the others.
+    let ours = if launcher::on_launcher_thread() {
+        2
+    } else {
+        1 + usize::from(launcher::exists())
+    };
+    let others = crate::sys::thread_count().saturating_sub(ours);
     if others > 0 && !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
             "mp: warning: starting a process with StartMethod::Fork while this process runs {} \

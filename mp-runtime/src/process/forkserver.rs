@@ -2,11 +2,12 @@
 //!
 //! On first use this process spawns a fresh copy of its binary as the fork server: a
 //! single-threaded process that listens on an abstract Unix socket (nothing in the filesystem,
-//! nothing to leak) and forks a child for every authenticated request. A request carries the
-//! child's bootstrap socket as SCM_RIGHTS; the server replies with the child's pid and, when the
-//! child exits, with its exit code on the same connection. The client authenticates with this
-//! process's authkey (HMAC-SHA256 both ways). If the server dies, the next start notices the
-//! refused connection, reaps it and starts a new one.
+//! nothing to leak). A client connects once and authenticates with this process's authkey
+//! (HMAC-SHA256 both ways); the connection then carries one request per child: the child's
+//! bootstrap socket and a status socket, as SCM_RIGHTS. The server forks, replies with the pid,
+//! and writes the child's exit code on the status socket when it reaps it. If the server dies,
+//! the next start sees the broken connection, reaps it and starts a new one; if this process's
+//! authkey changed, the next start authenticates again with the new key.
 //!
 //! Lifetimes chain: the server dies with this process (PR_SET_PDEATHSIG from the launcher
 //! thread, plus EOF on its control socket), and its children die with the server.
@@ -54,6 +55,8 @@ struct Server {
     address: Vec<u8>,
     /// Closing it (or dying) tells the server to exit.
     _control: OwnedFd,
+    /// The authenticated connection requests go over, and the key it was authenticated with.
+    conn: Option<(OwnedFd, Vec<u8>)>,
 }
 
 static SERVER: Global<Option<Server>> = Global::new(|| None);
@@ -76,19 +79,16 @@ pub fn server_address() -> Option<Vec<u8>> {
 /// Asks the fork server for a child running the bootstrap protocol on `child_end`.
 pub(crate) fn start(child_end: OwnedFd) -> Result<(i32, Waiter)> {
     let key = crate::identity::authkey();
-    let mut server = SERVER.lock();
+    let mut guard = SERVER.lock();
     for attempt in 0..2 {
-        if server.is_none() {
-            *server = Some(launcher::run(launch)??);
+        if guard.is_none() {
+            *guard = Some(launcher::run(launch)??);
         }
-        let address = server
-            .as_ref()
-            .map(|s| s.address.clone())
-            .unwrap_or_default();
-        match request(&address, &key, &child_end) {
-            Ok((pid, conn)) => return Ok((pid, Waiter::Server(conn))),
+        let server = guard.as_mut().expect("just set");
+        match request(server, &key, &child_end) {
+            Ok((pid, status)) => return Ok((pid, Waiter::Server(status))),
             Err(e) if attempt == 0 && server_gone(&e) => {
-                if let Some(dead) = server.take() {
+                if let Some(dead) = guard.take() {
                     retire(dead.pid);
                 }
             }
@@ -118,7 +118,8 @@ fn retire(pid: i32) {
     }
 }
 
-/// Connects to the running server (starting it if needed) and runs only the handshake.
+/// Connects to the running server (starting it if needed) and runs only the handshake, on a
+/// connection of its own.
 pub(crate) fn handshake_only(key: &[u8]) -> Result<()> {
     let address = {
         let mut server = SERVER.lock();
@@ -134,6 +135,19 @@ pub(crate) fn handshake_only(key: &[u8]) -> Result<()> {
     client_handshake(conn.as_fd(), key)
 }
 
+/// The authenticated connection to `server`, made (or remade, if the authkey changed) on demand.
+fn connection<'a>(server: &'a mut Server, key: &[u8]) -> Result<&'a OwnedFd> {
+    if server.conn.as_ref().is_some_and(|(_, k)| k != key) {
+        server.conn = None;
+    }
+    if server.conn.is_none() {
+        let conn = connect_to(&server.address)?;
+        client_handshake(conn.as_fd(), key)?;
+        server.conn = Some((conn, key.to_vec()));
+    }
+    Ok(&server.conn.as_ref().expect("just set").0)
+}
+
 fn connect_to(address: &[u8]) -> Result<OwnedFd> {
     let conn = socket(
         AddressFamily::Unix,
@@ -147,11 +161,26 @@ fn connect_to(address: &[u8]) -> Result<OwnedFd> {
     Ok(conn)
 }
 
-fn request(address: &[u8], key: &[u8], child_end: &OwnedFd) -> Result<(i32, OwnedFd)> {
-    let conn = connect_to(address)?;
-    client_handshake(conn.as_fd(), key)?;
-    send_frame(conn.as_fd(), REQUEST, &[child_end.as_raw_fd()])?;
-    let reply = recv_frame(conn.as_fd(), 16)?;
+/// One request: returns the child's pid and the socket its exit code will arrive on.
+fn request(server: &mut Server, key: &[u8], child_end: &OwnedFd) -> Result<(i32, OwnedFd)> {
+    let (status, status_child) = stream_pair()?;
+    let result = (|| {
+        let conn = connection(server, key)?;
+        send_frame(
+            conn.as_fd(),
+            REQUEST,
+            &[child_end.as_raw_fd(), status_child.as_raw_fd()],
+        )?;
+        recv_frame(conn.as_fd(), 256)
+    })();
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // A half-used connection is not reused.
+            server.conn = None;
+            return Err(e);
+        }
+    };
     let pid = match <[u8; 4]>::try_from(reply.payload.as_slice()) {
         Ok(b) => i32::from_le_bytes(b),
         Err(_) => {
@@ -162,7 +191,7 @@ fn request(address: &[u8], key: &[u8], child_end: &OwnedFd) -> Result<(i32, Owne
             ));
         }
     };
-    Ok((pid, conn))
+    Ok((pid, status))
 }
 
 /// Starts a server (on the launcher thread, so that it dies with this process, not with
@@ -204,13 +233,38 @@ fn launch() -> Result<Server> {
         pid,
         address: name.into_bytes(),
         _control: control,
+        conn: None,
     })
 }
 
+/// A child the server forked and will reap.
 struct Kid {
     pidfd: PidFd,
     pid: i32,
-    conn: OwnedFd,
+    status: OwnedFd,
+}
+
+/// Everything the server polls.
+struct ServerState {
+    listener: OwnedFd,
+    control: OwnedFd,
+    clients: Vec<OwnedFd>,
+    kids: Vec<Kid>,
+}
+
+impl ServerState {
+    /// Every descriptor of the server, closed in each child it forks.
+    fn close_all_in_child(&self) {
+        let _ = nix::unistd::close(self.listener.as_raw_fd());
+        let _ = nix::unistd::close(self.control.as_raw_fd());
+        for c in &self.clients {
+            let _ = nix::unistd::close(c.as_raw_fd());
+        }
+        for k in &self.kids {
+            let _ = nix::unistd::close(k.pidfd.as_fd().as_raw_fd());
+            let _ = nix::unistd::close(k.status.as_raw_fd());
+        }
+    }
 }
 
 /// The server's main loop. Never returns: exits when its parent goes away.
@@ -228,11 +282,17 @@ pub(crate) fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
         Ok(c) => c,
         Err(_) => crate::sys::exit_now(1),
     };
-    let mut kids: Vec<Kid> = Vec::new();
+    let mut st = ServerState {
+        listener,
+        control,
+        clients: Vec::new(),
+        kids: Vec::new(),
+    };
     loop {
         let ready = {
-            let mut fds = vec![listener.as_fd(), control.as_fd()];
-            fds.extend(kids.iter().map(|k| k.pidfd.as_fd()));
+            let mut fds = vec![st.listener.as_fd(), st.control.as_fd()];
+            fds.extend(st.clients.iter().map(|c| c.as_fd()));
+            fds.extend(st.kids.iter().map(|k| k.pidfd.as_fd()));
             match wait_readable(&fds, Deadline::NEVER) {
                 Ok(r) => r,
                 Err(_) => crate::sys::exit_now(1),
@@ -242,20 +302,28 @@ pub(crate) fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
             // The parent closed the control socket or died.
             crate::sys::exit_now(0);
         }
-        for i in (0..kids.len()).rev() {
-            if ready[2 + i] {
-                let kid = kids.swap_remove(i);
+        let nclients = st.clients.len();
+        let kid_ready = &ready[2 + nclients..];
+        for i in (0..st.kids.len()).rev() {
+            if kid_ready[i] {
+                let kid = st.kids.swap_remove(i);
                 let code = reap(kid.pid);
-                let _ = send_frame(kid.conn.as_fd(), &code.to_le_bytes(), &[]);
+                let _ = send_frame(kid.status.as_fd(), &code.to_le_bytes(), &[]);
+            }
+        }
+        for i in (0..nclients).rev() {
+            if ready[2 + i] && serve_request(&mut st, i).is_err() {
+                // The client went away or broke the protocol: forget its connection.
+                st.clients.swap_remove(i);
             }
         }
         if ready[0]
-            && let Ok(conn) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
+            && let Ok(conn) = accept4(st.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC)
         {
             // SAFETY: accept4 returned a new descriptor that nothing else owns.
             let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
-            if let Ok(kid) = handle(conn, &config, &listener, &control, &kids) {
-                kids.push(kid);
+            if authenticate(&conn, &config).is_ok() {
+                st.clients.push(conn);
             }
         }
     }
@@ -272,36 +340,34 @@ fn reap(pid: i32) -> i32 {
     }
 }
 
-/// Authenticates one request and forks its child.
-fn handle(
-    conn: OwnedFd,
-    config: &ServerConfig,
-    listener: &OwnedFd,
-    control: &OwnedFd,
-    kids: &[Kid],
-) -> Result<Kid> {
+/// Runs the handshake on a new connection, bounded in time so that a stalled client cannot
+/// block the server.
+fn authenticate(conn: &OwnedFd, config: &ServerConfig) -> Result<()> {
     let timeout = TimeVal::new(HANDSHAKE_TIMEOUT.as_secs() as _, 0);
-    setsockopt(&conn, sockopt::ReceiveTimeout, &timeout).map_err(|e| Error::io("setsockopt", e))?;
-    setsockopt(&conn, sockopt::SendTimeout, &timeout).map_err(|e| Error::io("setsockopt", e))?;
+    let none = TimeVal::new(0, 0);
+    setsockopt(conn, sockopt::ReceiveTimeout, &timeout).map_err(|e| Error::io("setsockopt", e))?;
+    setsockopt(conn, sockopt::SendTimeout, &timeout).map_err(|e| Error::io("setsockopt", e))?;
     serve_handshake(conn.as_fd(), &config.authkey)?;
-    let mut frame = recv_frame(conn.as_fd(), 64)?;
-    if frame.payload != REQUEST || frame.fds.len() != 1 {
+    setsockopt(conn, sockopt::ReceiveTimeout, &none).map_err(|e| Error::io("setsockopt", e))?;
+    Ok(())
+}
+
+/// Reads one request from client `i` and forks its child.
+fn serve_request(st: &mut ServerState, i: usize) -> Result<()> {
+    let mut frame = recv_frame(st.clients[i].as_fd(), 64)?;
+    if frame.payload != REQUEST || frame.fds.len() != 2 {
         return Err(Error::protocol("bad fork server request"));
     }
-    let child_end = frame.fds.pop().expect("one descriptor");
+    let status = frame.fds.pop().expect("two descriptors");
+    let child_end = frame.fds.pop().expect("two descriptors");
     let server_pid = std::process::id() as i32;
     // SAFETY: the fork server is single-threaded, so the child is a complete copy of a process
     // in a consistent state.
     match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
-            // Close every descriptor of the server; the child keeps only stdio and its socket.
-            let _ = nix::unistd::close(listener.as_raw_fd());
-            let _ = nix::unistd::close(control.as_raw_fd());
-            for k in kids.iter() {
-                let _ = nix::unistd::close(k.pidfd.as_fd().as_raw_fd());
-                let _ = nix::unistd::close(k.conn.as_raw_fd());
-            }
-            let _ = nix::unistd::close(conn.as_raw_fd());
+            // The child keeps only stdio and its bootstrap socket.
+            st.close_all_in_child();
+            drop(status);
             // SAFETY: restoring the default disposition installs no handler code.
             unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
             bootstrap::die_with_parent(server_pid);
@@ -310,14 +376,21 @@ fn handle(
         Ok(ForkResult::Parent { child }) => {
             drop(child_end);
             let pid = child.as_raw();
-            let pidfd = PidFd::open(pid).map_err(|e| Error::io("pidfd_open", e))?;
-            // A client that vanished meanwhile does not stop us from reaping its child.
-            let _ = send_frame(conn.as_fd(), &pid.to_le_bytes(), &[]);
-            Ok(Kid { pidfd, pid, conn })
+            let pidfd = PidFd::open(pid).map_err(|e| Error::io("pidfd_open", e));
+            let reply = send_frame(st.clients[i].as_fd(), &pid.to_le_bytes(), &[]);
+            match pidfd {
+                Ok(pidfd) => st.kids.push(Kid { pidfd, pid, status }),
+                Err(_) => {
+                    let code = reap(pid);
+                    let _ = send_frame(status.as_fd(), &code.to_le_bytes(), &[]);
+                }
+            }
+            reply
         }
-        Err(e) => {
-            let _ = send_frame(conn.as_fd(), format!("fork failed: {e}").as_bytes(), &[]);
-            Err(Error::io("fork", e))
-        }
+        Err(e) => send_frame(
+            st.clients[i].as_fd(),
+            format!("fork failed: {e}").as_bytes(),
+            &[],
+        ),
     }
 }
