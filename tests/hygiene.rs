@@ -87,6 +87,11 @@ fn workload() {
 
 #[mp::main]
 fn main() {
+    // PR-27: `#[mp::main]` never runs in a child; if it did, this would fail there.
+    assert!(
+        mp::parent_process().is_none(),
+        "main ran in a child process"
+    );
     // Warm up: the fork server and the launcher thread are started once and stay.
     workload();
     let fds_before = open_fds();

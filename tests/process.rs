@@ -578,6 +578,43 @@ for_each_method!(
     }
 );
 
+/// Starts a daemon that sleeps and a non-daemon that reports after `delay_ms`, returns their
+/// pids, and ends: the child's exit path is the same as the end of `#[mp::main]`.
+#[mp::worker]
+fn leave_children(method: StartMethod, out: Connection<String>) -> (i32, i32) {
+    let ctx = mp::get_context(method);
+    let mut daemon = ctx.process_builder().daemon(true).build(sleep_long, ());
+    daemon.start().unwrap();
+    let mut worker = ctx.process(send_after_go, (out,));
+    worker.start().unwrap();
+    (daemon.pid().unwrap(), worker.pid().unwrap())
+}
+
+#[mp::worker]
+fn send_after_go(out: Connection<String>) {
+    // Waits for the parent's go, so it certainly outlives the function that started it.
+    let go = out.recv().unwrap();
+    out.send(&format!("{go} done")).unwrap();
+}
+
+for_each_method!(
+    end_of_main_joins_children_and_terminates_daemons,
+    |ctx: mp::Context| {
+        let (here, there) = Pipe::<String>::duplex().unwrap();
+        let mut p = started(ctx.process(leave_children, (ctx.start_method(), there)));
+        // The middle process is now waiting in its exit path for the non-daemon child.
+        assert!(!p.join_timeout(Duration::from_millis(50)));
+        here.send(&"go".into()).unwrap();
+        assert_eq!(here.recv_timeout(LONG).unwrap(), "go done");
+        let (daemon, worker) = join(&mut p).unwrap();
+        assert!(
+            pid_gone(daemon),
+            "the daemon child was terminated and reaped"
+        );
+        assert!(pid_gone(worker), "the non-daemon child was joined");
+    }
+);
+
 #[test]
 fn start_twice_is_an_error() {
     let _g = shared();

@@ -242,11 +242,11 @@ struct Flags {
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{Error as _, SerializeTuple};
+        use serde::ser::SerializeTuple;
         let fd = self
             .fd
             .as_ref()
-            .ok_or_else(|| S::Error::custom("cannot send a closed Connection"))?;
+            .ok_or_else(|| codec::ser_error::<S::Error>("cannot send a closed Connection"))?;
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&FdRef(fd.as_fd()))?;
         t.serialize_element(&Flags {

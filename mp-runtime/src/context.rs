@@ -132,7 +132,7 @@ pub(crate) fn inherit_default(method: StartMethod) {
 /// A context bound to one start method; its constructors mirror the crate's free functions, so
 /// one program can mix methods (Python's `multiprocessing.get_context(method)`).
 ///
-/// ```no_run
+/// ```
 /// # #[mp::worker] fn square(x: u64) -> u64 { x * x }
 /// let ctx = mp::get_context(mp::StartMethod::Spawn);
 /// let mut p = ctx.process(square, (7,));

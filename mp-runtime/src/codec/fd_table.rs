@@ -3,13 +3,35 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use serde::de::Error as _;
-use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 thread_local! {
+    /// postcard drops the text of custom serde errors; the codec keeps it here to report it.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Records the text of a custom serde error for [`take_error_text`].
+pub(crate) fn note_error(text: &str) {
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(text.to_owned()));
+}
+
+/// The text of the last custom serde error on this thread, if any.
+pub(super) fn take_error_text() -> Option<String> {
+    LAST_ERROR.with(|e| e.borrow_mut().take())
+}
+
+/// A serializer error that keeps its text through postcard.
+pub(crate) fn ser_error<E: serde::ser::Error>(text: &str) -> E {
+    note_error(text);
+    E::custom(text)
+}
+
+/// A deserializer error that keeps its text through postcard.
+pub(crate) fn de_error<E: serde::de::Error>(text: &str) -> E {
+    note_error(text);
+    E::custom(text)
 }
 
 /// Runs `f` with a fresh outgoing table and returns what it collected. Nested calls keep their
@@ -43,11 +65,11 @@ pub fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<
         Some(Ok(table.len() - 1))
     });
     match index {
-        None => Err(S::Error::custom(
+        None => Err(ser_error(
             "an mp handle can only be serialized by mp itself (send it through a Connection, \
              Queue or as a worker argument)",
         )),
-        Some(Err(())) => Err(S::Error::custom(format!(
+        Some(Err(())) => Err(ser_error(&format!(
             "a message can carry at most {} handles",
             crate::transport::frame::MAX_FDS
         ))),
@@ -62,18 +84,18 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Owne
     INCOMING.with(|t| {
         let mut table = t.borrow_mut();
         let Some(table) = table.as_mut() else {
-            return Err(D::Error::custom(
+            return Err(de_error(
                 "an mp handle can only be deserialized by mp itself",
             ));
         };
         let len = table.len();
         match table.get_mut(index) {
-            None => Err(D::Error::custom(format!(
+            None => Err(de_error(&format!(
                 "handle index {index} out of range: the message carries {len} descriptors"
             ))),
             Some(slot) => slot
                 .take()
-                .ok_or_else(|| D::Error::custom(format!("handle index {index} used twice"))),
+                .ok_or_else(|| de_error(&format!("handle index {index} used twice"))),
         }
     })
 }

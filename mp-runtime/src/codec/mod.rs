@@ -9,6 +9,7 @@
 
 mod fd_table;
 
+pub(crate) use fd_table::ser_error;
 pub use fd_table::{deserialize_fd, serialize_fd};
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -31,6 +32,7 @@ pub struct Encoded {
 /// Encodes `value`, appending to `buf` (which may already hold a header).
 /// Returns the descriptors referenced by the bytes.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
+    let _ = fd_table::take_error_text();
     fd_table::with_outgoing(|| {
         let taken = std::mem::take(buf);
         match postcard::to_extend(value, taken) {
@@ -39,8 +41,9 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
                 Ok(())
             }
             Err(e) => Err(Error::codec(format!(
-                "cannot encode `{}`: {e}",
-                std::any::type_name::<T>()
+                "cannot encode `{}`: {}",
+                std::any::type_name::<T>(),
+                detail(e)
             ))),
         }
     })
@@ -74,6 +77,7 @@ pub fn encode_owned<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<Ow
 /// Decodes a `T` from `bytes`, with `fds` as the message's descriptor table. Descriptors the
 /// value does not take are closed. Trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    let _ = fd_table::take_error_text();
     fd_table::with_incoming(fds, || match postcard::take_from_bytes::<T>(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Error::codec(format!(
@@ -82,10 +86,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
             std::any::type_name::<T>()
         ))),
         Err(e) => Err(Error::codec(format!(
-            "cannot decode `{}`: {e}",
-            std::any::type_name::<T>()
+            "cannot decode `{}`: {}",
+            std::any::type_name::<T>(),
+            detail(e)
         ))),
     })
+}
+
+/// postcard's error, with the text of a custom serde error restored.
+fn detail(e: postcard::Error) -> String {
+    let custom = matches!(
+        e,
+        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom
+    );
+    match fd_table::take_error_text() {
+        Some(text) if custom => text,
+        _ => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ use crate::worker::{RegisteredRun, Worker};
 /// `R` is what the worker returns (the `T` of a `Result<T, E>`); [`join`](Process::join) hands
 /// it back.
 ///
-/// ```no_run
+/// ```
 /// #[mp::worker]
 /// fn greet(name: String) -> String {
 ///     format!("hello {name}")

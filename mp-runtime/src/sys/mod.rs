@@ -27,15 +27,20 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The number of threads of this process, from `/proc/self/status`.
+/// The number of threads of this process: the 20th field of `/proc/self/stat`, read with one
+/// `read` (this runs before every `Fork` start).
 pub(crate) fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let Ok(mut f) = std::fs::File::open("/proc/self/stat") else {
+        return 1;
+    };
+    let n = f.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    text.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .and_then(|v| v.parse().ok())
         .unwrap_or(1)
 }
 
@@ -58,4 +63,17 @@ pub(crate) fn stderr_line(message: &str) {
     let mut line = message.trim_end_matches('\n').to_owned();
     line.push('\n');
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thread_count_sees_a_new_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        // At least libtest's main thread, this test's thread and the one just started.
+        assert!(super::thread_count() >= 3);
+        tx.send(()).unwrap();
+        t.join().unwrap().unwrap();
+    }
 }
