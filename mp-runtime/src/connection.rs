@@ -54,6 +54,8 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
 /// One end of a [`Pipe`], carrying values of type `T`.
 pub struct Connection<T> {
     fd: Option<OwnedFd>,
+    /// TCP connections carry no descriptors.
+    tcp: bool,
     readable: bool,
     writable: bool,
     max_len: u64,
@@ -64,8 +66,14 @@ pub struct Connection<T> {
 
 impl<T> Connection<T> {
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+        Connection::from_socket(fd, false)
+    }
+
+    /// A connection over a Unix (`tcp == false`) or TCP socket.
+    pub(crate) fn from_socket(fd: OwnedFd, tcp: bool) -> Self {
         Connection {
             fd: Some(fd),
+            tcp,
             readable: true,
             writable: true,
             max_len: DEFAULT_MAX_LEN,
@@ -149,7 +157,7 @@ impl<T> Connection<T> {
             .fd()?
             .try_clone_to_owned()
             .map_err(|e| Error::io("dup", e))?;
-        let mut c = Connection::from_fd(fd);
+        let mut c = Connection::from_socket(fd, self.tcp);
         c.readable = self.readable;
         c.writable = self.writable;
         c.max_len = self.max_len;
@@ -185,6 +193,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&[0u8; HEADER_LEN]);
         let fds = codec::encode_into(value, &mut buf)?;
+        if self.tcp && !fds.is_empty() {
+            return Err(Error::InvalidArgument {
+                message: "handles (connections, queues, descriptors) cannot be sent over a TCP \
+                          connection; use a Unix socket address"
+                    .into(),
+            });
+        }
         if fds.len() > frame::MAX_FDS {
             return Err(Error::InvalidArgument {
                 message: format!("a message can carry at most {} handles", frame::MAX_FDS),
@@ -236,6 +251,7 @@ impl<T> fmt::Debug for Connection<T> {
 
 #[derive(Serialize, Deserialize)]
 struct Flags {
+    tcp: bool,
     readable: bool,
     writable: bool,
 }
@@ -250,6 +266,7 @@ impl<T> Serialize for Connection<T> {
         let mut t = s.serialize_tuple(2)?;
         t.serialize_element(&FdRef(fd.as_fd()))?;
         t.serialize_element(&Flags {
+            tcp: self.tcp,
             readable: self.readable,
             writable: self.writable,
         })?;
@@ -260,7 +277,7 @@ impl<T> Serialize for Connection<T> {
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (fd, flags): (FdOwned, Flags) = Deserialize::deserialize(d)?;
-        let mut c = Connection::from_fd(fd.0);
+        let mut c = Connection::from_socket(fd.0, flags.tcp);
         c.readable = flags.readable;
         c.writable = flags.writable;
         Ok(c)

@@ -11,6 +11,7 @@ mod error;
 mod global;
 mod handle;
 mod identity;
+mod listener;
 mod process;
 mod registry;
 mod sys;
@@ -27,6 +28,7 @@ pub use handle::Handle;
 pub use identity::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process, set_authkey,
 };
+pub use listener::{Address, Client, IntoAddress, Listener};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
 

@@ -114,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_key_still_runs_the_handshake() {
+    fn lc_04_empty_key_still_runs_the_handshake() {
         let (s, c) = run(b"", b"");
         s.unwrap();
         c.unwrap();
@@ -131,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn bogus_digest_is_rejected() {
+    fn lc_10_bogus_digest_is_rejected() {
         let (a, b) = stream_pair().unwrap();
         let t = std::thread::spawn(move || deliver_challenge(a.as_fd(), b"k"));
         let _challenge = recv_frame(b.as_fd(), 256).unwrap();
@@ -143,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn bogus_welcome_is_rejected() {
+    fn lc_11_bogus_welcome_is_rejected() {
         let (a, b) = stream_pair().unwrap();
         let t = std::thread::spawn(move || answer_challenge(a.as_fd(), b"k"));
         let mut challenge = CHALLENGE.to_vec();
