@@ -141,8 +141,14 @@ fn wrong_key_fails_both_sides_and_listener_keeps_accepting() {
     for _ in 0..3 {
         let a = l.address().clone();
         let t = std::thread::spawn(move || Client::connect::<u8>(a, b"wrong").map(|_| ()));
-        assert!(matches!(l.accept::<u8>(), Err(Error::Authentication { .. })));
-        assert!(matches!(t.join().unwrap(), Err(Error::Authentication { .. })));
+        assert!(matches!(
+            l.accept::<u8>(),
+            Err(Error::Authentication { .. })
+        ));
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(Error::Authentication { .. })
+        ));
     }
     let a = l.address().clone();
     let t = std::thread::spawn(move || Client::connect::<u8>(a, KEY).and_then(|c| c.send(&1)));
@@ -162,7 +168,10 @@ fn a_peer_that_is_not_mp_is_refused() {
         let mut s = std::net::TcpStream::connect(a).unwrap();
         let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
     });
-    assert!(matches!(l.accept::<u8>(), Err(Error::Authentication { .. })));
+    assert!(matches!(
+        l.accept::<u8>(),
+        Err(Error::Authentication { .. })
+    ));
     t.join().unwrap();
 }
 
