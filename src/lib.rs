@@ -67,10 +67,10 @@
 pub use mp_macros::{main, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Client, Connection, Context, CurrentProcess, Error, Handle, IntoAddress,
-    Listener, ParentProcess, Pipe, Process, ProcessBuilder, RegisteredRun, Result, Run, Sendable,
-    StartMethod, Worker, WorkerFn, active_children, connection, cpu_count, current_process,
-    default_context, forkserver, get_all_start_methods, get_context, get_start_method,
-    parent_process, set_authkey, set_start_method, set_start_method_force,
+    JoinableQueue, Listener, ParentProcess, Pipe, Process, ProcessBuilder, Queue, RegisteredRun,
+    Result, Run, Sendable, SimpleQueue, StartMethod, Worker, WorkerFn, active_children, connection,
+    cpu_count, current_process, default_context, forkserver, get_all_start_methods, get_context,
+    get_start_method, parent_process, set_authkey, set_start_method, set_start_method_force,
 };
 
 #[doc(hidden)]

@@ -30,7 +30,8 @@ pub enum Error {
     },
 
     /// The peer closed its end, or died: end of stream. Returned by receives on a connection whose
-    /// every writer is gone, and by sends whose reader is gone.
+    /// every writer is gone, by sends whose reader is gone, and by `put`/`get` on a queue after
+    /// `close()` in this process.
     #[error("the other end of the connection is closed")]
     Closed,
 

@@ -13,7 +13,9 @@ mod handle;
 mod identity;
 mod listener;
 mod process;
+mod queue;
 mod registry;
+mod sync;
 mod sys;
 mod transport;
 mod worker;
@@ -30,6 +32,7 @@ pub use identity::{
 };
 pub use listener::{Address, Client, IntoAddress, Listener};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
 
 /// Fork-server diagnostics.

@@ -9,7 +9,7 @@
 
 mod fd_table;
 
-pub(crate) use fd_table::ser_error;
+pub(crate) use fd_table::{de_error, ser_error};
 pub use fd_table::{deserialize_fd, serialize_fd};
 
 use std::os::fd::{OwnedFd, RawFd};

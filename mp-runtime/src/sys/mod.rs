@@ -2,6 +2,7 @@
 //! lives under this module.
 
 pub(crate) mod fd;
+pub(crate) mod mmap;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod posix_spawn;

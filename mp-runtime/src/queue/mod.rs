@@ -1,0 +1,377 @@
+//! `Queue`, `SimpleQueue` and `JoinableQueue`: multi-producer, multi-consumer FIFO queues shared
+//! between processes (Python's `multiprocessing.Queue` family).
+//!
+//! There is no feeder thread. `put` encodes the item in the caller (an encoding error is returned
+//! by `put` itself) and copies it into shared memory before returning, so an item whose `put`
+//! returned `Ok` is delivered even if its producer exits or is SIGKILLed right after. The queue
+//! lives in anonymous shared memory passed as a file descriptor, so nothing is left behind by a
+//! `kill -9`. A holder of the queue's lock that dies does not block the others (the lock is
+//! robust). `qsize` is an exact count kept in shared memory.
+//!
+//! An unbounded queue keeps pending items in a 256 MiB shared ring whose memory is allocated as
+//! items arrive and returned as they are taken; items over 16 MiB live in memory of their own.
+//! Handles inside items (connections, queues, `Handle`s) travel as descriptors.
+
+mod ring;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use self::ring::{Ring, RingFds};
+use crate::codec;
+use crate::connection::{FdOwned, FdRef};
+use crate::error::{Error, Result};
+use crate::sync::futex;
+use crate::sys::poll::Deadline;
+
+struct Shared {
+    ring: Ring,
+    closed: AtomicBool,
+}
+
+/// A FIFO queue between any number of producer and consumer processes.
+///
+/// ```
+/// let q = mp::Queue::bounded(1)?;
+/// assert!(q.try_put(1).is_ok());
+/// assert!(matches!(q.try_put(2), Err(mp::Error::Full)));
+/// assert_eq!(q.qsize(), 1);
+/// assert_eq!(q.get()?, 1);
+/// assert!(matches!(q.try_get(), Err(mp::Error::Empty)));
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct Queue<T> {
+    shared: Arc<Shared>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    /// Another handle on the same queue (in this process).
+    fn clone(&self) -> Self {
+        Queue {
+            shared: self.shared.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// An unbounded queue.
+    pub fn new() -> Result<Self> {
+        Self::with_limit(0)
+    }
+
+    /// A queue that holds at most `max_items` items: `put` waits while it is full. Zero is an
+    /// error (use [`Queue::new`] for an unbounded queue).
+    pub fn bounded(max_items: usize) -> Result<Self> {
+        if max_items == 0 {
+            return Err(Error::InvalidArgument {
+                message: "a bounded queue needs room for at least one item; use Queue::new() \
+                          for an unbounded queue"
+                    .into(),
+            });
+        }
+        Self::with_limit(max_items as u64)
+    }
+
+    fn with_limit(max_items: u64) -> Result<Self> {
+        Ok(Queue {
+            shared: Arc::new(Shared {
+                ring: Ring::create(max_items, ring::DEFAULT_RING)?,
+                closed: AtomicBool::new(false),
+            }),
+            _type: PhantomData,
+        })
+    }
+
+    fn ring(&self) -> Result<&Ring> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(&self.shared.ring)
+    }
+
+    fn put_with(&self, item: T, block: bool, timeout: Option<Duration>) -> Result<()> {
+        let ring = self.ring()?;
+        let mut buf = Vec::with_capacity(32);
+        let fds = codec::encode_into(&item, &mut buf)?;
+        ring.put(&buf, &fds, block, Deadline::after(timeout))
+    }
+
+    fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<T> {
+        let ring = self.ring()?;
+        let (bytes, fds) = ring.get(block, Deadline::after(timeout))?;
+        codec::decode(&bytes, fds)
+    }
+
+    /// Puts `item`, waiting while a bounded queue is full. An item that cannot be encoded is
+    /// [`Error::Codec`], and takes no room in the queue.
+    pub fn put(&self, item: T) -> Result<()> {
+        self.put_with(item, true, None)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room; [`Error::Full`] if none came.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
+        self.put_with(item, true, Some(timeout))
+    }
+
+    /// Puts `item` if there is room now; [`Error::Full`] otherwise.
+    pub fn try_put(&self, item: T) -> Result<()> {
+        self.put_with(item, false, Some(Duration::ZERO))
+    }
+
+    /// Takes the oldest item, waiting until there is one.
+    pub fn get(&self) -> Result<T> {
+        self.get_with(true, None)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; [`Error::Empty`] if none came.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_with(true, Some(timeout))
+    }
+
+    /// Takes the oldest item if there is one now; [`Error::Empty`] otherwise.
+    pub fn try_get(&self) -> Result<T> {
+        self.get_with(false, Some(Duration::ZERO))
+    }
+}
+
+impl<T> Queue<T> {
+    /// The number of items in the queue (exact; unlike Python's, also on macOS).
+    pub fn qsize(&self) -> usize {
+        self.shared.ring.count() as usize
+    }
+
+    /// Whether the queue holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether a bounded queue holds its maximum (always false when unbounded).
+    pub fn is_full(&self) -> bool {
+        self.shared.ring.is_full()
+    }
+
+    /// Says that this process will use the queue no more: further `put` and `get` through any
+    /// handle of it in this process are [`Error::Closed`]. Items already put stay in the
+    /// queue for other processes. Idempotent.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    fn unfinished(&self) -> &std::sync::atomic::AtomicU32 {
+        self.shared.ring.unfinished()
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Queue qsize={}>", self.qsize())
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let ring = &self.shared.ring;
+        let (tx, rx) = ring.side_fds();
+        (FdRef(ring.region_fd()), FdRef(tx), FdRef(rx)).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (region, side_tx, side_rx): (FdOwned, FdOwned, FdOwned) = Deserialize::deserialize(d)?;
+        let ring = Ring::from_fds(RingFds {
+            region: region.0,
+            side_tx: side_tx.0,
+            side_rx: side_rx.0,
+        })
+        .map_err(|e| codec::de_error::<D::Error>(&e))?;
+        Ok(Queue {
+            shared: Arc::new(Shared {
+                ring,
+                closed: AtomicBool::new(false),
+            }),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// A queue whose consumers acknowledge each item with [`task_done`](JoinableQueue::task_done),
+/// so that a producer can [`join`](JoinableQueue::join) until every item was processed.
+///
+/// ```
+/// let q = mp::JoinableQueue::<u32>::new()?;
+/// q.put(7)?;
+/// assert_eq!(q.get()?, 7);
+/// q.task_done()?;
+/// q.join()?;
+/// assert!(matches!(q.task_done(), Err(mp::Error::InvalidState { .. })));
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct JoinableQueue<T>(Queue<T>);
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// An unbounded joinable queue.
+    pub fn new() -> Result<Self> {
+        Queue::new().map(JoinableQueue)
+    }
+
+    /// A joinable queue of at most `max_items` items.
+    pub fn bounded(max_items: usize) -> Result<Self> {
+        Queue::bounded(max_items).map(JoinableQueue)
+    }
+
+    /// Marks one item taken with `get` as processed. Calling it more times than items were put
+    /// is [`Error::InvalidState`].
+    pub fn task_done(&self) -> Result<()> {
+        let counter = self.0.unfinished();
+        let mut v = counter.load(Ordering::Acquire);
+        loop {
+            if v == 0 {
+                return Err(Error::state(
+                    "task_done() called more times than there were items put",
+                ));
+            }
+            match counter.compare_exchange(v, v - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if v == 1 {
+            futex::wake_all(counter);
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        if self.join_deadline(Deadline::NEVER) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// Like [`join`](JoinableQueue::join), giving up after `timeout` with [`Error::Timeout`].
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        if self.join_deadline(Deadline::after(Some(timeout))) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    fn join_deadline(&self, deadline: Deadline) -> bool {
+        let counter = self.0.unfinished();
+        loop {
+            let v = counter.load(Ordering::Acquire);
+            if v == 0 {
+                return true;
+            }
+            if !futex::wait(counter, v, deadline) {
+                return counter.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    /// Every `Queue` method (`put`, `get`, `qsize`, …).
+    fn deref(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<JoinableQueue qsize={}>", self.0.qsize())
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Queue::deserialize(d).map(JoinableQueue)
+    }
+}
+
+/// The minimal queue of Python's `SimpleQueue`: unbounded, with `put`, `get`, `is_empty` and
+/// `close`.
+///
+/// ```
+/// let q = mp::SimpleQueue::new()?;
+/// q.put("a".to_string())?;
+/// assert!(!q.is_empty());
+/// assert_eq!(q.get()?, "a");
+/// # Ok::<(), mp::Error>(())
+/// ```
+pub struct SimpleQueue<T>(Queue<T>);
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue(self.0.clone())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// An empty queue.
+    pub fn new() -> Result<Self> {
+        Queue::new().map(SimpleQueue)
+    }
+    /// Puts `item`.
+    pub fn put(&self, item: T) -> Result<()> {
+        self.0.put(item)
+    }
+    /// Takes the oldest item, waiting until there is one.
+    pub fn get(&self) -> Result<T> {
+        self.0.get()
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    /// Whether the queue holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Ends this process's use of the queue (see [`Queue::close`]).
+    pub fn close(&self) {
+        self.0.close()
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<SimpleQueue empty={}>", self.0.is_empty())
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Queue::deserialize(d).map(SimpleQueue)
+    }
+}

@@ -1,0 +1,459 @@
+//! The shared ring behind every queue: messages in anonymous shared memory, guarded by a robust
+//! futex lock, with futex sequence words to sleep on.
+//!
+//! ```text
+//! page 0: Header (atomics)          pages 1..: data ring of `data_len` bytes
+//! record: len u32 | flags u32 | seq u64 | payload, padded to 8 bytes (may wrap around)
+//! ```
+//! `head` and `tail` are monotonically increasing byte offsets; a record becomes visible when
+//! `tail` is stored past it and is gone when `head` is. A put that dies before storing `tail`
+//! leaves nothing behind; a get that dies before storing `head` leaves the message in place. A
+//! message whose `put` returned is therefore in shared memory, whatever happens to its producer.
+//!
+//! Descriptors cannot live in shared memory: a message with handles, or one too large for the
+//! ring (stored in a memfd of its own), sends a side frame on a socket shared by all handles of
+//! the queue, tagged with the record's `seq`, before the record is published. Consumers take
+//! side frames in the same order, under the same lock.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::super::sync::{futex, robust};
+use crate::error::{Error, Result};
+use crate::sys::mmap::SharedRegion;
+use crate::sys::poll::{Deadline, readable};
+use crate::transport::frame::{recv_frame, send_frame};
+
+const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+const HEADER_LEN: usize = 4096;
+const RECORD_HEADER: u64 = 16;
+/// The ring's virtual size; pages are only allocated while they hold pending messages.
+pub(crate) const DEFAULT_RING: usize = 256 << 20;
+/// Consumed ring memory is given back to the kernel in chunks of this size.
+const PUNCH_CHUNK: u64 = 1 << 20;
+
+const FLAG_FDS: u32 = 1;
+const FLAG_LARGE: u32 = 2;
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    lock: AtomicU32,
+    items_seq: AtomicU32,
+    space_seq: AtomicU32,
+    get_sleepers: AtomicU32,
+    put_sleepers: AtomicU32,
+    unfinished: AtomicU32,
+    count: AtomicU64,
+    head: AtomicU64,
+    tail: AtomicU64,
+    next_seq: AtomicU64,
+    max_items: AtomicU64,
+    data_len: AtomicU64,
+}
+
+/// One process's view of a shared ring.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    region: SharedRegion,
+    /// Side channel for descriptors: frames are sent on `side_tx` and received on `side_rx`.
+    side_tx: OwnedFd,
+    side_rx: OwnedFd,
+}
+
+/// The descriptors that represent a ring in a message.
+pub(crate) struct RingFds {
+    pub(crate) region: OwnedFd,
+    pub(crate) side_tx: OwnedFd,
+    pub(crate) side_rx: OwnedFd,
+}
+
+enum Step<T> {
+    Done(T),
+    Wait(u32),
+}
+
+impl Ring {
+    /// A new ring holding at most `max_items` messages (0: no limit but memory).
+    pub(crate) fn create(max_items: u64, data_len: usize) -> Result<Ring> {
+        let data_len = data_len.next_multiple_of(4096);
+        let region = SharedRegion::create(c"mp-queue", HEADER_LEN + data_len)
+            .map_err(|e| Error::io("create queue memory", e))?;
+        let (side_tx, side_rx) = crate::transport::socket::stream_pair()?;
+        let ring = Ring {
+            region,
+            side_tx,
+            side_rx,
+        };
+        let h = ring.header();
+        h.max_items.store(max_items, Ordering::Relaxed);
+        h.data_len.store(data_len as u64, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(ring)
+    }
+
+    /// The ring described by descriptors received from another process.
+    pub(crate) fn from_fds(fds: RingFds) -> std::result::Result<Ring, String> {
+        let region = SharedRegion::from_fd(fds.region).map_err(|e| e.to_string())?;
+        if region.len() <= HEADER_LEN {
+            return Err("queue memory too small".into());
+        }
+        let ring = Ring {
+            region,
+            side_tx: fds.side_tx,
+            side_rx: fds.side_rx,
+        };
+        let h = ring.header();
+        let data_len = h.data_len.load(Ordering::Relaxed) as usize;
+        if h.magic.load(Ordering::Acquire) != MAGIC
+            || data_len == 0
+            || !data_len.is_multiple_of(8)
+            || HEADER_LEN + data_len > ring.region.len()
+        {
+            return Err("not an mp queue".into());
+        }
+        Ok(ring)
+    }
+
+    pub(crate) fn region_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.region.as_fd()
+    }
+    pub(crate) fn side_fds(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
+        (self.side_tx.as_fd(), self.side_rx.as_fd())
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the region is at least HEADER_LEN bytes (checked on creation and on receipt),
+        // page-aligned, and Header consists of atomics only, valid for any bit pattern.
+        unsafe { &*(self.region.as_ptr() as *const Header) }
+    }
+
+    fn data_len(&self) -> u64 {
+        self.header().data_len.load(Ordering::Relaxed)
+    }
+
+    /// Copies `src` into the ring at logical offset `off`, wrapping around the end.
+    fn write_at(&self, off: u64, src: &[u8]) {
+        let len = self.data_len();
+        let start = (off % len) as usize;
+        let first = src.len().min(len as usize - start);
+        // SAFETY: the data area is `len` bytes after the header; `start + first <= len` and the
+        // wrapped rest fits at offset 0 (callers reserve at most `len` bytes). The lock is held,
+        // so no other process writes these bytes; readers only read published records.
+        unsafe {
+            let base = self.region.as_ptr().add(HEADER_LEN);
+            std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(start), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, src.len() - first);
+        }
+    }
+
+    /// Copies from the ring at logical offset `off` into `dst`, wrapping around the end.
+    fn read_at(&self, off: u64, dst: &mut [u8]) {
+        let len = self.data_len();
+        let start = (off % len) as usize;
+        let first = dst.len().min(len as usize - start);
+        // SAFETY: as in `write_at`, with the roles reversed; `dst` is a distinct Rust buffer.
+        unsafe {
+            let base = self.region.as_ptr().add(HEADER_LEN);
+            std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
+        }
+    }
+
+    fn lock(&self, deadline: Deadline) -> Option<()> {
+        let h = self.header();
+        match robust::lock(&h.lock, deadline)? {
+            robust::Acquired::Clean => {}
+            robust::Acquired::OwnerDied => self.repair(),
+        }
+        Some(())
+    }
+
+    fn unlock(&self) {
+        robust::unlock(&self.header().lock);
+    }
+
+    /// After a holder died: the ring itself is consistent (publication is one store), but the
+    /// message count may be off by one; count the records again.
+    fn repair(&self) {
+        let h = self.header();
+        let (mut off, tail) = (
+            h.head.load(Ordering::Relaxed),
+            h.tail.load(Ordering::Relaxed),
+        );
+        let mut n = 0;
+        while off < tail {
+            let mut rh = [0u8; RECORD_HEADER as usize];
+            self.read_at(off, &mut rh);
+            off += record_size(&rh);
+            n += 1;
+        }
+        h.count.store(n, Ordering::Release);
+    }
+
+    /// Messages in the ring.
+    pub(crate) fn count(&self) -> u64 {
+        self.header().count.load(Ordering::Acquire)
+    }
+
+    /// Whether a bounded ring holds its maximum number of messages.
+    pub(crate) fn is_full(&self) -> bool {
+        let h = self.header();
+        let max = h.max_items.load(Ordering::Relaxed);
+        max != 0 && h.count.load(Ordering::Acquire) >= max
+    }
+
+    /// Puts one encoded message. `block == false` fails at once when full.
+    pub(crate) fn put(
+        &self,
+        bytes: &[u8],
+        fds: &[RawFd],
+        block: bool,
+        deadline: Deadline,
+    ) -> Result<()> {
+        let data_len = self.data_len();
+        let large = bytes.len() as u64 > data_len / 16;
+        let payload_in_ring = if large { 0 } else { bytes.len() as u64 };
+        let rec = RECORD_HEADER + payload_in_ring.next_multiple_of(8);
+        // A large payload is written to its own memfd before taking the lock.
+        let memfd = if large {
+            let r = SharedRegion::create(c"mp-queue-item", bytes.len().max(1))
+                .map_err(|e| Error::io("create message memory", e))?;
+            // SAFETY: the region was just created with room for `bytes` and is private to us.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), r.as_ptr(), bytes.len());
+            }
+            Some(r)
+        } else {
+            None
+        };
+        loop {
+            let step = self.try_put(bytes, fds, memfd.as_ref(), rec, large, deadline)?;
+            let seen = match step {
+                Step::Done(()) => return Ok(()),
+                Step::Wait(seen) => seen,
+            };
+            if !block {
+                return Err(Error::Full);
+            }
+            let h = self.header();
+            h.put_sleepers.fetch_add(1, Ordering::SeqCst);
+            let woke = futex::wait(&h.space_seq, seen, deadline);
+            h.put_sleepers.fetch_sub(1, Ordering::SeqCst);
+            if !woke {
+                return Err(Error::Full);
+            }
+        }
+    }
+
+    fn try_put(
+        &self,
+        bytes: &[u8],
+        fds: &[RawFd],
+        memfd: Option<&SharedRegion>,
+        rec: u64,
+        large: bool,
+        deadline: Deadline,
+    ) -> Result<Step<()>> {
+        let h = self.header();
+        self.lock(deadline).ok_or(Error::Full)?;
+        let max = h.max_items.load(Ordering::Relaxed);
+        let (head, tail) = (
+            h.head.load(Ordering::Relaxed),
+            h.tail.load(Ordering::Relaxed),
+        );
+        let count = h.count.load(Ordering::Relaxed);
+        if (max != 0 && count >= max) || tail - head + rec > self.data_len() {
+            let seen = h.space_seq.load(Ordering::SeqCst);
+            self.unlock();
+            return Ok(Step::Wait(seen));
+        }
+        let seq = h.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut flags = 0;
+        if large || !fds.is_empty() {
+            let mut side_fds: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
+            if let Some(m) = memfd {
+                side_fds.push(m.as_fd().as_raw_fd());
+                flags |= FLAG_LARGE;
+            }
+            if !fds.is_empty() {
+                flags |= FLAG_FDS;
+            }
+            side_fds.extend_from_slice(fds);
+            // The side socket buffer holds thousands of these small frames; if it is ever full,
+            // give the lock back and let consumers drain it.
+            let writable = crate::sys::poll::writable(self.side_tx.as_fd());
+            if !writable {
+                self.unlock();
+                let _ = crate::sys::poll::wait_writable(self.side_tx.as_fd(), deadline);
+                if deadline.passed() {
+                    return Err(Error::Full);
+                }
+                return self.try_put(bytes, fds, memfd, rec, large, deadline);
+            }
+            if let Err(e) = send_frame(self.side_tx.as_fd(), &seq.to_le_bytes(), &side_fds) {
+                self.unlock();
+                return Err(e);
+            }
+        }
+        let len = bytes.len() as u32;
+        let mut rh = [0u8; RECORD_HEADER as usize];
+        rh[..4].copy_from_slice(&len.to_le_bytes());
+        rh[4..8].copy_from_slice(&flags.to_le_bytes());
+        rh[8..].copy_from_slice(&seq.to_le_bytes());
+        self.write_at(tail, &rh);
+        if !large {
+            self.write_at(tail + RECORD_HEADER, bytes);
+        }
+        h.tail.store(tail + rec, Ordering::Release);
+        h.count.fetch_add(1, Ordering::SeqCst);
+        h.unfinished.fetch_add(1, Ordering::SeqCst);
+        h.items_seq.fetch_add(1, Ordering::SeqCst);
+        self.unlock();
+        if h.get_sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake(&h.items_seq, 1);
+        }
+        Ok(Step::Done(()))
+    }
+
+    /// Takes one message: its bytes and descriptors. `block == false` fails at once if empty.
+    pub(crate) fn get(&self, block: bool, deadline: Deadline) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        loop {
+            let seen = match self.try_get(deadline)? {
+                Step::Done(m) => return m,
+                Step::Wait(seen) => seen,
+            };
+            if !block {
+                return Err(Error::Empty);
+            }
+            let h = self.header();
+            h.get_sleepers.fetch_add(1, Ordering::SeqCst);
+            let woke = futex::wait(&h.items_seq, seen, deadline);
+            h.get_sleepers.fetch_sub(1, Ordering::SeqCst);
+            if !woke {
+                return Err(Error::Empty);
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn try_get(&self, deadline: Deadline) -> Result<Step<Result<(Vec<u8>, Vec<OwnedFd>)>>> {
+        let h = self.header();
+        self.lock(deadline).ok_or(Error::Empty)?;
+        let (head, tail) = (
+            h.head.load(Ordering::Relaxed),
+            h.tail.load(Ordering::Acquire),
+        );
+        if head == tail {
+            let seen = h.items_seq.load(Ordering::SeqCst);
+            self.unlock();
+            return Ok(Step::Wait(seen));
+        }
+        let mut rh = [0u8; RECORD_HEADER as usize];
+        self.read_at(head, &mut rh);
+        let len = u32::from_le_bytes(rh[..4].try_into().expect("4 bytes")) as usize;
+        let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
+        let rec = record_size(&rh);
+        let mut result = Ok((Vec::new(), Vec::new()));
+        let mut fds = Vec::new();
+        if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
+            match self.take_side_frame(seq) {
+                Ok(f) => fds = f,
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_ok() {
+            if flags & FLAG_LARGE != 0 {
+                result = if fds.is_empty() {
+                    Err(Error::protocol("a large queue message lost its memory"))
+                } else {
+                    let memfd = fds.remove(0);
+                    read_memfd(memfd, len).map(|b| (b, std::mem::take(&mut fds)))
+                };
+            } else {
+                let mut bytes = vec![0u8; len];
+                self.read_at(head + RECORD_HEADER, &mut bytes);
+                result = Ok((bytes, std::mem::take(&mut fds)));
+            }
+        }
+        h.head.store(head + rec, Ordering::Release);
+        h.count.fetch_sub(1, Ordering::SeqCst);
+        h.space_seq.fetch_add(1, Ordering::SeqCst);
+        self.give_back_memory(head, head + rec);
+        self.unlock();
+        if h.put_sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.space_seq);
+        }
+        Ok(Step::Done(result))
+    }
+
+    /// The side frame tagged `seq`; older frames (left by a consumer that died) are dropped.
+    fn take_side_frame(&self, seq: u64) -> Result<Vec<OwnedFd>> {
+        loop {
+            if !readable(
+                self.side_rx.as_fd(),
+                Deadline::after(Some(std::time::Duration::ZERO)),
+            )
+            .unwrap_or(false)
+            {
+                return Err(Error::protocol(
+                    "the handles of a queue message were lost (a consumer died while taking it)",
+                ));
+            }
+            let f = recv_frame(self.side_rx.as_fd(), 64)?;
+            let tag = <[u8; 8]>::try_from(f.payload.as_slice())
+                .map(u64::from_le_bytes)
+                .map_err(|_| Error::protocol("bad queue side frame"))?;
+            if tag == seq {
+                return Ok(f.fds);
+            }
+            if tag > seq {
+                return Err(Error::protocol("queue side frames out of order"));
+            }
+        }
+    }
+
+    /// Returns whole consumed chunks of the ring to the kernel, so that memory follows the
+    /// pending messages, not the ring's size.
+    fn give_back_memory(&self, from: u64, to: u64) {
+        let len = self.data_len();
+        if len < 4 * PUNCH_CHUNK || from / PUNCH_CHUNK == to / PUNCH_CHUNK {
+            return;
+        }
+        let chunk = (from / PUNCH_CHUNK) % (len / PUNCH_CHUNK);
+        let _ = nix::fcntl::fallocate(
+            self.region.as_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            (HEADER_LEN as u64 + chunk * PUNCH_CHUNK) as i64,
+            PUNCH_CHUNK as i64,
+        );
+    }
+
+    /// The JoinableQueue counter of messages put and not yet marked done.
+    pub(crate) fn unfinished(&self) -> &AtomicU32 {
+        &self.header().unfinished
+    }
+}
+
+fn record_size(rh: &[u8; RECORD_HEADER as usize]) -> u64 {
+    let len = u32::from_le_bytes(rh[..4].try_into().expect("4 bytes")) as u64;
+    let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
+    let in_ring = if flags & FLAG_LARGE != 0 { 0 } else { len };
+    RECORD_HEADER + in_ring.next_multiple_of(8)
+}
+
+fn read_memfd(fd: OwnedFd, len: usize) -> Result<Vec<u8>> {
+    let region = SharedRegion::from_fd(fd).map_err(|e| Error::io("map message memory", e))?;
+    if region.len() < len {
+        return Err(Error::protocol(
+            "a large queue message is shorter than announced",
+        ));
+    }
+    let mut out = vec![0u8; len];
+    // SAFETY: the mapping holds at least `len` bytes (checked above); the producer finished
+    // writing before it sent the descriptor.
+    unsafe { std::ptr::copy_nonoverlapping(region.as_ptr(), out.as_mut_ptr(), len) };
+    Ok(out)
+}
