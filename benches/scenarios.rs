@@ -15,6 +15,8 @@
 
 use std::time::Instant;
 
+#[path = "scenarios/channels.rs"]
+mod channels;
 #[path = "scenarios/common.rs"]
 mod common;
 #[path = "scenarios/process_start.rs"]
@@ -24,7 +26,9 @@ use common::{Options, Scenario};
 
 /// Every scenario, in bench.py's order.
 fn all() -> Vec<Scenario> {
-    process_start::scenarios()
+    let mut all = process_start::scenarios();
+    all.extend(channels::scenarios());
+    all
 }
 
 #[mp::main]

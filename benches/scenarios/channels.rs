@@ -1,0 +1,364 @@
+//! Channel scenarios of bench.py: `queue_small` (§5), `queue_large` (§6), `pipe_pingpong` (§7),
+//! `pipe_bandwidth` (§8) and `joinable_queue` (§14), each with a raw OS baseline measured in the
+//! same run (`raw_*` metrics: a socketpair ping-pong, a socket byte stream).
+//!
+//! Mirroring notes: Python's `Barrier` that starts the timed region is a pipe handshake here (the
+//! child says ready, the parent starts the clock and says go); "small int" messages are `u64`;
+//! the 1 MiB payloads are `Vec<u8>` items (queue) and raw byte messages (pipe).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use mp::{Connection, JoinableQueue, Pipe, Queue};
+
+use crate::common::{Options, Scenario, emit, median};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "queue_small",
+            run: queue_small,
+        },
+        Scenario {
+            name: "queue_large",
+            run: queue_large,
+        },
+        Scenario {
+            name: "pipe_pingpong",
+            run: pipe_pingpong,
+        },
+        Scenario {
+            name: "pipe_bandwidth",
+            run: pipe_bandwidth,
+        },
+        Scenario {
+            name: "joinable_queue",
+            run: joinable_queue,
+        },
+    ]
+}
+
+fn e(err: mp::Error) -> String {
+    err.to_string()
+}
+
+#[mp::worker]
+fn small_producer(q: Queue<u64>, gate: Connection<u8>, n: u64) {
+    gate.send(&1).unwrap();
+    gate.recv().unwrap();
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+}
+
+fn queue_small(o: &Options) -> Result<(), String> {
+    let n = o.size(200_000, 50_000) as u64;
+    let q = Queue::<u64>::new().map_err(e)?;
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let (gate, child_gate) = Pipe::<u8>::duplex().map_err(e)?;
+        let mut p = mp::Process::new(small_producer, (q.clone(), child_gate, n));
+        p.start().map_err(e)?;
+        gate.recv().map_err(e)?;
+        let t = Instant::now();
+        gate.send(&1).map_err(e)?;
+        for i in 0..n {
+            let v = q.get().map_err(e)?;
+            if v != i {
+                return Err(format!("expected {i}, got {v}"));
+            }
+        }
+        let dt = t.elapsed().as_secs_f64();
+        p.join().map_err(e)?;
+        if rep > 0 {
+            samples.push(n as f64 / dt);
+        }
+    }
+    emit("queue_small", "throughput", median(&mut samples), "msgs/s");
+    Ok(())
+}
+
+#[mp::worker]
+fn large_producer(q: Queue<Vec<u8>>, gate: Connection<u8>, n: u32) {
+    let item: Vec<u8> = (0..1 << 20).map(|i| (i % 256) as u8).collect();
+    gate.send(&1).unwrap();
+    gate.recv().unwrap();
+    for _ in 0..n {
+        q.put(item.clone()).unwrap();
+    }
+}
+
+fn queue_large(o: &Options) -> Result<(), String> {
+    let n = o.size(2_000, 200) as u32;
+    let q = Queue::<Vec<u8>>::new().map_err(e)?;
+    let expected: Vec<u8> = (0..1 << 20).map(|i| (i % 256) as u8).collect();
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let (gate, child_gate) = Pipe::<u8>::duplex().map_err(e)?;
+        let mut p = mp::Process::new(large_producer, (q.clone(), child_gate, n));
+        p.start().map_err(e)?;
+        gate.recv().map_err(e)?;
+        let t = Instant::now();
+        gate.send(&1).map_err(e)?;
+        let mut last = Vec::new();
+        for _ in 0..n {
+            let m = q.get().map_err(e)?;
+            if m.len() != 1 << 20
+                || m[..16] != expected[..16]
+                || m[m.len() - 16..] != expected[expected.len() - 16..]
+            {
+                return Err("corrupt 1 MiB item".into());
+            }
+            last = m;
+        }
+        let dt = t.elapsed().as_secs_f64();
+        if last != expected {
+            return Err("last item differs".into());
+        }
+        p.join().map_err(e)?;
+        if rep > 0 {
+            samples.push(f64::from(n) * (1u64 << 20) as f64 / dt / 1e6);
+        }
+    }
+    emit("queue_large", "throughput", median(&mut samples), "MB/s");
+    raw_stream(o, "queue_large")
+}
+
+#[mp::worker]
+fn echo_u64(conn: Connection<u64>) {
+    while let Ok(v) = conn.recv() {
+        if v == u64::MAX {
+            break;
+        }
+        conn.send(&v).unwrap();
+    }
+}
+
+fn quantile_99(samples: &mut [f64]) -> f64 {
+    // statistics.quantiles(samples, n=100)[98], the exclusive method.
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len() as f64;
+    let pos = 0.99 * (n + 1.0) - 1.0;
+    let lo = pos.floor().clamp(0.0, n - 1.0) as usize;
+    let hi = (lo + 1).min(samples.len() - 1);
+    samples[lo] + (samples[hi] - samples[lo]) * (pos - pos.floor())
+}
+
+fn pipe_pingpong(o: &Options) -> Result<(), String> {
+    let n = o.size(20_000, 5_000);
+    let (a, b) = Pipe::<u64>::duplex().map_err(e)?;
+    let mut p = mp::Process::new(echo_u64, (b,));
+    p.start().map_err(e)?;
+    for i in 0..1000 {
+        a.send(&i).map_err(e)?;
+        a.recv().map_err(e)?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        a.send(&i).map_err(e)?;
+        let r = a.recv().map_err(e)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+        if r != i {
+            return Err(format!("echo {r} for {i}"));
+        }
+    }
+    a.send(&u64::MAX).map_err(e)?;
+    p.join().map_err(e)?;
+    let p99 = quantile_99(&mut samples.clone());
+    emit("pipe_pingpong", "rtt_median", median(&mut samples), "us");
+    emit("pipe_pingpong", "rtt_p99", p99, "us");
+
+    // Raw baseline: 8-byte messages over a socketpair with a forked echo child.
+    let (mut x, mut y) = UnixStream::pair().map_err(|e| e.to_string())?;
+    // SAFETY: the child only reads and writes its socket and calls `_exit`.
+    match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
+        nix::unistd::ForkResult::Child => {
+            drop(x);
+            let mut buf = [0u8; 8];
+            while y.read_exact(&mut buf).is_ok() {
+                if y.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: `_exit` is always safe; it never returns.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(y);
+            let mut raw = Vec::with_capacity(n);
+            let mut buf = [0u8; 8];
+            for i in 0..(n + 1000) as u64 {
+                let t = Instant::now();
+                x.write_all(&i.to_le_bytes()).map_err(|e| e.to_string())?;
+                x.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                if i >= 1000 {
+                    raw.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            drop(x);
+            let _ = nix::sys::wait::waitpid(child, None);
+            emit("pipe_pingpong", "raw_rtt_median", median(&mut raw), "us");
+        }
+    }
+    Ok(())
+}
+
+#[mp::worker]
+fn chunk_sender(conn: Connection<()>, chunks: u64) {
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(cmd) = conn.recv_bytes() {
+        if cmd != b"go" {
+            break;
+        }
+        for i in 0..chunks {
+            let len = buf.len();
+            buf[..8].copy_from_slice(&i.to_le_bytes());
+            buf[len - 8..].copy_from_slice(&i.to_le_bytes());
+            conn.send_bytes(&buf).unwrap();
+        }
+    }
+}
+
+fn pipe_bandwidth(o: &Options) -> Result<(), String> {
+    let chunks = 64u64;
+    let (a, b) = Pipe::<()>::duplex().map_err(e)?;
+    let mut p = mp::Process::new(chunk_sender, (b, chunks));
+    p.start().map_err(e)?;
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let t = Instant::now();
+        a.send_bytes(b"go").map_err(e)?;
+        for i in 0..chunks {
+            let m = a.recv_bytes().map_err(e)?;
+            let n = m.len();
+            if n != 1 << 20 || m[..8] != i.to_le_bytes() || m[n - 8..] != i.to_le_bytes() {
+                return Err(format!("chunk {i} corrupt"));
+            }
+        }
+        let dt = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            samples.push((chunks << 20) as f64 / dt / 1e6);
+        }
+    }
+    a.send_bytes(b"stop").map_err(e)?;
+    p.join().map_err(e)?;
+    emit("pipe_bandwidth", "throughput", median(&mut samples), "MB/s");
+    raw_stream(o, "pipe_bandwidth")
+}
+
+/// 64 MiB through a socketpair in 1 MiB writes, read into one reused buffer: what the kernel
+/// allows for a byte stream between two processes.
+fn raw_stream(o: &Options, scenario: &str) -> Result<(), String> {
+    let total = 64u64 << 20;
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let (mut x, mut y) = UnixStream::pair().map_err(|e| e.to_string())?;
+        // SAFETY: the child only writes its socket and calls `_exit`.
+        match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
+            nix::unistd::ForkResult::Child => {
+                drop(x);
+                let buf = vec![7u8; 1 << 20];
+                for _ in 0..64 {
+                    if y.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+                // SAFETY: `_exit` is always safe; it never returns.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(y);
+                let t = Instant::now();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut got = 0u64;
+                while got < total {
+                    let n = x.read(&mut buf).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n as u64;
+                }
+                let dt = t.elapsed().as_secs_f64();
+                let _ = nix::sys::wait::waitpid(child, None);
+                if rep > 0 {
+                    samples.push(got as f64 / dt / 1e6);
+                }
+            }
+        }
+    }
+    emit(scenario, "raw_stream", median(&mut samples), "MB/s");
+    Ok(())
+}
+
+#[mp::worker]
+fn joinable_consumer(
+    q: JoinableQueue<Option<u64>>,
+    results: Queue<(u64, u64)>,
+    gate: Connection<u8>,
+) {
+    gate.send(&1).unwrap();
+    let (mut n, mut sum) = (0, 0);
+    loop {
+        let item = q.get().unwrap();
+        q.task_done().unwrap();
+        match item {
+            Some(v) => {
+                n += 1;
+                sum += v;
+            }
+            None => break,
+        }
+    }
+    results.put((n, sum)).unwrap();
+}
+
+fn joinable_queue(o: &Options) -> Result<(), String> {
+    let n = o.size(50_000, 10_000) as u64;
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let q = JoinableQueue::<Option<u64>>::new().map_err(e)?;
+        let results = Queue::<(u64, u64)>::new().map_err(e)?;
+        let mut consumers = Vec::new();
+        for _ in 0..2 {
+            let (gate, child_gate) = Pipe::<u8>::duplex().map_err(e)?;
+            let mut p =
+                mp::Process::new(joinable_consumer, (q.clone(), results.clone(), child_gate));
+            p.start().map_err(e)?;
+            gate.recv().map_err(e)?;
+            consumers.push(p);
+        }
+        let t = Instant::now();
+        for i in 0..n {
+            q.put(Some(i)).map_err(e)?;
+        }
+        q.join().map_err(e)?;
+        let dt = t.elapsed().as_secs_f64();
+        for _ in 0..2 {
+            q.put(None).map_err(e)?;
+        }
+        let (mut count, mut sum) = (0, 0);
+        for _ in 0..2 {
+            let (c, s) = results.get().map_err(e)?;
+            count += c;
+            sum += s;
+        }
+        for mut p in consumers {
+            p.join().map_err(e)?;
+        }
+        if count != n || sum != n * (n - 1) / 2 {
+            return Err(format!("consumers saw {count} items summing to {sum}"));
+        }
+        if rep > 0 {
+            samples.push(n as f64 / dt);
+        }
+    }
+    emit(
+        "joinable_queue",
+        "throughput",
+        median(&mut samples),
+        "items/s",
+    );
+    Ok(())
+}
