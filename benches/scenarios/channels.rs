@@ -4,7 +4,7 @@
 //!
 //! Mirroring notes: Python's `Barrier` that starts the timed region is a pipe handshake here (the
 //! child says ready, the parent starts the clock and says go); "small int" messages are `u64`;
-//! the 1 MiB payloads are `Vec<u8>` items (queue) and raw byte messages (pipe).
+//! the 1 MiB payloads are `serde_bytes::ByteBuf` items (queue) and raw byte messages (pipe).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -79,9 +79,12 @@ fn queue_small(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Byte buffers travel as one serde `bytes` value (`serde_bytes`), not as a sequence of `u8`.
+type Bytes = serde_bytes::ByteBuf;
+
 #[mp::worker]
-fn large_producer(q: Queue<Vec<u8>>, gate: Connection<u8>, n: u32) {
-    let item: Vec<u8> = (0..1 << 20).map(|i| (i % 256) as u8).collect();
+fn large_producer(q: Queue<Bytes>, gate: Connection<u8>, n: u32) {
+    let item = Bytes::from((0..1 << 20).map(|i| (i % 256) as u8).collect::<Vec<u8>>());
     gate.send(&1).unwrap();
     gate.recv().unwrap();
     for _ in 0..n {
@@ -91,7 +94,7 @@ fn large_producer(q: Queue<Vec<u8>>, gate: Connection<u8>, n: u32) {
 
 fn queue_large(o: &Options) -> Result<(), String> {
     let n = o.size(2_000, 200) as u32;
-    let q = Queue::<Vec<u8>>::new().map_err(e)?;
+    let q = Queue::<Bytes>::new().map_err(e)?;
     let expected: Vec<u8> = (0..1 << 20).map(|i| (i % 256) as u8).collect();
     let mut samples = Vec::new();
     for rep in 0..=o.reps {
@@ -110,7 +113,7 @@ fn queue_large(o: &Options) -> Result<(), String> {
             {
                 return Err("corrupt 1 MiB item".into());
             }
-            last = m;
+            last = m.into_vec();
         }
         let dt = t.elapsed().as_secs_f64();
         if last != expected {

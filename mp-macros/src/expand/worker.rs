@@ -73,7 +73,7 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
     quote! {
         #(#docs)*
         #(#cfgs)*
-        #[allow(non_upper_case_globals)]
+        #[allow(non_upper_case_globals, clippy::type_complexity)]
         #vis const #name: #krate::WorkerFn<fn(#(#tys),*) -> #ret, (#(#tys,)*), #output> = {
             #inner
 

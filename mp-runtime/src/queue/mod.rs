@@ -8,8 +8,10 @@
 //! `kill -9`. A holder of the queue's lock that dies does not block the others (the lock is
 //! robust). `qsize` is an exact count kept in shared memory.
 //!
-//! An unbounded queue keeps pending items in a 256 MiB shared ring whose memory is allocated as
-//! items arrive and returned as they are taken; items over 16 MiB live in memory of their own.
+//! An unbounded queue keeps pending items in a 256 MiB shared ring whose pages are allocated as
+//! items arrive; when the queue drains, all but its first 4 MiB are returned to the kernel. Items
+//! over 16 MiB live in memory of their own. Byte buffers are fastest as `serde_bytes::ByteBuf`
+//! (one bytes value instead of a sequence of `u8`).
 //! Handles inside items (connections, queues, `Handle`s) travel as descriptors.
 
 mod ring;

@@ -29,8 +29,8 @@ const HEADER_LEN: usize = 4096;
 const RECORD_HEADER: u64 = 16;
 /// The ring's virtual size; pages are only allocated while they hold pending messages.
 pub(crate) const DEFAULT_RING: usize = 256 << 20;
-/// Consumed ring memory is given back to the kernel in chunks of this size.
-const PUNCH_CHUNK: u64 = 1 << 20;
+/// Ring memory kept allocated when the queue drains; the rest is given back to the kernel.
+const KEEP_RESIDENT: u64 = 4 << 20;
 
 const FLAG_FDS: u32 = 1;
 const FLAG_LARGE: u32 = 2;
@@ -377,10 +377,18 @@ impl Ring {
                 result = Ok((bytes, std::mem::take(&mut fds)));
             }
         }
-        h.head.store(head + rec, Ordering::Release);
+        let new_head = head + rec;
+        if new_head == tail {
+            // Empty: restart at the ring's start, so a steady flow reuses the same warm pages.
+            let restart = tail.next_multiple_of(self.data_len());
+            h.tail.store(restart, Ordering::Release);
+            h.head.store(restart, Ordering::Release);
+            self.give_back_memory(tail % self.data_len());
+        } else {
+            h.head.store(new_head, Ordering::Release);
+        }
         h.count.fetch_sub(1, Ordering::SeqCst);
         h.space_seq.fetch_add(1, Ordering::SeqCst);
-        self.give_back_memory(head, head + rec);
         self.unlock();
         if h.put_sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&h.space_seq);
@@ -414,20 +422,20 @@ impl Ring {
         }
     }
 
-    /// Returns whole consumed chunks of the ring to the kernel, so that memory follows the
-    /// pending messages, not the ring's size.
-    fn give_back_memory(&self, from: u64, to: u64) {
+    /// After the queue drained: if the ring had grown past [`KEEP_RESIDENT`] (`high` is how
+    /// far the last lap went), return the pages beyond it to the kernel, so that memory follows
+    /// the pending items, not the ring's size.
+    fn give_back_memory(&self, high: u64) {
         let len = self.data_len();
-        if len < 4 * PUNCH_CHUNK || from / PUNCH_CHUNK == to / PUNCH_CHUNK {
+        if high <= KEEP_RESIDENT || len <= KEEP_RESIDENT {
             return;
         }
-        let chunk = (from / PUNCH_CHUNK) % (len / PUNCH_CHUNK);
         let _ = nix::fcntl::fallocate(
             self.region.as_fd(),
             nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
                 | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            (HEADER_LEN as u64 + chunk * PUNCH_CHUNK) as i64,
-            PUNCH_CHUNK as i64,
+            (HEADER_LEN as u64 + KEEP_RESIDENT) as i64,
+            (len - KEEP_RESIDENT) as i64,
         );
     }
 
