@@ -26,6 +26,28 @@ pub(crate) struct ChildIdentity {
     pub(crate) default_method: StartMethod,
 }
 
+impl ChildIdentity {
+    /// What this process tells a new child: the given name, identity, daemon flag and method,
+    /// plus this process's authkey, pid, name and default start method.
+    pub(crate) fn for_child(
+        name: String,
+        identity: Vec<u32>,
+        daemon: bool,
+        start_method: StartMethod,
+    ) -> Self {
+        ChildIdentity {
+            name,
+            identity,
+            daemon,
+            authkey: authkey(),
+            parent_pid: std::process::id() as i32,
+            parent_name: self::name(),
+            start_method,
+            default_method: crate::context::get_start_method(),
+        }
+    }
+}
+
 struct State {
     name: String,
     identity: Vec<u32>,

@@ -66,8 +66,3 @@ pub(crate) fn find(name: &str) -> Result<EntryFn> {
         }),
     }
 }
-
-/// Whether a worker of that name exists, for checks in the parent.
-pub(crate) fn contains(name: &str) -> bool {
-    matches!(table().get(name), Some(Slot::One(_)))
-}

@@ -81,10 +81,7 @@ pub(crate) fn start(child_end: OwnedFd) -> Result<(i32, Waiter)> {
     let key = crate::identity::authkey();
     let mut guard = SERVER.lock();
     for attempt in 0..2 {
-        if guard.is_none() {
-            *guard = Some(launcher::run(launch)??);
-        }
-        let server = guard.as_mut().expect("just set");
+        let server = running(&mut guard)?;
         match request(server, &key, &child_end) {
             Ok((pid, status)) => return Ok((pid, Waiter::Server(status))),
             Err(e) if attempt == 0 && server_gone(&e) => {
@@ -96,6 +93,14 @@ pub(crate) fn start(child_end: OwnedFd) -> Result<(i32, Waiter)> {
         }
     }
     Err(Error::state("the fork server could not be restarted"))
+}
+
+/// The running server, started first if there is none.
+fn running(slot: &mut Option<Server>) -> Result<&mut Server> {
+    if slot.is_none() {
+        *slot = Some(launcher::run(launch)??);
+    }
+    Ok(slot.as_mut().expect("just set"))
 }
 
 fn server_gone(e: &Error) -> bool {
@@ -121,16 +126,7 @@ fn retire(pid: i32) {
 /// Connects to the running server (starting it if needed) and runs only the handshake, on a
 /// connection of its own.
 pub(crate) fn handshake_only(key: &[u8]) -> Result<()> {
-    let address = {
-        let mut server = SERVER.lock();
-        if server.is_none() {
-            *server = Some(launcher::run(launch)??);
-        }
-        server
-            .as_ref()
-            .map(|s| s.address.clone())
-            .unwrap_or_default()
-    };
+    let address = running(&mut SERVER.lock())?.address.clone();
     let conn = connect_to(&address)?;
     client_handshake(conn.as_fd(), key)
 }

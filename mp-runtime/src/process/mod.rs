@@ -107,14 +107,8 @@ impl<R: DeserializeOwned> Process<R> {
             return Err(Error::state("a process can only be started once"));
         };
         let (args, fds) = payload?;
-        if !registry::contains(self.worker) {
-            return Err(registry::find(self.worker)
-                .err()
-                .unwrap_or(Error::UnknownWorker {
-                    name: self.worker.into(),
-                    hint: String::new(),
-                }));
-        }
+        // Refuse an unknown or ambiguous worker here rather than in the child.
+        registry::find(self.worker)?;
         let (parent_end, child_end) = stream_pair()?;
         let (pid, waiter) = match self.method {
             StartMethod::Spawn => spawn::start(child_end)?,
@@ -124,16 +118,12 @@ impl<R: DeserializeOwned> Process<R> {
         let boot = Bootstrap {
             worker: self.worker.to_owned(),
             args,
-            identity: ChildIdentity {
-                name: self.name.clone(),
-                identity: self.identity.clone(),
-                daemon: self.daemon,
-                authkey: identity::authkey(),
-                parent_pid: std::process::id() as i32,
-                parent_name: identity::name(),
-                start_method: self.method,
-                default_method: get_start_method(),
-            },
+            identity: ChildIdentity::for_child(
+                self.name.clone(),
+                self.identity.clone(),
+                self.daemon,
+                self.method,
+            ),
         };
         let child = Arc::new(ChildHandle::new(
             pid,
@@ -503,16 +493,7 @@ pub(crate) fn bootstrap_frame(worker: &str, args: &[u8]) -> Result<Vec<u8>> {
     let boot = Bootstrap {
         worker: worker.to_owned(),
         args: args.to_vec(),
-        identity: ChildIdentity {
-            name: "raw".into(),
-            identity: vec![1],
-            daemon: false,
-            authkey: identity::authkey(),
-            parent_pid: std::process::id() as i32,
-            parent_name: identity::name(),
-            start_method: StartMethod::Spawn,
-            default_method: get_start_method(),
-        },
+        identity: ChildIdentity::for_child("raw".into(), vec![1], false, StartMethod::Spawn),
     };
     let enc = codec::encode(&boot)?;
     let mut out = crate::transport::frame::header(enc.bytes.len(), 0).to_vec();
