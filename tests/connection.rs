@@ -364,9 +364,9 @@ for_each_method!(
                 .enumerate()
                 .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
                 .collect();
-            let objs: Vec<&dyn std::os::fd::AsFd> = live
+            let objs: Vec<&dyn mp::connection::Waitable> = live
                 .iter()
-                .map(|(_, r)| *r as &dyn std::os::fd::AsFd)
+                .map(|(_, r)| *r as &dyn mp::connection::Waitable)
                 .collect();
             let ready = mp::connection::wait(&objs, Some(LONG)).unwrap();
             assert!(!ready.is_empty());

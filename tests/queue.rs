@@ -6,8 +6,10 @@
 //! What changed in the port: `put(block, timeout)` is `put` / `put_timeout` / `try_put` (likewise
 //! `get`); an item that cannot be encoded is an error from `put` itself (QU-13, QU-14), not a
 //! message printed by a feeder thread; `close()` makes this process's `put`/`get` fail with
-//! `Error::Closed` (QU-16, QU-17, QU-24); `qsize` is exact everywhere (QU-10). Not ported:
-//! QU-19..22 (`shutdown`, Python 3.15) and QU-25/26 (manager proxies, part of the manager).
+//! `Error::Closed` (QU-16, QU-17, QU-24); `qsize` is exact everywhere (QU-10); `ShutDown` is
+//! `Error::ShutDown` and `ValueError` from `task_done` is `Error::InvalidState` (QU-19..22). Also
+//! here: `connection::wait` over queues. Not ported: QU-25/26 (manager proxies, part of the
+//! manager).
 
 mod common;
 
@@ -87,6 +89,44 @@ fn consumer(q: Queue<(u32, u32)>, producers: u32) -> Vec<(u32, u32)> {
     }
     let _ = producers;
     got
+}
+
+/// Tries every put and get form on a shut-down queue; returns the errors' names.
+#[mp::worker]
+fn shut_down_ops(q: JoinableQueue<u32>) -> Vec<String> {
+    let name = |r: mp::Result<()>| match r {
+        Err(Error::ShutDown) => "ShutDown".to_string(),
+        other => format!("{other:?}"),
+    };
+    vec![
+        name(q.put(1)),
+        name(q.try_put(1)),
+        name(q.get().map(drop)),
+        name(q.try_get().map(drop)),
+    ]
+}
+
+#[mp::worker]
+fn join_queue(q: JoinableQueue<u32>) {
+    q.join_timeout(LONG).unwrap();
+}
+
+#[mp::worker]
+fn get_one(q: JoinableQueue<u32>) -> u32 {
+    q.get_timeout(LONG).unwrap()
+}
+
+/// Blocks in `get` (or in `put` on a full bounded queue) and reports how it ended.
+#[mp::worker]
+fn blocked_call(q: Queue<u32>, put: bool) -> bool {
+    let r = if put { q.put(9) } else { q.get().map(drop) };
+    matches!(r, Err(Error::ShutDown))
+}
+
+#[mp::worker]
+fn put_one_later(q: Queue<u32>, go: Connection<()>) {
+    go.recv().unwrap();
+    q.put(5).unwrap();
 }
 
 #[mp::worker]
@@ -339,3 +379,165 @@ for_each_method!(
         assert!(q.is_empty());
     }
 );
+
+for_each_method!(qu_19_shutdown_of_an_empty_queue, |ctx: mp::Context| {
+    let q = JoinableQueue::<u32>::new().unwrap();
+    let mut waiter = started(ctx.process(join_queue, (q.clone(),)));
+    q.shutdown(false);
+    assert!(q.is_shut_down());
+    assert_eq!(q.qsize(), 0);
+    join(&mut waiter).unwrap();
+    assert!(matches!(q.put(1), Err(Error::ShutDown)));
+    assert!(matches!(q.try_put(1), Err(Error::ShutDown)));
+    assert!(matches!(q.get(), Err(Error::ShutDown)));
+    assert!(matches!(q.try_get(), Err(Error::ShutDown)));
+    let mut other = started(ctx.process(shut_down_ops, (q.clone(),)));
+    assert_eq!(join(&mut other).unwrap(), vec!["ShutDown"; 4]);
+});
+
+for_each_method!(qu_20_shutdown_of_a_non_empty_queue, |ctx: mp::Context| {
+    let q = JoinableQueue::<u32>::new().unwrap();
+    q.put(7).unwrap();
+    q.shutdown(false);
+    assert!(matches!(q.put(8), Err(Error::ShutDown)));
+    let mut getter = started(ctx.process(get_one, (q.clone(),)));
+    assert_eq!(join(&mut getter).unwrap(), 7);
+    let mut waiter = started(ctx.process(join_queue, (q.clone(),)));
+    assert!(matches!(
+        q.join_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(waiter.is_alive());
+    q.task_done().unwrap();
+    join(&mut waiter).unwrap();
+    assert!(matches!(q.get(), Err(Error::ShutDown)));
+});
+
+for_each_method!(
+    qu_21_immediate_shutdown_drops_pending_items,
+    |ctx: mp::Context| {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        for i in 0..3 {
+            q.put(i).unwrap();
+        }
+        let mut waiter = started(ctx.process(join_queue, (q.clone(),)));
+        q.shutdown(true);
+        assert_eq!(q.qsize(), 0);
+        join(&mut waiter).unwrap();
+        q.join_timeout(LONG).unwrap();
+        assert!(matches!(q.get(), Err(Error::ShutDown)));
+        assert!(matches!(q.task_done(), Err(Error::InvalidState { .. })));
+    }
+);
+
+#[test]
+fn qu_22_immediate_shutdown_keeps_items_already_taken_unfinished() {
+    let _g = shared();
+    let q = JoinableQueue::<u32>::new().unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    q.shutdown(true);
+    assert!(matches!(
+        q.join_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    q.task_done().unwrap();
+    q.join_timeout(LONG).unwrap();
+    assert!(matches!(q.task_done(), Err(Error::InvalidState { .. })));
+}
+
+#[test]
+fn immediate_shutdown_discards_handles_and_large_items() {
+    let _g = shared();
+    let q = Queue::<(Option<Connection<u8>>, serde_bytes::ByteBuf)>::new().unwrap();
+    let (a, _b) = Pipe::<u8>::duplex().unwrap();
+    q.put((Some(a), serde_bytes::ByteBuf::new())).unwrap();
+    q.put((None, serde_bytes::ByteBuf::from(vec![3u8; 20 << 20])))
+        .unwrap();
+    q.put((None, serde_bytes::ByteBuf::from(vec![4u8; 8])))
+        .unwrap();
+    q.shutdown(true);
+    assert_eq!(q.qsize(), 0);
+    assert!(matches!(q.try_get(), Err(Error::ShutDown)));
+}
+
+for_each_method!(
+    shutdown_wakes_blocked_getters_and_putters,
+    |ctx: mp::Context| {
+        let empty = Queue::<u32>::new().unwrap();
+        let full = Queue::<u32>::bounded(1).unwrap();
+        full.put(1).unwrap();
+        let mut getter = started(ctx.process(blocked_call, (empty.clone(), false)));
+        let mut putter = started(ctx.process(blocked_call, (full.clone(), true)));
+        empty.shutdown(false);
+        full.shutdown(false);
+        assert!(join(&mut getter).unwrap());
+        assert!(join(&mut putter).unwrap());
+        assert_eq!(full.get().unwrap(), 1);
+    }
+);
+
+for_each_method!(wait_reports_queues_with_items, |ctx: mp::Context| {
+    let q1 = Queue::<u32>::new().unwrap();
+    let q2 = Queue::<u32>::new().unwrap();
+    let (go_tx, go_rx) = Pipe::<()>::duplex().unwrap();
+    assert!(
+        mp::connection::wait(&[&q1, &q2], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    let mut p = started(ctx.process(put_one_later, (q2.clone(), go_rx)));
+    go_tx.send(&()).unwrap();
+    assert_eq!(
+        mp::connection::wait(&[&q1, &q2], Some(LONG)).unwrap(),
+        vec![1]
+    );
+    assert_eq!(q2.try_get().unwrap(), 5);
+    assert!(
+        mp::connection::wait(&[&q1, &q2], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    join(&mut p).unwrap();
+    let s = p.sentinel().unwrap();
+    assert_eq!(
+        mp::connection::wait(&[&q1, &q2, &s], Some(LONG)).unwrap(),
+        vec![2]
+    );
+    q1.put(1).unwrap();
+    assert_eq!(
+        mp::connection::wait(&[&q1, &q2, &s], Some(LONG)).unwrap(),
+        vec![0, 2]
+    );
+    q2.shutdown(false);
+    assert_eq!(
+        mp::connection::wait(&[&q2], Some(Duration::ZERO)).unwrap(),
+        vec![0]
+    );
+});
+
+#[test]
+fn wait_on_a_queue_times_out_and_sees_items_put_before_it() {
+    let _g = shared();
+    let q = JoinableQueue::<u32>::new().unwrap();
+    let t = Instant::now();
+    let timeout = Duration::from_millis(200);
+    assert!(
+        mp::connection::wait(&[&q], Some(timeout))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() >= timeout);
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert_eq!(mp::connection::wait(&[&q], Some(LONG)).unwrap(), vec![0]);
+    q.get().unwrap();
+    assert_eq!(mp::connection::wait(&[&q], Some(LONG)).unwrap(), vec![0]);
+    q.get().unwrap();
+    assert!(
+        mp::connection::wait(&[&q], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -302,10 +302,28 @@ impl<'de> Deserialize<'de> for FdOwned {
     }
 }
 
+/// Something [`wait`] can wait on: connections, queues, process sentinels and any descriptor
+/// ([`AsFd`]: ready when readable).
+pub trait Waitable {
+    /// Called once at the start of a [`wait`]: the descriptor that becomes readable when this
+    /// object is ready.
+    fn begin_wait(&self) -> BorrowedFd<'_>;
+    /// Called once when that [`wait`] ends.
+    fn end_wait(&self) {}
+}
+
+impl<T: AsFd + ?Sized> Waitable for T {
+    fn begin_wait(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+}
+
 /// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: forever), and
 /// returns the indices of the ready ones, in order; empty on timeout (Python's
 /// `multiprocessing.connection.wait`). A connection is ready when a message or end of stream can
-/// be received; a process sentinel when the process has exited.
+/// be received; a queue when it has an item or was shut down; a process sentinel when the
+/// process has exited. With several consumers, an object reported ready may be emptied by
+/// another before this one gets to it: use non-blocking calls (`try_get`, `poll`) after `wait`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -317,9 +335,14 @@ impl<'de> Deserialize<'de> for FdOwned {
 /// # drop(a);
 /// # Ok::<(), mp::Error>(())
 /// ```
-pub fn wait(objects: &[&dyn AsFd], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.as_fd()).collect();
-    let ready = wait_readable(&fds, Deadline::after(timeout)).map_err(|e| Error::io("poll", e))?;
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let deadline = Deadline::after(timeout);
+    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.begin_wait()).collect();
+    let ready = wait_readable(&fds, deadline);
+    for o in objects {
+        o.end_wait();
+    }
+    let ready = ready.map_err(|e| Error::io("poll", e))?;
     Ok(ready
         .iter()
         .enumerate()

@@ -123,6 +123,10 @@ pub enum Error {
     #[error("the queue is empty")]
     Empty,
 
+    /// The queue was shut down (`shutdown`): no more `put`, and `get` once it is empty.
+    #[error("the queue was shut down")]
+    ShutDown,
+
     /// A barrier was aborted, reset or timed out while this party waited.
     #[error("the barrier is broken")]
     BrokenBarrier,

@@ -18,6 +18,7 @@ mod ring;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use self::ring::{Ring, RingFds};
 use crate::codec;
-use crate::connection::{FdOwned, FdRef};
+use crate::connection::{FdOwned, FdRef, Waitable};
 use crate::error::{Error, Result};
 use crate::sync::futex;
 use crate::sys::poll::Deadline;
@@ -167,8 +168,59 @@ impl<T> Queue<T> {
         self.shared.closed.store(true, Ordering::Release);
     }
 
+    /// Shuts the queue down for every process (Python 3.13's `Queue.shutdown`): later `put`s are
+    /// [`Error::ShutDown`], and so is `get` once the queue is empty; everyone blocked in `put` or
+    /// `get` wakes up. With `immediate`, the pending items are discarded (and counted as done
+    /// for [`JoinableQueue::join`]), so `get` fails at once.
+    ///
+    /// ```
+    /// let q = mp::Queue::new()?;
+    /// q.put(1)?;
+    /// q.shutdown(false);
+    /// assert!(matches!(q.put(2), Err(mp::Error::ShutDown)));
+    /// assert_eq!(q.get()?, 1);
+    /// assert!(matches!(q.get(), Err(mp::Error::ShutDown)));
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.shared.ring.shutdown(immediate)
+    }
+
+    /// Whether [`shutdown`](Queue::shutdown) was called, in any process.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.ring.is_shut_down()
+    }
+
     fn unfinished(&self) -> &std::sync::atomic::AtomicU32 {
         self.shared.ring.unfinished()
+    }
+}
+
+impl<T> Waitable for Queue<T> {
+    /// Ready when the queue has an item or was shut down.
+    fn begin_wait(&self) -> BorrowedFd<'_> {
+        self.shared.ring.begin_wait()
+    }
+    fn end_wait(&self) {
+        self.shared.ring.end_wait()
+    }
+}
+
+impl<T> Waitable for JoinableQueue<T> {
+    fn begin_wait(&self) -> BorrowedFd<'_> {
+        self.0.begin_wait()
+    }
+    fn end_wait(&self) {
+        self.0.end_wait()
+    }
+}
+
+impl<T> Waitable for SimpleQueue<T> {
+    fn begin_wait(&self) -> BorrowedFd<'_> {
+        self.0.begin_wait()
+    }
+    fn end_wait(&self) {
+        self.0.end_wait()
     }
 }
 
@@ -181,18 +233,20 @@ impl<T> fmt::Debug for Queue<T> {
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let ring = &self.shared.ring;
-        let (tx, rx) = ring.side_fds();
-        (FdRef(ring.region_fd()), FdRef(tx), FdRef(rx)).serialize(s)
+        let [tx, rx, event] = ring.other_fds();
+        (FdRef(ring.region_fd()), FdRef(tx), FdRef(rx), FdRef(event)).serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, side_tx, side_rx): (FdOwned, FdOwned, FdOwned) = Deserialize::deserialize(d)?;
+        let (region, side_tx, side_rx, event): (FdOwned, FdOwned, FdOwned, FdOwned) =
+            Deserialize::deserialize(d)?;
         let ring = Ring::from_fds(RingFds {
             region: region.0,
             side_tx: side_tx.0,
             side_rx: side_rx.0,
+            event: event.0,
         })
         .map_err(|e| codec::de_error::<D::Error>(&e))?;
         Ok(Queue {

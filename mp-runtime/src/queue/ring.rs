@@ -14,6 +14,10 @@
 //! ring (stored in a memfd of its own), sends a side frame on a socket shared by all handles of
 //! the queue, tagged with the record's `seq`, before the record is published. Consumers take
 //! side frames in the same order, under the same lock.
+//!
+//! Readiness for `connection::wait` costs nothing until someone waits: a waiter registers in
+//! `pollers` and polls an eventfd, which is kept readable exactly while the queue has items (or is
+//! shut down) and `pollers` was non-zero at some point, all under the lock.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,6 +36,10 @@ pub(crate) const DEFAULT_RING: usize = 256 << 20;
 /// Ring memory kept allocated when the queue drains; the rest is given back to the kernel.
 const KEEP_RESIDENT: u64 = 4 << 20;
 
+/// How long even a non-blocking `put` or `get` waits for the lock: it is only held for a copy,
+/// so "the queue is busy" must not read as "the queue is empty" (or full).
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 const FLAG_FDS: u32 = 1;
 const FLAG_LARGE: u32 = 2;
 
@@ -44,6 +52,12 @@ struct Header {
     get_sleepers: AtomicU32,
     put_sleepers: AtomicU32,
     unfinished: AtomicU32,
+    /// Non-zero once `shutdown` was called.
+    shutdown: AtomicU32,
+    /// Callers of `connection::wait` currently polling the eventfd.
+    pollers: AtomicU32,
+    /// Whether the eventfd is readable (changed under the lock only).
+    signaled: AtomicU32,
     count: AtomicU64,
     head: AtomicU64,
     tail: AtomicU64,
@@ -59,6 +73,8 @@ pub(crate) struct Ring {
     /// Side channel for descriptors: frames are sent on `side_tx` and received on `side_rx`.
     side_tx: OwnedFd,
     side_rx: OwnedFd,
+    /// Readable while the queue has items and someone waits on it (see the module docs).
+    event: OwnedFd,
 }
 
 /// The descriptors that represent a ring in a message.
@@ -66,6 +82,7 @@ pub(crate) struct RingFds {
     pub(crate) region: OwnedFd,
     pub(crate) side_tx: OwnedFd,
     pub(crate) side_rx: OwnedFd,
+    pub(crate) event: OwnedFd,
 }
 
 enum Step<T> {
@@ -80,10 +97,16 @@ impl Ring {
         let region = SharedRegion::create(c"mp-queue", HEADER_LEN + data_len)
             .map_err(|e| Error::io("create queue memory", e))?;
         let (side_tx, side_rx) = crate::transport::socket::stream_pair()?;
+        let event = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(|e| Error::sys("create queue eventfd", e))?;
         let ring = Ring {
             region,
             side_tx,
             side_rx,
+            event: event.into(),
         };
         let h = ring.header();
         h.max_items.store(max_items, Ordering::Relaxed);
@@ -102,6 +125,7 @@ impl Ring {
             region,
             side_tx: fds.side_tx,
             side_rx: fds.side_rx,
+            event: fds.event,
         };
         let h = ring.header();
         let data_len = h.data_len.load(Ordering::Relaxed) as usize;
@@ -118,8 +142,13 @@ impl Ring {
     pub(crate) fn region_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.region.as_fd()
     }
-    pub(crate) fn side_fds(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
-        (self.side_tx.as_fd(), self.side_rx.as_fd())
+    /// The side socket's ends and the eventfd, in that order.
+    pub(crate) fn other_fds(&self) -> [std::os::fd::BorrowedFd<'_>; 3] {
+        [
+            self.side_tx.as_fd(),
+            self.side_rx.as_fd(),
+            self.event.as_fd(),
+        ]
     }
 
     fn header(&self) -> &Header {
@@ -256,13 +285,18 @@ impl Ring {
         deadline: Deadline,
     ) -> Result<Step<()>> {
         let h = self.header();
-        self.lock(deadline).ok_or(Error::Full)?;
+        self.lock(deadline.at_least(LOCK_GRACE))
+            .ok_or(Error::Full)?;
         let max = h.max_items.load(Ordering::Relaxed);
         let (head, tail) = (
             h.head.load(Ordering::Relaxed),
             h.tail.load(Ordering::Relaxed),
         );
         let count = h.count.load(Ordering::Relaxed);
+        if h.shutdown.load(Ordering::Relaxed) != 0 {
+            self.unlock();
+            return Err(Error::ShutDown);
+        }
         if (max != 0 && count >= max) || tail - head + rec > self.data_len() {
             let seen = h.space_seq.load(Ordering::SeqCst);
             self.unlock();
@@ -309,6 +343,9 @@ impl Ring {
         h.count.fetch_add(1, Ordering::SeqCst);
         h.unfinished.fetch_add(1, Ordering::SeqCst);
         h.items_seq.fetch_add(1, Ordering::SeqCst);
+        if h.pollers.load(Ordering::SeqCst) > 0 {
+            self.signal();
+        }
         self.unlock();
         if h.get_sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake(&h.items_seq, 1);
@@ -339,15 +376,21 @@ impl Ring {
     #[allow(clippy::type_complexity)]
     fn try_get(&self, deadline: Deadline) -> Result<Step<Result<(Vec<u8>, Vec<OwnedFd>)>>> {
         let h = self.header();
-        self.lock(deadline).ok_or(Error::Empty)?;
+        self.lock(deadline.at_least(LOCK_GRACE))
+            .ok_or(Error::Empty)?;
         let (head, tail) = (
             h.head.load(Ordering::Relaxed),
             h.tail.load(Ordering::Acquire),
         );
         if head == tail {
             let seen = h.items_seq.load(Ordering::SeqCst);
+            let shut = h.shutdown.load(Ordering::Relaxed) != 0;
             self.unlock();
-            return Ok(Step::Wait(seen));
+            return if shut {
+                Err(Error::ShutDown)
+            } else {
+                Ok(Step::Wait(seen))
+            };
         }
         let mut rh = [0u8; RECORD_HEADER as usize];
         self.read_at(head, &mut rh);
@@ -384,6 +427,9 @@ impl Ring {
             h.tail.store(restart, Ordering::Release);
             h.head.store(restart, Ordering::Release);
             self.give_back_memory(tail % self.data_len());
+            if h.shutdown.load(Ordering::Relaxed) == 0 {
+                self.unsignal();
+            }
         } else {
             h.head.store(new_head, Ordering::Release);
         }
@@ -437,6 +483,97 @@ impl Ring {
             (HEADER_LEN as u64 + KEEP_RESIDENT) as i64,
             (len - KEEP_RESIDENT) as i64,
         );
+    }
+
+    /// Makes the eventfd readable if it is not (lock held).
+    fn signal(&self) {
+        let h = self.header();
+        if h.signaled.load(Ordering::Relaxed) == 0 {
+            let _ = nix::unistd::write(&self.event, &1u64.to_ne_bytes());
+            h.signaled.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes the eventfd unreadable if it is readable (lock held).
+    fn unsignal(&self) {
+        let h = self.header();
+        if h.signaled.load(Ordering::Relaxed) != 0 {
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(&self.event, &mut buf);
+            h.signaled.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers a waiter and returns the descriptor to poll: readable once the queue has an
+    /// item or is shut down. Pair with [`Ring::end_wait`].
+    pub(crate) fn begin_wait(&self) -> std::os::fd::BorrowedFd<'_> {
+        let h = self.header();
+        if self.lock(Deadline::NEVER).is_some() {
+            h.pollers.fetch_add(1, Ordering::SeqCst);
+            if h.count.load(Ordering::Relaxed) > 0 || h.shutdown.load(Ordering::Relaxed) != 0 {
+                self.signal();
+            }
+            self.unlock();
+        }
+        self.event.as_fd()
+    }
+
+    /// Unregisters a waiter of [`Ring::begin_wait`].
+    pub(crate) fn end_wait(&self) {
+        self.header().pollers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Shuts the queue down: every later `put` and every `get` of an empty queue is
+    /// [`Error::ShutDown`]. `immediate` also discards the pending items, counting them as done.
+    /// Wakes everyone blocked on the queue.
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        let h = self.header();
+        if self.lock(Deadline::NEVER).is_none() {
+            return;
+        }
+        h.shutdown.store(1, Ordering::SeqCst);
+        if immediate {
+            let mut dropped = 0u32;
+            loop {
+                let (head, tail) = (
+                    h.head.load(Ordering::Relaxed),
+                    h.tail.load(Ordering::Relaxed),
+                );
+                if head == tail {
+                    break;
+                }
+                let mut rh = [0u8; RECORD_HEADER as usize];
+                self.read_at(head, &mut rh);
+                let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
+                if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
+                    let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
+                    let _ = self.take_side_frame(seq);
+                }
+                h.head.store(head + record_size(&rh), Ordering::Release);
+                dropped += 1;
+            }
+            h.count.store(0, Ordering::SeqCst);
+            let before = h
+                .unfinished
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some(v.saturating_sub(dropped))
+                })
+                .unwrap_or(0);
+            if before != 0 && before <= dropped {
+                futex::wake_all(&h.unfinished);
+            }
+        }
+        self.signal();
+        h.items_seq.fetch_add(1, Ordering::SeqCst);
+        h.space_seq.fetch_add(1, Ordering::SeqCst);
+        self.unlock();
+        futex::wake_all(&h.items_seq);
+        futex::wake_all(&h.space_seq);
+    }
+
+    /// Whether [`Ring::shutdown`] was called.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.header().shutdown.load(Ordering::Acquire) != 0
     }
 
     /// The JoinableQueue counter of messages put and not yet marked done.

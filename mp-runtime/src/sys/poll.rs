@@ -24,6 +24,16 @@ impl Deadline {
         self.0.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// This deadline, or `grace` from now if that is later: for waits on short critical
+    /// sections, which even a non-blocking call should sit out.
+    pub(crate) fn at_least(self, grace: Duration) -> Deadline {
+        let floor = Deadline::after(Some(grace));
+        match (self.0, floor.0) {
+            (Some(a), Some(b)) if a < b => floor,
+            _ => self,
+        }
+    }
+
     /// Whether the deadline has passed.
     pub(crate) fn passed(&self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
