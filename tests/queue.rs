@@ -541,3 +541,27 @@ fn wait_on_a_queue_times_out_and_sees_items_put_before_it() {
             .is_empty()
     );
 }
+
+/// A value whose decoding panics (a user `Deserialize` with a bug).
+#[derive(serde::Serialize)]
+struct PanicsOnDecode;
+
+impl<'de> serde::Deserialize<'de> for PanicsOnDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("decoding bug");
+    }
+}
+
+#[test]
+fn a_panic_while_decoding_leaves_the_queue_usable() {
+    let _g = shared();
+    let q = Queue::<PanicsOnDecode>::new().unwrap();
+    q.put(PanicsOnDecode).unwrap();
+    q.put(PanicsOnDecode).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.get()));
+    assert!(caught.is_err());
+    assert_eq!(q.qsize(), 1);
+    // The lock was released: another put and a timed get do not hang.
+    q.put(PanicsOnDecode).unwrap();
+    assert_eq!(q.qsize(), 2);
+}

@@ -33,6 +33,24 @@ use crate::error::{Error, Result};
 use crate::sync::futex;
 use crate::sys::poll::Deadline;
 
+/// Encode buffers above this size are not kept for the next `put`.
+const SCRATCH_KEEP: usize = 16 << 20;
+
+/// Runs `f` with this thread's encode buffer, emptied: a steady flow of items reuses one warm
+/// buffer instead of allocating (and faulting in) a new one per `put`.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = SCRATCH.with(|s| s.take());
+    buf.clear();
+    let result = f(&mut buf);
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| s.set(buf));
+    }
+    result
+}
+
 struct Shared {
     ring: Ring,
     closed: AtomicBool,
@@ -102,15 +120,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_with(&self, item: T, block: bool, timeout: Option<Duration>) -> Result<()> {
         let ring = self.ring()?;
-        let mut buf = Vec::with_capacity(32);
-        let fds = codec::encode_into(&item, &mut buf)?;
-        ring.put(&buf, &fds, block, Deadline::after(timeout))
+        let deadline = Deadline::after(timeout);
+        with_scratch(|buf| {
+            let fds = codec::encode_into(&item, buf)?;
+            ring.put(buf, &fds, block, deadline)
+        })
     }
 
     fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<T> {
         let ring = self.ring()?;
-        let (bytes, fds) = ring.get(block, Deadline::after(timeout))?;
-        codec::decode(&bytes, fds)
+        ring.get(block, Deadline::after(timeout), |bytes, fds| {
+            codec::decode(bytes, fds)
+        })
     }
 
     /// Puts `item`, waiting while a bounded queue is full. An item that cannot be encoded is

@@ -30,6 +30,7 @@ use crate::transport::frame::{recv_frame, send_frame};
 
 const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
 const HEADER_LEN: usize = 4096;
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 const RECORD_HEADER: u64 = 16;
 /// The ring's virtual size; pages are only allocated while they hold pending messages.
 pub(crate) const DEFAULT_RING: usize = 256 << 20;
@@ -43,28 +44,45 @@ const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 const FLAG_FDS: u32 = 1;
 const FLAG_LARGE: u32 = 2;
 
+/// The shared header, in cache lines grouped by who writes them: the state changed under the
+/// lock, the sequence words that consumers and producers sleep on, and the JoinableQueue counter.
 #[repr(C)]
 struct Header {
     magic: AtomicU64,
+    max_items: AtomicU64,
+    data_len: AtomicU64,
+    locked: Locked,
+    items: Sleepable,
+    space: Sleepable,
+    unfinished: Padded,
+}
+
+/// Changed only under `lock` (which lives on the same line, so a holder touches one line).
+#[repr(C, align(64))]
+struct Locked {
     lock: AtomicU32,
-    items_seq: AtomicU32,
-    space_seq: AtomicU32,
-    get_sleepers: AtomicU32,
-    put_sleepers: AtomicU32,
-    unfinished: AtomicU32,
     /// Non-zero once `shutdown` was called.
     shutdown: AtomicU32,
-    /// Callers of `connection::wait` currently polling the eventfd.
-    pollers: AtomicU32,
-    /// Whether the eventfd is readable (changed under the lock only).
+    /// Whether the eventfd is readable.
     signaled: AtomicU32,
+    /// Callers of `connection::wait` currently polling the eventfd (changed without the lock).
+    pollers: AtomicU32,
     count: AtomicU64,
     head: AtomicU64,
     tail: AtomicU64,
     next_seq: AtomicU64,
-    max_items: AtomicU64,
-    data_len: AtomicU64,
 }
+
+/// A futex sequence word and the number of processes asleep on it.
+#[repr(C, align(64))]
+struct Sleepable {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+/// A counter on a line of its own.
+#[repr(C, align(64))]
+struct Padded(AtomicU32);
 
 /// One process's view of a shared ring.
 #[derive(Debug)]
@@ -191,7 +209,7 @@ impl Ring {
 
     fn lock(&self, deadline: Deadline) -> Option<()> {
         let h = self.header();
-        match robust::lock(&h.lock, deadline)? {
+        match robust::lock(&h.locked.lock, deadline)? {
             robust::Acquired::Clean => {}
             robust::Acquired::OwnerDied => self.repair(),
         }
@@ -199,7 +217,7 @@ impl Ring {
     }
 
     fn unlock(&self) {
-        robust::unlock(&self.header().lock);
+        robust::unlock(&self.header().locked.lock);
     }
 
     /// After a holder died: the ring itself is consistent (publication is one store), but the
@@ -207,8 +225,8 @@ impl Ring {
     fn repair(&self) {
         let h = self.header();
         let (mut off, tail) = (
-            h.head.load(Ordering::Relaxed),
-            h.tail.load(Ordering::Relaxed),
+            h.locked.head.load(Ordering::Relaxed),
+            h.locked.tail.load(Ordering::Relaxed),
         );
         let mut n = 0;
         while off < tail {
@@ -217,19 +235,19 @@ impl Ring {
             off += record_size(&rh);
             n += 1;
         }
-        h.count.store(n, Ordering::Release);
+        h.locked.count.store(n, Ordering::Release);
     }
 
     /// Messages in the ring.
     pub(crate) fn count(&self) -> u64 {
-        self.header().count.load(Ordering::Acquire)
+        self.header().locked.count.load(Ordering::Acquire)
     }
 
     /// Whether a bounded ring holds its maximum number of messages.
     pub(crate) fn is_full(&self) -> bool {
         let h = self.header();
         let max = h.max_items.load(Ordering::Relaxed);
-        max != 0 && h.count.load(Ordering::Acquire) >= max
+        max != 0 && h.locked.count.load(Ordering::Acquire) >= max
     }
 
     /// Puts one encoded message. `block == false` fails at once when full.
@@ -266,10 +284,7 @@ impl Ring {
                 return Err(Error::Full);
             }
             let h = self.header();
-            h.put_sleepers.fetch_add(1, Ordering::SeqCst);
-            let woke = futex::wait(&h.space_seq, seen, deadline);
-            h.put_sleepers.fetch_sub(1, Ordering::SeqCst);
-            if !woke {
+            if !wait_for_change(&h.space.seq, seen, &h.space.sleepers, deadline) {
                 return Err(Error::Full);
             }
         }
@@ -289,20 +304,20 @@ impl Ring {
             .ok_or(Error::Full)?;
         let max = h.max_items.load(Ordering::Relaxed);
         let (head, tail) = (
-            h.head.load(Ordering::Relaxed),
-            h.tail.load(Ordering::Relaxed),
+            h.locked.head.load(Ordering::Relaxed),
+            h.locked.tail.load(Ordering::Relaxed),
         );
-        let count = h.count.load(Ordering::Relaxed);
-        if h.shutdown.load(Ordering::Relaxed) != 0 {
+        let count = h.locked.count.load(Ordering::Relaxed);
+        if h.locked.shutdown.load(Ordering::Relaxed) != 0 {
             self.unlock();
             return Err(Error::ShutDown);
         }
         if (max != 0 && count >= max) || tail - head + rec > self.data_len() {
-            let seen = h.space_seq.load(Ordering::SeqCst);
+            let seen = h.space.seq.load(Ordering::SeqCst);
             self.unlock();
             return Ok(Step::Wait(seen));
         }
-        let seq = h.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = h.locked.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut flags = 0;
         if large || !fds.is_empty() {
             let mut side_fds: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
@@ -339,24 +354,31 @@ impl Ring {
         if !large {
             self.write_at(tail + RECORD_HEADER, bytes);
         }
-        h.tail.store(tail + rec, Ordering::Release);
-        h.count.fetch_add(1, Ordering::SeqCst);
-        h.unfinished.fetch_add(1, Ordering::SeqCst);
-        h.items_seq.fetch_add(1, Ordering::SeqCst);
-        if h.pollers.load(Ordering::SeqCst) > 0 {
+        h.locked.tail.store(tail + rec, Ordering::Release);
+        h.locked.count.store(count + 1, Ordering::Release);
+        h.unfinished.0.fetch_add(1, Ordering::SeqCst);
+        h.items.seq.fetch_add(1, Ordering::SeqCst);
+        if h.locked.pollers.load(Ordering::SeqCst) > 0 {
             self.signal();
         }
         self.unlock();
-        if h.get_sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake(&h.items_seq, 1);
+        if h.items.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake(&h.items.seq, 1);
         }
         Ok(Step::Done(()))
     }
 
-    /// Takes one message: its bytes and descriptors. `block == false` fails at once if empty.
-    pub(crate) fn get(&self, block: bool, deadline: Deadline) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    /// Takes one message and returns what `decode` makes of its bytes and descriptors.
+    /// `decode` runs under the lock, on the bytes where they lie in shared memory (no copy
+    /// unless the record wraps around the ring's end). `block == false` fails at once if empty.
+    pub(crate) fn get<R>(
+        &self,
+        block: bool,
+        deadline: Deadline,
+        mut decode: impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
         loop {
-            let seen = match self.try_get(deadline)? {
+            let seen = match self.try_get(deadline, &mut decode)? {
                 Step::Done(m) => return m,
                 Step::Wait(seen) => seen,
             };
@@ -364,28 +386,29 @@ impl Ring {
                 return Err(Error::Empty);
             }
             let h = self.header();
-            h.get_sleepers.fetch_add(1, Ordering::SeqCst);
-            let woke = futex::wait(&h.items_seq, seen, deadline);
-            h.get_sleepers.fetch_sub(1, Ordering::SeqCst);
-            if !woke {
+            if !wait_for_change(&h.items.seq, seen, &h.items.sleepers, deadline) {
                 return Err(Error::Empty);
             }
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn try_get(&self, deadline: Deadline) -> Result<Step<Result<(Vec<u8>, Vec<OwnedFd>)>>> {
+    fn try_get<R>(
+        &self,
+        deadline: Deadline,
+        decode: &mut impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<Step<Result<R>>> {
         let h = self.header();
         self.lock(deadline.at_least(LOCK_GRACE))
             .ok_or(Error::Empty)?;
+        let held = Held(self);
         let (head, tail) = (
-            h.head.load(Ordering::Relaxed),
-            h.tail.load(Ordering::Acquire),
+            h.locked.head.load(Ordering::Relaxed),
+            h.locked.tail.load(Ordering::Acquire),
         );
         if head == tail {
-            let seen = h.items_seq.load(Ordering::SeqCst);
-            let shut = h.shutdown.load(Ordering::Relaxed) != 0;
-            self.unlock();
+            let seen = h.items.seq.load(Ordering::SeqCst);
+            let shut = h.locked.shutdown.load(Ordering::Relaxed) != 0;
+            drop(held);
             return if shut {
                 Err(Error::ShutDown)
             } else {
@@ -398,48 +421,68 @@ impl Ring {
         let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
         let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
         let rec = record_size(&rh);
-        let mut result = Ok((Vec::new(), Vec::new()));
-        let mut fds = Vec::new();
-        if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
-            match self.take_side_frame(seq) {
-                Ok(f) => fds = f,
-                Err(e) => result = Err(e),
-            }
-        }
-        if result.is_ok() {
-            if flags & FLAG_LARGE != 0 {
-                result = if fds.is_empty() {
-                    Err(Error::protocol("a large queue message lost its memory"))
-                } else {
-                    let memfd = fds.remove(0);
-                    read_memfd(memfd, len).map(|b| (b, std::mem::take(&mut fds)))
-                };
-            } else {
-                let mut bytes = vec![0u8; len];
-                self.read_at(head + RECORD_HEADER, &mut bytes);
-                result = Ok((bytes, std::mem::take(&mut fds)));
-            }
-        }
+        let fds = if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
+            self.take_side_frame(seq)
+        } else {
+            Ok(Vec::new())
+        };
+        // Consume the record first: its bytes stay in place until the lock is released.
         let new_head = head + rec;
-        if new_head == tail {
+        let drained = new_head == tail;
+        if drained {
             // Empty: restart at the ring's start, so a steady flow reuses the same warm pages.
             let restart = tail.next_multiple_of(self.data_len());
-            h.tail.store(restart, Ordering::Release);
-            h.head.store(restart, Ordering::Release);
-            self.give_back_memory(tail % self.data_len());
-            if h.shutdown.load(Ordering::Relaxed) == 0 {
+            h.locked.tail.store(restart, Ordering::Release);
+            h.locked.head.store(restart, Ordering::Release);
+            if h.locked.shutdown.load(Ordering::Relaxed) == 0 {
                 self.unsignal();
             }
         } else {
-            h.head.store(new_head, Ordering::Release);
+            h.locked.head.store(new_head, Ordering::Release);
         }
-        h.count.fetch_sub(1, Ordering::SeqCst);
-        h.space_seq.fetch_add(1, Ordering::SeqCst);
-        self.unlock();
-        if h.put_sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake_all(&h.space_seq);
+        let count = h.locked.count.load(Ordering::Relaxed);
+        h.locked
+            .count
+            .store(count.saturating_sub(1), Ordering::Release);
+        h.space.seq.fetch_add(1, Ordering::SeqCst);
+        let result = fds.and_then(|mut fds| {
+            if flags & FLAG_LARGE != 0 {
+                if fds.is_empty() {
+                    return Err(Error::protocol("a large queue message lost its memory"));
+                }
+                let memfd = fds.remove(0);
+                with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
+            } else {
+                self.with_bytes_at(head + RECORD_HEADER, len, |bytes| decode(bytes, fds))
+            }
+        });
+        if drained {
+            self.give_back_memory(tail % self.data_len());
+        }
+        drop(held);
+        if h.space.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.space.seq);
         }
         Ok(Step::Done(result))
+    }
+
+    /// Calls `f` with the `len` bytes at logical offset `off`: in place if they do not wrap
+    /// around the ring's end, else copied out. The lock must be held.
+    fn with_bytes_at<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let data_len = self.data_len();
+        let start = (off % data_len) as usize;
+        if start + len <= data_len as usize {
+            // SAFETY: the bytes lie inside the data area (checked just above) and belong to a
+            // published record; the lock is held, so no producer writes them while `f` runs.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.region.as_ptr().add(HEADER_LEN + start), len)
+            };
+            f(bytes)
+        } else {
+            let mut bytes = vec![0u8; len];
+            self.read_at(off, &mut bytes);
+            f(&bytes)
+        }
     }
 
     /// The side frame tagged `seq`; older frames (left by a consumer that died) are dropped.
@@ -488,19 +531,19 @@ impl Ring {
     /// Makes the eventfd readable if it is not (lock held).
     fn signal(&self) {
         let h = self.header();
-        if h.signaled.load(Ordering::Relaxed) == 0 {
+        if h.locked.signaled.load(Ordering::Relaxed) == 0 {
             let _ = nix::unistd::write(&self.event, &1u64.to_ne_bytes());
-            h.signaled.store(1, Ordering::Relaxed);
+            h.locked.signaled.store(1, Ordering::Relaxed);
         }
     }
 
     /// Makes the eventfd unreadable if it is readable (lock held).
     fn unsignal(&self) {
         let h = self.header();
-        if h.signaled.load(Ordering::Relaxed) != 0 {
+        if h.locked.signaled.load(Ordering::Relaxed) != 0 {
             let mut buf = [0u8; 8];
             let _ = nix::unistd::read(&self.event, &mut buf);
-            h.signaled.store(0, Ordering::Relaxed);
+            h.locked.signaled.store(0, Ordering::Relaxed);
         }
     }
 
@@ -509,8 +552,10 @@ impl Ring {
     pub(crate) fn begin_wait(&self) -> std::os::fd::BorrowedFd<'_> {
         let h = self.header();
         if self.lock(Deadline::NEVER).is_some() {
-            h.pollers.fetch_add(1, Ordering::SeqCst);
-            if h.count.load(Ordering::Relaxed) > 0 || h.shutdown.load(Ordering::Relaxed) != 0 {
+            h.locked.pollers.fetch_add(1, Ordering::SeqCst);
+            if h.locked.count.load(Ordering::Relaxed) > 0
+                || h.locked.shutdown.load(Ordering::Relaxed) != 0
+            {
                 self.signal();
             }
             self.unlock();
@@ -520,7 +565,7 @@ impl Ring {
 
     /// Unregisters a waiter of [`Ring::begin_wait`].
     pub(crate) fn end_wait(&self) {
-        self.header().pollers.fetch_sub(1, Ordering::SeqCst);
+        self.header().locked.pollers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Shuts the queue down: every later `put` and every `get` of an empty queue is
@@ -531,13 +576,13 @@ impl Ring {
         if self.lock(Deadline::NEVER).is_none() {
             return;
         }
-        h.shutdown.store(1, Ordering::SeqCst);
+        h.locked.shutdown.store(1, Ordering::SeqCst);
         if immediate {
             let mut dropped = 0u32;
             loop {
                 let (head, tail) = (
-                    h.head.load(Ordering::Relaxed),
-                    h.tail.load(Ordering::Relaxed),
+                    h.locked.head.load(Ordering::Relaxed),
+                    h.locked.tail.load(Ordering::Relaxed),
                 );
                 if head == tail {
                     break;
@@ -549,37 +594,59 @@ impl Ring {
                     let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
                     let _ = self.take_side_frame(seq);
                 }
-                h.head.store(head + record_size(&rh), Ordering::Release);
+                h.locked
+                    .head
+                    .store(head + record_size(&rh), Ordering::Release);
                 dropped += 1;
             }
-            h.count.store(0, Ordering::SeqCst);
+            h.locked.count.store(0, Ordering::SeqCst);
             let before = h
                 .unfinished
+                .0
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
                     Some(v.saturating_sub(dropped))
                 })
                 .unwrap_or(0);
             if before != 0 && before <= dropped {
-                futex::wake_all(&h.unfinished);
+                futex::wake_all(&h.unfinished.0);
             }
         }
         self.signal();
-        h.items_seq.fetch_add(1, Ordering::SeqCst);
-        h.space_seq.fetch_add(1, Ordering::SeqCst);
+        h.items.seq.fetch_add(1, Ordering::SeqCst);
+        h.space.seq.fetch_add(1, Ordering::SeqCst);
         self.unlock();
-        futex::wake_all(&h.items_seq);
-        futex::wake_all(&h.space_seq);
+        futex::wake_all(&h.items.seq);
+        futex::wake_all(&h.space.seq);
     }
 
     /// Whether [`Ring::shutdown`] was called.
     pub(crate) fn is_shut_down(&self) -> bool {
-        self.header().shutdown.load(Ordering::Acquire) != 0
+        self.header().locked.shutdown.load(Ordering::Acquire) != 0
     }
 
     /// The JoinableQueue counter of messages put and not yet marked done.
     pub(crate) fn unfinished(&self) -> &AtomicU32 {
-        &self.header().unfinished
+        &self.header().unfinished.0
     }
+}
+
+/// Polls of a sequence word before sleeping on it: a peer on another core usually moves it
+/// within microseconds, which is cheaper to watch than to sleep through (two system calls).
+const SEQ_SPINS: u32 = 1000;
+
+/// Waits until `seq` moves past `seen`, registered in `sleepers` while asleep. False if the
+/// deadline passed first.
+fn wait_for_change(seq: &AtomicU32, seen: u32, sleepers: &AtomicU32, deadline: Deadline) -> bool {
+    for _ in 0..SEQ_SPINS {
+        if seq.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let woke = futex::wait(seq, seen, deadline);
+    sleepers.fetch_sub(1, Ordering::SeqCst);
+    woke
 }
 
 fn record_size(rh: &[u8; RECORD_HEADER as usize]) -> u64 {
@@ -589,16 +656,24 @@ fn record_size(rh: &[u8; RECORD_HEADER as usize]) -> u64 {
     RECORD_HEADER + in_ring.next_multiple_of(8)
 }
 
-fn read_memfd(fd: OwnedFd, len: usize) -> Result<Vec<u8>> {
+/// Calls `f` with the first `len` bytes of a large message's own memory.
+fn with_memfd_bytes<R>(fd: OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
     let region = SharedRegion::from_fd(fd).map_err(|e| Error::io("map message memory", e))?;
     if region.len() < len {
         return Err(Error::protocol(
             "a large queue message is shorter than announced",
         ));
     }
-    let mut out = vec![0u8; len];
-    // SAFETY: the mapping holds at least `len` bytes (checked above); the producer finished
-    // writing before it sent the descriptor.
-    unsafe { std::ptr::copy_nonoverlapping(region.as_ptr(), out.as_mut_ptr(), len) };
-    Ok(out)
+    // SAFETY: the mapping holds at least `len` bytes (checked above) and lives until `f`
+    // returns; the producer finished writing before it sent the descriptor.
+    f(unsafe { std::slice::from_raw_parts(region.as_ptr(), len) })
+}
+
+/// Releases the ring's lock when dropped, also if decoding a message panics.
+struct Held<'a>(&'a Ring);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
 }

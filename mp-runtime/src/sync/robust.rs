@@ -1,11 +1,13 @@
 //! A process-shared mutex word that survives the death of its holder.
 //!
 //! The word holds the holder's thread id (globally unique in the pid namespace), plus a bit that
-//! says someone may be sleeping on it. A contended locker sleeps at most [`LIVENESS_CHECK`] at a
-//! time; each time it wakes it checks that the holder still exists, and takes the lock over
-//! from a dead holder, reporting [`Acquired::OwnerDied`] so the caller can repair the protected
-//! state.
+//! says someone may be sleeping on it. A contended locker spins briefly (critical sections are
+//! short), then sleeps at most [`LIVENESS_CHECK`] at a time; when a nap ends without a wake-up
+//! it checks that the holder still exists, and takes the lock over from a dead holder,
+//! reporting [`Acquired::OwnerDied`] so the caller can repair the protected state.
 
+use std::cell::Cell;
+use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ use crate::sys::poll::Deadline;
 const CONTENDED: u32 = 1 << 31;
 /// How long a waiter sleeps before checking that the holder is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(50);
+/// Polls of a held lock before sleeping on it.
+const SPINS: u32 = 100;
 
 /// How a lock was obtained.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,8 +29,35 @@ pub(crate) enum Acquired {
     OwnerDied,
 }
 
+/// Bumped in the child of every `fork`, whose thread has a new id: cached ids are re-read.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The calling thread's id, cached per thread (gettid is a system call).
 fn my_tid() -> u32 {
-    nix::unistd::gettid().as_raw() as u32
+    static WATCH_FORKS: Once = Once::new();
+    thread_local! {
+        static CACHED: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
+    }
+    WATCH_FORKS.call_once(|| {
+        // SAFETY: registers a child-side fork handler that only increments an atomic, which is
+        // async-signal-safe as fork handlers must be.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    CACHED.with(|cached| match cached.get() {
+        (g, tid) if g == generation && tid != 0 => tid,
+        _ => {
+            let tid = nix::unistd::gettid().as_raw() as u32;
+            cached.set((generation, tid));
+            tid
+        }
+    })
 }
 
 /// Whether thread `tid` exists and is not a zombie.
@@ -57,6 +88,8 @@ pub(crate) fn lock(word: &AtomicU32, deadline: Deadline) -> Option<Acquired> {
 
 #[cold]
 fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acquired> {
+    let mut spins = 0;
+    let mut check_holder = false;
     loop {
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
@@ -71,13 +104,18 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acqui
         }
         let owner = cur & !CONTENDED;
         // Our own id in the word means a dead holder's tid was reused by this thread.
-        if owner == me || !alive(owner) {
+        if owner == me || (check_holder && !alive(owner)) {
             if word
                 .compare_exchange(cur, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 return Some(Acquired::OwnerDied);
             }
+            continue;
+        }
+        if spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
             continue;
         }
         if cur & CONTENDED == 0
@@ -95,7 +133,7 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acqui
                 .remaining()
                 .map_or(LIVENESS_CHECK, |r| r.min(LIVENESS_CHECK)),
         ));
-        futex::wait(word, cur | CONTENDED, nap);
+        check_holder = !futex::wait(word, cur | CONTENDED, nap);
     }
 }
 

@@ -27,10 +27,15 @@ impl Deadline {
     /// This deadline, or `grace` from now if that is later: for waits on short critical
     /// sections, which even a non-blocking call should sit out.
     pub(crate) fn at_least(self, grace: Duration) -> Deadline {
-        let floor = Deadline::after(Some(grace));
-        match (self.0, floor.0) {
-            (Some(a), Some(b)) if a < b => floor,
-            _ => self,
+        match self.0 {
+            None => self,
+            Some(at) => {
+                let floor = Deadline::after(Some(grace));
+                match floor.0 {
+                    Some(f) if at < f => floor,
+                    _ => self,
+                }
+            }
         }
     }
 
