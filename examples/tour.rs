@@ -1,11 +1,12 @@
 //! A tour of `mp`: workers, processes under every start method, results and errors that cross
-//! the process boundary, pipes, the subclass style, and children that die with their parent.
+//! the process boundary, pipes, queues, the subclass style, and children that die with their
+//! parent.
 //!
 //! Run it with `cargo run --release --example tour`.
 
 use std::time::{Duration, Instant};
 
-use mp::{Connection, Pipe, StartMethod};
+use mp::{Connection, JoinableQueue, Pipe, Queue, StartMethod};
 
 /// An ordinary function, callable directly, that can also run in another process.
 #[mp::worker]
@@ -68,6 +69,20 @@ impl mp::Run for Greeter {
             self.out.send(&format!("hello {n}")).unwrap();
         }
     }
+}
+
+/// Takes numbers from a shared queue until it is shut down, and reports each square.
+#[mp::worker]
+fn square_jobs(jobs: JoinableQueue<u64>, results: Queue<(i32, u64)>) -> usize {
+    let me = mp::current_process().pid();
+    let mut n = 0;
+    while let Ok(x) = jobs.get() {
+        std::thread::sleep(Duration::from_millis(1)); // stands for real work
+        results.put((me, x * x)).unwrap();
+        jobs.task_done().unwrap();
+        n += 1;
+    }
+    n
 }
 
 #[mp::worker]
@@ -144,7 +159,42 @@ fn main() -> mp::Result<()> {
         }
     }
 
-    println!("\n6. Bookkeeping like Python's:");
+    println!("\n6. Queues shared by many processes (no feeder thread, shared memory):");
+    let jobs = JoinableQueue::<u64>::new()?;
+    let results = Queue::<(i32, u64)>::new()?;
+    let mut consumers: Vec<_> = (0..3)
+        .map(|_| mp::Process::new(square_jobs, (jobs.clone(), results.clone())))
+        .collect();
+    for c in &mut consumers {
+        c.start()?;
+    }
+    for x in 1..=300 {
+        jobs.put(x)?;
+    }
+    jobs.join()?; // every item was marked done
+    jobs.shutdown(false); // consumers' blocked `get` now ends with Error::ShutDown
+    let mut sum = 0;
+    let mut pids = std::collections::BTreeSet::new();
+    while mp::connection::wait(&[&results], Some(Duration::ZERO))? == [0] {
+        let (pid, sq) = results.try_get()?;
+        pids.insert(pid);
+        sum += sq;
+    }
+    let handled: Vec<usize> = consumers
+        .iter_mut()
+        .map(|c| c.join())
+        .collect::<mp::Result<_>>()?;
+    println!(
+        "   sum of squares 1..=300 = {sum} (expected {})",
+        300 * 301 * 601 / 6
+    );
+    println!(
+        "   {} consumers took {handled:?} items; results came from {} pids",
+        handled.len(),
+        pids.len()
+    );
+
+    println!("\n7. Bookkeeping like Python's:");
     let mut daemon = mp::Process::builder()
         .name("background")
         .daemon(true)
