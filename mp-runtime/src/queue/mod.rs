@@ -51,6 +51,18 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     result
 }
 
+/// The limit of a bounded queue; zero is an error (zero means unbounded inside the ring).
+fn checked_limit(max_items: usize) -> Result<u64> {
+    if max_items == 0 {
+        return Err(Error::InvalidArgument {
+            message: "a bounded queue needs room for at least one item; use new() for an \
+                      unbounded queue"
+                .into(),
+        });
+    }
+    Ok(max_items as u64)
+}
+
 struct Shared {
     ring: Ring,
     closed: AtomicBool,
@@ -85,26 +97,19 @@ impl<T> Clone for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// An unbounded queue.
     pub fn new() -> Result<Self> {
-        Self::with_limit(0)
+        Self::with_limit(0, false)
     }
 
     /// A queue that holds at most `max_items` items: `put` waits while it is full. Zero is an
     /// error (use [`Queue::new`] for an unbounded queue).
     pub fn bounded(max_items: usize) -> Result<Self> {
-        if max_items == 0 {
-            return Err(Error::InvalidArgument {
-                message: "a bounded queue needs room for at least one item; use Queue::new() \
-                          for an unbounded queue"
-                    .into(),
-            });
-        }
-        Self::with_limit(max_items as u64)
+        Self::with_limit(checked_limit(max_items)?, false)
     }
 
-    fn with_limit(max_items: u64) -> Result<Self> {
+    fn with_limit(max_items: u64, joinable: bool) -> Result<Self> {
         Ok(Queue {
             shared: Arc::new(Shared {
-                ring: Ring::create(max_items, ring::DEFAULT_RING)?,
+                ring: Ring::create(max_items, ring::DEFAULT_RING, joinable)?,
                 closed: AtomicBool::new(false),
             }),
             _type: PhantomData,
@@ -303,12 +308,12 @@ impl<T> Clone for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// An unbounded joinable queue.
     pub fn new() -> Result<Self> {
-        Queue::new().map(JoinableQueue)
+        Queue::with_limit(0, true).map(JoinableQueue)
     }
 
     /// A joinable queue of at most `max_items` items.
     pub fn bounded(max_items: usize) -> Result<Self> {
-        Queue::bounded(max_items).map(JoinableQueue)
+        Queue::with_limit(checked_limit(max_items)?, true).map(JoinableQueue)
     }
 
     /// Marks one item taken with `get` as processed. Calling it more times than items were put

@@ -51,6 +51,8 @@ struct Header {
     magic: AtomicU64,
     max_items: AtomicU64,
     data_len: AtomicU64,
+    /// Non-zero for a JoinableQueue: only then is `unfinished` counted.
+    joinable: AtomicU64,
     locked: Locked,
     items: Sleepable,
     space: Sleepable,
@@ -110,7 +112,7 @@ enum Step<T> {
 
 impl Ring {
     /// A new ring holding at most `max_items` messages (0: no limit but memory).
-    pub(crate) fn create(max_items: u64, data_len: usize) -> Result<Ring> {
+    pub(crate) fn create(max_items: u64, data_len: usize, joinable: bool) -> Result<Ring> {
         let data_len = data_len.next_multiple_of(4096);
         let region = SharedRegion::create(c"mp-queue", HEADER_LEN + data_len)
             .map_err(|e| Error::io("create queue memory", e))?;
@@ -129,6 +131,7 @@ impl Ring {
         let h = ring.header();
         h.max_items.store(max_items, Ordering::Relaxed);
         h.data_len.store(data_len as u64, Ordering::Relaxed);
+        h.joinable.store(u64::from(joinable), Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(ring)
     }
@@ -356,7 +359,9 @@ impl Ring {
         }
         h.locked.tail.store(tail + rec, Ordering::Release);
         h.locked.count.store(count + 1, Ordering::Release);
-        h.unfinished.0.fetch_add(1, Ordering::SeqCst);
+        if h.joinable.load(Ordering::Relaxed) != 0 {
+            h.unfinished.0.fetch_add(1, Ordering::SeqCst);
+        }
         h.items.seq.fetch_add(1, Ordering::SeqCst);
         if h.locked.pollers.load(Ordering::SeqCst) > 0 {
             self.signal();
