@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use mp::{Address, Client, Error, Listener, StartMethod};
 
@@ -108,6 +110,40 @@ fn lc_06_message_sent_before_accept_is_delivered() {
     join(&mut p).unwrap();
     assert_eq!(conn.recv().unwrap(), "hello");
     assert!(matches!(conn.recv(), Err(Error::Closed)));
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn lc_08_accept_survives_eintr() {
+    let _g = shared();
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let a = l.address().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let accepter = std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let conn = l.accept::<String>().unwrap();
+        conn.recv().unwrap()
+    });
+    let thread = rx.recv().unwrap();
+    // Interrupt the blocked accept a number of times before a client arrives.
+    for _ in 0..20 {
+        // SAFETY: `thread` is alive until it is joined below (it waits for our client).
+        assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let c = Client::connect::<String>(a, KEY).unwrap();
+    c.send(&"after signals".to_string()).unwrap();
+    assert_eq!(accepter.join().unwrap(), "after signals");
 }
 
 #[test]
