@@ -129,6 +129,15 @@ fn put_one_later(q: Queue<u32>, go: Connection<()>) {
     q.put(5).unwrap();
 }
 
+/// Puts two items, then dies holding the queue's lock.
+#[mp::worker]
+fn die_holding_the_lock(q: Queue<u32>) {
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    mp::__private::hold_queue_lock(&q);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+}
+
 #[mp::worker]
 fn echo_handle(q: Queue<Connection<String>>) {
     let conn = q.get().unwrap();
@@ -565,3 +574,21 @@ fn a_panic_while_decoding_leaves_the_queue_usable() {
     q.put(PanicsOnDecode).unwrap();
     assert_eq!(q.qsize(), 2);
 }
+
+for_each_method!(
+    a_holder_killed_with_the_lock_does_not_block_the_queue,
+    |ctx: mp::Context| {
+        let q = Queue::<u32>::new().unwrap();
+        let mut p = started(ctx.process(die_holding_the_lock, (q.clone(),)));
+        assert!(matches!(
+            join(&mut p),
+            Err(Error::ProcessFailed { exitcode: -9, .. })
+        ));
+        // The next locker notices the dead holder, repairs the count and carries on.
+        q.put_timeout(3, LONG).unwrap();
+        assert_eq!(q.qsize(), 3);
+        let got: Vec<u32> = (0..3).map(|_| q.get_timeout(LONG).unwrap()).collect();
+        assert_eq!(got, vec![1, 2, 3]);
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+    }
+);

@@ -87,4 +87,10 @@ pub mod __private {
     pub fn bootstrap_frame(worker: &str, args: &[u8]) -> crate::Result<Vec<u8>> {
         crate::process::bootstrap_frame(worker, args)
     }
+
+    /// Test support: takes `queue`'s internal lock and never gives it back, so that a test can
+    /// kill a process that holds it.
+    pub fn hold_queue_lock<T>(queue: &crate::Queue<T>) {
+        queue.hold_lock_forever()
+    }
 }

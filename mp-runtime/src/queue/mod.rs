@@ -217,6 +217,10 @@ impl<T> Queue<T> {
         self.shared.ring.is_shut_down()
     }
 
+    pub(crate) fn hold_lock_forever(&self) {
+        self.shared.ring.hold_lock_forever()
+    }
+
     fn unfinished(&self) -> &std::sync::atomic::AtomicU32 {
         self.shared.ring.unfinished()
     }

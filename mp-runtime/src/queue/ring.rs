@@ -629,6 +629,11 @@ impl Ring {
         self.header().locked.shutdown.load(Ordering::Acquire) != 0
     }
 
+    /// Takes the lock and keeps it (test support for holder death).
+    pub(crate) fn hold_lock_forever(&self) {
+        let _ = self.lock(Deadline::NEVER);
+    }
+
     /// The JoinableQueue counter of messages put and not yet marked done.
     pub(crate) fn unfinished(&self) -> &AtomicU32 {
         &self.header().unfinished.0
