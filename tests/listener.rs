@@ -223,3 +223,41 @@ fn handles_cannot_travel_over_tcp() {
     let err = client.send(&mp::Handle::from(file)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
+
+#[test]
+fn accept_timeout_without_a_client() {
+    let _g = shared();
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let t = std::time::Instant::now();
+    let timeout = Duration::from_millis(200);
+    assert!(matches!(
+        l.accept_timeout::<u8>(timeout),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= timeout);
+}
+
+#[test]
+fn a_silent_peer_cannot_block_the_listener() {
+    let _g = shared();
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let addr = match l.address() {
+        Address::Tcp(a) => *a,
+        other => panic!("expected a TCP address, got {other}"),
+    };
+    // Connects, then never answers the challenge.
+    let silent = std::net::TcpStream::connect(addr).unwrap();
+    assert!(matches!(
+        l.accept_timeout::<String>(Duration::from_millis(300)),
+        Err(Error::Timeout)
+    ));
+    drop(silent);
+    let a = l.address().clone();
+    let client = std::thread::spawn(move || {
+        let c = Client::connect::<String>(a, KEY).unwrap();
+        c.send(&"next".to_string()).unwrap();
+    });
+    let conn = l.accept_timeout::<String>(LONG).unwrap();
+    assert_eq!(conn.recv_timeout(LONG).unwrap(), "next");
+    client.join().unwrap();
+}

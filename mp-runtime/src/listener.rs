@@ -3,7 +3,9 @@
 //!
 //! Both sides prove that they know the authkey with an HMAC-SHA256 challenge in each direction
 //! before any message is exchanged. A wrong key is [`Error::Authentication`] on both sides, and
-//! a listener keeps accepting after a failed handshake.
+//! a listener keeps accepting after a failed handshake. A peer that connects and then says
+//! nothing is given [`HANDSHAKE_TIMEOUT`] (or what is left of an `accept_timeout`), so it cannot
+//! block a listener forever.
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -12,10 +14,45 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::sys::poll::{Deadline, wait_readable};
 use crate::transport::auth::{client_handshake, serve_handshake};
+
+/// How long `accept` and `connect` wait for the peer's side of the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a handshake on `fd` with receive and send timeouts of `limit`; a peer that stays silent
+/// that long is [`Error::Timeout`].
+fn handshake_within(
+    fd: BorrowedFd<'_>,
+    limit: Duration,
+    handshake: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use nix::sys::time::TimeVal;
+    let set = |d: Duration| -> Result<()> {
+        let tv = TimeVal::new(
+            d.as_secs().min(i64::MAX as u64) as i64,
+            i64::from(d.subsec_micros()),
+        );
+        setsockopt(&fd, sockopt::ReceiveTimeout, &tv)
+            .and_then(|()| setsockopt(&fd, sockopt::SendTimeout, &tv))
+            .map_err(|e| Error::sys("set handshake timeout", e))
+    };
+    // A zero timeval means "no timeout" to the kernel: round up to 1 ms.
+    set(limit.max(Duration::from_millis(1)))?;
+    let result = handshake().map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+            Error::Timeout
+        }
+        e => e,
+    });
+    set(Duration::ZERO)?;
+    result
+}
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
 ///
@@ -201,6 +238,33 @@ impl Listener {
     /// Waits for a client, authenticates it and returns the connection. A failed handshake is
     /// [`Error::Authentication`] for this call only; call `accept` again for the next client.
     pub fn accept<T>(&self) -> Result<Connection<T>> {
+        self.accept_until(Deadline::NEVER)
+    }
+
+    /// Like [`accept`](Listener::accept), giving up with [`Error::Timeout`] when no client has
+    /// connected and authenticated within `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let l = mp::Listener::bind("127.0.0.1:0", b"key")?;
+    /// assert!(matches!(
+    ///     l.accept_timeout::<u8>(Duration::from_millis(10)),
+    ///     Err(mp::Error::Timeout)
+    /// ));
+    /// # Ok::<(), mp::Error>(())
+    /// ```
+    pub fn accept_timeout<T>(&self, timeout: Duration) -> Result<Connection<T>> {
+        self.accept_until(Deadline::after(Some(timeout)))
+    }
+
+    fn accept_until<T>(&self, deadline: Deadline) -> Result<Connection<T>> {
+        if deadline.remaining().is_some() {
+            let ready =
+                wait_readable(&[self.as_fd()], deadline).map_err(|e| Error::io("poll", e))?;
+            if !ready[0] {
+                return Err(Error::Timeout);
+            }
+        }
         let (fd, tcp): (OwnedFd, bool) = loop {
             let r = match &self.socket {
                 Socket::Unix(l) => l.accept().map(|(s, _)| (OwnedFd::from(s), false)),
@@ -215,7 +279,10 @@ impl Listener {
                 Err(e) => return Err(Error::io("accept", e)),
             }
         };
-        serve_handshake(fd.as_fd(), &self.authkey)?;
+        let limit = deadline.remaining().unwrap_or(HANDSHAKE_TIMEOUT);
+        handshake_within(fd.as_fd(), limit, || {
+            serve_handshake(fd.as_fd(), &self.authkey)
+        })?;
         Ok(Connection::from_socket(fd, tcp))
     }
 }
@@ -248,7 +315,8 @@ pub struct Client;
 
 impl Client {
     /// Connects to `address` and authenticates with `authkey`; [`Error::Authentication`] if
-    /// the listener uses another key.
+    /// the listener uses another key, [`Error::Timeout`] if the peer does not complete the
+    /// handshake within [`HANDSHAKE_TIMEOUT`].
     pub fn connect<T>(
         address: impl IntoAddress,
         authkey: impl AsRef<[u8]>,
@@ -274,7 +342,9 @@ impl Client {
                 )
             }
         };
-        client_handshake(fd.as_fd(), authkey.as_ref())?;
+        handshake_within(fd.as_fd(), HANDSHAKE_TIMEOUT, || {
+            client_handshake(fd.as_fd(), authkey.as_ref())
+        })?;
         Ok(Connection::from_socket(fd, tcp))
     }
 }
