@@ -592,3 +592,18 @@ for_each_method!(
         assert!(matches!(q.try_get(), Err(Error::Empty)));
     }
 );
+
+for_each_method!(
+    a_queue_of_one_hands_over_every_item_between_processes,
+    |ctx: mp::Context| {
+        // Every put waits for space and every get for an item: exercises both wake-up paths.
+        let q = Queue::<u32>::bounded(1).unwrap();
+        let n = 20_000;
+        let mut p = started(ctx.process(put_range, (q.clone(), 0, n)));
+        for i in 0..n {
+            assert_eq!(q.get_timeout(LONG).unwrap(), i);
+        }
+        join(&mut p).unwrap();
+        assert!(q.is_empty());
+    }
+);
