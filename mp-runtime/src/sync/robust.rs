@@ -25,12 +25,53 @@ pub(crate) enum Acquired {
     OwnerDied,
 }
 
-fn my_tid() -> u32 {
-    nix::unistd::gettid().as_raw() as u32
+thread_local! {
+    /// This thread's id, cached (gettid is a system call); 0 until first asked.
+    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether thread `tid` exists and is not a zombie.
-fn alive(tid: u32) -> bool {
+/// The calling thread's id, the value a holder writes into a lock word.
+pub(crate) fn my_tid() -> u32 {
+    TID.with(|t| {
+        let cached = t.get();
+        if cached != 0 {
+            return cached;
+        }
+        forget_tid_on_fork();
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        t.set(tid);
+        tid
+    })
+}
+
+/// A forked child runs on a copy of the forking thread, whose cached id is the parent's: make the
+/// child ask again. Registered before any id is cached, so no cached id can cross a fork.
+fn forget_tid_on_fork() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        let _ = TID.try_with(|t| t.set(0));
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only writes this thread's thread-local cell, which is
+        // async-signal-safe in practice (no allocation: the cell is const-initialized).
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
+/// The thread id in a lock word (0 when free).
+pub(crate) fn owner(word: &AtomicU32) -> u32 {
+    word.load(Ordering::Relaxed) & !CONTENDED
+}
+
+/// Takes `word` if it is free, without waiting.
+#[inline]
+pub(crate) fn try_lock_free(word: &AtomicU32) -> bool {
+    word.compare_exchange(0, my_tid(), Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Whether thread `tid` (of any process) exists and is not a zombie.
+pub(crate) fn alive(tid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
         Err(_) => false,
         Ok(stat) => stat
@@ -44,6 +85,7 @@ fn alive(tid: u32) -> bool {
 }
 
 /// Locks `word`. `None` if the deadline passed first.
+#[inline]
 pub(crate) fn lock(word: &AtomicU32, deadline: Deadline) -> Option<Acquired> {
     let me = my_tid();
     if word
@@ -55,8 +97,26 @@ pub(crate) fn lock(word: &AtomicU32, deadline: Deadline) -> Option<Acquired> {
     lock_contended(word, me, deadline)
 }
 
+/// Busy-wait rounds before sleeping: a holder on another CPU usually lets go within them, and a
+/// sleep costs two system calls.
+const SPIN_ROUNDS: u32 = 100;
+
 #[cold]
 fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acquired> {
+    for _ in 0..SPIN_ROUNDS {
+        let cur = word.load(Ordering::Relaxed);
+        if cur == 0 {
+            if word
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(Acquired::Clean);
+            }
+        } else if cur & CONTENDED != 0 {
+            break;
+        }
+        std::hint::spin_loop();
+    }
     loop {
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
@@ -100,6 +160,7 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acqui
 }
 
 /// Unlocks `word`, waking one sleeper if any may be waiting.
+#[inline]
 pub(crate) fn unlock(word: &AtomicU32) {
     if word.swap(0, Ordering::Release) & CONTENDED != 0 {
         futex::wake(word, 1);
