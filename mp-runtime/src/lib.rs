@@ -97,6 +97,11 @@ pub mod __private {
         crate::process::raw_bootstrap(frame_bytes, close_after)
     }
 
+    /// Test support: the length of `value`'s encoding in a message.
+    pub fn encoded_len<T: serde::Serialize>(value: &T) -> crate::Result<usize> {
+        crate::codec::encode(value).map(|e| e.bytes.len())
+    }
+
     /// Test support: the pid of this process's resource tracker, if it started one.
     pub fn resource_tracker_pid() -> Option<i32> {
         crate::shm::tracker::tracker_pid()

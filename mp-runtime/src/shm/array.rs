@@ -246,7 +246,7 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
 /// # Ok::<(), mp::Error>(())
 /// ```
 #[derive(Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Pod"))]
+#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Array<T> {
     lock: Lock,
     raw: RawArray<T>,

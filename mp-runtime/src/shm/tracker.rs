@@ -2,11 +2,11 @@
 //! created and did not unlink, once that process is gone (Python's `resource_tracker`).
 //!
 //! A process starts its tracker when it first creates a named segment: this same binary, spawned
-//! with `MP_RUNTIME_TRACKER=<fd>`, reading one end of a pipe. The creator writes a line per event
-//! (`R <pid> <name>` registered, `U <pid> <name>` unlinked); each line is shorter than
-//! `PIPE_BUF`, so writes from several threads never interleave. The tracker watches every
+//! with `MP_RUNTIME_TRACKER=<fd>`, holding one end of a socket pair. The tracker answers one byte
+//! once it ignores SIGINT and SIGTERM; then the creator writes a line per event (`R <pid> <name>`
+//! registered, `U <pid> <name>` unlinked), one `send` per line, under a process-wide mutex. The tracker watches every
 //! registering process with a pidfd; when one exits (normally or killed), it unlinks the names
-//! that process still owns and says so on stderr. When every writer of the pipe is gone it
+//! that process still owns and says so on stderr. When every writer of the socket is gone it
 //! cleans up what is left and exits (status 1 if it had to unlink anything, else 0). It ignores
 //! SIGINT and SIGTERM, so a Ctrl-C of the program does not stop it before its job is done.
 //!
@@ -21,9 +21,11 @@ use crate::global::Global;
 use crate::sys::pidfd::PidFd;
 use crate::sys::poll::{Deadline, wait_readable};
 
-/// Set in the tracker's environment: the descriptor number of the pipe's read end.
+/// Set in the tracker's environment: the descriptor number of its end of the socket pair.
 pub(crate) const ENV_TRACKER: &str = "MP_RUNTIME_TRACKER";
 const TRACKER_FD: i32 = 3;
+/// How long a new tracker may take to start (exec of this binary).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Client {
     pid: i32,
@@ -58,17 +60,34 @@ pub(crate) fn tracker_pid() -> Option<i32> {
 
 fn launch() -> Result<Client> {
     reset_in_fork_child();
-    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("pipe for the resource tracker", e))?;
+    let (tx, rx) = crate::transport::socket::stream_pair()?;
     let pid = crate::process::spawn::spawn_self(
         &[(ENV_TRACKER, TRACKER_FD.to_string())],
         &[(rx, TRACKER_FD)],
     )?;
+    // Wait for its "ready" byte, so that a signal sent to it from now on finds it ignoring
+    // SIGINT and SIGTERM.
+    let ready = crate::sys::poll::readable(tx.as_fd(), Deadline::after(Some(READY_TIMEOUT)))
+        .unwrap_or(false);
+    let mut byte = [0u8; 1];
+    if !ready || !matches!(nix::unistd::read(tx.as_fd(), &mut byte), Ok(1)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        return Err(Error::io(
+            "start the resource tracker",
+            std::io::Error::other("the tracker process did not start"),
+        ));
+    }
     Ok(Client { pid, tx })
 }
 
 fn send(tx: &OwnedFd, line: &str) -> std::io::Result<()> {
-    match nix::unistd::write(tx, line.as_bytes()) {
+    use nix::sys::socket::{MsgFlags, send};
+    use std::os::fd::AsRawFd;
+    match send(tx.as_raw_fd(), line.as_bytes(), MsgFlags::MSG_NOSIGNAL) {
         Ok(n) if n == line.len() => Ok(()),
         Ok(_) => Err(std::io::Error::other("short write to the resource tracker")),
         Err(e) => Err(e.into()),
@@ -84,11 +103,10 @@ pub(crate) fn register(name: &str) -> Result<()> {
         if send(&c.tx, &line).is_ok() {
             return Ok(());
         }
-        // The tracker died: reap it, start another, and hand it every name we own.
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(c.pid),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
+        // The tracker died: reap it (it is our child), start another, and hand it every name
+        // we own.
+        // Its end of the pipe is closed, so it is exiting: this does not block for long.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(c.pid), None);
         crate::sys::stderr_line(
             "mp: the resource tracker died unexpectedly; starting a new one and registering \
              this process's shared memory segments with it again",
@@ -125,6 +143,7 @@ pub(crate) fn serve(rx: OwnedFd) -> ! {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
     }
+    let _ = nix::unistd::write(&rx, b"+");
     let mut t = Tracker::default();
     let mut pending = Vec::new();
     let mut buf = [0u8; 8192];
@@ -155,6 +174,9 @@ pub(crate) fn serve(rx: OwnedFd) -> ! {
                         let line: Vec<u8> = pending.drain(..=end).collect();
                         t.handle(&String::from_utf8_lossy(&line[..end]));
                     }
+                    for pid in std::mem::take(&mut t.gone) {
+                        t.process_ended(pid);
+                    }
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => crate::sys::exit_now(2),
@@ -171,6 +193,8 @@ struct Tracker {
     watch: HashMap<i32, PidFd>,
     /// Whether anything had to be unlinked.
     leaked: bool,
+    /// Registrants found dead while reading a batch of lines.
+    gone: Vec<i32>,
 }
 
 impl Tracker {
@@ -191,8 +215,8 @@ impl Tracker {
                         Ok(fd) => {
                             slot.insert(fd);
                         }
-                        // Already gone before we heard of it.
-                        Err(_) => self.process_ended(pid),
+                        // Already gone before we heard of it: clean up after this batch.
+                        Err(_) => self.gone.push(pid),
                     }
                 }
             }

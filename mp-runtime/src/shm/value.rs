@@ -161,7 +161,7 @@ impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
 /// # Ok::<(), mp::Error>(())
 /// ```
 #[derive(Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Pod"))]
+#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Value<T> {
     lock: Lock,
     raw: RawValue<T>,
