@@ -112,7 +112,10 @@ impl Lock {
             return Ok(None);
         }
         note_acquired();
-        Ok(Some(LockGuard { lock: self }))
+        Ok(Some(LockGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        }))
     }
 
     #[cold]
@@ -151,7 +154,13 @@ impl Lock {
             Some(robust::Acquired::OwnerDied)
         );
         note_acquired();
-        (LockGuard { lock: self }, died)
+        (
+            LockGuard {
+                lock: self,
+                _not_send: std::marker::PhantomData,
+            },
+            died,
+        )
     }
 
     /// Whether some thread of some process holds the lock (Python's `locked()`). A holder that
@@ -195,6 +204,8 @@ impl fmt::Debug for Lock {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// Not `Send`: the per-thread count of held locks must be decremented by the holder.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl<'a> LockGuard<'a> {

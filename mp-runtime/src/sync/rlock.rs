@@ -79,7 +79,10 @@ impl RLock {
         let h = self.h();
         if held_by_me(&h.word) {
             h.count.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(RLockGuard { lock: self }));
+            return Ok(Some(RLockGuard {
+                lock: self,
+                _not_send: std::marker::PhantomData,
+            }));
         }
         match robust::lock(&h.word, deadline) {
             None => return Ok(None),
@@ -92,7 +95,10 @@ impl RLock {
         }
         h.count.store(1, Ordering::Relaxed);
         note_acquired();
-        Ok(Some(RLockGuard { lock: self }))
+        Ok(Some(RLockGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        }))
     }
 
     /// Releases one acquisition held without a guard (see [`RLockGuard::leak`]). Releasing a
@@ -155,6 +161,8 @@ impl fmt::Debug for RLock {
 #[must_use = "the acquisition is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
+    /// Not `Send`: only the owning thread may release an acquisition.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl RLockGuard<'_> {
