@@ -21,6 +21,8 @@ mod channels;
 mod common;
 #[path = "scenarios/process_start.rs"]
 mod process_start;
+#[path = "scenarios/sync.rs"]
+mod sync;
 
 use common::{Options, Scenario};
 
@@ -28,6 +30,7 @@ use common::{Options, Scenario};
 fn all() -> Vec<Scenario> {
     let mut all = process_start::scenarios();
     all.extend(channels::scenarios());
+    all.extend(sync::scenarios());
     all
 }
 

@@ -1,6 +1,6 @@
 //! A tour of `mp`: workers, processes under every start method, results and errors that cross
-//! the process boundary, pipes, queues, the subclass style, and children that die with their
-//! parent.
+//! the process boundary, pipes, queues, locks and shared memory, the subclass style, and
+//! children that die with their parent.
 //!
 //! Run it with `cargo run --release --example tour`.
 
@@ -83,6 +83,22 @@ fn square_jobs(jobs: JoinableQueue<u64>, results: Queue<(i32, u64)>) -> usize {
         n += 1;
     }
     n
+}
+
+/// Adds to a shared counter under its lock, then waits for every party at a barrier.
+#[mp::worker]
+fn add_then_meet(total: mp::Value<u64>, n: u64, barrier: mp::Barrier) -> usize {
+    for _ in 0..n {
+        *total.lock().unwrap() += 1;
+    }
+    barrier.wait().unwrap()
+}
+
+/// Takes a lock and dies holding it.
+#[mp::worker]
+fn die_holding(lock: mp::Lock) {
+    lock.acquire().unwrap().leak();
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }
 
 #[mp::worker]
@@ -194,7 +210,38 @@ fn main() -> mp::Result<()> {
         pids.len()
     );
 
-    println!("\n7. Bookkeeping like Python's:");
+    println!("\n7. Locks, shared values, barriers and shared memory:");
+    let total = mp::Value::new(0u64)?;
+    let barrier = mp::Barrier::new(3)?;
+    let mut kids: Vec<_> = (0..3)
+        .map(|_| mp::Process::new(add_then_meet, (total.clone(), 10_000, barrier.clone())))
+        .collect();
+    for k in &mut kids {
+        k.start()?;
+    }
+    let mut arrivals = Vec::new();
+    for k in &mut kids {
+        arrivals.push(k.join()?);
+    }
+    arrivals.sort();
+    println!(
+        "   3 processes x 10000 locked increments = {} (barrier arrival indices {arrivals:?})",
+        total.get()?
+    );
+    let lock = mp::Lock::new()?;
+    let mut p = mp::Process::new(die_holding, (lock.clone(),));
+    p.start()?;
+    let _ = p.join();
+    println!(
+        "   a holder died: acquire -> {}",
+        lock.acquire().map(|_| ()).unwrap_err()
+    );
+    println!("   and then: acquire -> ok = {}", lock.acquire().is_ok());
+    let shm = mp::shared_memory::SharedMemory::create(4096)?;
+    shm.write_at(0, b"shared")?;
+    println!("   {shm:?} (unlinked when this handle drops, or by the resource tracker if killed)");
+
+    println!("\n8. Bookkeeping like Python's:");
     let mut daemon = mp::Process::builder()
         .name("background")
         .daemon(true)

@@ -66,11 +66,14 @@
 
 pub use mp_macros::{main, worker};
 pub use mp_runtime::{
-    ActiveChild, Address, Client, Connection, Context, CurrentProcess, Error, Handle, IntoAddress,
-    JoinableQueue, Listener, ParentProcess, Pipe, Process, ProcessBuilder, Queue, RegisteredRun,
-    Result, Run, Sendable, SimpleQueue, StartMethod, Worker, WorkerFn, active_children, connection,
-    cpu_count, current_process, default_context, forkserver, get_all_start_methods, get_context,
-    get_start_method, parent_process, set_authkey, set_start_method, set_start_method_force,
+    ActiveChild, Address, Array, ArrayGuard, Barrier, BarrierBuilder, BoundedSemaphore, Client,
+    Condition, ConditionGuard, Connection, Context, CurrentProcess, Error, Event, Handle,
+    IntoAddress, JoinableQueue, Listener, Lock, LockGuard, ParentProcess, Pipe, Pod, Process,
+    ProcessBuilder, Queue, RLock, RLockGuard, RawArray, RawValue, RegisteredRun, Result, Run,
+    Semaphore, Sendable, SimpleQueue, StartMethod, Value, ValueGuard, Worker, WorkerFn, Zeroable,
+    active_children, connection, cpu_count, current_process, default_context, forkserver,
+    get_all_start_methods, get_context, get_start_method, parent_process, set_authkey,
+    set_start_method, set_start_method_force, shared_memory,
 };
 
 #[doc(hidden)]

@@ -68,6 +68,12 @@ pub fn enter_if_requested() {
             }
         }
     }
+    if let Some(value) = take_env(crate::shm::tracker::ENV_TRACKER) {
+        match value.parse().map(sys::fd::adopt_inherited) {
+            Ok(Ok(rx)) => crate::shm::tracker::serve(rx),
+            _ => bad_env(crate::shm::tracker::ENV_TRACKER, &value),
+        }
+    }
     if let Some(value) = take_env(ENV_FORKSERVER) {
         let mut parts = value.split(':').map(|p| p.parse::<i32>().ok());
         let (Some(Some(listener)), Some(Some(ctl)), Some(Some(ppid))) =

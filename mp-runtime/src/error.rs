@@ -131,6 +131,17 @@ pub enum Error {
     #[error("the barrier is broken")]
     BrokenBarrier,
 
+    /// The holder of a lock (`Lock`, `RLock`, the lock of a `Value`, `Array` or `Condition`)
+    /// died while holding it. The lock is free again and the next acquire succeeds, but the
+    /// data it protected may be half-updated: take the lock again and check or repair it.
+    /// Returned by the lock's `acquire` family (and by `Condition` waits, whose guard then holds
+    /// the lock).
+    #[error(
+        "the previous holder of the lock died while holding it; the data it protects may be \
+         inconsistent (the lock is free again: acquire it and repair the data)"
+    )]
+    OwnerDied,
+
     /// The call is not valid in the object's current state (joining a process never started,
     /// closing a live process, setting the start method twice, …). `message` says what to do.
     #[error("{message}")]

@@ -15,6 +15,7 @@ mod listener;
 mod process;
 mod queue;
 mod registry;
+mod shm;
 mod sync;
 mod sys;
 mod transport;
@@ -33,7 +34,26 @@ pub use identity::{
 pub use listener::{Address, Client, IntoAddress, Listener};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
+pub use sync::{
+    Barrier, BarrierBuilder, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard,
+    RLock, RLockGuard, Semaphore,
+};
 pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
+
+/// Named shared memory (Python's `multiprocessing.shared_memory`): [`SharedMemory`],
+/// [`ShareableList`] and [`SharedMemoryManager`], with a resource tracker that unlinks what a
+/// killed creator leaked.
+///
+/// [`SharedMemory`]: shared_memory::SharedMemory
+/// [`ShareableList`]: shared_memory::ShareableList
+/// [`SharedMemoryManager`]: shared_memory::SharedMemoryManager
+pub mod shared_memory {
+    pub use crate::shm::{ShareableList, SharedMemory, SharedMemoryManager};
+}
+
+/// Plain-old-data types for [`Value`] and [`Array`] (re-exported from `bytemuck`).
+pub use bytemuck::{Pod, Zeroable};
 
 /// Fork-server diagnostics.
 pub mod forkserver {
@@ -75,6 +95,16 @@ pub mod __private {
         close_after: bool,
     ) -> crate::Result<(i32, Option<String>)> {
         crate::process::raw_bootstrap(frame_bytes, close_after)
+    }
+
+    /// Test support: the length of `value`'s encoding in a message.
+    pub fn encoded_len<T: serde::Serialize>(value: &T) -> crate::Result<usize> {
+        crate::codec::encode(value).map(|e| e.bytes.len())
+    }
+
+    /// Test support: the pid of this process's resource tracker, if it started one.
+    pub fn resource_tracker_pid() -> Option<i32> {
+        crate::shm::tracker::tracker_pid()
     }
 
     /// Test support: connects to this process's fork server and runs the handshake with `key`.

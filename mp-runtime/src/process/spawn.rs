@@ -33,7 +33,7 @@ pub(crate) fn spawn_self(extra: &[(&str, String)], fds: &[(OwnedFd, i32)]) -> Re
     let argv = vec![cstring(argv0.into_vec())?];
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k == ENV_CHILD || k == ENV_FORKSERVER {
+        if k == ENV_CHILD || k == ENV_FORKSERVER || k == crate::shm::tracker::ENV_TRACKER {
             continue;
         }
         let mut kv = k.into_vec();

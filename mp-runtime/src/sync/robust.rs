@@ -1,13 +1,11 @@
 //! A process-shared mutex word that survives the death of its holder.
 //!
 //! The word holds the holder's thread id (globally unique in the pid namespace), plus a bit that
-//! says someone may be sleeping on it. A contended locker spins briefly (critical sections are
-//! short), then sleeps at most [`LIVENESS_CHECK`] at a time; when a nap ends without a wake-up
-//! it checks that the holder still exists, and takes the lock over from a dead holder,
-//! reporting [`Acquired::OwnerDied`] so the caller can repair the protected state.
+//! says someone may be sleeping on it. A contended locker spins briefly, then sleeps at most
+//! [`LIVENESS_CHECK`] at a time; when a nap ends without a wake-up it checks that the holder still
+//! exists, and takes the lock over from a dead holder, reporting [`Acquired::OwnerDied`] so the
+//! caller can repair the protected state.
 
-use std::cell::Cell;
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -17,8 +15,6 @@ use crate::sys::poll::Deadline;
 const CONTENDED: u32 = 1 << 31;
 /// How long a waiter sleeps before checking that the holder is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(50);
-/// Polls of a held lock before sleeping on it.
-const SPINS: u32 = 100;
 
 /// How a lock was obtained.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,39 +25,53 @@ pub(crate) enum Acquired {
     OwnerDied,
 }
 
-/// Bumped in the child of every `fork`, whose thread has a new id: cached ids are re-read.
-static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+thread_local! {
+    /// This thread's id, cached (gettid is a system call); 0 until first asked.
+    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// The calling thread's id, cached per thread (gettid is a system call).
-fn my_tid() -> u32 {
-    static WATCH_FORKS: Once = Once::new();
-    thread_local! {
-        static CACHED: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
-    }
-    WATCH_FORKS.call_once(|| {
-        // SAFETY: registers a child-side fork handler that only increments an atomic, which is
-        // async-signal-safe as fork handlers must be.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+/// The calling thread's id, the value a holder writes into a lock word.
+pub(crate) fn my_tid() -> u32 {
+    TID.with(|t| {
+        let cached = t.get();
+        if cached != 0 {
+            return cached;
         }
-    });
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    CACHED.with(|cached| match cached.get() {
-        (g, tid) if g == generation && tid != 0 => tid,
-        _ => {
-            let tid = nix::unistd::gettid().as_raw() as u32;
-            cached.set((generation, tid));
-            tid
-        }
+        forget_tid_on_fork();
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        t.set(tid);
+        tid
     })
 }
 
-/// Whether thread `tid` exists and is not a zombie.
-fn alive(tid: u32) -> bool {
+/// A forked child runs on a copy of the forking thread, whose cached id is the parent's: make the
+/// child ask again. Registered before any id is cached, so no cached id can cross a fork.
+fn forget_tid_on_fork() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        let _ = TID.try_with(|t| t.set(0));
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only writes this thread's thread-local cell, which is
+        // async-signal-safe in practice (no allocation: the cell is const-initialized).
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
+/// The thread id in a lock word (0 when free).
+pub(crate) fn owner(word: &AtomicU32) -> u32 {
+    word.load(Ordering::Relaxed) & !CONTENDED
+}
+
+/// Takes `word` if it is free, without waiting.
+#[inline]
+pub(crate) fn try_lock_free(word: &AtomicU32) -> bool {
+    word.compare_exchange(0, my_tid(), Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Whether thread `tid` (of any process) exists and is not a zombie.
+pub(crate) fn alive(tid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
         Err(_) => false,
         Ok(stat) => stat
@@ -75,6 +85,7 @@ fn alive(tid: u32) -> bool {
 }
 
 /// Locks `word`. `None` if the deadline passed first.
+#[inline]
 pub(crate) fn lock(word: &AtomicU32, deadline: Deadline) -> Option<Acquired> {
     let me = my_tid();
     if word
@@ -86,9 +97,28 @@ pub(crate) fn lock(word: &AtomicU32, deadline: Deadline) -> Option<Acquired> {
     lock_contended(word, me, deadline)
 }
 
+/// Busy-wait rounds before sleeping: a holder on another CPU usually lets go within them, and a
+/// sleep costs two system calls.
+const SPIN_ROUNDS: u32 = 100;
+
 #[cold]
 fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acquired> {
-    let mut spins = 0;
+    for _ in 0..SPIN_ROUNDS {
+        let cur = word.load(Ordering::Relaxed);
+        if cur == 0 {
+            if word
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(Acquired::Clean);
+            }
+        } else if cur & CONTENDED != 0 {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    // Reading /proc costs far more than a lock hand-over: check the holder only when a nap
+    // ended without a wake-up.
     let mut check_holder = false;
     loop {
         let cur = word.load(Ordering::Relaxed);
@@ -113,11 +143,6 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acqui
             }
             continue;
         }
-        if spins < SPINS {
-            spins += 1;
-            std::hint::spin_loop();
-            continue;
-        }
         if cur & CONTENDED == 0
             && word
                 .compare_exchange(cur, cur | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
@@ -138,6 +163,7 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Deadline) -> Option<Acqui
 }
 
 /// Unlocks `word`, waking one sleeper if any may be waiting.
+#[inline]
 pub(crate) fn unlock(word: &AtomicU32) {
     if word.swap(0, Ordering::Release) & CONTENDED != 0 {
         futex::wake(word, 1);
