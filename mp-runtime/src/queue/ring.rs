@@ -107,8 +107,7 @@ pub(crate) struct RingFds {
 
 enum Step<T> {
     Done(T),
-    /// Try again once this value (the ring's `head` or `tail`) moves.
-    Wait(u64),
+    Wait(u32),
 }
 
 impl Ring {
@@ -288,7 +287,7 @@ impl Ring {
                 return Err(Error::Full);
             }
             let h = self.header();
-            if !self.wait_for_progress(&h.locked.head, seen, &h.space, deadline) {
+            if !wait_for_change(&h.space.seq, seen, &h.space.sleepers, deadline) {
                 return Err(Error::Full);
             }
         }
@@ -317,8 +316,9 @@ impl Ring {
             return Err(Error::ShutDown);
         }
         if (max != 0 && count >= max) || tail - head + rec > self.data_len() {
+            let seen = h.space.seq.load(Ordering::SeqCst);
             self.unlock();
-            return Ok(Step::Wait(head));
+            return Ok(Step::Wait(seen));
         }
         let seq = h.locked.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut flags = 0;
@@ -357,17 +357,19 @@ impl Ring {
         if !large {
             self.write_at(tail + RECORD_HEADER, bytes);
         }
-        // SeqCst: ordered before the sleepers check in `notify` (see `wait_for_progress`).
-        h.locked.tail.store(tail + rec, Ordering::SeqCst);
+        h.locked.tail.store(tail + rec, Ordering::Release);
         h.locked.count.store(count + 1, Ordering::Release);
         if h.joinable.load(Ordering::Relaxed) != 0 {
             h.unfinished.0.fetch_add(1, Ordering::SeqCst);
         }
+        h.items.seq.fetch_add(1, Ordering::SeqCst);
         if h.locked.pollers.load(Ordering::SeqCst) > 0 {
             self.signal();
         }
         self.unlock();
-        notify(&h.items, false);
+        if h.items.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake(&h.items.seq, 1);
+        }
         Ok(Step::Done(()))
     }
 
@@ -389,7 +391,7 @@ impl Ring {
                 return Err(Error::Empty);
             }
             let h = self.header();
-            if !self.wait_for_progress(&h.locked.tail, seen, &h.items, deadline) {
+            if !wait_for_change(&h.items.seq, seen, &h.items.sleepers, deadline) {
                 return Err(Error::Empty);
             }
         }
@@ -409,12 +411,13 @@ impl Ring {
             h.locked.tail.load(Ordering::Acquire),
         );
         if head == tail {
+            let seen = h.items.seq.load(Ordering::SeqCst);
             let shut = h.locked.shutdown.load(Ordering::Relaxed) != 0;
             drop(held);
             return if shut {
                 Err(Error::ShutDown)
             } else {
-                Ok(Step::Wait(tail))
+                Ok(Step::Wait(seen))
             };
         }
         let mut rh = [0u8; RECORD_HEADER as usize];
@@ -434,18 +437,19 @@ impl Ring {
         if drained {
             // Empty: restart at the ring's start, so a steady flow reuses the same warm pages.
             let restart = tail.next_multiple_of(self.data_len());
-            h.locked.tail.store(restart, Ordering::SeqCst);
-            h.locked.head.store(restart, Ordering::SeqCst);
+            h.locked.tail.store(restart, Ordering::Release);
+            h.locked.head.store(restart, Ordering::Release);
             if h.locked.shutdown.load(Ordering::Relaxed) == 0 {
                 self.unsignal();
             }
         } else {
-            h.locked.head.store(new_head, Ordering::SeqCst);
+            h.locked.head.store(new_head, Ordering::Release);
         }
         let count = h.locked.count.load(Ordering::Relaxed);
         h.locked
             .count
             .store(count.saturating_sub(1), Ordering::Release);
+        h.space.seq.fetch_add(1, Ordering::SeqCst);
         let result = fds.and_then(|mut fds| {
             if flags & FLAG_LARGE != 0 {
                 if fds.is_empty() {
@@ -461,7 +465,9 @@ impl Ring {
             self.give_back_memory(tail % self.data_len());
         }
         drop(held);
-        notify(&h.space, true);
+        if h.space.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&h.space.seq);
+        }
         Ok(Step::Done(result))
     }
 
@@ -623,37 +629,6 @@ impl Ring {
         self.header().locked.shutdown.load(Ordering::Acquire) != 0
     }
 
-    /// Waits until `progress` (the ring's `tail` for getters, `head` for putters) moves from
-    /// `seen` or the queue is shut down. False if the deadline passed first.
-    ///
-    /// Sleeping uses `on`: register in `sleepers`, read `seq`, re-check progress, then sleep
-    /// on `seq`. A notifier stores progress, then reads `sleepers` (all SeqCst): either this
-    /// re-check sees the progress, or the notifier sees the sleeper and moves `seq` after it
-    /// was read, so the futex wait cannot miss the wake-up.
-    fn wait_for_progress(
-        &self,
-        progress: &AtomicU64,
-        seen: u64,
-        on: &Sleepable,
-        deadline: Deadline,
-    ) -> bool {
-        let h = self.header();
-        let moved = || {
-            progress.load(Ordering::SeqCst) != seen || h.locked.shutdown.load(Ordering::SeqCst) != 0
-        };
-        for _ in 0..PROGRESS_SPINS {
-            if moved() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        on.sleepers.fetch_add(1, Ordering::SeqCst);
-        let snapshot = on.seq.load(Ordering::SeqCst);
-        let woke = moved() || futex::wait(&on.seq, snapshot, deadline);
-        on.sleepers.fetch_sub(1, Ordering::SeqCst);
-        woke
-    }
-
     /// Takes the lock and keeps it (test support for holder death).
     pub(crate) fn hold_lock_forever(&self) {
         let _ = self.lock(Deadline::NEVER);
@@ -665,21 +640,23 @@ impl Ring {
     }
 }
 
-/// Polls of the ring's progress before sleeping: a peer on another core usually moves it
+/// Polls of a sequence word before sleeping on it: a peer on another core usually moves it
 /// within microseconds, which is cheaper to watch than to sleep through (two system calls).
-const PROGRESS_SPINS: u32 = 1000;
+const SEQ_SPINS: u32 = 1000;
 
-/// After a change that waiters of `on` may wait for (stored with SeqCst): wakes them, if any
-/// sleep. Without sleepers this is one load; the sequence word moves only when someone sleeps.
-fn notify(on: &Sleepable, all: bool) {
-    if on.sleepers.load(Ordering::SeqCst) > 0 {
-        on.seq.fetch_add(1, Ordering::SeqCst);
-        if all {
-            futex::wake_all(&on.seq);
-        } else {
-            futex::wake(&on.seq, 1);
+/// Waits until `seq` moves past `seen`, registered in `sleepers` while asleep. False if the
+/// deadline passed first.
+fn wait_for_change(seq: &AtomicU32, seen: u32, sleepers: &AtomicU32, deadline: Deadline) -> bool {
+    for _ in 0..SEQ_SPINS {
+        if seq.load(Ordering::Acquire) != seen {
+            return true;
         }
+        std::hint::spin_loop();
     }
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let woke = futex::wait(seq, seen, deadline);
+    sleepers.fetch_sub(1, Ordering::SeqCst);
+    woke
 }
 
 fn record_size(rh: &[u8; RECORD_HEADER as usize]) -> u64 {
