@@ -587,6 +587,27 @@ fn ev_wakes_many_thread_waiters() {
     assert_eq!(passed.load(Ordering::Relaxed), 4);
 }
 
+/// A thread asleep in `wait` when `set` is called returns true, even if `clear` follows at once
+/// (before it woke up to look at the flag).
+#[test]
+fn ev_set_then_clear_releases_a_sleeping_waiter() {
+    let e = Event::new().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn({
+        let e = e.clone();
+        move || {
+            tid_tx.send(thread_id()).unwrap();
+            e.wait_timeout(LONG)
+        }
+    });
+    let tid = tid_rx.recv().unwrap();
+    assert!(eventually(LONG, || asleep_in_futex(tid)));
+    e.set();
+    e.clear();
+    assert!(waiter.join().unwrap(), "the waiter missed the set");
+    assert!(!e.is_set());
+}
+
 // ---- 12. Barrier ---------------------------------------------------------------------------
 
 const N: u32 = 5;

@@ -103,3 +103,16 @@ pub fn read_all(mut r: std::io::PipeReader) -> String {
     r.read_to_string(&mut s).expect("read pipe");
     s
 }
+
+/// This thread's id, for [`asleep_in_futex`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is blocked in a futex wait (the kernel's wait channel
+/// names it), which is where every `mp` primitive sleeps.
+pub fn asleep_in_futex(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+        .is_ok_and(|w| w.starts_with("futex"))
+}
