@@ -261,3 +261,42 @@ fn a_silent_peer_cannot_block_the_listener() {
     assert_eq!(conn.recv_timeout(LONG).unwrap(), "next");
     client.join().unwrap();
 }
+
+/// Two threads wait in `accept_timeout` for one client: the one that finds the client taken
+/// after its poll said "ready" must return `Timeout` at its deadline, not block in accept(2).
+/// Several rounds, since both must be past their poll when the client arrives.
+#[test]
+fn accept_timeout_keeps_its_deadline_when_another_thread_takes_the_client() {
+    let _g = shared();
+    let l = std::sync::Arc::new(Listener::bind("127.0.0.1:0", KEY).unwrap());
+    for round in 0..20u8 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let accepters: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, tx) = (l.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let r = l.accept_timeout::<u8>(Duration::from_millis(100));
+                    let _ = tx.send(r.map(|c| c.recv_timeout(LONG)));
+                })
+            })
+            .collect();
+        let c = Client::connect::<u8>(l.address().clone(), KEY).unwrap();
+        c.send(&round).unwrap();
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                rx.recv_timeout(LONG)
+                    .expect("an accept_timeout overran its deadline")
+            })
+            .collect();
+        let received: Vec<u8> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| *r.as_ref().unwrap())
+            .collect();
+        assert_eq!(received, [round]);
+        assert!(results.iter().any(|r| matches!(r, Err(Error::Timeout))));
+        for a in accepters {
+            a.join().unwrap();
+        }
+    }
+}
