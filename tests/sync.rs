@@ -475,6 +475,38 @@ for_each_method!(cd_04_notify_n_wakes_exactly_n, |ctx: mp::Context| {
     assert!(!cond.acquire().unwrap().wait_timeout(SHORT).unwrap());
 });
 
+/// A notification goes to a thread that was waiting when `notify` was called, never to one that
+/// starts waiting right after (which would leave the first asleep with nobody to wake it).
+#[test]
+fn cd_a_later_waiter_cannot_take_an_earlier_waiters_notification() {
+    let cond = Condition::new().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let first = std::thread::spawn({
+        let cond = cond.clone();
+        move || {
+            let mut g = cond.acquire().unwrap();
+            tid_tx.send(thread_id()).unwrap();
+            g.wait_timeout(LONG).unwrap()
+        }
+    });
+    let tid = tid_rx.recv().unwrap();
+    // The first waiter sent its id holding the lock, so once we hold it, it is inside wait.
+    let mut g = cond.acquire().unwrap();
+    assert!(eventually(LONG, || asleep_in_futex(tid)));
+    g.notify_one();
+    drop(g);
+    let mut later = cond.acquire().unwrap();
+    assert!(
+        !later.wait_timeout(SHORT).unwrap(),
+        "a waiter that came after the notify took it"
+    );
+    drop(later);
+    assert!(
+        first.join().unwrap(),
+        "the waiter that was notified did not wake"
+    );
+}
+
 #[test]
 fn cd_05_wait_timeout_returns_false() {
     let cond = Condition::new().unwrap();
