@@ -110,6 +110,14 @@ pub fn thread_id() -> i32 {
     unsafe { libc::gettid() }
 }
 
+/// Whether thread `tid` of this process is asleep (blocked in a system call, state `S`).
+pub fn asleep(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+    })
+}
+
 /// Whether thread `tid` of this process is blocked in a futex wait (the kernel's wait channel
 /// names it), which is where every `mp` primitive sleeps.
 pub fn asleep_in_futex(tid: i32) -> bool {
