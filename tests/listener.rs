@@ -124,19 +124,11 @@ fn lc_06_message_sent_before_accept_is_delivered() {
     assert!(matches!(conn.recv_timeout(LONG), Err(Error::Closed)));
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
 #[test]
 fn lc_08_accept_survives_eintr() {
     let _g = shared();
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(ignore_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler does nothing, so it is async-signal-safe.
-    unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+    use nix::sys::signal::Signal;
+    interrupt_with(Signal::SIGUSR1);
     let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
     let a = l.address().clone();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -124,3 +124,18 @@ pub fn asleep_in_futex(tid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
         .is_ok_and(|w| w.starts_with("futex"))
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for `signal` (without SA_RESTART), so that the signal
+/// interrupts blocking system calls with EINTR instead of killing the process.
+pub fn interrupt_with(signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(signal, &action) }.expect("sigaction");
+}
