@@ -138,9 +138,12 @@ impl Ring {
 
     /// The ring described by descriptors received from another process.
     pub(crate) fn from_fds(fds: RingFds) -> std::result::Result<Ring, String> {
-        let region = SharedRegion::from_fd(fds.region).map_err(|e| e.to_string())?;
+        let region = SharedRegion::from_fd(fds.region)
+            .map_err(|e| format!("cannot map the memory of the queue received: {e}"))?;
         if region.len() <= HEADER_LEN {
-            return Err("queue memory too small".into());
+            return Err(
+                "the descriptor received is not an mp queue (its memory is too small)".into(),
+            );
         }
         let ring = Ring {
             region,
@@ -155,7 +158,9 @@ impl Ring {
             || !data_len.is_multiple_of(8)
             || data_len > (ring.region.len() - HEADER_LEN) as u64
         {
-            return Err("not an mp queue".into());
+            return Err(
+                "the descriptor received is not an mp queue (its header does not match)".into(),
+            );
         }
         Ok(ring)
     }
