@@ -341,6 +341,18 @@ fn se_03_bounded_semaphore_rejects_over_release() {
 }
 
 #[test]
+fn se_plain_semaphore_release_past_u32_max_is_an_error() {
+    let s = Semaphore::new(u32::MAX - 1).unwrap();
+    s.release().unwrap();
+    let err = s.release().unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidState { message } if message.contains("overflow")),
+        "{err}"
+    );
+    assert_eq!(s.get_value(), u32::MAX);
+}
+
+#[test]
 fn se_04_timeouts() {
     let s = Semaphore::new(0).unwrap();
     assert!(!s.try_acquire());
