@@ -519,6 +519,40 @@ fn cd_a_later_waiter_cannot_take_an_earlier_waiters_notification() {
     );
 }
 
+/// A waiter killed inside `wait` cannot take the signal `notify` gives it: `notify` gives up
+/// waiting for it after a bounded time, and the condition keeps working.
+#[test]
+fn cd_notify_does_not_hang_on_a_waiter_that_died() {
+    let _g = shared();
+    let ctx = mp::get_context(mp::StartMethod::Spawn);
+    let cond = Condition::new().unwrap();
+    let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
+    let mut p = started(ctx.process(
+        cond_waiter,
+        (cond.clone(), sleeping.clone(), woken.clone(), 0),
+    ));
+    assert!(sleeping.acquire_timeout(LONG));
+    // It released `sleeping` holding the lock: once we hold it, the child is inside wait.
+    drop(cond.acquire().unwrap());
+    p.kill().unwrap();
+    assert!(join(&mut p).is_err());
+    let t = Instant::now();
+    cond.acquire().unwrap().notify_one();
+    assert!(t.elapsed() < LONG / 2, "notify waited {:?}", t.elapsed());
+    // A live waiter is still woken by the next notify.
+    let waiter = std::thread::spawn({
+        let (cond, sleeping) = (cond.clone(), sleeping.clone());
+        move || {
+            let mut g = cond.acquire().unwrap();
+            sleeping.release().unwrap();
+            g.wait_timeout(LONG).unwrap()
+        }
+    });
+    assert!(sleeping.acquire_timeout(LONG));
+    cond.acquire().unwrap().notify_one();
+    assert!(waiter.join().unwrap());
+}
+
 #[test]
 fn cd_05_wait_timeout_returns_false() {
     let cond = Condition::new().unwrap();

@@ -215,7 +215,8 @@ impl ConditionGuard<'_> {
     }
 
     /// Wakes up to `n` of the threads waiting now (in any process), and returns once they have
-    /// taken their notifications. Has no effect on later waits.
+    /// taken their notifications (or after 1 s, if one died waiting: a later waiter may then
+    /// wake without a notify of its own). Has no effect on later waits.
     pub fn notify(&mut self, n: u32) {
         let h = self.cond.h();
         let mut counts = h.counts.load(Ordering::SeqCst);
