@@ -213,19 +213,11 @@ for_each_method!(
     }
 );
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
 #[test]
 fn co_15_large_messages_survive_eintr() {
     let _g = exclusive();
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(ignore_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler does nothing, so it is async-signal-safe.
-    unsafe { sigaction(Signal::SIGUSR2, &action) }.unwrap();
+    use nix::sys::signal::Signal;
+    interrupt_with(Signal::SIGUSR2);
     let (a, b) = Pipe::<Vec<u8>>::duplex().unwrap();
     let payload: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
     let expected = payload.clone();

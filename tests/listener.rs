@@ -48,7 +48,7 @@ for_each_method!(lc_01_listener_client_every_family, |ctx: mp::Context| {
         let address = address.replace("listener", ctx.start_method().as_str());
         let l = Listener::bind(address.as_str(), KEY).unwrap();
         let mut p = started(ctx.process(client_says_hello, (spelled(l.address()), KEY.to_vec())));
-        let conn = l.accept::<String>().unwrap();
+        let conn = l.accept_timeout::<String>(LONG).unwrap();
         assert_eq!(conn.recv_timeout(LONG).unwrap(), "hello");
         join(&mut p).unwrap();
     }
@@ -84,7 +84,13 @@ fn lc_04_empty_authkey_is_allowed() {
     let l = Listener::bind("127.0.0.1:0", b"").unwrap();
     let a = l.address().clone();
     let t = std::thread::spawn(move || Client::connect::<u8>(a, b"").and_then(|c| c.send(&7)));
-    assert_eq!(l.accept::<u8>().unwrap().recv().unwrap(), 7);
+    assert_eq!(
+        l.accept_timeout::<u8>(LONG)
+            .unwrap()
+            .recv_timeout(LONG)
+            .unwrap(),
+        7
+    );
     t.join().unwrap().unwrap();
 }
 
@@ -93,7 +99,13 @@ for_each_method!(lc_05_abstract_socket, |ctx: mp::Context| {
     let l = Listener::bind(name.as_str(), KEY).unwrap();
     assert!(matches!(l.address(), Address::Abstract(_)));
     let mut p = started(ctx.process(client_says_hello, (name.clone(), KEY.to_vec())));
-    assert_eq!(l.accept::<String>().unwrap().recv().unwrap(), "hello");
+    assert_eq!(
+        l.accept_timeout::<String>(LONG)
+            .unwrap()
+            .recv_timeout(LONG)
+            .unwrap(),
+        "hello"
+    );
     join(&mut p).unwrap();
 });
 
@@ -106,40 +118,34 @@ fn lc_06_message_sent_before_accept_is_delivered() {
             .process(client_says_hello, (spelled(l.address()), KEY.to_vec())),
     );
     // The client may have sent and exited already; its message waits for us.
-    let conn = l.accept::<String>().unwrap();
+    let conn = l.accept_timeout::<String>(LONG).unwrap();
     join(&mut p).unwrap();
-    assert_eq!(conn.recv().unwrap(), "hello");
-    assert!(matches!(conn.recv(), Err(Error::Closed)));
+    assert_eq!(conn.recv_timeout(LONG).unwrap(), "hello");
+    assert!(matches!(conn.recv_timeout(LONG), Err(Error::Closed)));
 }
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
 
 #[test]
 fn lc_08_accept_survives_eintr() {
     let _g = shared();
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(ignore_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler does nothing, so it is async-signal-safe.
-    unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
+    use nix::sys::signal::Signal;
+    interrupt_with(Signal::SIGUSR1);
     let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
     let a = l.address().clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let accepter = std::thread::spawn(move || {
         // SAFETY: pthread_self has no preconditions.
-        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        tx.send((unsafe { libc::pthread_self() }, thread_id()))
+            .unwrap();
         let conn = l.accept::<String>().unwrap();
-        conn.recv().unwrap()
+        conn.recv_timeout(LONG).unwrap()
     });
-    let thread = rx.recv().unwrap();
-    // Interrupt the blocked accept a number of times before a client arrives.
+    let (thread, tid) = rx.recv().unwrap();
+    // Interrupt the blocked accept a number of times before a client arrives, each time once
+    // it is asleep again.
     for _ in 0..20 {
+        assert!(eventually(LONG, || asleep(tid)), "accept did not block");
         // SAFETY: `thread` is alive until it is joined below (it waits for our client).
         assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
-        std::thread::sleep(Duration::from_millis(2));
     }
     let c = Client::connect::<String>(a, KEY).unwrap();
     c.send(&"after signals".to_string()).unwrap();
@@ -156,7 +162,7 @@ fn lc_07_poll_sees_data_sent_after_accept() {
         assert!(c.poll(Some(LONG)).unwrap());
         c.recv_bytes().unwrap()
     });
-    let server_side = l.accept::<u8>().unwrap();
+    let server_side = l.accept_timeout::<u8>(LONG).unwrap();
     server_side.send_bytes(b"x").unwrap();
     assert_eq!(t.join().unwrap(), b"x");
 }
@@ -178,7 +184,7 @@ fn wrong_key_fails_both_sides_and_listener_keeps_accepting() {
         let a = l.address().clone();
         let t = std::thread::spawn(move || Client::connect::<u8>(a, b"wrong").map(|_| ()));
         assert!(matches!(
-            l.accept::<u8>(),
+            l.accept_timeout::<u8>(LONG),
             Err(Error::Authentication { .. })
         ));
         assert!(matches!(
@@ -188,7 +194,13 @@ fn wrong_key_fails_both_sides_and_listener_keeps_accepting() {
     }
     let a = l.address().clone();
     let t = std::thread::spawn(move || Client::connect::<u8>(a, KEY).and_then(|c| c.send(&1)));
-    assert_eq!(l.accept::<u8>().unwrap().recv().unwrap(), 1);
+    assert_eq!(
+        l.accept_timeout::<u8>(LONG)
+            .unwrap()
+            .recv_timeout(LONG)
+            .unwrap(),
+        1
+    );
     t.join().unwrap().unwrap();
 }
 
@@ -205,7 +217,7 @@ fn a_peer_that_is_not_mp_is_refused() {
         let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
     });
     assert!(matches!(
-        l.accept::<u8>(),
+        l.accept_timeout::<u8>(LONG),
         Err(Error::Authentication { .. })
     ));
     t.join().unwrap();
@@ -217,7 +229,7 @@ fn handles_cannot_travel_over_tcp() {
     let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
     let a = l.address().clone();
     let t = std::thread::spawn(move || Client::connect::<mp::Handle>(a, KEY));
-    let _server = l.accept::<mp::Handle>().unwrap();
+    let _server = l.accept_timeout::<mp::Handle>(LONG).unwrap();
     let client = t.join().unwrap().unwrap();
     let file: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
     let err = client.send(&mp::Handle::from(file)).unwrap_err();
@@ -260,4 +272,43 @@ fn a_silent_peer_cannot_block_the_listener() {
     let conn = l.accept_timeout::<String>(LONG).unwrap();
     assert_eq!(conn.recv_timeout(LONG).unwrap(), "next");
     client.join().unwrap();
+}
+
+/// Two threads wait in `accept_timeout` for one client: the one that finds the client taken
+/// after its poll said "ready" must return `Timeout` at its deadline, not block in accept(2).
+/// Several rounds, since both must be past their poll when the client arrives.
+#[test]
+fn accept_timeout_keeps_its_deadline_when_another_thread_takes_the_client() {
+    let _g = shared();
+    let l = std::sync::Arc::new(Listener::bind("127.0.0.1:0", KEY).unwrap());
+    for round in 0..20u8 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let accepters: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, tx) = (l.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let r = l.accept_timeout::<u8>(Duration::from_millis(100));
+                    let _ = tx.send(r.map(|c| c.recv_timeout(LONG)));
+                })
+            })
+            .collect();
+        let c = Client::connect::<u8>(l.address().clone(), KEY).unwrap();
+        c.send(&round).unwrap();
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                rx.recv_timeout(LONG)
+                    .expect("an accept_timeout overran its deadline")
+            })
+            .collect();
+        let received: Vec<u8> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| *r.as_ref().unwrap())
+            .collect();
+        assert_eq!(received, [round]);
+        assert!(results.iter().any(|r| matches!(r, Err(Error::Timeout))));
+        for a in accepters {
+            a.join().unwrap();
+        }
+    }
 }

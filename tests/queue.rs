@@ -47,7 +47,7 @@ fn put_then_die(q: Queue<u32>, n: u32) {
 fn joinable_consumer(q: JoinableQueue<Option<u32>>, results: Queue<(u32, u64)>) {
     let (mut n, mut sum) = (0u32, 0u64);
     loop {
-        let item = q.get().unwrap();
+        let item = q.get_timeout(LONG).unwrap();
         q.task_done().unwrap();
         match item {
             Some(v) => {
@@ -140,7 +140,7 @@ fn die_holding_the_lock(q: Queue<u32>) {
 
 #[mp::worker]
 fn echo_handle(q: Queue<Connection<String>>) {
-    let conn = q.get().unwrap();
+    let conn = q.get_timeout(LONG).unwrap();
     conn.send(&"through a queued connection".into()).unwrap();
 }
 
@@ -189,7 +189,7 @@ fn qu_06_07_08_get_forms() {
     for i in 0..4 {
         q.put(i).unwrap();
     }
-    assert_eq!(q.get().unwrap(), 0);
+    assert_eq!(q.get_timeout(LONG).unwrap(), 0);
     assert_eq!(q.get_timeout(Duration::from_secs(1)).unwrap(), 1);
     assert_eq!(q.try_get().unwrap(), 2);
     assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 3);
@@ -225,9 +225,9 @@ fn qu_10_qsize_is_exact() {
     assert_eq!(q.qsize(), 1);
     q.put(2).unwrap();
     assert_eq!(q.qsize(), 2);
-    q.get().unwrap();
+    q.get_timeout(LONG).unwrap();
     assert_eq!(q.qsize(), 1);
-    q.get().unwrap();
+    q.get_timeout(LONG).unwrap();
     assert_eq!(q.qsize(), 0);
 }
 
@@ -285,7 +285,7 @@ fn qu_13_14_unencodable_item_is_an_error_and_takes_no_room() {
     assert_eq!(q.qsize(), 0);
     q.put(other).unwrap();
     assert_eq!(q.qsize(), 1);
-    q.get().unwrap();
+    q.get_timeout(LONG).unwrap();
     assert!(q.is_empty());
 }
 
@@ -331,8 +331,8 @@ fn large_items_round_trip() {
     let big: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
     q.put(big.clone()).unwrap();
     q.put(vec![1, 2, 3]).unwrap();
-    assert_eq!(q.get().unwrap(), big);
-    assert_eq!(q.get().unwrap(), vec![1, 2, 3]);
+    assert_eq!(q.get_timeout(LONG).unwrap(), big);
+    assert_eq!(q.get_timeout(LONG).unwrap(), vec![1, 2, 3]);
 }
 
 #[test]
@@ -445,7 +445,7 @@ fn qu_22_immediate_shutdown_keeps_items_already_taken_unfinished() {
     let q = JoinableQueue::<u32>::new().unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
-    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get_timeout(LONG).unwrap(), 1);
     q.shutdown(true);
     assert!(matches!(
         q.join_timeout(Duration::from_millis(100)),
@@ -483,7 +483,7 @@ for_each_method!(
         full.shutdown(false);
         assert!(join(&mut getter).unwrap());
         assert!(join(&mut putter).unwrap());
-        assert_eq!(full.get().unwrap(), 1);
+        assert_eq!(full.get_timeout(LONG).unwrap(), 1);
     }
 );
 
@@ -541,9 +541,9 @@ fn wait_on_a_queue_times_out_and_sees_items_put_before_it() {
     q.put(1).unwrap();
     q.put(2).unwrap();
     assert_eq!(mp::connection::wait(&[&q], Some(LONG)).unwrap(), vec![0]);
-    q.get().unwrap();
+    q.get_timeout(LONG).unwrap();
     assert_eq!(mp::connection::wait(&[&q], Some(LONG)).unwrap(), vec![0]);
-    q.get().unwrap();
+    q.get_timeout(LONG).unwrap();
     assert!(
         mp::connection::wait(&[&q], Some(Duration::ZERO))
             .unwrap()

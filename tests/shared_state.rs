@@ -318,6 +318,7 @@ fn va_08_copy_is_independent() {
 
 #[test]
 fn sh_01_02_03_basics() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let name = unique("sh01");
     let shm = SharedMemory::create_named(&name, 512).unwrap();
     assert_eq!(shm.name(), name);
@@ -346,6 +347,7 @@ fn sh_01_02_03_basics() {
 
 #[test]
 fn sh_04_05_invalid_creation() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     assert!(matches!(
         SharedMemory::create(0),
         Err(Error::InvalidArgument { .. })
@@ -376,6 +378,7 @@ fn sh_04_05_invalid_creation() {
 
 #[test]
 fn sh_06_07_exists_missing_and_double_unlink() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let name = unique("sh06");
     let shm = SharedMemory::create_named(&name, 64).unwrap();
     assert_eq!(
@@ -391,6 +394,7 @@ fn sh_06_07_exists_missing_and_double_unlink() {
 
 #[test]
 fn sh_08_generated_names_are_fresh() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let segments: Vec<_> = (0..20).map(|_| SharedMemory::create(16).unwrap()).collect();
     let names: HashSet<&str> = segments.iter().map(|s| s.name()).collect();
     assert_eq!(names.len(), 20);
@@ -466,6 +470,7 @@ for_each_method!(sh_13_14_attachers_never_unlink, |ctx: mp::Context| {
 
 #[test]
 fn sh_15_17_18_shareable_list_basics() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let l = ShareableList::create([
         Some("howdy".to_string()),
         Some("HoWdY".into()),
@@ -503,6 +508,24 @@ fn sh_15_17_18_shareable_list_basics() {
     assert_eq!(l.index(&Some("100".into())).unwrap(), Some(3));
     assert_eq!(l.index(&Some("nope".into())).unwrap(), None);
     assert_eq!(l.count(&Some("42".into())).unwrap(), 2);
+}
+
+#[test]
+fn shareable_list_refuses_a_corrupt_slot() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
+    let l = ShareableList::create([1u32, 2]).unwrap();
+    // Slot 1's offset (table at 16, 16 bytes a slot), pointed far beyond the segment.
+    SharedMemory::open(l.name())
+        .unwrap()
+        .write_at(32, &u64::MAX.to_le_bytes())
+        .unwrap();
+    assert_eq!(l.get(0).unwrap(), 1);
+    let err = l.get(1).unwrap_err();
+    assert!(
+        matches!(&err, Error::Codec { message } if message.contains("slot 1 is corrupt")),
+        "{err}"
+    );
+    assert!(matches!(l.set(1, &3), Err(Error::Codec { .. })));
 }
 
 for_each_method!(sh_19_21_shareable_list_shared, |ctx: mp::Context| {
@@ -544,6 +567,7 @@ fn sh_20_empty_list() {
 
 #[test]
 fn sh_22_manager_unlinks_what_it_created() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let manager = SharedMemoryManager::new();
     let a = manager.shared_memory(128).unwrap();
     let l = manager.shareable_list(["x".to_string()]).unwrap();
@@ -570,6 +594,7 @@ fn sh_22_manager_unlinks_what_it_created() {
 
 #[test]
 fn sh_not_a_list() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     let shm = SharedMemory::create(64).unwrap();
     assert!(matches!(
         ShareableList::<u8>::open(shm.name()),
@@ -616,6 +641,7 @@ fn rt_02_03_tracker_ignores_sigint_sigterm_and_is_relaunched_after_sigkill() {
 
 #[test]
 fn rt_05_name_too_long() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
     assert!(matches!(
         SharedMemory::create_named(&"n".repeat(256), 8),
         Err(Error::InvalidArgument { .. })

@@ -341,6 +341,18 @@ fn se_03_bounded_semaphore_rejects_over_release() {
 }
 
 #[test]
+fn se_plain_semaphore_release_past_u32_max_is_an_error() {
+    let s = Semaphore::new(u32::MAX - 1).unwrap();
+    s.release().unwrap();
+    let err = s.release().unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidState { message } if message.contains("overflow")),
+        "{err}"
+    );
+    assert_eq!(s.get_value(), u32::MAX);
+}
+
+#[test]
 fn se_04_timeouts() {
     let s = Semaphore::new(0).unwrap();
     assert!(!s.try_acquire());
@@ -475,6 +487,72 @@ for_each_method!(cd_04_notify_n_wakes_exactly_n, |ctx: mp::Context| {
     assert!(!cond.acquire().unwrap().wait_timeout(SHORT).unwrap());
 });
 
+/// A notification goes to a thread that was waiting when `notify` was called, never to one that
+/// starts waiting right after (which would leave the first asleep with nobody to wake it).
+#[test]
+fn cd_a_later_waiter_cannot_take_an_earlier_waiters_notification() {
+    let cond = Condition::new().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let first = std::thread::spawn({
+        let cond = cond.clone();
+        move || {
+            let mut g = cond.acquire().unwrap();
+            tid_tx.send(thread_id()).unwrap();
+            g.wait_timeout(LONG).unwrap()
+        }
+    });
+    let tid = tid_rx.recv().unwrap();
+    // The first waiter sent its id holding the lock, so once we hold it, it is inside wait.
+    let mut g = cond.acquire().unwrap();
+    assert!(eventually(LONG, || asleep_in_futex(tid)));
+    g.notify_one();
+    drop(g);
+    let mut later = cond.acquire().unwrap();
+    assert!(
+        !later.wait_timeout(SHORT).unwrap(),
+        "a waiter that came after the notify took it"
+    );
+    drop(later);
+    assert!(
+        first.join().unwrap(),
+        "the waiter that was notified did not wake"
+    );
+}
+
+/// A waiter killed inside `wait` cannot take the signal `notify` gives it: `notify` gives up
+/// waiting for it after a bounded time, and the condition keeps working.
+#[test]
+fn cd_notify_does_not_hang_on_a_waiter_that_died() {
+    let _g = shared();
+    let ctx = mp::get_context(mp::StartMethod::Spawn);
+    let cond = Condition::new().unwrap();
+    let (sleeping, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
+    let mut p = started(ctx.process(
+        cond_waiter,
+        (cond.clone(), sleeping.clone(), woken.clone(), 0),
+    ));
+    assert!(sleeping.acquire_timeout(LONG));
+    // It released `sleeping` holding the lock: once we hold it, the child is inside wait.
+    drop(cond.acquire().unwrap());
+    p.kill().unwrap();
+    assert!(join(&mut p).is_err());
+    let t = Instant::now();
+    cond.acquire().unwrap().notify_one();
+    assert!(t.elapsed() < LONG / 2, "notify waited {:?}", t.elapsed());
+    // A live waiter is still woken by the next notify.
+    let waiter = std::thread::spawn({
+        let (cond, sleeping) = (cond.clone(), sleeping.clone());
+        move || {
+            let mut g = cond.acquire().unwrap();
+            sleeping.release().unwrap();
+            g.wait_timeout(LONG).unwrap()
+        }
+    });
+    assert!(sleeping.acquire_timeout(LONG));
+    cond.acquire().unwrap().notify_one();
+    assert!(waiter.join().unwrap());
+}
+
 #[test]
 fn cd_05_wait_timeout_returns_false() {
     let cond = Condition::new().unwrap();
@@ -585,6 +663,27 @@ fn ev_wakes_many_thread_waiters() {
         t.join().unwrap();
     }
     assert_eq!(passed.load(Ordering::Relaxed), 4);
+}
+
+/// A thread asleep in `wait` when `set` is called returns true, even if `clear` follows at once
+/// (before it woke up to look at the flag).
+#[test]
+fn ev_set_then_clear_releases_a_sleeping_waiter() {
+    let e = Event::new().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn({
+        let e = e.clone();
+        move || {
+            tid_tx.send(thread_id()).unwrap();
+            e.wait_timeout(LONG)
+        }
+    });
+    let tid = tid_rx.recv().unwrap();
+    assert!(eventually(LONG, || asleep_in_futex(tid)));
+    e.set();
+    e.clear();
+    assert!(waiter.join().unwrap(), "the waiter missed the set");
+    assert!(!e.is_set());
 }
 
 // ---- 12. Barrier ---------------------------------------------------------------------------

@@ -222,12 +222,20 @@ impl Listener {
                 (Socket::Unix(l), Address::Abstract(n), None)
             }
         };
-        Ok(Listener {
+        // Non-blocking, so that a client taken by another thread between our poll and our
+        // accept sends this accept back to poll (and its deadline) instead of blocking it.
+        let listener = Listener {
             socket,
             address,
             authkey: authkey.as_ref().to_vec(),
             unlink,
-        })
+        };
+        match &listener.socket {
+            Socket::Unix(l) => l.set_nonblocking(true),
+            Socket::Tcp(l) => l.set_nonblocking(true),
+        }
+        .map_err(|e| Error::io("make the listening socket non-blocking", e))?;
+        Ok(listener)
     }
 
     /// The address clients connect to (with the actual port when bound to port 0).
@@ -258,14 +266,12 @@ impl Listener {
     }
 
     fn accept_until<T>(&self, deadline: Deadline) -> Result<Connection<T>> {
-        if deadline.remaining().is_some() {
+        let (fd, tcp): (OwnedFd, bool) = loop {
             let ready =
                 wait_readable(&[self.as_fd()], deadline).map_err(|e| Error::io("poll", e))?;
             if !ready[0] {
                 return Err(Error::Timeout);
             }
-        }
-        let (fd, tcp): (OwnedFd, bool) = loop {
             let r = match &self.socket {
                 Socket::Unix(l) => l.accept().map(|(s, _)| (OwnedFd::from(s), false)),
                 Socket::Tcp(l) => l.accept().map(|(s, _)| {
@@ -274,8 +280,19 @@ impl Listener {
                 }),
             };
             match r {
+                // The accepted socket blocks: on Linux it does not inherit O_NONBLOCK.
                 Ok(v) => break v,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // Another thread took the client, or it left before we got to it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(Error::io("accept", e)),
             }
         };

@@ -103,3 +103,39 @@ pub fn read_all(mut r: std::io::PipeReader) -> String {
     r.read_to_string(&mut s).expect("read pipe");
     s
 }
+
+/// This thread's id, for [`asleep_in_futex`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is asleep (blocked in a system call, state `S`).
+pub fn asleep(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+    })
+}
+
+/// Whether thread `tid` of this process is blocked in a futex wait (the kernel's wait channel
+/// names it), which is where every `mp` primitive sleeps.
+pub fn asleep_in_futex(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+        .is_ok_and(|w| w.starts_with("futex"))
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for `signal` (without SA_RESTART), so that the signal
+/// interrupts blocking system calls with EINTR instead of killing the process.
+pub fn interrupt_with(signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(signal, &action) }.expect("sigaction");
+}

@@ -138,9 +138,12 @@ impl Ring {
 
     /// The ring described by descriptors received from another process.
     pub(crate) fn from_fds(fds: RingFds) -> std::result::Result<Ring, String> {
-        let region = SharedRegion::from_fd(fds.region).map_err(|e| e.to_string())?;
+        let region = SharedRegion::from_fd(fds.region)
+            .map_err(|e| format!("cannot map the memory of the queue received: {e}"))?;
         if region.len() <= HEADER_LEN {
-            return Err("queue memory too small".into());
+            return Err(
+                "the descriptor received is not an mp queue (its memory is too small)".into(),
+            );
         }
         let ring = Ring {
             region,
@@ -149,13 +152,15 @@ impl Ring {
             event: fds.event,
         };
         let h = ring.header();
-        let data_len = h.data_len.load(Ordering::Relaxed) as usize;
+        let data_len = h.data_len.load(Ordering::Relaxed);
         if h.magic.load(Ordering::Acquire) != MAGIC
             || data_len == 0
             || !data_len.is_multiple_of(8)
-            || HEADER_LEN + data_len > ring.region.len()
+            || data_len > (ring.region.len() - HEADER_LEN) as u64
         {
-            return Err("not an mp queue".into());
+            return Err(
+                "the descriptor received is not an mp queue (its header does not match)".into(),
+            );
         }
         Ok(ring)
     }
@@ -224,7 +229,8 @@ impl Ring {
     }
 
     /// After a holder died: the ring itself is consistent (publication is one store), but the
-    /// message count may be off by one; count the records again.
+    /// message count may be off by one; count the records again. A ring whose records do not
+    /// add up is emptied (see [`Ring::discard_corrupt`]).
     fn repair(&self) {
         let h = self.header();
         let (mut off, tail) = (
@@ -232,13 +238,45 @@ impl Ring {
             h.locked.tail.load(Ordering::Relaxed),
         );
         let mut n = 0;
-        while off < tail {
-            let mut rh = [0u8; RECORD_HEADER as usize];
-            self.read_at(off, &mut rh);
-            off += record_size(&rh);
+        while off != tail {
+            match self.record_at(off, tail) {
+                Ok(r) => off += r.size,
+                Err(_) => {
+                    self.discard_corrupt();
+                    return;
+                }
+            }
             n += 1;
         }
         h.locked.count.store(n, Ordering::Release);
+    }
+
+    /// The header of the record at `head`, checked against the published bytes up to `tail`:
+    /// shared memory written by another process is never trusted to stay inside the ring.
+    /// [`Error::Protocol`] if the offsets or the record do not fit (lock held).
+    fn record_at(&self, head: u64, tail: u64) -> Result<Record> {
+        let pending = tail
+            .checked_sub(head)
+            .filter(|p| *p >= RECORD_HEADER && *p <= self.data_len());
+        let Some(pending) = pending else {
+            return Err(corrupt());
+        };
+        let mut rh = [0u8; RECORD_HEADER as usize];
+        self.read_at(head, &mut rh);
+        let record = Record::parse(&rh);
+        if record.size > pending {
+            return Err(corrupt());
+        }
+        Ok(record)
+    }
+
+    /// Drops every pending message of a ring whose offsets or records are corrupt, so that
+    /// the queue stays usable (lock held).
+    fn discard_corrupt(&self) {
+        let h = self.header();
+        let tail = h.locked.tail.load(Ordering::Relaxed);
+        h.locked.head.store(tail, Ordering::Release);
+        h.locked.count.store(0, Ordering::Release);
     }
 
     /// Messages in the ring.
@@ -261,6 +299,15 @@ impl Ring {
         block: bool,
         deadline: Deadline,
     ) -> Result<()> {
+        if u32::try_from(bytes.len()).is_err() {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "a queue item of {} bytes encoded is larger than the 4 GiB a queue carries; \
+                     split it, or pass a SharedMemory segment instead",
+                    bytes.len()
+                ),
+            });
+        }
         let data_len = self.data_len();
         let large = bytes.len() as u64 > data_len / 16;
         let payload_in_ring = if large { 0 } else { bytes.len() as u64 };
@@ -315,7 +362,13 @@ impl Ring {
             self.unlock();
             return Err(Error::ShutDown);
         }
-        if (max != 0 && count >= max) || tail - head + rec > self.data_len() {
+        let used = tail.checked_sub(head).filter(|u| *u <= self.data_len());
+        let Some(used) = used else {
+            self.discard_corrupt();
+            self.unlock();
+            return Err(corrupt());
+        };
+        if (max != 0 && count >= max) || used + rec > self.data_len() {
             let seen = h.space.seq.load(Ordering::SeqCst);
             self.unlock();
             return Ok(Step::Wait(seen));
@@ -334,11 +387,11 @@ impl Ring {
             side_fds.extend_from_slice(fds);
             // The side socket buffer holds thousands of these small frames; if it is ever full,
             // give the lock back and let consumers drain it.
-            let writable = crate::sys::poll::writable(self.side_tx.as_fd());
-            if !writable {
+            if !crate::sys::poll::writable(self.side_tx.as_fd()) {
                 self.unlock();
-                let _ = crate::sys::poll::wait_writable(self.side_tx.as_fd(), deadline);
-                if deadline.passed() {
+                let writable = crate::sys::poll::wait_writable(self.side_tx.as_fd(), deadline)
+                    .map_err(|e| Error::io("wait for room in the queue's side socket", e))?;
+                if !writable {
                     return Err(Error::Full);
                 }
                 return self.try_put(bytes, fds, memfd, rec, large, deadline);
@@ -420,23 +473,30 @@ impl Ring {
                 Ok(Step::Wait(seen))
             };
         }
-        let mut rh = [0u8; RECORD_HEADER as usize];
-        self.read_at(head, &mut rh);
-        let len = u32::from_le_bytes(rh[..4].try_into().expect("4 bytes")) as usize;
-        let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
-        let rec = record_size(&rh);
+        let Record {
+            len,
+            flags,
+            seq,
+            size,
+        } = match self.record_at(head, tail) {
+            Ok(r) => r,
+            Err(e) => {
+                self.discard_corrupt();
+                return Err(e);
+            }
+        };
+        let len = len as usize;
         let fds = if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
             self.take_side_frame(seq)
         } else {
             Ok(Vec::new())
         };
         // Consume the record first: its bytes stay in place until the lock is released.
-        let new_head = head + rec;
+        let new_head = head + size;
         let drained = new_head == tail;
         if drained {
             // Empty: restart at the ring's start, so a steady flow reuses the same warm pages.
-            let restart = tail.next_multiple_of(self.data_len());
+            let restart = tail.checked_next_multiple_of(self.data_len()).unwrap_or(0);
             h.locked.tail.store(restart, Ordering::Release);
             h.locked.head.store(restart, Ordering::Release);
             if h.locked.shutdown.load(Ordering::Relaxed) == 0 {
@@ -592,16 +652,14 @@ impl Ring {
                 if head == tail {
                     break;
                 }
-                let mut rh = [0u8; RECORD_HEADER as usize];
-                self.read_at(head, &mut rh);
-                let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
-                if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
-                    let seq = u64::from_le_bytes(rh[8..].try_into().expect("8 bytes"));
-                    let _ = self.take_side_frame(seq);
+                let Ok(record) = self.record_at(head, tail) else {
+                    self.discard_corrupt();
+                    break;
+                };
+                if record.flags & (FLAG_FDS | FLAG_LARGE) != 0 {
+                    let _ = self.take_side_frame(record.seq);
                 }
-                h.locked
-                    .head
-                    .store(head + record_size(&rh), Ordering::Release);
+                h.locked.head.store(head + record.size, Ordering::Release);
                 dropped += 1;
             }
             h.locked.count.store(0, Ordering::SeqCst);
@@ -659,11 +717,42 @@ fn wait_for_change(seq: &AtomicU32, seen: u32, sleepers: &AtomicU32, deadline: D
     woke
 }
 
-fn record_size(rh: &[u8; RECORD_HEADER as usize]) -> u64 {
-    let len = u32::from_le_bytes(rh[..4].try_into().expect("4 bytes")) as u64;
-    let flags = u32::from_le_bytes(rh[4..8].try_into().expect("4 bytes"));
-    let in_ring = if flags & FLAG_LARGE != 0 { 0 } else { len };
-    RECORD_HEADER + in_ring.next_multiple_of(8)
+/// A record's header, as read from the ring.
+struct Record {
+    /// The message's length in bytes (in the ring, or in its own memory if `FLAG_LARGE`).
+    len: u32,
+    flags: u32,
+    /// The tag of the record's side frame, if it has one.
+    seq: u64,
+    /// Bytes the record takes in the ring, header included.
+    size: u64,
+}
+
+impl Record {
+    fn parse(rh: &[u8; RECORD_HEADER as usize]) -> Record {
+        let [l0, l1, l2, l3, f0, f1, f2, f3, s @ ..] = *rh;
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+        let flags = u32::from_le_bytes([f0, f1, f2, f3]);
+        let in_ring = if flags & FLAG_LARGE != 0 {
+            0
+        } else {
+            u64::from(len)
+        };
+        Record {
+            len,
+            flags,
+            seq: u64::from_le_bytes(s),
+            size: RECORD_HEADER + in_ring.next_multiple_of(8),
+        }
+    }
+}
+
+/// The queue's shared memory does not hold what `mp` wrote there.
+fn corrupt() -> Error {
+    Error::protocol(
+        "the queue's shared memory is corrupt (a process wrote outside the queue's protocol); \
+         its pending items were discarded",
+    )
 }
 
 /// Calls `f` with the first `len` bytes of a large message's own memory.
@@ -685,5 +774,82 @@ struct Held<'a>(&'a Ring);
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ring: &Ring, bytes: &[u8]) -> Result<()> {
+        ring.put(
+            bytes,
+            &[],
+            false,
+            Deadline::after(Some(std::time::Duration::ZERO)),
+        )
+    }
+
+    fn get(ring: &Ring) -> Result<Vec<u8>> {
+        ring.get(
+            false,
+            Deadline::after(Some(std::time::Duration::ZERO)),
+            |bytes, _| Ok(bytes.to_vec()),
+        )
+    }
+
+    /// Overwrites the length of the record at the ring's head, as a misbehaving process could.
+    fn corrupt_head_record(ring: &Ring, len: u32) {
+        let head = ring.header().locked.head.load(Ordering::Relaxed);
+        let mut rh = [0u8; RECORD_HEADER as usize];
+        ring.read_at(head, &mut rh);
+        rh[..4].copy_from_slice(&len.to_le_bytes());
+        ring.write_at(head, &rh);
+    }
+
+    #[test]
+    fn a_record_longer_than_the_ring_is_an_error_and_the_queue_recovers() {
+        let ring = Ring::create(0, 4096, false).unwrap();
+        put(&ring, b"first").unwrap();
+        put(&ring, b"second").unwrap();
+        corrupt_head_record(&ring, u32::MAX - 7);
+        assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
+        assert_eq!(ring.count(), 0);
+        put(&ring, b"third").unwrap();
+        assert_eq!(get(&ring).unwrap(), b"third");
+    }
+
+    #[test]
+    fn offsets_that_do_not_add_up_are_an_error_on_put_get_and_shutdown() {
+        let ring = Ring::create(0, 4096, false).unwrap();
+        put(&ring, b"x").unwrap();
+        let locked = &ring.header().locked;
+        // Head past tail: a subtraction that would underflow.
+        locked.head.store(u64::MAX - 3, Ordering::Relaxed);
+        assert!(matches!(put(&ring, b"y"), Err(Error::Protocol { .. })));
+        put(&ring, b"z").unwrap();
+        assert_eq!(get(&ring).unwrap(), b"z");
+        // Tail far beyond head: more pending bytes than the ring holds.
+        put(&ring, b"w").unwrap();
+        locked.tail.fetch_add(1 << 40, Ordering::Relaxed);
+        assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
+        put(&ring, b"v").unwrap();
+        corrupt_head_record(&ring, 1 << 20);
+        ring.shutdown(true);
+        assert!(matches!(get(&ring), Err(Error::ShutDown)));
+    }
+
+    #[test]
+    fn a_lock_taken_over_from_a_dead_holder_recounts_a_corrupt_ring_as_empty() {
+        let ring = Ring::create(0, 4096, false).unwrap();
+        put(&ring, b"x").unwrap();
+        corrupt_head_record(&ring, 1 << 20);
+        // A thread id beyond pid_max: a holder that cannot be alive.
+        ring.header()
+            .locked
+            .lock
+            .store(0x3FFF_FFF0, Ordering::Relaxed);
+        assert!(matches!(get(&ring), Err(Error::Empty)));
+        assert_eq!(ring.count(), 0);
     }
 }

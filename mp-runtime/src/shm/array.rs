@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::value::{assert_alignment, check_layout};
+use super::layout::{assert_alignment, check_received};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sync::object::{Header, Object};
@@ -190,24 +190,17 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
         const { assert_alignment::<T>() };
         let obj = Object::<ArrayHeader>::deserialize(d)?;
         let h = obj.header();
-        let len = h.len.load(Ordering::Relaxed);
-        check_layout::<T>(
+        let len = check_received::<T>(
             h.size.load(Ordering::Relaxed),
             h.align.load(Ordering::Relaxed),
+            h.len.load(Ordering::Relaxed),
+            obj.data_len(),
             "array",
         )
-        .and_then(|()| {
-            usize::try_from(len)
-                .ok()
-                .and_then(|n| n.checked_mul(size_of::<T>()))
-                .filter(|bytes| *bytes <= obj.data_len())
-                .map(|_| ())
-                .ok_or_else(|| "the array received is truncated".to_string())
-        })
         .map_err(|e| codec::de_error::<D::Error>(&e))?;
         Ok(RawArray {
             obj,
-            len: len as usize,
+            len,
             _type: PhantomData,
         })
     }

@@ -3,6 +3,7 @@
 //! [`SharedMemoryManager`]) with a resource tracker that unlinks what a killed creator leaked.
 
 mod array;
+mod layout;
 mod list;
 mod manager;
 mod shared_memory;

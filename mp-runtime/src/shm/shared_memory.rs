@@ -292,8 +292,8 @@ impl SharedMemory {
     /// # Safety
     /// As for [`as_slice`](SharedMemory::as_slice).
     pub unsafe fn as_slice_of<T: bytemuck::Pod>(&self) -> &[T] {
-        // SAFETY: the mapping is page-aligned (enough for any Pod primitive or array of them up
-        // to 4096), holds `size() / size_of::<T>()` whole elements, and T is valid for any bytes;
+        const { assert_page_aligned::<T>() };
+        // SAFETY: the mapping is page-aligned, enough for T (checked at compile time), holds `size() / size_of::<T>()` whole elements, and T is valid for any bytes;
         // the caller guarantees nobody writes meanwhile.
         unsafe {
             std::slice::from_raw_parts(
@@ -309,6 +309,7 @@ impl SharedMemory {
     /// As for [`as_mut_slice`](SharedMemory::as_mut_slice).
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn as_mut_slice_of<T: bytemuck::Pod>(&self) -> &mut [T] {
+        const { assert_page_aligned::<T>() };
         // SAFETY: as in `as_slice_of`; the caller guarantees exclusive access.
         unsafe {
             std::slice::from_raw_parts_mut(
@@ -317,6 +318,15 @@ impl SharedMemory {
             )
         }
     }
+}
+
+/// Stops at compile time a view of a type aligned beyond a page (the smallest page, 4096 bytes):
+/// the mapping would not be aligned for it.
+const fn assert_page_aligned<T>() {
+    assert!(
+        align_of::<T>() <= 4096,
+        "a SharedMemory view needs a type aligned to at most 4096 bytes"
+    );
 }
 
 impl Drop for SharedMemory {

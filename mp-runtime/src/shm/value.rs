@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::layout::{assert_alignment, check_received};
 use crate::codec;
 use crate::error::Result;
 use crate::sync::object::{Header, Object};
@@ -24,31 +25,6 @@ pub(crate) struct ValueHeader {
 unsafe impl Header for ValueHeader {
     const MAGIC: u64 = u64::from_le_bytes(*b"mp-valu1");
     const KIND: &'static std::ffi::CStr = c"mp-value";
-}
-
-/// Checks a received object's recorded element layout against `T`.
-pub(super) fn check_layout<T>(
-    size: u32,
-    align: u32,
-    what: &str,
-) -> std::result::Result<(), String> {
-    if size as usize != size_of::<T>() || align as usize != align_of::<T>() {
-        return Err(format!(
-            "the {what} received holds elements of {size} bytes (alignment {align}), not `{}` \
-             ({} bytes, alignment {})",
-            std::any::type_name::<T>(),
-            size_of::<T>(),
-            align_of::<T>()
-        ));
-    }
-    Ok(())
-}
-
-pub(super) const fn assert_alignment<T>() {
-    assert!(
-        align_of::<T>() <= crate::sync::object::DATA_OFFSET,
-        "types aligned to more than 256 bytes cannot live in mp shared memory"
-    );
 }
 
 /// A `T` in shared memory without a lock (Python's `RawValue`): `get` and `set` copy the whole
@@ -128,16 +104,13 @@ impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
         const { assert_alignment::<T>() };
         let obj = Object::<ValueHeader>::deserialize(d)?;
         let h = obj.header();
-        check_layout::<T>(
+        check_received::<T>(
             h.size.load(Ordering::Relaxed),
             h.align.load(Ordering::Relaxed),
+            1,
+            obj.data_len(),
             "value",
         )
-        .and_then(|()| {
-            (obj.data_len() >= size_of::<T>())
-                .then_some(())
-                .ok_or_else(|| "the value received is truncated".to_string())
-        })
         .map_err(|e| codec::de_error::<D::Error>(&e))?;
         Ok(RawValue {
             obj,

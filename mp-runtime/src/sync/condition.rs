@@ -1,20 +1,26 @@
 //! `Condition`: a condition variable shared between processes, over a [`Lock`].
 //!
-//! Protocol (all counters in shared memory; `waiting` and `signals` change under the lock, except
-//! that a woken waiter takes its signal without it):
-//! - `wait`: `waiting += 1`, release the lock, then until a signal is taken or the deadline
-//!   passes: read `seq`, try to take a signal (`signals -= 1`), else sleep on `seq`. A waiter
-//!   that timed out takes the lock again and then either takes a signal that arrived meanwhile
-//!   (it was notified after all) or removes itself (`waiting -= 1`).
-//! - `notify(n)`: `k = min(n, waiting)`; `waiting -= k`, `signals += k`, `seq += 1`, wake `k`
-//!   sleepers. With nobody waiting nothing is stored, so a later `wait` still waits.
+//! Protocol (in shared memory: `counts` packs `waiting` and `signals` into one word, so that a
+//! waiter can leave without the lock):
+//! - `wait`: under the lock `waiting += 1`; release the lock; then until a signal is taken or
+//!   the deadline passes: read `seq`, try to take a signal (`signals -= 1`), else sleep on
+//!   `seq`. A waiter that timed out leaves in one atomic step, without the lock: it takes a
+//!   signal that arrived meanwhile (it was notified after all), or else `waiting -= 1`. Then it
+//!   takes the lock again.
+//! - `notify(n)` (lock held): `k = min(n, waiting)`; `waiting -= k`, `signals += k`, `seq += 1`,
+//!   wake `k` sleepers; then, still holding the lock, wait until those `k` signals are taken
+//!   (bounded by [`DRAIN_LIMIT`], for a waiter that died). A waiter that arrives later needs
+//!   the lock to register, so it cannot take a signal meant for an earlier one (Python's
+//!   `Condition` has the same hand-shake). With nobody waiting nothing is stored, so a later
+//!   `wait` still waits.
 //!
 //! `waiting + signals` is the number of registered waiters, so exactly `k` waiters return
-//! notified. Wake-ups that find no signal (another waiter took it, or the kernel woke us
-//! spuriously) go back to sleep: the caller never sees them.
+//! notified, all of them waiting when `notify` was called. Wake-ups that find no signal
+//! (another waiter took it, or the kernel woke us spuriously) go back to sleep: the caller never
+//! sees them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,16 +31,36 @@ use super::object::{Header, Object};
 use crate::error::{Error, Result};
 use crate::sys::poll::Deadline;
 
+/// How long `notify` waits for the waiters it signalled to take their signals. Only a waiter
+/// that died (or is stopped) takes longer; its signal is then left for anyone.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// `counts`: waiters registered and not notified in the high half, signals not yet taken in
+/// the low half.
+const ONE_WAITING: u64 = 1 << 32;
+
 #[repr(C)]
 pub(crate) struct CondHeader {
-    waiting: AtomicU32,
-    signals: AtomicU32,
+    counts: AtomicU64,
+    /// Bumped by every notify; waiters sleep on it.
     seq: AtomicU32,
+    /// Bumped by every waiter that takes a signal; a notifier sleeps on it while `draining`.
+    taken: AtomicU32,
+    /// Non-zero while a notifier waits for its signals to be taken.
+    draining: AtomicU32,
+}
+
+fn waiting(counts: u64) -> u32 {
+    (counts >> 32) as u32
+}
+
+fn signals(counts: u64) -> u32 {
+    counts as u32
 }
 
 // SAFETY: atomics only.
 unsafe impl Header for CondHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-cond1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-cond2");
     const KIND: &'static std::ffi::CStr = c"mp-condition";
 }
 
@@ -106,7 +132,7 @@ impl fmt::Debug for Condition {
             f,
             "<Condition({:?}, waiting={})>",
             self.lock,
-            self.h().waiting.load(Ordering::Relaxed)
+            waiting(self.h().counts.load(Ordering::Relaxed))
         )
     }
 }
@@ -164,7 +190,7 @@ impl ConditionGuard<'_> {
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<bool> {
         let h = self.cond.h();
-        h.waiting.fetch_add(1, Ordering::SeqCst);
+        h.counts.fetch_add(ONE_WAITING, Ordering::SeqCst);
         drop(self.guard.take());
         let mut notified = false;
         loop {
@@ -177,32 +203,53 @@ impl ConditionGuard<'_> {
                 break;
             }
         }
+        if !notified {
+            notified = take_signal_or_leave(h);
+        }
         let (guard, died) = self.cond.lock.acquire_recovering();
         self.guard = Some(guard);
-        if !notified {
-            if take_signal(h) {
-                notified = true;
-            } else {
-                h.waiting.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
         if died {
             return Err(Error::OwnerDied);
         }
         Ok(notified)
     }
 
-    /// Wakes up to `n` of the waiting threads (in any process). Has no effect on later waits.
+    /// Wakes up to `n` of the threads waiting now (in any process), and returns once they have
+    /// taken their notifications (or after 1 s, if one died waiting: a later waiter may then
+    /// wake without a notify of its own). Has no effect on later waits.
     pub fn notify(&mut self, n: u32) {
         let h = self.cond.h();
-        let k = n.min(h.waiting.load(Ordering::SeqCst));
-        if k == 0 {
-            return;
-        }
-        h.waiting.fetch_sub(k, Ordering::SeqCst);
-        h.signals.fetch_add(k, Ordering::SeqCst);
+        let mut counts = h.counts.load(Ordering::SeqCst);
+        let (k, leftover) = loop {
+            let k = n.min(waiting(counts));
+            if k == 0 {
+                return;
+            }
+            let moved = counts - u64::from(k) * ONE_WAITING + u64::from(k);
+            match h
+                .counts
+                .compare_exchange(counts, moved, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break (k, signals(counts)),
+                Err(now) => counts = now,
+            }
+        };
         h.seq.fetch_add(1, Ordering::SeqCst);
         futex::wake(&h.seq, k.min(i32::MAX as u32) as i32);
+        // Hold the lock until the signalled waiters have taken their signals, so that nobody
+        // who starts waiting after this notify can take one of them.
+        let drained = Deadline::after(Some(DRAIN_LIMIT));
+        h.draining.store(1, Ordering::SeqCst);
+        loop {
+            let taken = h.taken.load(Ordering::SeqCst);
+            if signals(h.counts.load(Ordering::SeqCst)) <= leftover {
+                break;
+            }
+            if !futex::wait(&h.taken, taken, drained) {
+                break;
+            }
+        }
+        h.draining.store(0, Ordering::SeqCst);
     }
 
     /// Wakes one waiter (Python's `notify()` without argument).
@@ -216,18 +263,47 @@ impl ConditionGuard<'_> {
     }
 }
 
+/// Takes one signal if there is one.
 fn take_signal(h: &CondHeader) -> bool {
-    let mut v = h.signals.load(Ordering::SeqCst);
-    while v > 0 {
-        match h
-            .signals
-            .compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::SeqCst)
-        {
-            Ok(_) => return true,
-            Err(now) => v = now,
-        }
+    let took = h
+        .counts
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+            (signals(c) > 0).then(|| c - 1)
+        })
+        .is_ok();
+    if took {
+        signal_taken(h);
     }
-    false
+    took
+}
+
+/// For a waiter whose time ran out: takes a signal that arrived meanwhile (true), or else
+/// removes the waiter from `waiting` (false), in one step, so that no notify counts it after.
+fn take_signal_or_leave(h: &CondHeader) -> bool {
+    let before = h
+        .counts
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+            if signals(c) > 0 {
+                Some(c - 1)
+            } else {
+                // A count of zero can only come from a corrupt header: leave it.
+                Some(c.saturating_sub(ONE_WAITING))
+            }
+        })
+        .unwrap_or(0);
+    let took = signals(before) > 0;
+    if took {
+        signal_taken(h);
+    }
+    took
+}
+
+/// Tells a notifier waiting for its signals to be taken that one was.
+fn signal_taken(h: &CondHeader) {
+    h.taken.fetch_add(1, Ordering::SeqCst);
+    if h.draining.load(Ordering::SeqCst) != 0 {
+        futex::wake_all(&h.taken);
+    }
 }
 
 impl fmt::Debug for ConditionGuard<'_> {

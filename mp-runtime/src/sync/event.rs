@@ -11,19 +11,26 @@ use super::object::{Header, Object};
 use crate::error::Result;
 use crate::sys::poll::Deadline;
 
+/// Bit 0 of the word: the flag. The other bits count the `set`s that found it clear, so that a
+/// waiter sees a `set` even if a `clear` followed before it woke up.
+const SET: u32 = 1;
+const GENERATION: u32 = 2;
+
 #[repr(C)]
 pub(crate) struct EventHeader {
-    flag: AtomicU32,
+    /// The flag and the generation (see [`SET`]).
+    word: AtomicU32,
 }
 
 // SAFETY: one atomic.
 unsafe impl Header for EventHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-evnt1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-evnt2");
     const KIND: &'static std::ffi::CStr = c"mp-event";
 }
 
 /// A flag shared between processes (Python's `multiprocessing.Event`): [`set`](Event::set)
-/// wakes every waiter, [`clear`](Event::clear) resets it.
+/// wakes every waiter, [`clear`](Event::clear) resets it. A thread waiting when `set` is called
+/// returns true even if `clear` follows at once (as in Python's `threading.Event`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,25 +55,30 @@ impl Event {
         })
     }
 
-    fn flag(&self) -> &AtomicU32 {
-        &self.obj.header().flag
+    fn word(&self) -> &AtomicU32 {
+        &self.obj.header().word
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.flag().load(Ordering::Acquire) != 0
+        self.word().load(Ordering::Acquire) & SET != 0
     }
 
     /// Sets the flag and wakes every waiter, in every process.
     pub fn set(&self) {
-        if self.flag().swap(1, Ordering::AcqRel) == 0 {
-            futex::wake_all(self.flag());
+        let was = self
+            .word()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w & SET == 0).then_some(w.wrapping_add(GENERATION) | SET)
+            });
+        if was.is_ok() {
+            futex::wake_all(self.word());
         }
     }
 
     /// Clears the flag: later waits block until the next `set`.
     pub fn clear(&self) {
-        self.flag().store(0, Ordering::Release);
+        self.word().fetch_and(!SET, Ordering::AcqRel);
     }
 
     /// Waits until the flag is set.
@@ -74,18 +86,23 @@ impl Event {
         self.wait_until(Deadline::NEVER);
     }
 
-    /// Waits at most `timeout` for the flag; returns whether it is set.
+    /// Waits at most `timeout` for the flag; returns whether it was set (now, or by a `set`
+    /// during the wait that a `clear` undid).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.wait_until(Deadline::after(Some(timeout)))
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
+        let start = self.word().load(Ordering::Acquire);
+        let mut seen = start;
         loop {
-            if self.is_set() {
+            if seen & SET != 0 || seen != start {
                 return true;
             }
-            if !futex::wait(self.flag(), 0, deadline) {
-                return self.is_set();
+            let in_time = futex::wait(self.word(), seen, deadline);
+            seen = self.word().load(Ordering::Acquire);
+            if !in_time {
+                return seen & SET != 0 || seen != start;
             }
         }
     }

@@ -52,8 +52,11 @@ impl<H> Clone for Object<H> {
 }
 
 impl<H: Header> Object<H> {
+    /// Where the data area starts; also checks, at compile time, that the header fits before
+    /// it and that its alignment divides `HEADER_OFFSET` (what `header` relies on).
     const DATA: usize = {
         assert!(HEADER_OFFSET + size_of::<H>() <= DATA_OFFSET);
+        assert!(HEADER_OFFSET.is_multiple_of(align_of::<H>()));
         DATA_OFFSET
     };
 
@@ -104,8 +107,9 @@ impl<H: Header> Object<H> {
     #[inline]
     pub(crate) fn header(&self) -> &H {
         // SAFETY: the region is at least DATA_OFFSET >= HEADER_OFFSET + size_of::<H>() bytes
-        // (checked on creation and receipt); HEADER_OFFSET is 64-aligned within a page-aligned
-        // mapping, enough for atomics; `H: Header` is valid for any bits and shareable.
+        // (checked on creation and receipt); HEADER_OFFSET is a multiple of H's alignment
+        // (checked at compile time in `DATA`) within a page-aligned mapping; `H: Header` is
+        // valid for any bits and shareable.
         unsafe { &*(self.region.as_ptr().add(HEADER_OFFSET) as *const H) }
     }
 
