@@ -433,3 +433,42 @@ fn wa_03_05_wait_timeouts() {
         vec![0, 1]
     );
 }
+
+#[test]
+fn recv_timeout_does_not_hang_on_a_peer_that_stops_mid_message() {
+    let _g = shared();
+    let (a, b) = Pipe::<u64>::duplex().unwrap();
+    // Nothing sent: a plain timeout.
+    let t = Instant::now();
+    assert!(matches!(
+        b.recv_timeout(Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    // Half a frame header, then silence (the peer stays connected).
+    nix::unistd::write(std::os::fd::AsFd::as_fd(&a), &[1u8; 8]).unwrap();
+    assert!(matches!(
+        b.recv_timeout(Duration::from_millis(100)),
+        Err(Error::Protocol { .. })
+    ));
+    drop(a);
+}
+
+#[test]
+fn recv_timeout_completes_a_long_message_that_keeps_arriving() {
+    let _g = shared();
+    let (a, b) = Pipe::<Vec<u8>>::duplex().unwrap();
+    let payload: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let expected = payload.clone();
+    let sender = std::thread::spawn(move || a.send(&payload).unwrap());
+    // Far shorter than the transfer, but every piece arrives in time.
+    let got = b
+        .recv_timeout(Duration::from_millis(20))
+        .unwrap_or_else(|e| {
+            // The first byte may take longer than 20 ms on a loaded machine; then wait for it.
+            assert!(matches!(e, Error::Timeout), "{e}");
+            b.recv_timeout(LONG).unwrap()
+        });
+    sender.join().unwrap();
+    assert_eq!(got, expected);
+}

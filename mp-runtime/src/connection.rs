@@ -222,12 +222,17 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         codec::decode(&f.payload, f.fds)
     }
 
-    /// Receives one value, waiting at most `timeout`; [`Error::Timeout`] if nothing came.
+    /// Receives one value, waiting at most `timeout` for it to begin; [`Error::Timeout`] if
+    /// nothing came. Once a message has begun, each further piece may take `timeout` (at least
+    /// 1 s) to arrive, so a long message that keeps flowing completes; a peer that stops in the
+    /// middle of one is [`Error::Protocol`], not a hang.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        if !self.poll(Some(timeout))? {
-            return Err(Error::Timeout);
-        }
-        self.recv()
+        let fd = self.reader()?;
+        let f = {
+            let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
+            frame::recv_frame_within(fd, self.max_len, frame::RecvLimit::within(timeout))?
+        };
+        codec::decode(&f.payload, f.fds)
     }
 }
 

@@ -17,6 +17,56 @@ use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 use crate::error::{Error, Result};
+use crate::sys::poll::{Deadline, readable};
+
+/// The shortest wait for more bytes of a frame that has begun to arrive.
+const MIN_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a receive may wait: for a frame to begin (`start`), and then, once it has, for each
+/// further piece of it (`stall`), so a peer that stops mid-frame cannot hold a timed receive
+/// forever while a long frame that keeps arriving is not cut off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecvLimit {
+    start: Deadline,
+    stall: Option<std::time::Duration>,
+}
+
+impl RecvLimit {
+    /// Wait as long as it takes.
+    pub(crate) const NEVER: RecvLimit = RecvLimit {
+        start: Deadline::NEVER,
+        stall: None,
+    };
+
+    /// A frame must begin within `timeout`; then each piece within `timeout` (at least 1 s).
+    pub(crate) fn within(timeout: std::time::Duration) -> RecvLimit {
+        RecvLimit {
+            start: Deadline::after(Some(timeout)),
+            stall: Some(timeout.max(MIN_STALL)),
+        }
+    }
+
+    /// Waits until `sock` has bytes; `begun` says whether part of the frame was read already.
+    fn wait(&self, sock: BorrowedFd<'_>, begun: bool) -> Result<()> {
+        let Some(stall) = self.stall else {
+            return Ok(());
+        };
+        let deadline = if begun {
+            Deadline::after(Some(stall))
+        } else {
+            self.start
+        };
+        match readable(sock, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) if begun => Err(Error::protocol(format!(
+                "the peer stopped sending in the middle of a message for {stall:?}: the \
+                 connection is out of step; close it"
+            ))),
+            Ok(false) => Err(Error::Timeout),
+            Err(e) => Err(Error::io("poll", e)),
+        }
+    }
+}
 
 /// Bytes in a frame header.
 pub(crate) const HEADER_LEN: usize = 16;
@@ -96,19 +146,38 @@ pub(crate) fn send_parts(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -
 
 /// Receives one frame, blocking until it is complete. `max_len` bounds the payload.
 pub(crate) fn recv_frame(sock: BorrowedFd<'_>, max_len: u64) -> Result<Frame> {
-    let (len, fds) = recv_header(sock, max_len)?;
+    recv_frame_within(sock, max_len, RecvLimit::NEVER)
+}
+
+/// [`recv_frame`] bounded by `limit`.
+pub(crate) fn recv_frame_within(
+    sock: BorrowedFd<'_>,
+    max_len: u64,
+    limit: RecvLimit,
+) -> Result<Frame> {
+    let (len, fds) = recv_header_within(sock, max_len, limit)?;
     let mut payload = vec![0u8; len];
-    read_exact(sock, &mut payload)?;
+    read_exact_within(sock, &mut payload, limit)?;
     Ok(Frame { payload, fds })
 }
 
 /// Receives a frame header and its descriptors; the payload of the returned length follows on
 /// the socket.
 pub(crate) fn recv_header(sock: BorrowedFd<'_>, max_len: u64) -> Result<(usize, Vec<OwnedFd>)> {
+    recv_header_within(sock, max_len, RecvLimit::NEVER)
+}
+
+/// [`recv_header`] bounded by `limit`.
+pub(crate) fn recv_header_within(
+    sock: BorrowedFd<'_>,
+    max_len: u64,
+    limit: RecvLimit,
+) -> Result<(usize, Vec<OwnedFd>)> {
     let mut head = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
     let mut got = 0;
     while got < HEADER_LEN {
+        limit.wait(sock, got > 0)?;
         let n = recv_with_fds(sock, &mut head[got..], &mut fds)?;
         if n == 0 {
             return Err(Error::Closed);
@@ -139,8 +208,18 @@ pub(crate) fn recv_header(sock: BorrowedFd<'_>, max_len: u64) -> Result<(usize, 
 
 /// Reads exactly `buf.len()` bytes; EOF before that is [`Error::Closed`].
 pub(crate) fn read_exact(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<()> {
+    read_exact_within(sock, buf, RecvLimit::NEVER)
+}
+
+/// [`read_exact`] for the rest of a frame that has begun, each wait bounded by `limit`.
+pub(crate) fn read_exact_within(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    limit: RecvLimit,
+) -> Result<()> {
     let mut got = 0;
     while got < buf.len() {
+        limit.wait(sock, true)?;
         match nix::unistd::read(sock, &mut buf[got..]) {
             Ok(0) => return Err(Error::Closed),
             Ok(n) => got += n,
