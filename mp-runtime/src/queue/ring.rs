@@ -41,6 +41,9 @@ const KEEP_RESIDENT: u64 = 4 << 20;
 /// so "the queue is busy" must not read as "the queue is empty" (or full).
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Messages up to this size are copied out of the ring and decoded after the lock is released.
+const INLINE: usize = 256;
+
 const FLAG_FDS: u32 = 1;
 const FLAG_LARGE: u32 = 2;
 
@@ -510,17 +513,28 @@ impl Ring {
             .count
             .store(count.saturating_sub(1), Ordering::Release);
         h.space.seq.fetch_add(1, Ordering::SeqCst);
-        let result = fds.and_then(|mut fds| {
-            if flags & FLAG_LARGE != 0 {
-                if fds.is_empty() {
-                    return Err(Error::protocol("a large queue message lost its memory"));
+        // A small message is copied out and decoded after the lock is released, which keeps
+        // the critical section short for the next producer.
+        let mut inline = [0u8; INLINE];
+        let small = flags & FLAG_LARGE == 0 && len <= INLINE;
+        if small {
+            self.read_at(head + RECORD_HEADER, &mut inline[..len]);
+        }
+        let decoded = if small {
+            Decoded::Later(fds)
+        } else {
+            Decoded::Now(fds.and_then(|mut fds| {
+                if flags & FLAG_LARGE != 0 {
+                    if fds.is_empty() {
+                        return Err(Error::protocol("a large queue message lost its memory"));
+                    }
+                    let memfd = fds.remove(0);
+                    with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
+                } else {
+                    self.with_bytes_at(head + RECORD_HEADER, len, |bytes| decode(bytes, fds))
                 }
-                let memfd = fds.remove(0);
-                with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
-            } else {
-                self.with_bytes_at(head + RECORD_HEADER, len, |bytes| decode(bytes, fds))
-            }
-        });
+            }))
+        };
         if drained {
             self.give_back_memory(tail % self.data_len());
         }
@@ -528,6 +542,10 @@ impl Ring {
         if h.space.sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&h.space.seq);
         }
+        let result = match decoded {
+            Decoded::Now(r) => r,
+            Decoded::Later(fds) => fds.and_then(|fds| decode(&inline[..len], fds)),
+        };
         Ok(Step::Done(result))
     }
 
@@ -766,6 +784,13 @@ fn with_memfd_bytes<R>(fd: OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> Result<
     // SAFETY: the mapping holds at least `len` bytes (checked above) and lives until `f`
     // returns; the producer finished writing before it sent the descriptor.
     f(unsafe { std::slice::from_raw_parts(region.as_ptr(), len) })
+}
+
+/// A message decoded under the lock, or its descriptors kept for decoding a copied-out small
+/// message after the lock is released.
+enum Decoded<R> {
+    Now(Result<R>),
+    Later(Result<Vec<OwnedFd>>),
 }
 
 /// Releases the ring's lock when dropped, also if decoding a message panics.
