@@ -66,11 +66,13 @@
 
 pub use mp_macros::{main, worker};
 pub use mp_runtime::{
-    ActiveChild, Address, Client, Connection, Context, CurrentProcess, Error, Handle, IntoAddress,
-    JoinableQueue, Listener, ParentProcess, Pipe, Process, ProcessBuilder, Queue, RegisteredRun,
-    Result, Run, Sendable, SimpleQueue, StartMethod, Worker, WorkerFn, active_children, connection,
-    cpu_count, current_process, default_context, forkserver, get_all_start_methods, get_context,
-    get_start_method, parent_process, set_authkey, set_start_method, set_start_method_force,
+    ActiveChild, Address, AsyncResult, Callbacks, Client, Connection, Context, CurrentProcess,
+    Error, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress, JoinableQueue, Listener,
+    ParentProcess, Pipe, Pool, PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue,
+    RegisteredRun, Result, Run, Sendable, SimpleQueue, StartMethod, Worker, WorkerFn,
+    active_children, connection, cpu_count, current_process, default_context, forkserver, futures,
+    get_all_start_methods, get_context, get_start_method, parent_process, set_authkey,
+    set_start_method, set_start_method_force,
 };
 
 #[doc(hidden)]

@@ -51,6 +51,9 @@ fn table() -> &'static HashMap<&'static str, Slot> {
 
 /// The entry registered as `name`.
 pub(crate) fn find(name: &str) -> Result<EntryFn> {
+    if name == crate::pool::worker_loop::WORKER_LOOP {
+        return Ok(crate::pool::worker_loop::entry);
+    }
     match table().get(name) {
         Some(Slot::One(f)) => Ok(*f),
         Some(Slot::Ambiguous(n)) => Err(Error::UnknownWorker {

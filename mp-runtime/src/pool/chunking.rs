@@ -1,0 +1,71 @@
+//! Splitting input into chunks and encoding them for the workers.
+
+use std::os::fd::BorrowedFd;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::scheduler::{Chunk, ItemResult};
+use super::wire;
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// Python's default chunk size for `map`: `len / (4 * processes)`, rounded up (0 for no input).
+pub(crate) fn default_chunksize(len: usize, processes: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.div_ceil(processes.max(1) * 4)
+    }
+}
+
+/// Encodes up to `n` items of `items` into one chunk (fewer if the input ends). Returns how many
+/// items were taken, and the chunk or the first encoding error among them.
+pub(crate) fn encode_chunk<T: Serialize>(
+    items: &mut impl Iterator<Item = T>,
+    n: usize,
+    scratch: &mut Vec<u8>,
+) -> (usize, Result<Chunk>) {
+    let mut chunk = Chunk {
+        items: Vec::new(),
+        fds: Vec::new(),
+        nitems: 0,
+    };
+    let mut first_error = None;
+    for item in items.take(n) {
+        chunk.nitems += 1;
+        if first_error.is_some() {
+            continue;
+        }
+        scratch.clear();
+        match codec::encode_into(&item, scratch) {
+            Ok(raw) => {
+                for fd in &raw {
+                    // SAFETY: `fd` was recorded by the codec from a live handle inside `item`,
+                    // which is still alive here.
+                    let b = unsafe { BorrowedFd::borrow_raw(*fd) };
+                    match b.try_clone_to_owned() {
+                        Ok(o) => chunk.fds.push(o),
+                        Err(e) => first_error = Some(Error::io("dup", e)),
+                    }
+                }
+                wire::put_uint(&mut chunk.items, raw.len() as u64);
+                wire::put_bytes(&mut chunk.items, scratch);
+            }
+            Err(e) => first_error = Some(e),
+        }
+    }
+    let taken = chunk.nitems;
+    match first_error {
+        Some(e) => (taken, Err(e)),
+        None => (taken, Ok(chunk)),
+    }
+}
+
+/// Decodes one item's result.
+pub(crate) fn decode_item<R: DeserializeOwned>(r: ItemResult<'_>) -> Result<R> {
+    let (bytes, fds) = r?;
+    codec::decode(bytes, fds).map_err(|e| Error::Codec {
+        message: format!("a task's result could not be decoded: {e}"),
+    })
+}
