@@ -209,7 +209,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
     };
     let _ = REPORT_SOCK.set(report_sock);
     let input = Input {
-        bytes: boot.args,
+        bytes: &boot.args,
         fds: frame.fds,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| entry(input)));

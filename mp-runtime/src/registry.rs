@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::worker::{Input, Outcome};
 
 /// How a child runs a worker from its encoded arguments.
-pub type EntryFn = fn(Input) -> Outcome;
+pub type EntryFn = fn(Input<'_>) -> Outcome;
 
 /// One registered worker.
 #[doc(hidden)]

@@ -112,8 +112,8 @@ pub trait RegisteredRun: Run {
 
 /// A worker's arguments as they arrive in the child.
 #[doc(hidden)]
-pub struct Input {
-    pub(crate) bytes: Vec<u8>,
+pub struct Input<'a> {
+    pub(crate) bytes: &'a [u8],
     pub(crate) fds: Vec<OwnedFd>,
 }
 
@@ -142,8 +142,8 @@ impl<T, E: fmt::Display> Fallible for std::result::Result<T, E> {
     }
 }
 
-fn decode_args<A: DeserializeOwned>(input: Input) -> Result<A> {
-    codec::decode(&input.bytes, input.fds)
+fn decode_args<A: DeserializeOwned>(input: Input<'_>) -> Result<A> {
+    codec::decode(input.bytes, input.fds)
 }
 
 fn returned<T: Serialize>(value: &T) -> Outcome {
@@ -164,7 +164,7 @@ fn bad_args(e: crate::Error) -> Outcome {
 /// Runs a worker that returns a plain value.
 #[doc(hidden)]
 pub fn call_plain<A: DeserializeOwned, R: Serialize>(
-    input: Input,
+    input: Input<'_>,
     f: impl FnOnce(A) -> R,
 ) -> Outcome {
     match decode_args(input) {
@@ -176,7 +176,7 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
 /// Runs a worker that returns `Result<T, E>`: `Err` becomes a failure carrying `E`'s text.
 #[doc(hidden)]
 pub fn call_fallible<A: DeserializeOwned, R: Fallible>(
-    input: Input,
+    input: Input<'_>,
     f: impl FnOnce(A) -> R,
 ) -> Outcome
 where

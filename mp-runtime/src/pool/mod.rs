@@ -274,18 +274,17 @@ impl Pool {
         let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
         let mut it = items.into_iter();
         let mut scratch = Vec::new();
-        let mut chunks = Vec::with_capacity(len.div_ceil(chunksize));
-        loop {
+        // Each chunk is submitted as soon as it is encoded, so workers start while the rest of
+        // the input is being encoded. An item that cannot be encoded fails the call; chunks
+        // already submitted still run, their results are dropped.
+        for index in 0.. {
             let (n, chunk) = encode_chunk(&mut it, chunksize, &mut scratch);
             if n == 0 {
                 break;
             }
-            chunks.push(chunk?);
-        }
-        for (index, chunk) in chunks.into_iter().enumerate() {
             let sink: Arc<dyn Sink> = sink.clone();
             self.core
-                .submit(Task::new(name, index, chunk, sink), false)?;
+                .submit(Task::new(name, index, chunk?, sink), false)?;
         }
         Ok(AsyncResult { cell })
     }

@@ -30,8 +30,8 @@ pub(crate) type LoopArgs = (FdOwned, Option<(String, Vec<u8>)>, Vec<FdOwned>);
 /// The entry function of [`WORKER_LOOP`]. The registry knows it directly rather than through
 /// `inventory`: a child enters its worker from a constructor of this crate, which may run before
 /// this crate's own `inventory` registrations.
-pub(crate) fn entry(input: Input) -> Outcome {
-    let (sock, init, init_fds): LoopArgs = match codec::decode(&input.bytes, input.fds) {
+pub(crate) fn entry(input: Input<'_>) -> Outcome {
+    let (sock, init, init_fds): LoopArgs = match codec::decode(input.bytes, input.fds) {
         Ok(a) => a,
         Err(e) => {
             return Outcome::Failed {
@@ -71,7 +71,7 @@ fn run_initializer(
     fds: Vec<OwnedFd>,
 ) -> std::result::Result<(), String> {
     let f = registry::find(name).map_err(|e| e.to_string())?;
-    match run_one(f, Input { bytes, fds }) {
+    match run_one(f, Input { bytes: &bytes, fds }) {
         Ran::Ok(..) => Ok(()),
         Ran::Failed(m) => Err(format!("the pool's initializer `{name}` failed: {m}")),
         Ran::Panicked(m, loc) => Err(format!(
@@ -86,7 +86,7 @@ enum Ran {
     Panicked(String, String),
 }
 
-fn run_one(f: EntryFn, input: Input) -> Ran {
+fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
     match catch_unwind(AssertUnwindSafe(|| f(input))) {
         Ok(Outcome::Returned { bytes, fds }) => Ran::Ok(bytes, fds),
         Ok(Outcome::Failed { message }) => Ran::Failed(message),
@@ -139,7 +139,7 @@ fn serve(sock: BorrowedFd<'_>) -> Result<()> {
         let mut out_fds: Vec<OwnedFd> = Vec::new();
         for _ in 0..nitems {
             let nfds = cur.usize()?;
-            let bytes = cur.bytes()?.to_vec();
+            let bytes = cur.bytes()?;
             let item_fds = wire::take_fds(&mut fds, nfds)?;
             let ran = match &f {
                 Ok(f) => run_one(
