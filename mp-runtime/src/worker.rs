@@ -146,9 +146,23 @@ fn decode_args<A: DeserializeOwned>(input: Input<'_>) -> Result<A> {
     codec::decode(input.bytes, input.fds)
 }
 
+thread_local! {
+    /// A result buffer handed back by the pool's worker loop once it has copied the bytes out,
+    /// so that a worker running many tasks does not allocate one per result.
+    static RESULT_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Gives a result's buffer back for the next result of this thread.
+pub(crate) fn recycle_result_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    RESULT_BUF.set(buf);
+}
+
 fn returned<T: Serialize>(value: &T) -> Outcome {
-    match codec::encode_owned(value) {
-        Ok((bytes, fds)) => Outcome::Returned { bytes, fds },
+    let mut bytes = RESULT_BUF.take();
+    bytes.clear();
+    match codec::encode_owned_into(value, &mut bytes) {
+        Ok(fds) => Outcome::Returned { bytes, fds },
         Err(e) => Outcome::Failed {
             message: format!("the worker's result could not be sent: {e}"),
         },

@@ -95,7 +95,7 @@ where
             worker,
             input,
             chunksize,
-            window: chunksize * (processes.max(1) * 4).max(8),
+            window: chunksize * (processes.max(1) * 16).max(32),
             next_chunk: 0,
             submitted: 0,
             yielded: 0,

@@ -42,6 +42,7 @@ const MAX_FRAME: u64 = 1 << 34;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Appends LEB128 integers and length-prefixed byte strings.
+#[inline]
 pub(crate) fn put_uint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -50,6 +51,7 @@ pub(crate) fn put_uint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     put_uint(buf, b.len() as u64);
     buf.extend_from_slice(b);
@@ -83,12 +85,14 @@ impl<'a> Cursor<'a> {
         Error::protocol("truncated pool message")
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8> {
         let b = *self.buf.get(self.pos).ok_or_else(Self::truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub(crate) fn uint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         let mut shift = 0;
@@ -105,10 +109,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn usize(&mut self) -> Result<usize> {
         usize::try_from(self.uint()?).map_err(|_| Self::truncated())
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.usize()?;
         let end = self.pos.checked_add(len).ok_or_else(Self::truncated)?;
@@ -124,6 +130,9 @@ impl<'a> Cursor<'a> {
 
 /// Takes `n` descriptors from the front of `fds`.
 pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     if fds.len() < n {
         return Err(Error::protocol(format!(
             "pool message announced {n} descriptors but {} arrived",

@@ -156,6 +156,7 @@ fn serve(sock: BorrowedFd<'_>) -> Result<()> {
                     out.push(wire::TAG_OK);
                     wire::put_uint(&mut out, rfds.len() as u64);
                     wire::put_bytes(&mut out, &bytes);
+                    crate::worker::recycle_result_buffer(bytes);
                     out_fds.extend(rfds);
                 }
                 Ran::Failed(m) => {
