@@ -784,3 +784,26 @@ fn join_requires_close() {
     let p = Pool::new(1).unwrap();
     assert!(matches!(p.join(), Err(Error::InvalidState { .. })));
 }
+
+#[test]
+fn failing_item_fails_its_whole_chunk() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    // Chunks of 4: items 0..4 hold the failing 3, as in Python a chunk succeeds or fails whole.
+    let r: Vec<_> = p.imap_chunked(fail_on, 0..10u64, 4).unwrap().collect();
+    assert_eq!(r.len(), 10);
+    for (i, item) in r.iter().enumerate() {
+        if i < 4 {
+            assert!(matches!(item, Err(Error::TaskFailed { message }) if message == "refusing 3"));
+        } else {
+            assert_eq!(*item.as_ref().unwrap(), i as u64);
+        }
+    }
+    let r: Vec<_> = p.imap_chunked(panic_on, 0..6u64, 3).unwrap().collect();
+    assert!(r[..3].iter().all(|x| x.is_ok()));
+    assert!(
+        r[3..]
+            .iter()
+            .all(|x| matches!(x, Err(Error::WorkerPanicked { .. })))
+    );
+}

@@ -211,6 +211,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
     let input = Input {
         bytes: &boot.args,
         fds: frame.fds,
+        batch: false,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| entry(input)));
     let code = match outcome {

@@ -115,6 +115,9 @@ pub trait RegisteredRun: Run {
 pub struct Input<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) fds: Vec<OwnedFd>,
+    /// A pool chunk: `bytes` encode a `Vec` of argument tuples, and the worker's results go back
+    /// as one `Vec` (the first failure fails the chunk, as in Python's pool).
+    pub(crate) batch: bool,
 }
 
 /// What a worker run produced, before it is sent to the parent.
@@ -179,8 +182,14 @@ fn bad_args(e: crate::Error) -> Outcome {
 #[doc(hidden)]
 pub fn call_plain<A: DeserializeOwned, R: Serialize>(
     input: Input<'_>,
-    f: impl FnOnce(A) -> R,
+    mut f: impl FnMut(A) -> R,
 ) -> Outcome {
+    if input.batch {
+        return match codec::decode::<Vec<A>>(input.bytes, input.fds) {
+            Ok(items) => returned(&items.into_iter().map(f).collect::<Vec<R>>()),
+            Err(e) => bad_args(e),
+        };
+    }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),
         Err(e) => bad_args(e),
@@ -191,11 +200,29 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
 #[doc(hidden)]
 pub fn call_fallible<A: DeserializeOwned, R: Fallible>(
     input: Input<'_>,
-    f: impl FnOnce(A) -> R,
+    mut f: impl FnMut(A) -> R,
 ) -> Outcome
 where
     R::Ok: Serialize,
 {
+    if input.batch {
+        let items = match codec::decode::<Vec<A>>(input.bytes, input.fds) {
+            Ok(items) => items,
+            Err(e) => return bad_args(e),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for args in items {
+            match f(args).into_result() {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    return Outcome::Failed {
+                        message: e.to_string(),
+                    };
+                }
+            }
+        }
+        return returned(&out);
+    }
     match decode_args(input) {
         Ok(args) => match f(args).into_result() {
             Ok(v) => returned(&v),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::chunking::decode_item;
-use super::scheduler::{ItemResult, Sink};
+use super::chunking::decode_results;
+use super::scheduler::{ChunkResult, Sink};
 use crate::error::{Error, Result};
 
 /// Functions to call when a result is ready: `on_success` with the value, `on_error` with the
@@ -342,11 +342,10 @@ pub(crate) struct OneSink<R> {
 }
 
 impl<R: DeserializeOwned + Send> Sink for OneSink<R> {
-    fn complete(&self, _chunk: usize, results: Vec<ItemResult<'_>>) {
-        let v = results
+    fn complete(&self, _chunk: usize, results: ChunkResult<'_>) {
+        let v = decode_results(results, 1)
             .into_iter()
             .next()
-            .map(decode_item)
             .unwrap_or_else(|| Err(Error::protocol("a task returned no result")));
         self.cell.set(v);
     }
@@ -362,6 +361,7 @@ struct MapParts<R> {
 /// (the other chunks still run, as in Python).
 pub(crate) struct MapSink<R> {
     cell: Arc<Cell<Vec<R>>>,
+    len: usize,
     chunksize: usize,
     parts: Mutex<MapParts<R>>,
     _r: PhantomData<fn() -> R>,
@@ -371,6 +371,7 @@ impl<R> MapSink<R> {
     pub(crate) fn new(cell: Arc<Cell<Vec<R>>>, len: usize, chunksize: usize) -> Self {
         MapSink {
             cell,
+            len,
             chunksize,
             parts: Mutex::new(MapParts {
                 values: (0..len).map(|_| None).collect(),
@@ -383,16 +384,18 @@ impl<R> MapSink<R> {
 }
 
 impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
-    fn complete(&self, chunk: usize, results: Vec<ItemResult<'_>>) {
+    fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
         let mut error = None;
+        let base = chunk * self.chunksize;
+        let n = self.chunksize.min(self.len.saturating_sub(base));
+        let decoded = decode_results::<R>(results, n);
         let finished = {
             let mut p = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-            let base = chunk * self.chunksize;
-            for (i, r) in results.into_iter().enumerate() {
+            for (i, r) in decoded.into_iter().enumerate() {
                 if p.failed || error.is_some() {
                     break;
                 }
-                match decode_item(r) {
+                match r {
                     Ok(v) => {
                         if let Some(slot) = p.values.get_mut(base + i) {
                             *slot = Some(v);

@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::scheduler::{Chunk, ItemResult};
+use super::scheduler::{Chunk, ChunkResult, ItemResult};
 use super::wire;
 use crate::codec;
 use crate::error::{Error, Result};
@@ -30,6 +30,7 @@ pub(crate) fn encode_chunk<T: Serialize>(
         items: Vec::new(),
         fds: Vec::new(),
         nitems: 0,
+        batch: false,
     };
     let mut first_error = None;
     for item in items.take(n) {
@@ -68,4 +69,73 @@ pub(crate) fn decode_item<R: DeserializeOwned>(r: ItemResult<'_>) -> Result<R> {
     codec::decode(bytes, fds).map_err(|e| Error::Codec {
         message: format!("a task's result could not be decoded: {e}"),
     })
+}
+
+/// Encodes `items` as one batch chunk: a single `Vec` of argument tuples (a one-argument
+/// worker's `T` encodes like `(T,)`).
+pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
+    let (bytes, fds) = codec::encode_owned(items)?;
+    Ok(Chunk {
+        items: bytes,
+        fds,
+        nitems: items.len(),
+        batch: true,
+    })
+}
+
+/// A task's results as one `Result` per item: a batch is decoded as a `Vec` of `n`; an error
+/// that failed the whole chunk is given to its first item and repeated for the others.
+pub(crate) fn decode_results<R: DeserializeOwned>(r: ChunkResult<'_>, n: usize) -> Vec<Result<R>> {
+    match r {
+        ChunkResult::Items(items) => items.into_iter().map(decode_item).collect(),
+        ChunkResult::Batch(r) => {
+            let all = decode_item::<Vec<R>>(r).and_then(|v| {
+                if v.len() == n {
+                    Ok(v)
+                } else {
+                    Err(Error::protocol(format!(
+                        "a worker returned {} results for a chunk of {n}",
+                        v.len()
+                    )))
+                }
+            });
+            match all {
+                Ok(v) => v.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    let mut out: Vec<Result<R>> = (1..n).map(|_| Err(replicate(&e))).collect();
+                    out.insert(0, Err(e));
+                    out
+                }
+            }
+        }
+    }
+}
+
+/// A copy of `e` for another item of the same failed chunk.
+pub(crate) fn replicate(e: &Error) -> Error {
+    match e {
+        Error::TaskFailed { message } => Error::TaskFailed {
+            message: message.clone(),
+        },
+        Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
+            message: message.clone(),
+            location: location.clone(),
+        },
+        Error::WorkerDied { pid, signal } => Error::WorkerDied {
+            pid: *pid,
+            signal: *signal,
+        },
+        Error::Codec { message } => Error::Codec {
+            message: message.clone(),
+        },
+        Error::PoolBroken { message } => Error::PoolBroken {
+            message: message.clone(),
+        },
+        Error::Protocol { message } => Error::Protocol {
+            message: message.clone(),
+        },
+        Error::Cancelled => Error::Cancelled,
+        Error::Timeout => Error::Timeout,
+        other => Error::state(other.to_string()),
+    }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunking::{decode_item, encode_chunk};
-use super::scheduler::{Core, ItemResult, Sink, Task};
+use super::chunking::decode_results;
+use super::scheduler::{ChunkResult, Core, Sink, Task};
 use crate::error::{Error, Result};
 
 #[derive(Default)]
@@ -22,14 +22,25 @@ struct Ready<R> {
 pub(crate) struct ImapSink<R> {
     ordered: bool,
     chunksize: usize,
+    /// Item counts of submitted chunks shorter than `chunksize` (the last one).
+    sizes: Mutex<std::collections::HashMap<usize, usize>>,
     ready: Mutex<Ready<R>>,
     cv: Condvar,
 }
 
 impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
-    fn complete(&self, chunk: usize, results: Vec<ItemResult<'_>>) {
+    fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
         let base = chunk * self.chunksize;
-        let decoded: Vec<Result<R>> = results.into_iter().map(decode_item).collect();
+        let n = match &results {
+            ChunkResult::Items(v) => v.len(),
+            ChunkResult::Batch(_) => self
+                .sizes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&chunk)
+                .unwrap_or(self.chunksize),
+        };
+        let decoded: Vec<Result<R>> = decode_results(results, n);
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         for (i, v) in decoded.into_iter().enumerate() {
             if self.ordered {
@@ -49,7 +60,8 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
 /// It takes input only as results are consumed: at most a few chunks per worker are in flight
 /// ahead of the consumer, so an endless or huge input is fine. Where the input is an
 /// [`ExactSizeIterator`], so is this (progress bars such as `indicatif`'s `.progress()` show a
-/// length). Dropping it stops taking input; tasks already submitted still run.
+/// length). Dropping it stops taking input; tasks already submitted still run. With a chunk size
+/// above 1, an item that fails fails every item of its chunk (each gets the error).
 pub struct IMap<R, I> {
     core: Arc<Core>,
     sink: Arc<ImapSink<R>>,
@@ -61,7 +73,6 @@ pub struct IMap<R, I> {
     submitted: usize,
     yielded: usize,
     exhausted: bool,
-    scratch: Vec<u8>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -86,6 +97,7 @@ where
             sink: Arc::new(ImapSink {
                 ordered,
                 chunksize,
+                sizes: Mutex::new(std::collections::HashMap::new()),
                 ready: Mutex::new(Ready {
                     ordered: BTreeMap::new(),
                     arrived: VecDeque::new(),
@@ -100,7 +112,6 @@ where
             submitted: 0,
             yielded: 0,
             exhausted: false,
-            scratch: Vec::new(),
             _r: PhantomData,
         }
     }
@@ -109,47 +120,41 @@ where
     fn feed(&mut self) {
         while !self.exhausted && self.submitted - self.yielded < self.window {
             let index = self.next_chunk;
-            let (n, chunk) = encode_chunk(&mut self.input, self.chunksize, &mut self.scratch);
-            if n == 0 {
+            let items: Vec<I::Item> = self.input.by_ref().take(self.chunksize).collect();
+            let n = items.len();
+            if n < self.chunksize {
                 self.exhausted = true;
+            }
+            if n == 0 {
                 break;
             }
             self.next_chunk += 1;
             self.submitted += n;
             if n < self.chunksize {
-                self.exhausted = true;
+                self.sink
+                    .sizes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(index, n);
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
-            match chunk {
-                Ok(c) => {
-                    let nitems = c.nitems;
-                    if let Err(e) = self
-                        .core
-                        .submit(Task::new(self.worker, index, c, sink), true)
-                    {
-                        let text = e.to_string();
-                        self.sink.complete(
-                            index,
-                            (0..nitems)
-                                .map(|_| Err(Error::state(text.clone())))
-                                .collect(),
-                        );
-                    }
-                }
-                Err(e) => {
-                    // The input ended inside this chunk or an item failed to encode: fail it.
-                    let text = e.to_string();
-                    self.sink.complete(
-                        index,
-                        (0..n)
-                            .map(|_| {
-                                Err(Error::Codec {
-                                    message: text.clone(),
-                                })
-                            })
-                            .collect(),
-                    );
-                }
+            let submitted = super::encode_part(&items).and_then(|c| {
+                self.core
+                    .submit(Task::new(self.worker, index, c, sink), true)
+            });
+            if let Err(e) = submitted {
+                // An item that cannot be encoded, or a terminated pool: the chunk fails.
+                let text = e.to_string();
+                let fail = |_| {
+                    Err(match &e {
+                        Error::Codec { message } => Error::Codec {
+                            message: message.clone(),
+                        },
+                        _ => Error::state(text.clone()),
+                    })
+                };
+                self.sink
+                    .complete(index, ChunkResult::Items((0..n).map(fail).collect()));
             }
         }
     }

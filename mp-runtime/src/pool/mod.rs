@@ -26,7 +26,7 @@ use self::async_result::MapSink;
 pub use self::async_result::{AsyncResult, Callbacks};
 pub(crate) use self::async_result::{Cell, OneSink, Watcher};
 pub use self::builder::PoolBuilder;
-use self::chunking::{default_chunksize, encode_chunk};
+use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
 use crate::context::StartMethod;
@@ -62,6 +62,10 @@ use crate::worker::Worker;
 /// fails exactly that task with [`Error::WorkerDied`]; tasks it had been sent but not started
 /// go to other workers, a replacement process starts, and every other task completes. A task
 /// that panics or returns `Err` fails alone ([`Error::WorkerPanicked`], [`Error::TaskFailed`]).
+///
+/// A task is one chunk of items (`chunksize`, 1 for `apply` and, by default, `imap`). A chunk
+/// travels as one encoded `Vec` and succeeds or fails as a whole, as in Python: with chunks of
+/// several items, a failing item fails the other items of its chunk too.
 ///
 /// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
 pub struct Pool {
@@ -272,19 +276,14 @@ impl Pool {
         }
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
         let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
-        let mut it = items.into_iter();
-        let mut scratch = Vec::new();
-        // Each chunk is submitted as soon as it is encoded, so workers start while the rest of
-        // the input is being encoded. An item that cannot be encoded fails the call; chunks
-        // already submitted still run, their results are dropped.
-        for index in 0.. {
-            let (n, chunk) = encode_chunk(&mut it, chunksize, &mut scratch);
-            if n == 0 {
-                break;
-            }
+        // Each chunk is encoded as one `Vec` and submitted at once, so workers start while the
+        // rest is being encoded. An item that cannot be encoded fails the call; chunks already
+        // submitted still run, their results are dropped.
+        for (index, part) in items.chunks(chunksize).enumerate() {
+            let chunk = encode_part(part)?;
             let sink: Arc<dyn Sink> = sink.clone();
             self.core
-                .submit(Task::new(name, index, chunk?, sink), false)?;
+                .submit(Task::new(name, index, chunk, sink), false)?;
         }
         Ok(AsyncResult { cell })
     }
@@ -420,6 +419,16 @@ impl Pool {
         if let Some(h) = handle {
             let _ = h.join();
         }
+    }
+}
+
+/// Encodes a chunk: one item as a plain task (cheapest for `chunksize` 1), more as a batch.
+pub(crate) fn encode_part<T: Serialize>(part: &[T]) -> Result<scheduler::Chunk> {
+    if part.len() == 1 {
+        let mut scratch = Vec::new();
+        encode_chunk(&mut part.iter(), 1, &mut scratch).1
+    } else {
+        encode_batch(part)
     }
 }
 

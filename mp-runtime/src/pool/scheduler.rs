@@ -30,18 +30,28 @@ use crate::transport::frame::MAX_FDS;
 /// One item's result as it arrived: the encoded value and its descriptors, or the error.
 pub(crate) type ItemResult<'a> = Result<(&'a [u8], Vec<OwnedFd>)>;
 
-/// Where the results of a task go (an `AsyncResult`, a `map`, an `imap` iterator, …).
-pub(crate) trait Sink: Send + Sync {
-    /// The results of chunk `chunk`, one per item in order. Called exactly once per task, on
-    /// the scheduler thread or on the thread that cancels or fails the task.
-    fn complete(&self, chunk: usize, results: Vec<ItemResult<'_>>);
+/// What a task produced.
+pub(crate) enum ChunkResult<'a> {
+    /// One result per item, in order.
+    Items(Vec<ItemResult<'a>>),
+    /// A batch chunk's results as one encoded `Vec`, or the error that failed the chunk.
+    Batch(ItemResult<'a>),
 }
 
-/// Encoded arguments of a task's items: per item `nfds len bytes`, descriptors in order.
+/// Where the results of a task go (an `AsyncResult`, a `map`, an `imap` iterator, …).
+pub(crate) trait Sink: Send + Sync {
+    /// The results of chunk `chunk`. Called exactly once per task, on the scheduler thread or on
+    /// the thread that cancels or fails the task.
+    fn complete(&self, chunk: usize, results: ChunkResult<'_>);
+}
+
+/// Encoded arguments of a task. Per item `nfds len bytes`, or for a batch chunk the encoded
+/// `Vec` of argument tuples (its descriptors in `fds`).
 pub(crate) struct Chunk {
     pub(crate) items: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) nitems: usize,
+    pub(crate) batch: bool,
 }
 
 /// A unit of work: one or more items (a chunk) for one registered worker.
@@ -75,7 +85,7 @@ impl Task {
     /// Completes every item of the task with the error `make` builds.
     pub(crate) fn fail(self, make: impl Fn() -> Error) {
         let results = (0..self.chunk.nitems).map(|_| Err(make())).collect();
-        self.sink.complete(self.index, results);
+        self.sink.complete(self.index, ChunkResult::Items(results));
     }
 }
 
@@ -337,8 +347,16 @@ impl Slot {
         scratch.push(wire::JOB);
         wire::put_uint(scratch, task.id);
         wire::put_bytes(scratch, task.worker.as_bytes());
-        wire::put_uint(scratch, task.chunk.nitems as u64);
-        scratch.extend_from_slice(&task.chunk.items);
+        if task.chunk.batch {
+            scratch.push(wire::MODE_BATCH);
+            wire::put_uint(scratch, task.chunk.nitems as u64);
+            wire::put_uint(scratch, task.chunk.fds.len() as u64);
+            wire::put_bytes(scratch, &task.chunk.items);
+        } else {
+            scratch.push(wire::MODE_ITEMS);
+            wire::put_uint(scratch, task.chunk.nitems as u64);
+            scratch.extend_from_slice(&task.chunk.items);
+        }
         wire::end_frame(scratch, at, task.chunk.fds.len());
         let fds = task
             .chunk
@@ -442,12 +460,22 @@ fn deliver(done: Done) {
             cur.u8()?;
         }
         let n = cur.usize()?;
-        if n != task.chunk.nitems {
+        let expected = if task.chunk.batch {
+            1
+        } else {
+            task.chunk.nitems
+        };
+        if n != expected {
             return Err(Error::protocol(
                 "a worker answered with the wrong number of results",
             ));
         }
-        item_results(&mut cur, &mut fds, n)
+        let mut results = item_results(&mut cur, &mut fds, n)?;
+        Ok(if task.chunk.batch {
+            ChunkResult::Batch(results.pop().expect("one result"))
+        } else {
+            ChunkResult::Items(results)
+        })
     })();
     match parsed {
         Ok(results) => task.sink.complete(task.index, results),

@@ -9,9 +9,12 @@
 //! Payloads (all integers are LEB128 varints):
 //!
 //! ```text
-//! Job:        1 id worker_name:bytes nitems { nfds len bytes }*
+//! Job:        1 id worker_name:bytes mode nitems { nfds len bytes }*
+//!               mode 0: one `{nfds len bytes}` per item (an argument tuple each)
+//!               mode 1: one `{nfds len bytes}` for the chunk (a `Vec` of argument tuples)
 //! Stop:       2
-//! Done:       3 id elapsed_ns nitems { tag ... }*   tag 0: nfds len value
+//! Done:       3 id elapsed_ns:u64le count { tag ... }*   count: nitems, or 1 in mode 1
+//!                                                    tag 0: nfds len value
 //!                                                    tag 1: message:bytes
 //!                                                    tag 2: message:bytes location:bytes
 //! InitFailed: 4 message:bytes
@@ -31,6 +34,9 @@ pub(crate) const JOB: u8 = 1;
 pub(crate) const STOP: u8 = 2;
 pub(crate) const DONE: u8 = 3;
 pub(crate) const INIT_FAILED: u8 = 4;
+
+pub(crate) const MODE_ITEMS: u8 = 0;
+pub(crate) const MODE_BATCH: u8 = 1;
 
 pub(crate) const TAG_OK: u8 = 0;
 pub(crate) const TAG_FAILED: u8 = 1;

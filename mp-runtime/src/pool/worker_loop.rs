@@ -71,7 +71,14 @@ fn run_initializer(
     fds: Vec<OwnedFd>,
 ) -> std::result::Result<(), String> {
     let f = registry::find(name).map_err(|e| e.to_string())?;
-    match run_one(f, Input { bytes: &bytes, fds }) {
+    match run_one(
+        f,
+        Input {
+            bytes: &bytes,
+            fds,
+            batch: false,
+        },
+    ) {
         Ran::Ok(..) => Ok(()),
         Ran::Failed(m) => Err(format!("the pool's initializer `{name}` failed: {m}")),
         Ran::Panicked(m, loc) => Err(format!(
@@ -128,16 +135,19 @@ fn serve(sock: BorrowedFd<'_>) -> Result<()> {
             .entry(name.to_owned())
             .or_insert_with(|| registry::find(name).map_err(|e| e.to_string()))
             .clone();
+        let batch = cur.u8()? == wire::MODE_BATCH;
         let nitems = cur.usize()?;
+        // A batch job is answered with one result for the whole chunk.
+        let units = if batch { 1 } else { nitems };
         out.clear();
         let at = wire::begin_frame(&mut out);
         out.push(wire::DONE);
         wire::put_uint(&mut out, id);
         let elapsed_at = out.len();
         out.extend_from_slice(&[0u8; 8]);
-        wire::put_uint(&mut out, nitems as u64);
+        wire::put_uint(&mut out, units as u64);
         let mut out_fds: Vec<OwnedFd> = Vec::new();
-        for _ in 0..nitems {
+        for _ in 0..units {
             let nfds = cur.usize()?;
             let bytes = cur.bytes()?;
             let item_fds = wire::take_fds(&mut fds, nfds)?;
@@ -147,6 +157,7 @@ fn serve(sock: BorrowedFd<'_>) -> Result<()> {
                     Input {
                         bytes,
                         fds: item_fds,
+                        batch,
                     },
                 ),
                 Err(m) => Ran::Failed(m.clone()),
