@@ -14,11 +14,14 @@ use crate::error::{Error, Result};
 
 #[derive(Default)]
 struct Ready<R> {
-    ordered: BTreeMap<usize, Result<R>>,
-    arrived: VecDeque<Result<R>>,
+    /// Finished chunks by chunk index (ordered) ...
+    ordered: BTreeMap<usize, Vec<Result<R>>>,
+    /// ... or in the order they finished.
+    arrived: VecDeque<Vec<Result<R>>>,
 }
 
-/// Collects results as they arrive, keyed by item index (ordered) or in arrival order.
+/// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
+/// order; the iterator takes a whole chunk per lock.
 pub(crate) struct ImapSink<R> {
     ordered: bool,
     chunksize: usize,
@@ -30,7 +33,6 @@ pub(crate) struct ImapSink<R> {
 
 impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
-        let base = chunk * self.chunksize;
         let n = match &results {
             ChunkResult::Items(v) => v.len(),
             ChunkResult::Batch(_) => self
@@ -42,12 +44,10 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
         };
         let decoded: Vec<Result<R>> = decode_results(results, n);
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, v) in decoded.into_iter().enumerate() {
-            if self.ordered {
-                r.ordered.insert(base + i, v);
-            } else {
-                r.arrived.push_back(v);
-            }
+        if self.ordered {
+            r.ordered.insert(chunk, decoded);
+        } else {
+            r.arrived.push_back(decoded);
         }
         drop(r);
         self.cv.notify_all();
@@ -73,6 +73,10 @@ pub struct IMap<R, I> {
     submitted: usize,
     yielded: usize,
     exhausted: bool,
+    /// The chunk being yielded.
+    current: std::vec::IntoIter<Result<R>>,
+    /// The next chunk to yield, in ordered mode.
+    next_out: usize,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -112,6 +116,8 @@ where
             submitted: 0,
             yielded: 0,
             exhausted: false,
+            current: Vec::new().into_iter(),
+            next_out: 0,
             _r: PhantomData,
         }
     }
@@ -159,47 +165,50 @@ where
         }
     }
 
-    fn take_ready(&mut self) -> Option<Result<R>> {
-        let mut r = self.sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-        let v = if self.sink.ordered {
-            r.ordered.remove(&self.yielded)
+    /// Takes the next finished chunk, if it is there.
+    fn take_chunk(&mut self, r: &mut Ready<R>) -> bool {
+        let chunk = if self.sink.ordered {
+            let c = r.ordered.remove(&self.next_out);
+            if c.is_some() {
+                self.next_out += 1;
+            }
+            c
         } else {
             r.arrived.pop_front()
         };
-        if v.is_some() {
-            self.yielded += 1;
+        match chunk {
+            Some(c) => {
+                self.current = c.into_iter();
+                true
+            }
+            None => false,
         }
-        v
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         loop {
-            self.feed();
-            if let Some(v) = self.take_ready() {
+            if let Some(v) = self.current.next() {
+                self.yielded += 1;
                 return Some(v);
             }
+            self.feed();
             if self.exhausted && self.yielded >= self.submitted {
                 return None;
             }
-            let r = self.sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-            let has = if self.sink.ordered {
-                r.ordered.contains_key(&self.yielded)
-            } else {
-                !r.arrived.is_empty()
-            };
-            if has {
+            let sink = self.sink.clone();
+            let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
+            if self.take_chunk(&mut r) {
                 continue;
             }
             match deadline {
-                None => drop(self.sink.cv.wait(r).unwrap_or_else(|p| p.into_inner())),
+                None => drop(sink.cv.wait(r).unwrap_or_else(|p| p.into_inner())),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Some(Err(Error::Timeout));
                     }
                     drop(
-                        self.sink
-                            .cv
+                        sink.cv
                             .wait_timeout(r, d - now)
                             .unwrap_or_else(|p| p.into_inner()),
                     );
