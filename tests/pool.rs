@@ -807,3 +807,14 @@ fn failing_item_fails_its_whole_chunk() {
             .all(|x| matches!(x, Err(Error::WorkerPanicked { .. })))
     );
 }
+
+#[test]
+fn imap_ends_when_its_pool_is_terminated() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let mut it = p.imap(square, 0u64..).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    p.terminate();
+    let rest = it.take(100_000).count();
+    assert!(rest < 100_000, "an endless input stops with its pool");
+}

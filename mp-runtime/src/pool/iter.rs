@@ -149,7 +149,11 @@ where
                     .submit(Task::new(self.worker, index, c, sink), true)
             });
             if let Err(e) = submitted {
-                // An item that cannot be encoded, or a terminated pool: the chunk fails.
+                // An item that cannot be encoded fails its chunk; a terminated pool also ends
+                // the iteration (an endless input would otherwise yield errors forever).
+                if !matches!(e, Error::Codec { .. }) {
+                    self.exhausted = true;
+                }
                 let text = e.to_string();
                 let fail = |_| {
                     Err(match &e {

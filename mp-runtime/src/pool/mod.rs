@@ -402,7 +402,8 @@ impl Pool {
 
     /// Waits for the workers to exit, after [`close`](Pool::close) or
     /// [`terminate`](Pool::terminate) ([`Error::InvalidState`] before either, as Python's
-    /// `ValueError`).
+    /// `ValueError`). After `close`, it waits for every submitted task, and for `imap`
+    /// iterators made before `close` to be consumed or dropped (they may still submit).
     pub fn join(&self) -> Result<()> {
         if !self.core.is_closed() {
             return Err(Error::state(

@@ -531,10 +531,13 @@ impl Scheduler {
     }
 
     fn run(&mut self) {
-        loop {
-            if !self.step() {
-                break;
-            }
+        let looped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| while self.step() {}));
+        if looped.is_err() {
+            // A bug, not a user error: stop the workers and fail what is left rather than leave
+            // waiters hanging.
+            crate::sys::stderr_line("mp: the pool's scheduler failed; its workers are stopped");
+            self.kill_all();
         }
         let core = self.core.clone();
         let mut st = core.lock();
