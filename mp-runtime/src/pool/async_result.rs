@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -120,7 +121,13 @@ struct CellState<T> {
 pub(crate) struct Cell<T> {
     m: Mutex<CellState<T>>,
     cv: Condvar,
+    /// Set with `done`, readable without the lock.
+    ready: AtomicBool,
 }
+
+/// How long a waiter checks for a result before it sleeps: a short task's result usually
+/// arrives within a round trip, and a thread that did not sleep needs no wake-up.
+const SPIN: Duration = Duration::from_micros(30);
 
 impl<T> Cell<T> {
     pub(crate) fn new(callbacks: Option<Callbacks<T>>) -> Arc<Self> {
@@ -134,6 +141,7 @@ impl<T> Cell<T> {
                 watchers: Vec::new(),
             }),
             cv: Condvar::new(),
+            ready: AtomicBool::new(false),
         })
     }
 
@@ -171,6 +179,7 @@ impl<T> Cell<T> {
         st.success = v.is_ok();
         st.value = Some(v);
         st.done = true;
+        self.ready.store(true, Ordering::Release);
         let waker = st.waker.take();
         let watchers = std::mem::take(&mut st.watchers);
         drop(st);
@@ -210,7 +219,12 @@ impl<T> Cell<T> {
 
     /// Waits until done or `timeout` passes; true if done.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let start = Instant::now();
+        let deadline = timeout.and_then(|t| start.checked_add(t));
+        let spin_until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
+        while !self.ready.load(Ordering::Acquire) && Instant::now() < spin_until {
+            std::thread::yield_now();
+        }
         let mut st = self.lock();
         while !st.done {
             match deadline {
