@@ -16,8 +16,8 @@
 //! across processes: panics keep message and location, tested for the pool); FX-16's rejection of
 //! `max_tasks_per_child` with fork (every start method supports it here); FX-18's and FX-34's
 //! garbage-collection half and FX-28 (no GC or interpreter shutdown: dropping the executor is
-//! `shutdown(wait = true)`, tested); FX-22 is covered by the pool's tests of the same cases
-//! (PO-05, PO-22, PO-30: codec errors fail the task, crashes are `WorkerDied`); FX-24 (encoding
+//! `shutdown(wait = true)`, tested as FX-34); FX-22 is covered by the pool's tests of the same
+//! cases (PO-05, PO-22, PO-30: codec errors fail the task, crashes are `WorkerDied`); FX-24 (encoding
 //! fails in `submit` itself, before anything is queued); FX-26 (no wake-up pipe that can fill:
 //! submissions wake the scheduler through an eventfd counter); FX-37/FX-38's duplicate futures (a
 //! `Future` is not `Clone`, so a list cannot hold one twice); FX-39's "callbacks added after
@@ -616,3 +616,20 @@ fn future_is_a_std_future() {
     let v = rt.block_on(async { ex.submit(square, (6,)).unwrap().await.unwrap() });
     assert_eq!(v, 36);
 }
+
+for_each_method!(fx_34_drop_is_shutdown_wait, |ctx: mp::Context| {
+    let ex = executor(&ctx, 2);
+    let fs: Vec<_> = (0..10u64)
+        .map(|i| ex.submit(sleep_ms, (i * 10,)).unwrap())
+        .collect();
+    let pids = {
+        assert!(eventually(LONG, || !ex.worker_pids().is_empty()));
+        ex.worker_pids()
+    };
+    drop(ex);
+    for (i, f) in fs.into_iter().enumerate() {
+        assert!(f.done(), "dropping waited for every task");
+        assert_eq!(f.result().unwrap(), i as u64 * 10);
+    }
+    assert!(pids.iter().all(|p| pid_gone(*p)));
+});
