@@ -17,11 +17,11 @@
 //! `max_tasks_per_child` with fork (every start method supports it here); FX-18's and FX-34's
 //! garbage-collection half and FX-28 (no GC or interpreter shutdown: dropping the executor is
 //! `shutdown(wait = true)`, tested as FX-34); FX-22 is covered by the pool's tests of the same
-//! cases (PO-05, PO-22, PO-30: codec errors fail the task, crashes are `WorkerDied`); FX-24 (encoding
-//! fails in `submit` itself, before anything is queued); FX-26 (no wake-up pipe that can fill:
-//! submissions wake the scheduler through an eventfd counter); FX-37/FX-38's duplicate futures (a
-//! `Future` is not `Clone`, so a list cannot hold one twice); FX-39's "callbacks added after
-//! completion" (callbacks are given at `submit_with`).
+//! cases (PO-05, PO-22, PO-30: codec errors fail the task, crashes are `WorkerDied`); FX-24
+//! (encoding fails in `submit` itself, before anything is queued); FX-26 (no wake-up pipe that
+//! can fill: submissions wake the scheduler through an eventfd counter); FX-37/FX-38's duplicate
+//! futures (a `Future` is not `Clone`, so a list cannot hold one twice); FX-39's "callbacks added
+//! after completion" (callbacks are given at `submit_with`).
 
 mod common;
 
