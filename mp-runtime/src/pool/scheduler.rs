@@ -568,7 +568,8 @@ impl Scheduler {
             st.in_flight -= n;
             to_fail.extend(st.queue.drain(..).map(|t| (t, reason.clone())));
         }
-        self.dispatch(&mut st);
+        let mut unsent = Vec::new();
+        self.dispatch(&mut st, &mut unsent);
         let idle = st.queue.is_empty() && self.slots.iter().all(|s| s.held.is_empty());
         if st.closed && st.feeders == 0 && idle {
             for s in &mut self.slots {
@@ -576,13 +577,18 @@ impl Scheduler {
                     s.send_stop();
                 }
             }
-            if self.slots.is_empty() {
+            if self.slots.is_empty() && unsent.is_empty() {
                 drop(st);
                 return false;
             }
         }
         st.sleeping = true;
         drop(st);
+        for (t, reason) in unsent {
+            t.fail(|| Error::TaskFailed {
+                message: reason.clone(),
+            });
+        }
         if !to_fail.is_empty() {
             self.core.space.notify_all();
             for (t, reason) in to_fail {
@@ -626,7 +632,9 @@ impl Scheduler {
 
     /// Hands queued tasks to workers with room, the least loaded first, and starts workers the
     /// queue needs.
-    fn dispatch(&mut self, st: &mut State) {
+    /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
+    /// lock is released (their sinks may run callbacks that submit).
+    fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
         if st.queue.is_empty() {
             return;
         }
@@ -679,8 +687,7 @@ impl Scheduler {
                 Err(e) => {
                     // Cannot duplicate the task's descriptors: fail it alone.
                     st.in_flight -= 1;
-                    let text = e.to_string();
-                    task.fail(|| Error::io("dup", std::io::Error::other(text.clone())));
+                    failed.push((task, format!("its handles could not be sent: {e}")));
                 }
             }
         }
