@@ -818,3 +818,48 @@ fn imap_ends_when_its_pool_is_terminated() {
     let rest = it.take(100_000).count();
     assert!(rest < 100_000, "an endless input stops with its pool");
 }
+
+#[test]
+fn callbacks_may_submit_and_drop_the_pool() {
+    let _g = shared();
+    let p = Arc::new(Pool::new(2).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = p.clone();
+    let r = p
+        .apply_async_with(
+            square,
+            (3,),
+            Callbacks::new().on_success(move |v: &u64| {
+                let next = inner.apply_async(square, (*v,)).unwrap();
+                tx.send(next).unwrap();
+                drop(inner); // may be the last handle: dropping must not wait for this thread
+            }),
+        )
+        .unwrap();
+    assert_eq!(r.get().unwrap(), 9);
+    let next = rx.recv_timeout(LONG).unwrap();
+    assert_eq!(next.get_timeout(LONG).unwrap(), 81);
+    let pids = p.worker_pids();
+    drop(p);
+    assert!(eventually(LONG, || pids.iter().all(|p| pid_gone(*p))));
+
+    // The last handle dropped inside a callback terminates the pool from its own thread.
+    let p = Arc::new(Pool::new(2).unwrap());
+    let pids = p.worker_pids();
+    let inner = p.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = p
+        .apply_async_with(
+            sleep_ms,
+            (100,),
+            Callbacks::new().on_success(move |_: &u64| {
+                drop(inner);
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+    drop(p);
+    rx.recv_timeout(LONG).unwrap();
+    assert_eq!(r.get().unwrap(), 100);
+    assert!(eventually(LONG, || pids.iter().all(|p| pid_gone(*p))));
+}

@@ -184,7 +184,7 @@ impl ProcessPoolExecutor {
         if cancel_futures {
             self.core.cancel_all();
         }
-        if wait {
+        if wait && !self.core.on_scheduler_thread() {
             self.core.wait_finished();
             let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(h) = h {

@@ -416,6 +416,10 @@ impl Pool {
     }
 
     fn join_thread(&self) {
+        if self.core.on_scheduler_thread() {
+            // Called from a result callback: the thread ends on its own once it returns.
+            return;
+        }
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();

@@ -121,6 +121,8 @@ pub(crate) struct Core {
     space: Condvar,
     finished: Condvar,
     wake: EventFd,
+    /// The scheduler thread, which must never wait for itself (a callback may drop the pool).
+    scheduler: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 impl Core {
@@ -135,6 +137,7 @@ impl Core {
             space: Condvar::new(),
             finished: Condvar::new(),
             wake,
+            scheduler: std::sync::OnceLock::new(),
         }))
     }
 
@@ -276,8 +279,17 @@ impl Core {
         self.lock().pids.clone()
     }
 
-    /// Waits for the scheduler thread to finish its work.
+    /// Whether the caller is the scheduler thread (running a result callback).
+    pub(crate) fn on_scheduler_thread(&self) -> bool {
+        self.scheduler.get() == Some(&std::thread::current().id())
+    }
+
+    /// Waits for the scheduler thread to finish its work; at once on the scheduler thread itself,
+    /// which finishes after the callback that called this returns.
     pub(crate) fn wait_finished(&self) {
+        if self.on_scheduler_thread() {
+            return;
+        }
         let mut st = self.lock();
         while !st.finished {
             st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -531,6 +543,7 @@ impl Scheduler {
     }
 
     fn run(&mut self) {
+        let _ = self.core.scheduler.set(std::thread::current().id());
         let looped =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| while self.step() {}));
         if looped.is_err() {
