@@ -38,6 +38,10 @@
 //!     let (a, b) = mp::Pipe::<String>::duplex()?;
 //!     a.send(&"hello".to_string())?;
 //!     assert_eq!(b.recv()?, "hello");
+//!
+//!     // A pool, like `multiprocessing.Pool`: a worker that crashes fails only its own task.
+//!     let pool = mp::Pool::new(4)?;
+//!     assert_eq!(pool.map(square, 0..4)?, vec![0, 1, 4, 9]);
 //!     Ok(())
 //! }
 //! ```

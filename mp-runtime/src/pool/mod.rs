@@ -68,6 +68,12 @@ use crate::worker::Worker;
 /// several items, a failing item fails the other items of its chunk too.
 ///
 /// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
+///
+/// Ctrl-C: worker processes ignore SIGINT, as Python's do, so a Ctrl-C in a terminal (which
+/// reaches the whole process group) does not fail tasks one by one. The parent's default SIGINT
+/// action ends the program at once, and the workers die with it (they have a parent-death
+/// signal), so nothing is left running. A program that handles SIGINT itself should call
+/// [`terminate`](Pool::terminate) (or drop the pool) from there.
 pub struct Pool {
     core: Arc<Core>,
     thread: Mutex<Option<JoinHandle<()>>>,
