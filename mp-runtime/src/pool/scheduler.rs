@@ -113,6 +113,19 @@ struct State {
     notified: bool,
     pids: Vec<i32>,
     finished: bool,
+    /// Workers with nothing to do, published by the scheduler as it goes to sleep: a submitter
+    /// may write a task straight to one of them, which saves waking the scheduler to do it.
+    idle: Vec<(u64, Arc<OwnedFd>)>,
+    /// Tasks written that way, for the scheduler to record as held by those workers when it
+    /// wakes (with the part of the frame the socket did not take, if any).
+    handed: Vec<Handed>,
+}
+
+/// A task a submitter wrote to an idle worker itself.
+struct Handed {
+    key: u64,
+    task: Task,
+    rest: Option<(Vec<u8>, usize)>,
 }
 
 /// The state shared between the scheduler thread and the threads using the pool.
@@ -195,6 +208,18 @@ impl Core {
         task.id = st.next_id;
         let id = task.id;
         st.in_flight += 1;
+        let task = match Self::hand_to_idle(&mut st, task) {
+            Ok(partial) => {
+                // A frame the socket took only in part needs the scheduler to write the rest.
+                let wake = partial && self.wake_locked(&mut st);
+                drop(st);
+                if wake {
+                    self.wake_now();
+                }
+                return Ok(id);
+            }
+            Err(task) => task,
+        };
         st.queue.push_back(task);
         let wake = self.wake_locked(&mut st);
         drop(st);
@@ -202,6 +227,42 @@ impl Core {
             self.wake_now();
         }
         Ok(id)
+    }
+
+    /// Writes `task` straight to an idle worker while the scheduler sleeps (it records the task
+    /// when the worker's answer wakes it); true if the socket took only part of the frame. Gives
+    /// the task back if that is not possible.
+    fn hand_to_idle(st: &mut State, task: Task) -> std::result::Result<bool, Task> {
+        if !st.sleeping || !st.queue.is_empty() || !task.chunk.fds.is_empty() {
+            return Err(task);
+        }
+        let Some((key, fd)) = st.idle.pop() else {
+            return Err(task);
+        };
+        let mut buf = Vec::new();
+        job_frame(&task, &mut buf);
+        let sent = loop {
+            let iov = [std::io::IoSlice::new(&buf)];
+            match sendmsg::<()>(
+                fd.as_raw_fd(),
+                &iov,
+                &[],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) if n > 0 => break n,
+                Err(Errno::EINTR) => continue,
+                // Nothing written (full, or the worker is gone): the scheduler takes it.
+                _ => return Err(task),
+            }
+        };
+        if let Some(flag) = &task.started {
+            flag.store(true, Ordering::Release);
+        }
+        let partial = sent < buf.len();
+        let rest = partial.then_some((buf, sent));
+        st.handed.push(Handed { key, task, rest });
+        Ok(partial)
     }
 
     /// Fails `err` unless new tasks may be submitted.
@@ -313,6 +374,10 @@ struct Out {
 }
 
 struct Slot {
+    /// Identifies the slot in `State::idle` and `State::handed`.
+    key: u64,
+    /// A second descriptor on the job socket, for submitters writing to an idle worker.
+    fast: Option<Arc<OwnedFd>>,
     link: Box<dyn Link>,
     reader: FrameReader,
     held: VecDeque<Task>,
@@ -325,7 +390,10 @@ struct Slot {
 
 impl Slot {
     fn new(link: Box<dyn Link>) -> Self {
+        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Slot {
+            key: KEYS.fetch_add(1, Ordering::Relaxed),
+            fast: link.channel().try_clone_to_owned().ok().map(Arc::new),
             link,
             reader: FrameReader::new(),
             held: VecDeque::new(),
@@ -354,22 +422,7 @@ impl Slot {
     }
 
     fn send_job(&mut self, task: &Task, scratch: &mut Vec<u8>) -> Result<()> {
-        scratch.clear();
-        let at = wire::begin_frame(scratch);
-        scratch.push(wire::JOB);
-        wire::put_uint(scratch, task.id);
-        wire::put_bytes(scratch, task.worker.as_bytes());
-        if task.chunk.batch {
-            scratch.push(wire::MODE_BATCH);
-            wire::put_uint(scratch, task.chunk.nitems as u64);
-            wire::put_uint(scratch, task.chunk.fds.len() as u64);
-            wire::put_bytes(scratch, &task.chunk.items);
-        } else {
-            scratch.push(wire::MODE_ITEMS);
-            wire::put_uint(scratch, task.chunk.nitems as u64);
-            scratch.extend_from_slice(&task.chunk.items);
-        }
-        wire::end_frame(scratch, at, task.chunk.fds.len());
+        job_frame(task, scratch);
         let fds = task
             .chunk
             .fds
@@ -424,6 +477,26 @@ impl Slot {
         }
         Ok(())
     }
+}
+
+/// Writes the `Job` frame of `task` into `buf` (cleared first).
+fn job_frame(task: &Task, buf: &mut Vec<u8>) {
+    buf.clear();
+    let at = wire::begin_frame(buf);
+    buf.push(wire::JOB);
+    wire::put_uint(buf, task.id);
+    wire::put_bytes(buf, task.worker.as_bytes());
+    if task.chunk.batch {
+        buf.push(wire::MODE_BATCH);
+        wire::put_uint(buf, task.chunk.nitems as u64);
+        wire::put_uint(buf, task.chunk.fds.len() as u64);
+        wire::put_bytes(buf, &task.chunk.items);
+    } else {
+        buf.push(wire::MODE_ITEMS);
+        wire::put_uint(buf, task.chunk.nitems as u64);
+        buf.extend_from_slice(&task.chunk.items);
+    }
+    wire::end_frame(buf, at, task.chunk.fds.len());
 }
 
 /// A job's results as parsed from a `Done` frame.
@@ -556,7 +629,9 @@ impl Scheduler {
         let mut st = core.lock();
         st.finished = true;
         st.pids.clear();
-        let leftovers: Vec<Task> = st.queue.drain(..).collect();
+        let mut leftovers: Vec<Task> = st.queue.drain(..).collect();
+        leftovers.extend(std::mem::take(&mut st.handed).into_iter().map(|h| h.task));
+        st.idle.clear();
         drop(st);
         for t in leftovers {
             t.fail(terminated);
@@ -596,6 +671,13 @@ impl Scheduler {
             }
         }
         st.sleeping = true;
+        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        st.idle = self
+            .slots
+            .iter()
+            .filter(|s| s.held.is_empty() && s.out.is_empty() && !s.stopping && s.sent < max_tasks)
+            .filter_map(|s| s.fast.clone().map(|f| (s.key, f)))
+            .collect();
         drop(st);
         for (t, reason) in unsent {
             t.fail(|| Error::TaskFailed {
@@ -618,6 +700,24 @@ impl Scheduler {
             let mut st = self.core.lock();
             st.sleeping = false;
             st.notified = false;
+            st.idle.clear();
+            let handed = std::mem::take(&mut st.handed);
+            for h in handed {
+                match self.slots.iter_mut().find(|s| s.key == h.key) {
+                    Some(slot) => {
+                        if let Some((bytes, pos)) = h.rest {
+                            slot.out.push_front(Out {
+                                bytes,
+                                fds: Vec::new(),
+                                pos,
+                            });
+                        }
+                        slot.sent += 1;
+                        slot.held.push_back(h.task);
+                    }
+                    None => st.queue.push_front(h.task),
+                }
+            }
         }
         if ready.0 {
             let _ = self.core.wake.read();
@@ -848,6 +948,8 @@ fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Resu
     loop {
         match slot.reader.fill(slot.link.channel()) {
             Ok(Some(0)) | Ok(None) | Err(Error::Closed) => break,
+            // Saves a read that would only say "nothing more"; poll reports what comes later.
+            Ok(Some(_)) if slot.reader.drained() => break,
             Ok(Some(_)) => {}
             Err(e) => return Err(e),
         }

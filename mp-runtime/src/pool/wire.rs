@@ -160,6 +160,8 @@ pub(crate) struct FrameReader {
     start: usize,
     end: usize,
     fds: VecDeque<OwnedFd>,
+    /// The last read returned less than there was room for: the socket was drained then.
+    short: bool,
 }
 
 impl FrameReader {
@@ -169,6 +171,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             fds: VecDeque::new(),
+            short: false,
         }
     }
 
@@ -216,6 +219,7 @@ impl FrameReader {
                             }
                         }
                     }
+                    self.short = n < self.buf.len() - self.end;
                     self.end += n;
                     return Ok(Some(n));
                 }
@@ -224,6 +228,12 @@ impl FrameReader {
                 Err(e) => return Err(Error::sys("recv", e)),
             }
         }
+    }
+
+    /// Whether the last read drained the socket (it returned less than there was room for), so
+    /// another read now would find nothing.
+    pub(crate) fn drained(&self) -> bool {
+        self.short
     }
 
     /// The next complete frame in the buffer, if any.
