@@ -19,6 +19,8 @@ use std::time::Instant;
 mod channels;
 #[path = "scenarios/common.rs"]
 mod common;
+#[path = "scenarios/pool.rs"]
+mod pool;
 #[path = "scenarios/process_start.rs"]
 mod process_start;
 #[path = "scenarios/sync.rs"]
@@ -29,6 +31,7 @@ use common::{Options, Scenario};
 /// Every scenario, in bench.py's order.
 fn all() -> Vec<Scenario> {
     let mut all = process_start::scenarios();
+    all.extend(pool::scenarios());
     all.extend(channels::scenarios());
     all.extend(sync::scenarios());
     all

@@ -1,6 +1,6 @@
 //! A tour of `mp`: workers, processes under every start method, results and errors that cross
-//! the process boundary, pipes, queues, locks and shared memory, the subclass style, and
-//! children that die with their parent.
+//! the process boundary, pipes, queues, locks and shared memory, the subclass style, children
+//! that die with their parent, and a pool that outlives a crashing worker.
 //!
 //! Run it with `cargo run --release --example tour`.
 
@@ -241,7 +241,24 @@ fn main() -> mp::Result<()> {
     shm.write_at(0, b"shared")?;
     println!("   {shm:?} (unlinked when this handle drops, or by the resource tracker if killed)");
 
-    println!("\n8. Bookkeeping like Python's:");
+    println!("\n8. A pool that survives its workers:");
+    let pool = mp::Pool::new(2)?;
+    println!("   map      -> {:?}", pool.map(square, 0..8)?);
+    let pids = pool.worker_pids();
+    let results: Vec<mp::Result<u64>> = pool.imap(square_or_die, 0..6)?.collect();
+    for (x, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => println!("   {x}^2 = {v}"),
+            Err(e) => println!("   {x}: {e} (only this task failed)"),
+        }
+    }
+    println!("   workers {pids:?} -> {:?}", pool.worker_pids());
+    let slow = pool.apply_async(square, (12,))?;
+    println!("   apply_async -> {}", slow.get()?);
+    pool.close();
+    pool.join()?;
+
+    println!("\n9. Bookkeeping like Python's:");
     let mut daemon = mp::Process::builder()
         .name("background")
         .daemon(true)
@@ -253,5 +270,16 @@ fn main() -> mp::Result<()> {
         .collect();
     println!("   active children: {names:?}");
     println!("   the daemon is terminated when main returns; nothing is left behind.");
+
     Ok(())
+}
+
+/// Kills its own process on 3: the pool fails that task alone and starts a new worker.
+#[mp::worker]
+fn square_or_die(x: u64) -> u64 {
+    if x == 3 {
+        // SAFETY: abort() never returns; nothing to uphold.
+        unsafe { libc::abort() }
+    }
+    x * x
 }

@@ -38,6 +38,10 @@
 //!     let (a, b) = mp::Pipe::<String>::duplex()?;
 //!     a.send(&"hello".to_string())?;
 //!     assert_eq!(b.recv()?, "hello");
+//!
+//!     // A pool, like `multiprocessing.Pool`: a worker that crashes fails only its own task.
+//!     let pool = mp::Pool::new(4)?;
+//!     assert_eq!(pool.map(square, 0..4)?, vec![0, 1, 4, 9]);
 //!     Ok(())
 //! }
 //! ```
@@ -66,14 +70,15 @@
 
 pub use mp_macros::{main, worker};
 pub use mp_runtime::{
-    ActiveChild, Address, Array, ArrayGuard, Barrier, BarrierBuilder, BoundedSemaphore, Client,
-    Condition, ConditionGuard, Connection, Context, CurrentProcess, Error, Event, Handle,
-    IntoAddress, JoinableQueue, Listener, Lock, LockGuard, ParentProcess, Pipe, Pod, Process,
-    ProcessBuilder, Queue, RLock, RLockGuard, RawArray, RawValue, RegisteredRun, Result, Run,
-    Semaphore, Sendable, SimpleQueue, StartMethod, Value, ValueGuard, Worker, WorkerFn, Zeroable,
-    active_children, connection, cpu_count, current_process, default_context, forkserver,
-    get_all_start_methods, get_context, get_start_method, parent_process, set_authkey,
-    set_start_method, set_start_method_force, shared_memory,
+    ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
+    BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
+    CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
+    JoinableQueue, Listener, Lock, LockGuard, ParentProcess, Pipe, Pod, Pool, PoolBuilder, Process,
+    ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray, RawValue,
+    RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod, Value, ValueGuard,
+    Worker, WorkerFn, Zeroable, active_children, connection, cpu_count, current_process,
+    default_context, forkserver, futures, get_all_start_methods, get_context, get_start_method,
+    parent_process, set_authkey, set_start_method, set_start_method_force, shared_memory,
 };
 
 #[doc(hidden)]

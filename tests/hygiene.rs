@@ -20,6 +20,62 @@ fn sleeps() {
     std::thread::sleep(Duration::from_secs(300));
 }
 
+#[mp::worker]
+fn die_on(x: u32) -> u32 {
+    if x == 7 {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    x
+}
+
+/// A pool of every start method: maps, a worker killed mid-map, workers replaced after one
+/// task, a pool closed and joined, one terminated with work queued, one dropped; an executor.
+fn pool_workload() {
+    for m in mp::get_all_start_methods() {
+        let ctx = mp::get_context(m);
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .context(ctx)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(ok, 0..100).unwrap().len(), 100);
+        let r: Vec<_> = pool.imap(die_on, 0..20).unwrap().collect();
+        assert_eq!(r.iter().filter(|r| r.is_err()).count(), 1);
+        pool.close();
+        pool.join().unwrap();
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .max_tasks_per_child(1)
+            .context(ctx)
+            .build()
+            .unwrap();
+        assert_eq!(pool.map_chunked(ok, 0..6, 1).unwrap().len(), 6);
+        let queued = pool.map_async(sleeps_ms, vec![60_000; 10]).unwrap();
+        pool.terminate();
+        assert!(queued.get().is_err());
+        let pool = mp::Pool::builder()
+            .processes(2)
+            .context(ctx)
+            .build()
+            .unwrap();
+        let _pending = pool.apply_async(sleeps_ms, (60_000,)).unwrap();
+        drop(pool);
+        let ex = mp::ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .context(ctx)
+            .build()
+            .unwrap();
+        let fs: Vec<_> = (0..10).map(|i| ex.submit(ok, (i,)).unwrap()).collect();
+        ex.shutdown(true, false);
+        assert!(fs.iter().all(|f| f.result().is_ok()));
+    }
+}
+
+#[mp::worker]
+fn sleeps_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 /// Our zombie children, from /proc.
 fn zombies() -> Vec<i32> {
     let me = std::process::id().to_string();
@@ -94,9 +150,12 @@ fn main() {
     );
     // Warm up: the fork server and the launcher thread are started once and stay.
     workload();
+    pool_workload();
     let fds_before = open_fds();
     workload();
+    pool_workload();
     workload();
+    pool_workload();
     let fds_after = open_fds();
     let z = zombies();
     let shm = shm_entries();

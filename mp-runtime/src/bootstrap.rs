@@ -172,6 +172,12 @@ fn install_panic_hook() {
     }));
 }
 
+/// The message and location of the last panic of the worker thread, taken (pool workers catch
+/// each task's panic and report it with that task).
+pub(crate) fn take_panic() -> Option<(String, String)> {
+    PANIC.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
 fn send_report(sock: &OwnedFd, report: &WireReport, fds: &[OwnedFd]) -> crate::Result<()> {
     let enc = codec::encode(report)?;
     let raw: Vec<_> = fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
@@ -209,8 +215,9 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
     };
     let _ = REPORT_SOCK.set(report_sock);
     let input = Input {
-        bytes: boot.args,
+        bytes: &boot.args,
         fds: frame.fds,
+        batch: false,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| entry(input)));
     let code = match outcome {

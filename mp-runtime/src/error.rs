@@ -107,6 +107,28 @@ pub enum Error {
         signal: i32,
     },
 
+    /// A pool task's worker returned `Err`; `message` is the error's text. Only that task
+    /// fails; the pool keeps serving.
+    #[error("task failed: {message}")]
+    TaskFailed {
+        /// The `Display` text of the worker's error.
+        message: String,
+    },
+
+    /// An executor future was cancelled before it ran (`cancel()`, or `shutdown` with
+    /// `cancel_futures`).
+    #[error("the task was cancelled before it started")]
+    Cancelled,
+
+    /// A pool or executor cannot run the task: it was terminated with the task unfinished, its
+    /// initializer failed, or no worker process could be started. `message` says which; create
+    /// a new pool to go on.
+    #[error("the pool cannot run this task: {message}")]
+    PoolBroken {
+        /// Why.
+        message: String,
+    },
+
     /// The authentication handshake failed: the peer used another authkey, or is not an `mp`
     /// peer. Returned on both sides; a `Listener` keeps accepting afterwards.
     #[error("authentication failed: {message}")]

@@ -8,10 +8,12 @@ mod codec;
 pub mod connection;
 mod context;
 mod error;
+mod executor;
 mod global;
 mod handle;
 mod identity;
 mod listener;
+mod pool;
 mod process;
 mod queue;
 mod registry;
@@ -27,11 +29,13 @@ pub use context::{
     set_start_method, set_start_method_force,
 };
 pub use error::{Error, Result};
+pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
 pub use handle::Handle;
 pub use identity::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process, set_authkey,
 };
 pub use listener::{Address, Client, IntoAddress, Listener};
+pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
@@ -54,6 +58,12 @@ pub mod shared_memory {
 
 /// Plain-old-data types for [`Value`] and [`Array`] (re-exported from `bytemuck`).
 pub use bytemuck::{Pod, Zeroable};
+
+/// Python's `concurrent.futures`: the executor's [`Future`](futures::Future), [`wait`](futures::wait)
+/// and [`as_completed`](futures::as_completed).
+pub mod futures {
+    pub use crate::executor::{AsCompleted, Future, ReturnWhen, as_completed, wait};
+}
 
 /// Fork-server diagnostics.
 pub mod forkserver {

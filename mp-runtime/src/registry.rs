@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::worker::{Input, Outcome};
 
 /// How a child runs a worker from its encoded arguments.
-pub type EntryFn = fn(Input) -> Outcome;
+pub type EntryFn = fn(Input<'_>) -> Outcome;
 
 /// One registered worker.
 #[doc(hidden)]
@@ -51,6 +51,9 @@ fn table() -> &'static HashMap<&'static str, Slot> {
 
 /// The entry registered as `name`.
 pub(crate) fn find(name: &str) -> Result<EntryFn> {
+    if name == crate::pool::worker_loop::WORKER_LOOP {
+        return Ok(crate::pool::worker_loop::entry);
+    }
     match table().get(name) {
         Some(Slot::One(f)) => Ok(*f),
         Some(Slot::Ambiguous(n)) => Err(Error::UnknownWorker {

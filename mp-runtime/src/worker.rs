@@ -112,9 +112,12 @@ pub trait RegisteredRun: Run {
 
 /// A worker's arguments as they arrive in the child.
 #[doc(hidden)]
-pub struct Input {
-    pub(crate) bytes: Vec<u8>,
+pub struct Input<'a> {
+    pub(crate) bytes: &'a [u8],
     pub(crate) fds: Vec<OwnedFd>,
+    /// A pool chunk: `bytes` encode a `Vec` of argument tuples, and the worker's results go back
+    /// as one `Vec` (the first failure fails the chunk, as in Python's pool).
+    pub(crate) batch: bool,
 }
 
 /// What a worker run produced, before it is sent to the parent.
@@ -142,13 +145,27 @@ impl<T, E: fmt::Display> Fallible for std::result::Result<T, E> {
     }
 }
 
-fn decode_args<A: DeserializeOwned>(input: Input) -> Result<A> {
-    codec::decode(&input.bytes, input.fds)
+fn decode_args<A: DeserializeOwned>(input: Input<'_>) -> Result<A> {
+    codec::decode(input.bytes, input.fds)
+}
+
+thread_local! {
+    /// A result buffer handed back by the pool's worker loop once it has copied the bytes out,
+    /// so that a worker running many tasks does not allocate one per result.
+    static RESULT_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Gives a result's buffer back for the next result of this thread.
+pub(crate) fn recycle_result_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    RESULT_BUF.set(buf);
 }
 
 fn returned<T: Serialize>(value: &T) -> Outcome {
-    match codec::encode_owned(value) {
-        Ok((bytes, fds)) => Outcome::Returned { bytes, fds },
+    let mut bytes = RESULT_BUF.take();
+    bytes.clear();
+    match codec::encode_owned_into(value, &mut bytes) {
+        Ok(fds) => Outcome::Returned { bytes, fds },
         Err(e) => Outcome::Failed {
             message: format!("the worker's result could not be sent: {e}"),
         },
@@ -164,9 +181,15 @@ fn bad_args(e: crate::Error) -> Outcome {
 /// Runs a worker that returns a plain value.
 #[doc(hidden)]
 pub fn call_plain<A: DeserializeOwned, R: Serialize>(
-    input: Input,
-    f: impl FnOnce(A) -> R,
+    input: Input<'_>,
+    mut f: impl FnMut(A) -> R,
 ) -> Outcome {
+    if input.batch {
+        return match codec::decode::<Vec<A>>(input.bytes, input.fds) {
+            Ok(items) => returned(&items.into_iter().map(f).collect::<Vec<R>>()),
+            Err(e) => bad_args(e),
+        };
+    }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),
         Err(e) => bad_args(e),
@@ -176,12 +199,30 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
 /// Runs a worker that returns `Result<T, E>`: `Err` becomes a failure carrying `E`'s text.
 #[doc(hidden)]
 pub fn call_fallible<A: DeserializeOwned, R: Fallible>(
-    input: Input,
-    f: impl FnOnce(A) -> R,
+    input: Input<'_>,
+    mut f: impl FnMut(A) -> R,
 ) -> Outcome
 where
     R::Ok: Serialize,
 {
+    if input.batch {
+        let items = match codec::decode::<Vec<A>>(input.bytes, input.fds) {
+            Ok(items) => items,
+            Err(e) => return bad_args(e),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for args in items {
+            match f(args).into_result() {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    return Outcome::Failed {
+                        message: e.to_string(),
+                    };
+                }
+            }
+        }
+        return returned(&out);
+    }
     match decode_args(input) {
         Ok(args) => match f(args).into_result() {
             Ok(v) => returned(&v),

@@ -15,7 +15,7 @@ pub(crate) fn expand(args: &Args, item: syn::ItemImpl) -> TokenStream {
         #item
 
         const _: () = {
-            fn __mp_entry(input: #krate::__private::Input) -> #krate::__private::Outcome {
+            fn __mp_entry(input: #krate::__private::Input<'_>) -> #krate::__private::Outcome {
                 #krate::__private::call_plain(input, |(value,): (#ty,)| <#ty as #krate::Run>::run(value))
             }
 

@@ -77,7 +77,7 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
         #vis const #name: #krate::WorkerFn<fn(#(#tys),*) -> #ret, (#(#tys,)*), #output> = {
             #inner
 
-            fn __mp_entry(input: #krate::__private::Input) -> #krate::__private::Outcome {
+            fn __mp_entry(input: #krate::__private::Input<'_>) -> #krate::__private::Outcome {
                 #entry_call
             }
 

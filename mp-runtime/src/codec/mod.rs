@@ -60,18 +60,32 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
 /// the value (used when encoding happens before sending, as for a process's arguments).
 pub fn encode_owned<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     let Encoded { bytes, fds } = encode(value)?;
-    let owned = fds
-        .into_iter()
+    Ok((bytes, duplicate(fds)?))
+}
+
+/// [`encode_owned`] appending to `buf`.
+pub(crate) fn encode_owned_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<OwnedFd>> {
+    duplicate(encode_into(value, buf)?)
+}
+
+/// Owned copies of the descriptors an encoding recorded (still open: their value is borrowed).
+fn duplicate(fds: Vec<RawFd>) -> Result<Vec<OwnedFd>> {
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
+    fds.into_iter()
         .map(|raw| {
             // SAFETY: `raw` was pushed by `serialize_fd` from a live `BorrowedFd` of a handle
-            // inside `value`, which is still borrowed here, so the descriptor is open.
+            // inside the value being encoded, which the caller still borrows, so it is open.
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
             borrowed
                 .try_clone_to_owned()
                 .map_err(|e| Error::io("dup", e))
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((bytes, owned))
+        .collect()
 }
 
 /// Decodes a `T` from `bytes`, with `fds` as the message's descriptor table. Descriptors the

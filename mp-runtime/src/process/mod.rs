@@ -385,6 +385,15 @@ impl ProcessBuilder {
         self.finish(T::NAME, payload)
     }
 
+    /// A process running the runtime's own registered worker `worker` on encoded arguments.
+    pub(crate) fn build_internal(
+        self,
+        worker: &'static str,
+        payload: Result<(Vec<u8>, Vec<OwnedFd>)>,
+    ) -> Process<()> {
+        self.finish(worker, payload)
+    }
+
     fn finish<R>(
         self,
         worker: &'static str,

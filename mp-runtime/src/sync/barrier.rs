@@ -236,8 +236,9 @@ impl Barrier {
         let name = String::from_utf8_lossy(&name).into_owned();
         let entry = crate::registry::find(&name)?;
         let input = crate::worker::Input {
-            bytes: Vec::new(),
+            bytes: &[],
             fds: Vec::new(),
+            batch: false,
         };
         match std::panic::catch_unwind(|| entry(input)) {
             Ok(crate::worker::Outcome::Returned { .. }) => Ok(()),

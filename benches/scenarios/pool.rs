@@ -1,0 +1,239 @@
+//! Pool scenarios of bench.py: `pool_map_small`, `pool_imap_unordered`, `pool_apply_async` and
+//! `pool_cpu_scaling`, plus the per-task overhead of one `apply` round trip against a raw
+//! socketpair round trip measured in the same run (`raw_rtt_median`).
+//!
+//! Mirroring notes: Python's `workers.square` and `workers.cpu_task` are `#[mp::worker]`s with the
+//! same arithmetic (`cpu_task` is the same 31-bit LCG, so results are equal); pools use the
+//! default start method and are created outside the timed region, as in Python.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use mp::Pool;
+
+use crate::common::{Options, Scenario, emit, median};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "pool_map_small",
+            run: pool_map_small,
+        },
+        Scenario {
+            name: "pool_imap_unordered",
+            run: pool_imap_unordered,
+        },
+        Scenario {
+            name: "pool_apply_async",
+            run: pool_apply_async,
+        },
+        Scenario {
+            name: "pool_cpu_scaling",
+            run: pool_cpu_scaling,
+        },
+    ]
+}
+
+fn e(err: mp::Error) -> String {
+    err.to_string()
+}
+
+#[mp::worker]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// `iters` steps of a 31-bit LCG from `seed` (Python's `workers.cpu_task`).
+#[mp::worker]
+fn cpu_task(seed: u64, iters: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..iters {
+        x = (x.wrapping_mul(1_103_515_245).wrapping_add(12_345)) & 0x7FFF_FFFF;
+    }
+    x
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_owned()) }
+}
+
+fn pool_map_small(o: &Options) -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    let cases = [
+        ("default_chunksize", o.size(200_000, 100_000), None),
+        ("chunksize_1", o.size(20_000, 5_000), Some(1)),
+    ];
+    for (metric, n, chunksize) in cases {
+        let expected: Vec<u64> = (0..n as u64).map(|i| i * i).collect();
+        let mut rates = Vec::new();
+        for rep in 0..=o.reps {
+            let t = Instant::now();
+            let out = match chunksize {
+                None => pool.map(square, 0..n as u64),
+                Some(c) => pool.map_chunked(square, 0..n as u64, c),
+            }
+            .map_err(e)?;
+            let dt = t.elapsed().as_secs_f64();
+            check(out == expected, "pool.map returned wrong squares")?;
+            if rep > 0 {
+                rates.push(n as f64 / dt);
+            }
+        }
+        emit("pool_map_small", metric, median(&mut rates), "tasks/s");
+    }
+    Ok(())
+}
+
+fn pool_imap_unordered(o: &Options) -> Result<(), String> {
+    let n = o.size(200_000, 100_000) as u64;
+    let pool = Pool::new(2).map_err(e)?;
+    let expected: Vec<u64> = (0..n).map(|i| i * i).collect();
+    let mut rates = Vec::new();
+    for rep in 0..=o.reps {
+        let t = Instant::now();
+        let mut out = pool
+            .imap_unordered_chunked(square, 0..n, 64)
+            .map_err(e)?
+            .collect::<mp::Result<Vec<u64>>>()
+            .map_err(e)?;
+        let dt = t.elapsed().as_secs_f64();
+        out.sort_unstable();
+        check(out == expected, "imap_unordered returned wrong squares")?;
+        if rep > 0 {
+            rates.push(n as f64 / dt);
+        }
+    }
+    emit(
+        "pool_imap_unordered",
+        "chunksize_64",
+        median(&mut rates),
+        "tasks/s",
+    );
+    Ok(())
+}
+
+fn pool_apply_async(o: &Options) -> Result<(), String> {
+    let n = o.size(20_000, 5_000) as u64;
+    let pool = Pool::new(2).map_err(e)?;
+    let expected: Vec<u64> = (0..n).map(|i| i * i).collect();
+    let mut rates = Vec::new();
+    for rep in 0..=o.reps {
+        let t = Instant::now();
+        let pending = (0..n)
+            .map(|i| pool.apply_async(square, (i,)))
+            .collect::<mp::Result<Vec<_>>>()
+            .map_err(e)?;
+        let out = pending
+            .into_iter()
+            .map(|r| r.get())
+            .collect::<mp::Result<Vec<u64>>>()
+            .map_err(e)?;
+        let dt = t.elapsed().as_secs_f64();
+        check(out == expected, "apply_async returned wrong squares")?;
+        if rep > 0 {
+            rates.push(n as f64 / dt);
+        }
+    }
+    emit(
+        "pool_apply_async",
+        "apply_async_get",
+        median(&mut rates),
+        "tasks/s",
+    );
+
+    // Per-task overhead: one apply at a time, against a raw socketpair round trip.
+    let rounds = o.size(20_000, 5_000);
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..rounds as u64 {
+        let t = Instant::now();
+        let v = pool.apply(square, (i,)).map_err(e)?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        check(v == i * i, "apply returned a wrong square")?;
+    }
+    emit(
+        "pool_apply_async",
+        "apply_rtt_median",
+        median(&mut rtts),
+        "us",
+    );
+    emit("pool_apply_async", "raw_rtt_median", raw_rtt(rounds)?, "us");
+    Ok(())
+}
+
+/// Median round trip of 8 bytes over a socketpair to an echoing child process.
+fn raw_rtt(rounds: usize) -> Result<f64, String> {
+    let (mut a, mut b) = UnixStream::pair().map_err(|x| x.to_string())?;
+    // SAFETY: the child only echoes on an inherited socket with read/write and then _exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            // The parent's end must close here too, or the child never sees end of stream.
+            drop(a);
+            let mut buf = [0u8; 8];
+            while b.read_exact(&mut buf).is_ok() {
+                if b.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        pid if pid > 0 => {
+            drop(b);
+            let mut samples = Vec::with_capacity(rounds);
+            let mut buf = [0u8; 8];
+            for i in 0..rounds as u64 {
+                let t = Instant::now();
+                a.write_all(&i.to_le_bytes()).map_err(|x| x.to_string())?;
+                a.read_exact(&mut buf).map_err(|x| x.to_string())?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            drop(a);
+            let mut status = 0;
+            // SAFETY: waits for the child forked above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Ok(median(&mut samples))
+        }
+        _ => Err("fork failed".into()),
+    }
+}
+
+fn pool_cpu_scaling(o: &Options) -> Result<(), String> {
+    let items = 16u64;
+    let iters = o.size(2_000_000, 200_000) as u64;
+    let reps = o.size(5, 3);
+    let pools = [Pool::new(1).map_err(e)?, Pool::new(2).map_err(e)?];
+    for p in &pools {
+        p.map_chunked(cpu_task_1000, 0..2u64, 1).map_err(e)?;
+    }
+    let mut times = [Vec::new(), Vec::new()];
+    let mut results: [Option<Vec<u64>>; 2] = [None, None];
+    for _ in 0..reps {
+        for (k, p) in pools.iter().enumerate() {
+            let t = Instant::now();
+            let out = p
+                .starmap(cpu_task, (0..items).map(|s| (s, iters)))
+                .map_err(e)?;
+            times[k].push(t.elapsed().as_secs_f64());
+            let first = results[k].get_or_insert_with(|| out.clone());
+            check(*first == out, "pool_cpu_scaling: results changed")?;
+        }
+    }
+    check(results[0] == results[1], "Pool(1) and Pool(2) disagree")?;
+    check(
+        results[0].as_ref().map(|r| r[1]) == Some(cpu_task(1, iters)),
+        "pool_cpu_scaling: wrong task result",
+    )?;
+    let t1 = median(&mut times[0]);
+    let t2 = median(&mut times[1]);
+    emit("pool_cpu_scaling", "pool1_seconds", t1, "s");
+    emit("pool_cpu_scaling", "pool2_seconds", t2, "s");
+    emit("pool_cpu_scaling", "speedup", t1 / t2, "x");
+    Ok(())
+}
+
+/// The warm-up task: `cpu_task(seed, 1000)`.
+#[mp::worker]
+fn cpu_task_1000(seed: u64) -> u64 {
+    cpu_task(seed, 1000)
+}

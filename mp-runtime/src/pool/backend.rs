@@ -1,0 +1,114 @@
+//! Where pool workers come from. The scheduler only sees [`Launcher`] and [`Link`]: a stream
+//! socket to send jobs and read results on, a descriptor that becomes readable when the worker is
+//! gone, and a way to kill and reap it. [`LocalLauncher`] starts local processes with any start
+//! method; another backend (workers on other machines) implements the same two traits.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::worker_loop::WORKER_LOOP;
+use crate::codec;
+use crate::connection::FdRef;
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::process::{Process, ProcessBuilder};
+use crate::transport::socket::stream_pair;
+
+/// Starts workers.
+pub(crate) trait Launcher: Send {
+    /// Starts one worker, running the pool's initializer (if any) before its first job.
+    fn launch(&mut self) -> Result<Box<dyn Link>>;
+}
+
+/// The scheduler's hold on one started worker.
+pub(crate) trait Link: Send {
+    /// The worker's process id (for errors and introspection).
+    fn pid(&self) -> i32;
+    /// The job socket: jobs are written and results read here (non-blocking on this side).
+    fn channel(&self) -> BorrowedFd<'_>;
+    /// Readable once the worker has exited.
+    fn sentinel(&self) -> BorrowedFd<'_>;
+    /// Kills the worker at once (SIGKILL).
+    fn kill(&self);
+    /// Waits for the worker to exit and returns Python's exit code (`-N` for signal `N`).
+    fn reap(&mut self) -> i32;
+}
+
+/// An initializer: registered worker name and encoded arguments.
+pub(crate) struct InitSpec {
+    pub(crate) name: &'static str,
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Starts workers as local processes.
+pub(crate) struct LocalLauncher {
+    pub(crate) method: StartMethod,
+    pub(crate) prefix: &'static str,
+    pub(crate) init: Option<InitSpec>,
+    pub(crate) started: usize,
+}
+
+impl Launcher for LocalLauncher {
+    fn launch(&mut self) -> Result<Box<dyn Link>> {
+        let (ours, theirs) = stream_pair()?;
+        crate::sys::fd::set_nonblocking(ours.as_fd(), true).map_err(|e| Error::io("fcntl", e))?;
+        let init_fds: Vec<FdRef<'_>> = self
+            .init
+            .as_ref()
+            .map(|i| i.fds.iter().map(|f| FdRef(f.as_fd())).collect())
+            .unwrap_or_default();
+        let init = self
+            .init
+            .as_ref()
+            .map(|i| (i.name.to_owned(), i.args.clone()));
+        let payload = codec::encode_owned(&(FdRef(theirs.as_fd()), init, init_fds));
+        drop(theirs);
+        self.started += 1;
+        let name = format!(
+            "{}{}-{}",
+            match self.method {
+                StartMethod::Fork => "Fork",
+                StartMethod::Spawn => "Spawn",
+                StartMethod::ForkServer => "ForkServer",
+            },
+            self.prefix,
+            self.started
+        );
+        let mut process = ProcessBuilder::default()
+            .name(name)
+            .daemon(true)
+            .start_method(self.method)
+            .build_internal(WORKER_LOOP, payload);
+        process.start()?;
+        Ok(Box::new(LocalLink {
+            process,
+            channel: ours,
+        }))
+    }
+}
+
+struct LocalLink {
+    process: Process<()>,
+    channel: OwnedFd,
+}
+
+impl Link for LocalLink {
+    fn pid(&self) -> i32 {
+        self.process.pid().unwrap_or(0)
+    }
+    fn channel(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+    fn sentinel(&self) -> BorrowedFd<'_> {
+        self.process
+            .sentinel()
+            .expect("a started pool worker has a sentinel")
+    }
+    fn kill(&self) {
+        let _ = self.process.kill();
+    }
+    fn reap(&mut self) -> i32 {
+        let _ = self.process.join();
+        self.process.exitcode().unwrap_or(255)
+    }
+}

@@ -1,0 +1,141 @@
+//! Splitting input into chunks and encoding them for the workers.
+
+use std::os::fd::BorrowedFd;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::scheduler::{Chunk, ChunkResult, ItemResult};
+use super::wire;
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// Python's default chunk size for `map`: `len / (4 * processes)`, rounded up (0 for no input).
+pub(crate) fn default_chunksize(len: usize, processes: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.div_ceil(processes.max(1) * 4)
+    }
+}
+
+/// Encodes up to `n` items of `items` into one chunk (fewer if the input ends). Returns how many
+/// items were taken, and the chunk or the first encoding error among them.
+pub(crate) fn encode_chunk<T: Serialize>(
+    items: &mut impl Iterator<Item = T>,
+    n: usize,
+    scratch: &mut Vec<u8>,
+) -> (usize, Result<Chunk>) {
+    let mut chunk = Chunk {
+        items: Vec::new(),
+        fds: Vec::new(),
+        nitems: 0,
+        batch: false,
+    };
+    let mut first_error = None;
+    for item in items.take(n) {
+        chunk.nitems += 1;
+        if first_error.is_some() {
+            continue;
+        }
+        scratch.clear();
+        match codec::encode_into(&item, scratch) {
+            Ok(raw) => {
+                for fd in &raw {
+                    // SAFETY: `fd` was recorded by the codec from a live handle inside `item`,
+                    // which is still alive here.
+                    let b = unsafe { BorrowedFd::borrow_raw(*fd) };
+                    match b.try_clone_to_owned() {
+                        Ok(o) => chunk.fds.push(o),
+                        Err(e) => first_error = Some(Error::io("dup", e)),
+                    }
+                }
+                wire::put_uint(&mut chunk.items, raw.len() as u64);
+                wire::put_bytes(&mut chunk.items, scratch);
+            }
+            Err(e) => first_error = Some(e),
+        }
+    }
+    let taken = chunk.nitems;
+    match first_error {
+        Some(e) => (taken, Err(e)),
+        None => (taken, Ok(chunk)),
+    }
+}
+
+/// Decodes one item's result.
+pub(crate) fn decode_item<R: DeserializeOwned>(r: ItemResult<'_>) -> Result<R> {
+    let (bytes, fds) = r?;
+    codec::decode(bytes, fds).map_err(|e| Error::Codec {
+        message: format!("a task's result could not be decoded: {e}"),
+    })
+}
+
+/// Encodes `items` as one batch chunk: a single `Vec` of argument tuples (a one-argument
+/// worker's `T` encodes like `(T,)`).
+pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
+    let (bytes, fds) = codec::encode_owned(items)?;
+    Ok(Chunk {
+        items: bytes,
+        fds,
+        nitems: items.len(),
+        batch: true,
+    })
+}
+
+/// A task's results as one `Result` per item: a batch is decoded as a `Vec` of `n`; an error
+/// that failed the whole chunk is given to its first item and repeated for the others.
+pub(crate) fn decode_results<R: DeserializeOwned>(r: ChunkResult<'_>, n: usize) -> Vec<Result<R>> {
+    match r {
+        ChunkResult::Items(items) => items.into_iter().map(decode_item).collect(),
+        ChunkResult::Batch(r) => {
+            let all = decode_item::<Vec<R>>(r).and_then(|v| {
+                if v.len() == n {
+                    Ok(v)
+                } else {
+                    Err(Error::protocol(format!(
+                        "a worker returned {} results for a chunk of {n}",
+                        v.len()
+                    )))
+                }
+            });
+            match all {
+                Ok(v) => v.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    let mut out: Vec<Result<R>> = (1..n).map(|_| Err(replicate(&e))).collect();
+                    out.insert(0, Err(e));
+                    out
+                }
+            }
+        }
+    }
+}
+
+/// A copy of `e` for another item of the same failed chunk.
+pub(crate) fn replicate(e: &Error) -> Error {
+    match e {
+        Error::TaskFailed { message } => Error::TaskFailed {
+            message: message.clone(),
+        },
+        Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
+            message: message.clone(),
+            location: location.clone(),
+        },
+        Error::WorkerDied { pid, signal } => Error::WorkerDied {
+            pid: *pid,
+            signal: *signal,
+        },
+        Error::Codec { message } => Error::Codec {
+            message: message.clone(),
+        },
+        Error::PoolBroken { message } => Error::PoolBroken {
+            message: message.clone(),
+        },
+        Error::Protocol { message } => Error::Protocol {
+            message: message.clone(),
+        },
+        Error::Cancelled => Error::Cancelled,
+        Error::Timeout => Error::Timeout,
+        other => Error::state(other.to_string()),
+    }
+}

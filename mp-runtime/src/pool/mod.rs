@@ -1,0 +1,481 @@
+//! [`Pool`]: Python's `multiprocessing.Pool`, with workers whose death fails only their own task.
+//!
+//! The pool keeps `processes` worker processes. Each runs a loop of the runtime that executes any
+//! registered worker by name on arguments the pool sends it, over a socket of its own; one
+//! scheduler thread in the parent hands out tasks and collects results (see `scheduler`). How
+//! workers are started is behind the `backend` traits, so the same scheduler can drive workers
+//! that are not local processes.
+
+mod async_result;
+pub(crate) mod backend;
+mod builder;
+pub(crate) mod chunking;
+mod iter;
+pub(crate) mod scheduler;
+mod wire;
+pub(crate) mod worker_loop;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::async_result::MapSink;
+pub use self::async_result::{AsyncResult, Callbacks};
+pub(crate) use self::async_result::{Cell, OneSink, Watcher};
+pub use self::builder::PoolBuilder;
+use self::chunking::{default_chunksize, encode_batch, encode_chunk};
+pub use self::iter::IMap;
+use self::scheduler::{Core, Sink, Task};
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::worker::Worker;
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Functions given to it are `#[mp::worker]`s; `map` takes the single argument of a
+/// one-argument worker per item, `starmap` a whole argument tuple per item.
+///
+/// ```
+/// #[mp::worker]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// #[mp::worker]
+/// fn add(a: u64, b: u64) -> u64 { a + b }
+///
+/// #[mp::main]
+/// fn main() -> mp::Result<()> {
+///     let pool = mp::Pool::new(2)?;
+///     assert_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+///     assert_eq!(pool.starmap(add, vec![(1, 2), (3, 4)])?, vec![3, 7]);
+///     assert_eq!(pool.apply(square, (9,))?, 81);
+///     let total: u64 = pool.imap_unordered(square, 0..100)?.map(|r| r.unwrap()).sum();
+///     assert_eq!(total, 328350);
+///     pool.close();
+///     pool.join()
+/// }
+/// ```
+///
+/// A worker process that dies while it runs a task (killed, aborted, crashed, `exit` called)
+/// fails exactly that task with [`Error::WorkerDied`]; tasks it had been sent but not started
+/// go to other workers, a replacement process starts, and every other task completes. A task
+/// that panics or returns `Err` fails alone ([`Error::WorkerPanicked`], [`Error::TaskFailed`]).
+///
+/// A task is one chunk of items (`chunksize`, 1 for `apply` and, by default, `imap`). A chunk
+/// travels as one encoded `Vec` and succeeds or fails as a whole, as in Python: with chunks of
+/// several items, a failing item fails the other items of its chunk too.
+///
+/// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
+///
+/// Ctrl-C: worker processes ignore SIGINT, as Python's do, so a Ctrl-C in a terminal (which
+/// reaches the whole process group) does not fail tasks one by one. The parent's default SIGINT
+/// action ends the program at once, and the workers die with it (they have a parent-death
+/// signal), so nothing is left running. A program that handles SIGINT itself should call
+/// [`terminate`](Pool::terminate) (or drop the pool) from there.
+pub struct Pool {
+    core: Arc<Core>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+    method: StartMethod,
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default start method. Zero is
+    /// [`Error::InvalidArgument`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for the other options (initializer, `max_tasks_per_child`, context, bound on
+    /// tasks in flight).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The start method of the workers.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// The pids of the worker processes running now (replacements included).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.core.pids()
+    }
+
+    /// Runs `worker(args)` in a worker process and waits for its result (Python's `apply`).
+    pub fn apply<W>(&self, worker: W, args: W::Args) -> Result<W::Output>
+    where
+        W: Worker,
+        W::Output: Send,
+    {
+        self.apply_async(worker, args)?.get()
+    }
+
+    /// Submits `worker(args)` and returns at once (Python's `apply_async`).
+    pub fn apply_async<W>(&self, worker: W, args: W::Args) -> Result<AsyncResult<W::Output>>
+    where
+        W: Worker,
+        W::Output: Send,
+    {
+        self.apply_async_with(worker, args, Callbacks::new())
+    }
+
+    /// [`apply_async`](Pool::apply_async) with success and error callbacks.
+    ///
+    /// ```
+    /// # #[mp::worker] fn square(x: u64) -> u64 { x * x }
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// let pool = mp::Pool::new(1)?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let r = pool.apply_async_with(square, (4,), mp::Callbacks::new().on_success(move |v| {
+    ///     tx.send(*v).unwrap();
+    /// }))?;
+    /// assert_eq!(r.get()?, 16);
+    /// assert_eq!(rx.recv().unwrap(), 16);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply_async_with<W>(
+        &self,
+        worker: W,
+        args: W::Args,
+        callbacks: Callbacks<W::Output>,
+    ) -> Result<AsyncResult<W::Output>>
+    where
+        W: Worker,
+        W::Output: Send,
+    {
+        let cell = Cell::new(Some(callbacks));
+        let sink = Arc::new(OneSink { cell: cell.clone() });
+        submit_one(&self.core, worker.name(), &args, sink, None)?;
+        Ok(AsyncResult { cell })
+    }
+
+    /// Applies a one-argument worker to every item and returns the results in order (Python's
+    /// `map`), with Python's default chunk size (`len / (4 × processes)`, rounded up). The
+    /// input is collected first. The first failing item's error fails the whole call.
+    pub fn map<W, T, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.map_async_with(worker, items, None, Callbacks::new())?
+            .get()
+    }
+
+    /// [`map`](Pool::map) with `chunksize` items per task. Zero is [`Error::InvalidArgument`].
+    pub fn map_chunked<W, T, I>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Vec<W::Output>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.map_async_with(worker, items, Some(chunksize), Callbacks::new())?
+            .get()
+    }
+
+    /// [`map`](Pool::map) without waiting (Python's `map_async`).
+    pub fn map_async<W, T, I>(&self, worker: W, items: I) -> Result<AsyncResult<Vec<W::Output>>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.map_async_with(worker, items, None, Callbacks::new())
+    }
+
+    /// [`map_async`](Pool::map_async) with a chunk size (`None`: Python's default) and
+    /// callbacks, which receive the whole result vector or the first error.
+    pub fn map_async_with<W, T, I>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<W::Output>>,
+    ) -> Result<AsyncResult<Vec<W::Output>>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.map_items(worker.name(), items, chunksize, callbacks)
+    }
+
+    /// Calls a worker with each argument tuple and returns the results in order (Python's
+    /// `starmap`), with the default chunk size.
+    pub fn starmap<W, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
+    where
+        W: Worker,
+        W::Output: Send,
+        I: IntoIterator<Item = W::Args>,
+    {
+        self.starmap_async_with(worker, items, None, Callbacks::new())?
+            .get()
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting (Python's `starmap_async`).
+    pub fn starmap_async<W, I>(&self, worker: W, items: I) -> Result<AsyncResult<Vec<W::Output>>>
+    where
+        W: Worker,
+        W::Output: Send,
+        I: IntoIterator<Item = W::Args>,
+    {
+        self.starmap_async_with(worker, items, None, Callbacks::new())
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) with a chunk size and callbacks.
+    pub fn starmap_async_with<W, I>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<W::Output>>,
+    ) -> Result<AsyncResult<Vec<W::Output>>>
+    where
+        W: Worker,
+        W::Output: Send,
+        I: IntoIterator<Item = W::Args>,
+    {
+        self.map_items(worker.name(), items, chunksize, callbacks)
+    }
+
+    fn map_items<R, T, I>(
+        &self,
+        name: &'static str,
+        items: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        R: DeserializeOwned + Send + 'static,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        if chunksize == Some(0) {
+            return Err(Error::InvalidArgument {
+                message: "chunksize must be at least 1".into(),
+            });
+        }
+        self.core.ensure_open()?;
+        let items: Vec<T> = items.into_iter().collect();
+        let len = items.len();
+        let cell = Cell::new(Some(callbacks));
+        if len == 0 {
+            cell.set(Ok(Vec::new()));
+            return Ok(AsyncResult { cell });
+        }
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
+        let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
+        // Each chunk is encoded as one `Vec` and submitted at once, so workers start while the
+        // rest is being encoded. An item that cannot be encoded fails the call; chunks already
+        // submitted still run, their results are dropped.
+        for (index, part) in items.chunks(chunksize).enumerate() {
+            let chunk = encode_part(part)?;
+            let sink: Arc<dyn Sink> = sink.clone();
+            self.core
+                .submit(Task::new(name, index, chunk, sink), false)?;
+        }
+        Ok(AsyncResult { cell })
+    }
+
+    /// A lazy iterator of results in input order, one item per task (Python's `imap`).
+    ///
+    /// ```
+    /// # #[mp::worker] fn square(x: u64) -> u64 { x * x }
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// let pool = mp::Pool::new(2)?;
+    /// let it = pool.imap(square, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9])?;
+    /// assert_eq!(it.len(), 10);
+    /// let v: mp::Result<Vec<u64>> = it.collect();
+    /// assert_eq!(v?, (0..10).map(|x| x * x).collect::<Vec<_>>());
+    /// # Ok(()) }
+    /// ```
+    pub fn imap<W, T, I>(&self, worker: W, items: I) -> Result<IMap<W::Output, I::IntoIter>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_chunked(worker, items, 1)
+    }
+
+    /// [`imap`](Pool::imap) with `chunksize` items per task.
+    pub fn imap_chunked<W, T, I>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: usize,
+    ) -> Result<IMap<W::Output, I::IntoIter>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.iter(worker.name(), items.into_iter(), chunksize, true)
+    }
+
+    /// Like [`imap`](Pool::imap), but results come in the order they finish (Python's
+    /// `imap_unordered`).
+    pub fn imap_unordered<W, T, I>(
+        &self,
+        worker: W,
+        items: I,
+    ) -> Result<IMap<W::Output, I::IntoIter>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_unordered_chunked(worker, items, 1)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with `chunksize` items per task.
+    pub fn imap_unordered_chunked<W, T, I>(
+        &self,
+        worker: W,
+        items: I,
+        chunksize: usize,
+    ) -> Result<IMap<W::Output, I::IntoIter>>
+    where
+        W: Worker<Args = (T,)>,
+        W::Output: Send,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        self.iter(worker.name(), items.into_iter(), chunksize, false)
+    }
+
+    fn iter<R, I>(
+        &self,
+        name: &'static str,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<IMap<R, I>>
+    where
+        R: DeserializeOwned + Send + 'static,
+        I: Iterator,
+        I::Item: Serialize,
+    {
+        if chunksize == 0 {
+            return Err(Error::InvalidArgument {
+                message: "chunksize must be at least 1".into(),
+            });
+        }
+        self.core.ensure_open()?;
+        Ok(IMap::new(
+            self.core.clone(),
+            name,
+            items,
+            chunksize,
+            self.processes,
+            ordered,
+        ))
+    }
+
+    /// Accepts no more tasks; the workers exit once everything submitted is done (Python's
+    /// `close`). Iterators from `imap` made before still take their input.
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Stops the workers at once (SIGKILL) and fails every unfinished task with
+    /// [`Error::PoolBroken`] (Python's `terminate`). Returns once the workers are reaped.
+    pub fn terminate(&self) {
+        self.core.terminate();
+        self.core.wait_finished();
+        self.join_thread();
+    }
+
+    /// Waits for the workers to exit, after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) ([`Error::InvalidState`] before either, as Python's
+    /// `ValueError`). After `close`, it waits for every submitted task, and for `imap`
+    /// iterators made before `close` to be consumed or dropped (they may still submit).
+    pub fn join(&self) -> Result<()> {
+        if !self.core.is_closed() {
+            return Err(Error::state(
+                "join() needs close() or terminate() first: the pool is still accepting tasks",
+            ));
+        }
+        self.core.wait_finished();
+        self.join_thread();
+        Ok(())
+    }
+
+    fn join_thread(&self) {
+        if self.core.on_scheduler_thread() {
+            // Called from a result callback: the thread ends on its own once it returns.
+            return;
+        }
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Encodes a chunk: one item as a plain task (cheapest for `chunksize` 1), more as a batch.
+pub(crate) fn encode_part<T: Serialize>(part: &[T]) -> Result<scheduler::Chunk> {
+    if part.len() == 1 {
+        let mut scratch = Vec::new();
+        encode_chunk(&mut part.iter(), 1, &mut scratch).1
+    } else {
+        encode_batch(part)
+    }
+}
+
+/// Encodes one argument tuple and submits it as a one-item task; returns the task id.
+pub(crate) fn submit_one<A: Serialize>(
+    core: &Core,
+    name: &'static str,
+    args: &A,
+    sink: Arc<dyn Sink>,
+    started: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<u64> {
+    let mut scratch = Vec::new();
+    let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1, &mut scratch);
+    let mut task = Task::new(name, 0, chunk?, sink);
+    task.started = started;
+    core.submit(task, false)
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "<Pool processes={} start_method={} state={}>",
+            self.processes,
+            self.method,
+            if self.core.is_closed() {
+                "closed"
+            } else {
+                "running"
+            }
+        )
+    }
+}

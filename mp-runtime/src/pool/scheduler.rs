@@ -1,0 +1,999 @@
+//! The scheduler: one thread per pool that hands queued tasks to workers and routes their
+//! results, and the state it shares with the threads that submit tasks.
+//!
+//! Each worker has its own duplex socket, so the owner of every task is known: when a worker's
+//! sentinel fires, the scheduler reads what the worker still managed to send, fails the one job
+//! it was running with [`Error::WorkerDied`], puts the jobs it had not started back at the front
+//! of the queue, and starts a replacement. There is no shared queue whose lock a dying worker
+//! could hold. Writes to workers are non-blocking and buffered, so a worker that does not read
+//! never blocks the scheduler from reading the others.
+//!
+//! A worker may hold several jobs at once (sent ahead, so that it never waits for a round trip
+//! between short jobs): up to 64 when jobs take microseconds, 2 when they take 100 µs or more,
+//! so that long jobs still spread evenly over the workers.
+//!
+//! While the scheduler sleeps it publishes its idle workers; a thread submitting a task then
+//! writes it to one of them itself (under the shared lock) instead of waking the scheduler to do
+//! it, and the scheduler records the task as held by that worker when the answer wakes it. That
+//! saves one thread wake-up per round trip of a lone task.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+use super::backend::{Launcher, Link};
+use super::wire::{self, Cursor, FrameReader};
+use crate::error::{Error, Result};
+use crate::transport::frame::MAX_FDS;
+
+/// One item's result as it arrived: the encoded value and its descriptors, or the error.
+pub(crate) type ItemResult<'a> = Result<(&'a [u8], Vec<OwnedFd>)>;
+
+/// What a task produced.
+pub(crate) enum ChunkResult<'a> {
+    /// One result per item, in order.
+    Items(Vec<ItemResult<'a>>),
+    /// A batch chunk's results as one encoded `Vec`, or the error that failed the chunk.
+    Batch(ItemResult<'a>),
+}
+
+/// Where the results of a task go (an `AsyncResult`, a `map`, an `imap` iterator, …).
+pub(crate) trait Sink: Send + Sync {
+    /// The results of chunk `chunk`. Called exactly once per task, on the scheduler thread or on
+    /// the thread that cancels or fails the task.
+    fn complete(&self, chunk: usize, results: ChunkResult<'_>);
+}
+
+/// Encoded arguments of a task. Per item `nfds len bytes`, or for a batch chunk the encoded
+/// `Vec` of argument tuples (its descriptors in `fds`).
+pub(crate) struct Chunk {
+    pub(crate) items: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) nitems: usize,
+    pub(crate) batch: bool,
+}
+
+/// A unit of work: one or more items (a chunk) for one registered worker.
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    pub(crate) worker: &'static str,
+    pub(crate) index: usize,
+    pub(crate) chunk: Chunk,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// Set when the task is handed to a worker (the executor's `running()`).
+    pub(crate) started: Option<Arc<AtomicBool>>,
+}
+
+impl Task {
+    pub(crate) fn new(
+        worker: &'static str,
+        index: usize,
+        chunk: Chunk,
+        sink: Arc<dyn Sink>,
+    ) -> Self {
+        Task {
+            id: 0,
+            worker,
+            index,
+            chunk,
+            sink,
+            started: None,
+        }
+    }
+
+    /// Completes every item of the task with the error `make` builds.
+    pub(crate) fn fail(self, make: impl Fn() -> Error) {
+        let results = (0..self.chunk.nitems).map(|_| Err(make())).collect();
+        self.sink.complete(self.index, ChunkResult::Items(results));
+    }
+}
+
+/// What the scheduler needs to know besides its workers.
+pub(crate) struct Config {
+    /// The most workers at a time.
+    pub(crate) processes: usize,
+    /// Jobs per worker before it is replaced.
+    pub(crate) max_tasks_per_child: Option<usize>,
+    /// Start workers only when work arrives (the executor) instead of keeping `processes` up.
+    pub(crate) lazy: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Task>,
+    next_id: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    closed: bool,
+    feeders: usize,
+    terminate: bool,
+    broken: Option<String>,
+    sleeping: bool,
+    notified: bool,
+    pids: Vec<i32>,
+    finished: bool,
+    /// Workers with nothing to do, published by the scheduler as it goes to sleep: a submitter
+    /// may write a task straight to one of them, which saves waking the scheduler to do it.
+    idle: Vec<(u64, Arc<OwnedFd>)>,
+    /// Tasks written that way, for the scheduler to record as held by those workers when it
+    /// wakes (with the part of the frame the socket did not take, if any).
+    handed: Vec<Handed>,
+}
+
+/// A task a submitter wrote to an idle worker itself.
+struct Handed {
+    key: u64,
+    task: Task,
+    rest: Option<(Vec<u8>, usize)>,
+}
+
+/// The state shared between the scheduler thread and the threads using the pool.
+pub(crate) struct Core {
+    state: Mutex<State>,
+    space: Condvar,
+    finished: Condvar,
+    wake: EventFd,
+    /// The scheduler thread, which must never wait for itself (a callback may drop the pool).
+    scheduler: std::sync::OnceLock<std::thread::ThreadId>,
+}
+
+impl Core {
+    pub(crate) fn new(max_in_flight: Option<usize>) -> Result<Arc<Core>> {
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e))?;
+        Ok(Arc::new(Core {
+            state: Mutex::new(State {
+                max_in_flight: max_in_flight.unwrap_or(usize::MAX),
+                ..State::default()
+            }),
+            space: Condvar::new(),
+            finished: Condvar::new(),
+            wake,
+            scheduler: std::sync::OnceLock::new(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_locked(&self, st: &mut State) -> bool {
+        if st.sleeping && !st.notified {
+            st.notified = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn wake_now(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    fn check_open(st: &State, feeder: bool) -> Result<()> {
+        if st.terminate || st.finished {
+            return Err(Error::state(
+                "the pool was terminated; create a new pool to run more tasks",
+            ));
+        }
+        if st.closed && !feeder {
+            return Err(Error::state(
+                "the pool is closed; no new tasks can be submitted (create a new pool)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues a task. `feeder` submissions come from an iterator created before `close()`.
+    /// Blocks while the pool's bound on tasks in flight is reached. Returns the task's id.
+    pub(crate) fn submit(&self, mut task: Task, feeder: bool) -> Result<u64> {
+        let mut st = self.lock();
+        loop {
+            Self::check_open(&st, feeder)?;
+            if st.in_flight < st.max_in_flight {
+                break;
+            }
+            st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(reason) = &st.broken {
+            let message = reason.clone();
+            drop(st);
+            task.fail(|| Error::PoolBroken {
+                message: message.clone(),
+            });
+            return Ok(0);
+        }
+        st.next_id += 1;
+        task.id = st.next_id;
+        let id = task.id;
+        st.in_flight += 1;
+        let task = match Self::hand_to_idle(&mut st, task) {
+            Ok(partial) => {
+                // A frame the socket took only in part needs the scheduler to write the rest.
+                let wake = partial && self.wake_locked(&mut st);
+                drop(st);
+                if wake {
+                    self.wake_now();
+                }
+                return Ok(id);
+            }
+            Err(task) => task,
+        };
+        st.queue.push_back(task);
+        let wake = self.wake_locked(&mut st);
+        drop(st);
+        if wake {
+            self.wake_now();
+        }
+        Ok(id)
+    }
+
+    /// Writes `task` straight to an idle worker while the scheduler sleeps (it records the task
+    /// when the worker's answer wakes it); true if the socket took only part of the frame. Gives
+    /// the task back if that is not possible.
+    fn hand_to_idle(st: &mut State, task: Task) -> std::result::Result<bool, Task> {
+        if !st.sleeping || !st.queue.is_empty() || !task.chunk.fds.is_empty() {
+            return Err(task);
+        }
+        let Some((key, fd)) = st.idle.pop() else {
+            return Err(task);
+        };
+        let mut buf = Vec::new();
+        job_frame(&task, &mut buf);
+        let sent = loop {
+            let iov = [std::io::IoSlice::new(&buf)];
+            match sendmsg::<()>(
+                fd.as_raw_fd(),
+                &iov,
+                &[],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) if n > 0 => break n,
+                Err(Errno::EINTR) => continue,
+                // Nothing written (full, or the worker is gone): the scheduler takes it.
+                _ => return Err(task),
+            }
+        };
+        if let Some(flag) = &task.started {
+            flag.store(true, Ordering::Release);
+        }
+        let partial = sent < buf.len();
+        let rest = partial.then_some((buf, sent));
+        st.handed.push(Handed { key, task, rest });
+        Ok(partial)
+    }
+
+    /// Fails `err` unless new tasks may be submitted.
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        Self::check_open(&self.lock(), false)
+    }
+
+    /// Removes a task that no worker has started; true if it was still queued.
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let Some(pos) = st.queue.iter().position(|t| t.id == id) else {
+            return false;
+        };
+        let task = st.queue.remove(pos).expect("position is in range");
+        st.in_flight -= 1;
+        drop(st);
+        self.space.notify_all();
+        task.fail(|| Error::Cancelled);
+        true
+    }
+
+    /// Cancels every queued task; returns how many.
+    pub(crate) fn cancel_all(&self) -> usize {
+        let mut st = self.lock();
+        let tasks: Vec<Task> = st.queue.drain(..).collect();
+        st.in_flight -= tasks.len();
+        drop(st);
+        self.space.notify_all();
+        let n = tasks.len();
+        for t in tasks {
+            t.fail(|| Error::Cancelled);
+        }
+        n
+    }
+
+    /// An iterator that submits lazily starts (`add`) or ends: the pool does not finish closing
+    /// while one is alive.
+    pub(crate) fn feeder(&self, add: bool) {
+        let mut st = self.lock();
+        if add {
+            st.feeders += 1;
+        } else {
+            st.feeders -= 1;
+        }
+        let wake = !add && st.closed && self.wake_locked(&mut st);
+        drop(st);
+        if wake {
+            self.wake_now();
+        }
+    }
+
+    /// No new tasks; the scheduler exits once everything queued is done.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        drop(st);
+        self.wake_now();
+    }
+
+    /// Stops at once: kill the workers, fail every unfinished task.
+    pub(crate) fn terminate(&self) {
+        let mut st = self.lock();
+        st.terminate = true;
+        st.closed = true;
+        drop(st);
+        self.space.notify_all();
+        self.wake_now();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn pids(&self) -> Vec<i32> {
+        self.lock().pids.clone()
+    }
+
+    /// Whether the caller is the scheduler thread (running a result callback).
+    pub(crate) fn on_scheduler_thread(&self) -> bool {
+        self.scheduler.get() == Some(&std::thread::current().id())
+    }
+
+    /// Waits for the scheduler thread to finish its work; at once on the scheduler thread itself,
+    /// which finishes after the callback that called this returns.
+    pub(crate) fn wait_finished(&self) {
+        if self.on_scheduler_thread() {
+            return;
+        }
+        let mut st = self.lock();
+        while !st.finished {
+            st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Marks the pool unusable for the reason given: queued and later tasks fail with it.
+    fn set_broken(&self, reason: String) {
+        let mut st = self.lock();
+        if st.broken.is_none() {
+            st.broken = Some(reason);
+        }
+    }
+}
+
+/// Pending bytes to one worker, with the descriptors that ride on their first byte.
+struct Out {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    pos: usize,
+}
+
+struct Slot {
+    /// Identifies the slot in `State::idle` and `State::handed`.
+    key: u64,
+    /// A second descriptor on the job socket, for submitters writing to an idle worker.
+    fast: Option<Arc<OwnedFd>>,
+    link: Box<dyn Link>,
+    reader: FrameReader,
+    held: VecDeque<Task>,
+    sent: usize,
+    out: VecDeque<Out>,
+    stopping: bool,
+    /// The worker's initializer failed (its message).
+    init_failed: Option<String>,
+}
+
+impl Slot {
+    fn new(link: Box<dyn Link>) -> Self {
+        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Slot {
+            key: KEYS.fetch_add(1, Ordering::Relaxed),
+            fast: link.channel().try_clone_to_owned().ok().map(Arc::new),
+            link,
+            reader: FrameReader::new(),
+            held: VecDeque::new(),
+            sent: 0,
+            out: VecDeque::new(),
+            stopping: false,
+            init_failed: None,
+        }
+    }
+
+    fn push_frame(&mut self, frame: &[u8], fds: Vec<OwnedFd>) {
+        if let Some(last) = self.out.back_mut()
+            && last.pos == 0
+            && last.fds.len() + fds.len() <= MAX_FDS
+            && last.bytes.len() < (1 << 20)
+        {
+            last.bytes.extend_from_slice(frame);
+            last.fds.extend(fds);
+            return;
+        }
+        self.out.push_back(Out {
+            bytes: frame.to_vec(),
+            fds,
+            pos: 0,
+        });
+    }
+
+    fn send_job(&mut self, task: &Task, scratch: &mut Vec<u8>) -> Result<()> {
+        job_frame(task, scratch);
+        let fds = task
+            .chunk
+            .fds
+            .iter()
+            .map(|f| f.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("dup", e))?;
+        self.push_frame(scratch, fds);
+        Ok(())
+    }
+
+    fn send_stop(&mut self) {
+        let mut buf = Vec::new();
+        let at = wire::begin_frame(&mut buf);
+        buf.push(wire::STOP);
+        wire::end_frame(&mut buf, at, 0);
+        self.push_frame(&buf, Vec::new());
+        self.stopping = true;
+    }
+
+    /// Writes what the socket takes without blocking. Errors mean the worker is gone.
+    fn flush(&mut self) -> Result<()> {
+        while let Some(o) = self.out.front_mut() {
+            let raw: Vec<RawFd> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
+            let rights = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage<'_>] = if o.pos == 0 && !raw.is_empty() {
+                &rights
+            } else {
+                &[]
+            };
+            let iov = [std::io::IoSlice::new(&o.bytes[o.pos..])];
+            match sendmsg::<()>(
+                self.link.channel().as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) => {
+                    o.pos += n;
+                    if o.pos >= o.bytes.len() {
+                        self.out.pop_front();
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(e) => {
+                    self.out.clear();
+                    return Err(Error::sys("send", e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the `Job` frame of `task` into `buf` (cleared first).
+fn job_frame(task: &Task, buf: &mut Vec<u8>) {
+    buf.clear();
+    let at = wire::begin_frame(buf);
+    buf.push(wire::JOB);
+    wire::put_uint(buf, task.id);
+    wire::put_bytes(buf, task.worker.as_bytes());
+    if task.chunk.batch {
+        buf.push(wire::MODE_BATCH);
+        wire::put_uint(buf, task.chunk.nitems as u64);
+        wire::put_uint(buf, task.chunk.fds.len() as u64);
+        wire::put_bytes(buf, &task.chunk.items);
+    } else {
+        buf.push(wire::MODE_ITEMS);
+        wire::put_uint(buf, task.chunk.nitems as u64);
+        buf.extend_from_slice(&task.chunk.items);
+    }
+    wire::end_frame(buf, at, task.chunk.fds.len());
+}
+
+/// A job's results as parsed from a `Done` frame.
+struct Done {
+    task: Task,
+    payload: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Parses the items of a `Done` frame (cursor after the header fields) into results.
+fn item_results<'a>(
+    cur: &mut Cursor<'a>,
+    fds: &mut VecDeque<OwnedFd>,
+    n: usize,
+) -> Result<Vec<ItemResult<'a>>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(match cur.u8()? {
+            wire::TAG_OK => {
+                let nfds = cur.usize()?;
+                let bytes = cur.bytes()?;
+                Ok((bytes, wire::take_fds(fds, nfds)?))
+            }
+            wire::TAG_FAILED => Err(Error::TaskFailed {
+                message: cur.string()?,
+            }),
+            wire::TAG_PANICKED => {
+                let message = cur.string()?;
+                let location = cur.string()?;
+                Err(Error::WorkerPanicked { message, location })
+            }
+            t => return Err(Error::protocol(format!("unknown result tag {t}"))),
+        });
+    }
+    Ok(out)
+}
+
+fn deliver(done: Done) {
+    let Done { task, payload, fds } = done;
+    let mut fds: VecDeque<OwnedFd> = fds.into();
+    let mut cur = Cursor::new(&payload);
+    let parsed = (|| {
+        cur.u8()?;
+        cur.uint()?;
+        for _ in 0..8 {
+            cur.u8()?;
+        }
+        let n = cur.usize()?;
+        let expected = if task.chunk.batch {
+            1
+        } else {
+            task.chunk.nitems
+        };
+        if n != expected {
+            return Err(Error::protocol(
+                "a worker answered with the wrong number of results",
+            ));
+        }
+        let mut results = item_results(&mut cur, &mut fds, n)?;
+        Ok(if task.chunk.batch {
+            ChunkResult::Batch(results.pop().expect("one result"))
+        } else {
+            ChunkResult::Items(results)
+        })
+    })();
+    match parsed {
+        Ok(results) => task.sink.complete(task.index, results),
+        Err(e) => {
+            let text = e.to_string();
+            task.fail(|| Error::protocol(text.clone()))
+        }
+    }
+}
+
+/// The scheduler thread's own state.
+struct Scheduler {
+    core: Arc<Core>,
+    launcher: Box<dyn Launcher>,
+    cfg: Config,
+    slots: Vec<Slot>,
+    /// Moving average of a job's run time in the worker, in nanoseconds (0: unknown).
+    job_ns: u64,
+    scratch: Vec<u8>,
+}
+
+/// Starts the scheduler thread over the workers already started.
+pub(crate) fn spawn(
+    core: Arc<Core>,
+    launcher: Box<dyn Launcher>,
+    links: Vec<Box<dyn Link>>,
+    cfg: Config,
+) -> Result<std::thread::JoinHandle<()>> {
+    {
+        let mut st = core.lock();
+        st.pids = links.iter().map(|l| l.pid()).collect();
+    }
+    let mut s = Scheduler {
+        core,
+        launcher,
+        cfg,
+        slots: links.into_iter().map(Slot::new).collect(),
+        job_ns: 0,
+        scratch: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name("mp-pool".into())
+        .spawn(move || s.run())
+        .map_err(|e| Error::io("spawn the pool's scheduler thread", e))
+}
+
+impl Scheduler {
+    fn depth(&self) -> usize {
+        match self.job_ns {
+            0 => 2,
+            ns => (200_000 / ns).clamp(2, 64) as usize,
+        }
+    }
+
+    fn run(&mut self) {
+        let _ = self.core.scheduler.set(std::thread::current().id());
+        let looped =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| while self.step() {}));
+        if looped.is_err() {
+            // A bug, not a user error: stop the workers and fail what is left rather than leave
+            // waiters hanging.
+            crate::sys::stderr_line("mp: the pool's scheduler failed; its workers are stopped");
+            self.kill_all();
+        }
+        let core = self.core.clone();
+        let mut st = core.lock();
+        st.finished = true;
+        st.pids.clear();
+        let mut leftovers: Vec<Task> = st.queue.drain(..).collect();
+        leftovers.extend(std::mem::take(&mut st.handed).into_iter().map(|h| h.task));
+        st.idle.clear();
+        drop(st);
+        for t in leftovers {
+            t.fail(terminated);
+        }
+        core.finished.notify_all();
+        core.space.notify_all();
+    }
+
+    /// One round: dispatch, wait, handle what happened. False once the pool is done.
+    fn step(&mut self) -> bool {
+        let mut to_fail: Vec<(Task, String)> = Vec::new();
+        let core = self.core.clone();
+        let mut st = core.lock();
+        if st.terminate {
+            drop(st);
+            self.kill_all();
+            return false;
+        }
+        if let Some(reason) = &st.broken {
+            let reason = reason.clone();
+            let n = st.queue.len();
+            st.in_flight -= n;
+            to_fail.extend(st.queue.drain(..).map(|t| (t, reason.clone())));
+        }
+        let mut unsent = Vec::new();
+        self.dispatch(&mut st, &mut unsent);
+        let idle = st.queue.is_empty() && self.slots.iter().all(|s| s.held.is_empty());
+        if st.closed && st.feeders == 0 && idle {
+            for s in &mut self.slots {
+                if !s.stopping {
+                    s.send_stop();
+                }
+            }
+            if self.slots.is_empty() && unsent.is_empty() {
+                drop(st);
+                return false;
+            }
+        }
+        st.sleeping = true;
+        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        st.idle = self
+            .slots
+            .iter()
+            .filter(|s| s.held.is_empty() && s.out.is_empty() && !s.stopping && s.sent < max_tasks)
+            .filter_map(|s| s.fast.clone().map(|f| (s.key, f)))
+            .collect();
+        drop(st);
+        for (t, reason) in unsent {
+            t.fail(|| Error::TaskFailed {
+                message: reason.clone(),
+            });
+        }
+        if !to_fail.is_empty() {
+            self.core.space.notify_all();
+            for (t, reason) in to_fail {
+                t.fail(|| Error::PoolBroken {
+                    message: reason.clone(),
+                });
+            }
+        }
+        for s in &mut self.slots {
+            let _ = s.flush();
+        }
+        let ready = self.wait();
+        {
+            let mut st = self.core.lock();
+            st.sleeping = false;
+            st.notified = false;
+            st.idle.clear();
+            let handed = std::mem::take(&mut st.handed);
+            for h in handed {
+                match self.slots.iter_mut().find(|s| s.key == h.key) {
+                    Some(slot) => {
+                        if let Some((bytes, pos)) = h.rest {
+                            slot.out.push_front(Out {
+                                bytes,
+                                fds: Vec::new(),
+                                pos,
+                            });
+                        }
+                        slot.sent += 1;
+                        slot.held.push_back(h.task);
+                    }
+                    None => st.queue.push_front(h.task),
+                }
+            }
+        }
+        if ready.0 {
+            let _ = self.core.wake.read();
+        }
+        let mut done = Vec::new();
+        let mut dead = Vec::new();
+        for (i, (readable, writable, exited)) in ready.1.into_iter().enumerate() {
+            let slot = &mut self.slots[i];
+            if writable {
+                let _ = slot.flush();
+            }
+            if (readable || exited) && read_results(slot, &mut done, &mut self.job_ns).is_err() {
+                slot.link.kill();
+            }
+            if exited {
+                dead.push(i);
+            }
+        }
+        self.finish(done);
+        for i in dead.into_iter().rev() {
+            self.bury(i);
+        }
+        true
+    }
+
+    /// Hands queued tasks to workers with room, the least loaded first, and starts workers the
+    /// queue needs.
+    /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
+    /// lock is released (their sinks may run callbacks that submit).
+    fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
+        if st.queue.is_empty() {
+            return;
+        }
+        if self.cfg.lazy {
+            let idle = self
+                .slots
+                .iter()
+                .filter(|s| s.held.is_empty() && !s.stopping)
+                .count();
+            let mut want = st.queue.len().saturating_sub(idle);
+            while want > 0 && self.slots.len() < self.cfg.processes {
+                match self.launcher.launch() {
+                    Ok(link) => {
+                        st.pids.push(link.pid());
+                        self.slots.push(Slot::new(link));
+                    }
+                    Err(e) => {
+                        if self.slots.is_empty() {
+                            st.broken = Some(format!("no worker process could be started: {e}"));
+                        }
+                        break;
+                    }
+                }
+                want -= 1;
+            }
+        }
+        let depth = self.depth();
+        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        while !st.queue.is_empty() {
+            let Some(best) = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.stopping && s.held.len() < depth && s.sent < max_tasks)
+                .min_by_key(|(_, s)| s.held.len())
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let task = st.queue.pop_front().expect("queue is not empty");
+            let slot = &mut self.slots[best];
+            match slot.send_job(&task, &mut self.scratch) {
+                Ok(()) => {
+                    if let Some(flag) = &task.started {
+                        flag.store(true, Ordering::Release);
+                    }
+                    slot.sent += 1;
+                    slot.held.push_back(task);
+                }
+                Err(e) => {
+                    // Cannot duplicate the task's descriptors: fail it alone.
+                    st.in_flight -= 1;
+                    failed.push((task, format!("its handles could not be sent: {e}")));
+                }
+            }
+        }
+        // Workers that reached their task limit and hold nothing retire.
+        for s in &mut self.slots {
+            if !s.stopping && s.sent >= max_tasks && s.held.is_empty() {
+                s.send_stop();
+            }
+        }
+    }
+
+    /// Polls the wake-up descriptor and every worker. Returns (woken, per worker
+    /// (readable, writable, exited)).
+    fn wait(&self) -> (bool, Vec<(bool, bool, bool)>) {
+        let mut fds = Vec::with_capacity(1 + 2 * self.slots.len());
+        fds.push(PollFd::new(self.core.wake.as_fd(), PollFlags::POLLIN));
+        for s in &self.slots {
+            let mut flags = PollFlags::POLLIN;
+            if !s.out.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(s.link.channel(), flags));
+            fds.push(PollFd::new(s.link.sentinel(), PollFlags::POLLIN));
+        }
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(_) => {
+                    // Should not happen; avoid a busy loop all the same.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    break;
+                }
+            }
+        }
+        let any = |f: &PollFd<'_>, mask: PollFlags| f.revents().is_some_and(|r| r.intersects(mask));
+        let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+        let woken = any(&fds[0], PollFlags::POLLIN);
+        let per = (0..self.slots.len())
+            .map(|i| {
+                let c = &fds[1 + 2 * i];
+                let z = &fds[2 + 2 * i];
+                (
+                    any(c, rd),
+                    any(c, PollFlags::POLLOUT),
+                    any(z, rd | PollFlags::POLLNVAL),
+                )
+            })
+            .collect();
+        (woken, per)
+    }
+
+    /// Completes the tasks whose results arrived and frees their places in flight.
+    fn finish(&mut self, done: Vec<Done>) {
+        if done.is_empty() {
+            return;
+        }
+        let n = done.len();
+        for d in done {
+            deliver(d);
+        }
+        let mut st = self.core.lock();
+        st.in_flight -= n;
+        drop(st);
+        self.core.space.notify_all();
+    }
+
+    /// Handles the exit of worker `i`: fails the job it was running, requeues the ones it had not
+    /// started, reaps it and starts a replacement if the pool still needs one.
+    fn bury(&mut self, i: usize) {
+        let mut slot = self.slots.swap_remove(i);
+        let code = slot.link.reap();
+        let pid = slot.link.pid();
+        let mut failed = None;
+        let init_failed = slot.init_failed.take();
+        if let Some(first) = slot.held.pop_front() {
+            failed = Some(first);
+        }
+        let mut st = self.core.lock();
+        st.pids.retain(|p| *p != pid);
+        for t in slot.held.drain(..).rev() {
+            st.queue.push_front(t);
+        }
+        if failed.is_some() {
+            st.in_flight -= 1;
+        }
+        if let Some(reason) = init_failed
+            && st.broken.is_none()
+        {
+            st.broken = Some(reason);
+        }
+        let drained = st.closed && st.feeders == 0 && st.queue.is_empty() && self.all_idle();
+        let needed = !(st.terminate || st.broken.is_some() || self.cfg.lazy || drained);
+        drop(st);
+        self.core.space.notify_all();
+        if let Some(task) = failed {
+            let signal = if code < 0 { -code } else { 0 };
+            task.fail(|| Error::WorkerDied { pid, signal });
+        }
+        if needed {
+            match self.launcher.launch() {
+                Ok(link) => {
+                    self.core.lock().pids.push(link.pid());
+                    self.slots.push(Slot::new(link));
+                }
+                Err(e) if self.slots.is_empty() => {
+                    self.core
+                        .set_broken(format!("no worker process could be started: {e}"));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn all_idle(&self) -> bool {
+        self.slots.iter().all(|s| s.held.is_empty())
+    }
+
+    fn kill_all(&mut self) {
+        for s in &self.slots {
+            s.link.kill();
+        }
+        let mut tasks = Vec::new();
+        for mut s in self.slots.drain(..) {
+            s.link.reap();
+            tasks.extend(s.held.drain(..));
+        }
+        let mut st = self.core.lock();
+        st.in_flight -= tasks.len();
+        drop(st);
+        for t in tasks {
+            t.fail(terminated);
+        }
+    }
+}
+
+fn terminated() -> Error {
+    Error::PoolBroken {
+        message: "the pool was terminated before this task finished".into(),
+    }
+}
+
+/// Reads everything the worker sent (without blocking) and collects the finished jobs.
+fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Result<()> {
+    loop {
+        match slot.reader.fill(slot.link.channel()) {
+            Ok(Some(0)) | Ok(None) | Err(Error::Closed) => break,
+            // Saves a read that would only say "nothing more"; poll reports what comes later.
+            Ok(Some(_)) if slot.reader.drained() => break,
+            Ok(Some(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        let Some(frame) = slot.reader.next_frame()? else {
+            return Ok(());
+        };
+        match frame.payload.first() {
+            Some(&wire::DONE) => {
+                let mut cur = Cursor::new(&frame.payload[1..]);
+                let id = cur.uint()?;
+                let Some(task) = slot.held.pop_front() else {
+                    return Err(Error::protocol("a worker answered a job it was not given"));
+                };
+                if task.id != id {
+                    slot.held.push_front(task);
+                    return Err(Error::protocol("a worker answered jobs out of order"));
+                }
+                let mut ns = [0u8; 8];
+                for b in &mut ns {
+                    *b = cur.u8()?;
+                }
+                let ns = u64::from_le_bytes(ns).max(1);
+                *job_ns = if *job_ns == 0 {
+                    ns
+                } else {
+                    (*job_ns * 7 + ns) / 8
+                };
+                done.push(Done {
+                    task,
+                    payload: frame.payload,
+                    fds: frame.fds,
+                });
+            }
+            Some(&wire::INIT_FAILED) => {
+                slot.init_failed = Some(Cursor::new(&frame.payload[1..]).string()?);
+            }
+            _ => return Err(Error::protocol("unknown message from a pool worker")),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The messages between a pool and its worker processes, and a buffered frame reader.
+//!
+//! Messages travel in `mp` frames (see `transport::frame`). Many frames may be written in one
+//! `sendmsg` and read in one `recvmsg`: descriptors ride on the first byte of the write that
+//! carries them, so they always arrive no later than the header of the frame that needs them,
+//! and [`FrameReader`] hands them out first in, first out. That lets a worker take a batch of
+//! small tasks, and the pool a batch of results, in one system call each.
+//!
+//! Payloads (all integers are LEB128 varints):
+//!
+//! ```text
+//! Job:        1 id worker_name:bytes mode nitems { nfds len bytes }*
+//!               mode 0: one `{nfds len bytes}` per item (an argument tuple each)
+//!               mode 1: one `{nfds len bytes}` for the chunk (a `Vec` of argument tuples)
+//! Stop:       2
+//! Done:       3 id elapsed_ns:u64le count { tag ... }*   count: nitems, or 1 in mode 1
+//!                                                    tag 0: nfds len value
+//!                                                    tag 1: message:bytes
+//!                                                    tag 2: message:bytes location:bytes
+//! InitFailed: 4 message:bytes
+//! ```
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+
+use crate::error::{Error, Result};
+use crate::transport::frame::{HEADER_LEN, MAX_FDS, header};
+
+pub(crate) const JOB: u8 = 1;
+pub(crate) const STOP: u8 = 2;
+pub(crate) const DONE: u8 = 3;
+pub(crate) const INIT_FAILED: u8 = 4;
+
+pub(crate) const MODE_ITEMS: u8 = 0;
+pub(crate) const MODE_BATCH: u8 = 1;
+
+pub(crate) const TAG_OK: u8 = 0;
+pub(crate) const TAG_FAILED: u8 = 1;
+pub(crate) const TAG_PANICKED: u8 = 2;
+
+/// Largest frame a pool connection accepts (results of one chunk included).
+const MAX_FRAME: u64 = 1 << 34;
+/// Read size of the buffered reader.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Appends LEB128 integers and length-prefixed byte strings.
+#[inline]
+pub(crate) fn put_uint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+#[inline]
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    put_uint(buf, b.len() as u64);
+    buf.extend_from_slice(b);
+}
+
+/// Starts a frame in `buf`: reserves the header, to be filled by [`end_frame`].
+pub(crate) fn begin_frame(buf: &mut Vec<u8>) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER_LEN]);
+    at
+}
+
+/// Writes the header of the frame begun at `at`, which carries `nfds` descriptors.
+pub(crate) fn end_frame(buf: &mut [u8], at: usize, nfds: usize) {
+    let len = buf.len() - at - HEADER_LEN;
+    buf[at..at + HEADER_LEN].copy_from_slice(&header(len, nfds));
+}
+
+/// Reads what [`put_uint`] and [`put_bytes`] wrote.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    fn truncated() -> Error {
+        Error::protocol("truncated pool message")
+    }
+
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Result<u8> {
+        let b = *self.buf.get(self.pos).ok_or_else(Self::truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    pub(crate) fn uint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.u8()?;
+            if shift > 63 {
+                return Err(Error::protocol("integer too long in pool message"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn usize(&mut self) -> Result<usize> {
+        usize::try_from(self.uint()?).map_err(|_| Self::truncated())
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = self.usize()?;
+        let end = self.pos.checked_add(len).ok_or_else(Self::truncated)?;
+        let b = self.buf.get(self.pos..end).ok_or_else(Self::truncated)?;
+        self.pos = end;
+        Ok(b)
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}
+
+/// Takes `n` descriptors from the front of `fds`.
+pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if fds.len() < n {
+        return Err(Error::protocol(format!(
+            "pool message announced {n} descriptors but {} arrived",
+            fds.len()
+        )));
+    }
+    Ok(fds.drain(..n).collect())
+}
+
+/// A received frame: its payload and the descriptors it announced.
+pub(crate) struct RawFrame {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Reads frames from a stream socket through a buffer, so that one `recvmsg` can deliver many.
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    /// The last read returned less than there was room for: the socket was drained then.
+    short: bool,
+}
+
+impl FrameReader {
+    pub(crate) fn new() -> Self {
+        FrameReader {
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            short: false,
+        }
+    }
+
+    /// One `recvmsg` (blocking or not, as the socket is). Returns the bytes read: 0 at end of
+    /// stream. `WouldBlock` on a non-blocking socket is `Ok(None)`.
+    pub(crate) fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<Option<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < READ_CHUNK / 4 {
+                let grow = self.buf.len().max(READ_CHUNK);
+                self.buf.resize(self.buf.len() + grow, 0);
+            }
+        }
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        loop {
+            let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
+            match recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let n = msg.bytes;
+                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                        return Err(Error::protocol("descriptors were truncated in transit"));
+                    }
+                    let cmsgs = msg
+                        .cmsgs()
+                        .map_err(|_| Error::protocol("control message truncated"))?;
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(raws) = c {
+                            for raw in raws {
+                                // SAFETY: `raw` was just installed in this process by recvmsg's
+                                // SCM_RIGHTS control message; nothing else owns it.
+                                self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+                            }
+                        }
+                    }
+                    self.short = n < self.buf.len() - self.end;
+                    self.end += n;
+                    return Ok(Some(n));
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(e) => return Err(Error::sys("recv", e)),
+            }
+        }
+    }
+
+    /// Whether the last read drained the socket (it returned less than there was room for), so
+    /// another read now would find nothing.
+    pub(crate) fn drained(&self) -> bool {
+        self.short
+    }
+
+    /// The next complete frame in the buffer, if any.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<RawFrame>> {
+        let avail = self.end - self.start;
+        if avail < HEADER_LEN {
+            return Ok(None);
+        }
+        let h = &self.buf[self.start..self.start + HEADER_LEN];
+        let len = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        let nfds = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) as usize;
+        if h[12..] != header(0, 0)[12..] {
+            return Err(Error::protocol("bad frame magic on a pool connection"));
+        }
+        if len > MAX_FRAME {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: MAX_FRAME,
+            });
+        }
+        let len = len as usize;
+        if avail < HEADER_LEN + len {
+            // Make room for the whole frame so that the next fill can complete it.
+            let need = HEADER_LEN + len;
+            if self.buf.len() - self.start < need {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.buf.len() < need + READ_CHUNK / 4 {
+                    self.buf.resize(need + READ_CHUNK, 0);
+                }
+            }
+            return Ok(None);
+        }
+        let body = self.start + HEADER_LEN;
+        let payload = self.buf[body..body + len].to_vec();
+        self.start = body + len;
+        let fds = take_fds(&mut self.fds, nfds)?;
+        Ok(Some(RawFrame { payload, fds }))
+    }
+}

@@ -1,0 +1,190 @@
+//! The child side of a pool: a runtime-registered worker that runs other registered workers by
+//! name, many times, on what the pool sends it.
+//!
+//! It reads `Job` frames (several may arrive in one read), runs every item of a job through the
+//! item's registered entry function (catching panics), and answers each job with one `Done`
+//! frame before it starts the next, so that the pool always knows which job a dead worker held.
+//! It ends on `Stop` or end of stream. It ignores SIGINT, as Python's pool workers do: Ctrl-C in a
+//! terminal reaches the whole process group, and the parent (not each worker) decides what to
+//! stop; when the parent dies, its workers die with it (parent-death signal).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use super::wire::{self, Cursor, FrameReader};
+use crate::codec;
+use crate::connection::FdOwned;
+use crate::error::{Error, Result};
+use crate::registry::{self, EntryFn};
+use crate::transport::frame::send_parts;
+use crate::worker::{Input, Outcome};
+
+/// The registered name of the pool's worker loop.
+pub(crate) const WORKER_LOOP: &str = "mp::pool::worker_loop";
+
+/// What the pool sends a worker process when it starts: its task socket and the initializer.
+pub(crate) type LoopArgs = (FdOwned, Option<(String, Vec<u8>)>, Vec<FdOwned>);
+
+/// The entry function of [`WORKER_LOOP`]. The registry knows it directly rather than through
+/// `inventory`: a child enters its worker from a constructor of this crate, which may run before
+/// this crate's own `inventory` registrations.
+pub(crate) fn entry(input: Input<'_>) -> Outcome {
+    let (sock, init, init_fds): LoopArgs = match codec::decode(input.bytes, input.fds) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Failed {
+                message: format!("pool worker started with bad arguments: {e}"),
+            };
+        }
+    };
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let sock = sock.0;
+    if let Some((name, args)) = init {
+        let fds = init_fds.into_iter().map(|f| f.0).collect();
+        if let Err(message) = run_initializer(&name, args, fds) {
+            let mut buf = Vec::new();
+            let at = wire::begin_frame(&mut buf);
+            buf.push(wire::INIT_FAILED);
+            wire::put_bytes(&mut buf, message.as_bytes());
+            wire::end_frame(&mut buf, at, 0);
+            let _ = send_parts(sock.as_fd(), &[&buf], &[]);
+            return Outcome::Failed { message };
+        }
+    }
+    match serve(sock.as_fd()) {
+        Ok(()) => Outcome::Returned {
+            bytes: Vec::new(),
+            fds: Vec::new(),
+        },
+        Err(e) => Outcome::Failed {
+            message: format!("pool worker stopped: {e}"),
+        },
+    }
+}
+
+fn run_initializer(
+    name: &str,
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> std::result::Result<(), String> {
+    let f = registry::find(name).map_err(|e| e.to_string())?;
+    match run_one(
+        f,
+        Input {
+            bytes: &bytes,
+            fds,
+            batch: false,
+        },
+    ) {
+        Ran::Ok(..) => Ok(()),
+        Ran::Failed(m) => Err(format!("the pool's initializer `{name}` failed: {m}")),
+        Ran::Panicked(m, loc) => Err(format!(
+            "the pool's initializer `{name}` panicked at {loc}: {m}"
+        )),
+    }
+}
+
+enum Ran {
+    Ok(Vec<u8>, Vec<OwnedFd>),
+    Failed(String),
+    Panicked(String, String),
+}
+
+fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
+    match catch_unwind(AssertUnwindSafe(|| f(input))) {
+        Ok(Outcome::Returned { bytes, fds }) => Ran::Ok(bytes, fds),
+        Ok(Outcome::Failed { message }) => Ran::Failed(message),
+        Err(_) => {
+            let (m, loc) = crate::bootstrap::take_panic()
+                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+            Ran::Panicked(m, loc)
+        }
+    }
+}
+
+fn serve(sock: BorrowedFd<'_>) -> Result<()> {
+    let mut reader = FrameReader::new();
+    let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let frame = loop {
+            if let Some(f) = reader.next_frame()? {
+                break f;
+            }
+            match reader.fill(sock) {
+                Ok(Some(0)) | Err(Error::Closed) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        };
+        let mut fds: std::collections::VecDeque<OwnedFd> = frame.fds.into();
+        let mut cur = Cursor::new(&frame.payload);
+        match cur.u8()? {
+            wire::JOB => {}
+            wire::STOP => return Ok(()),
+            k => return Err(Error::protocol(format!("unknown pool message kind {k}"))),
+        }
+        let started = Instant::now();
+        let id = cur.uint()?;
+        let name = std::str::from_utf8(cur.bytes()?)
+            .map_err(|_| Error::protocol("worker name is not UTF-8"))?;
+        let f = entries
+            .entry(name.to_owned())
+            .or_insert_with(|| registry::find(name).map_err(|e| e.to_string()))
+            .clone();
+        let batch = cur.u8()? == wire::MODE_BATCH;
+        let nitems = cur.usize()?;
+        // A batch job is answered with one result for the whole chunk.
+        let units = if batch { 1 } else { nitems };
+        out.clear();
+        let at = wire::begin_frame(&mut out);
+        out.push(wire::DONE);
+        wire::put_uint(&mut out, id);
+        let elapsed_at = out.len();
+        out.extend_from_slice(&[0u8; 8]);
+        wire::put_uint(&mut out, units as u64);
+        let mut out_fds: Vec<OwnedFd> = Vec::new();
+        for _ in 0..units {
+            let nfds = cur.usize()?;
+            let bytes = cur.bytes()?;
+            let item_fds = wire::take_fds(&mut fds, nfds)?;
+            let ran = match &f {
+                Ok(f) => run_one(
+                    *f,
+                    Input {
+                        bytes,
+                        fds: item_fds,
+                        batch,
+                    },
+                ),
+                Err(m) => Ran::Failed(m.clone()),
+            };
+            match ran {
+                Ran::Ok(bytes, rfds) => {
+                    out.push(wire::TAG_OK);
+                    wire::put_uint(&mut out, rfds.len() as u64);
+                    wire::put_bytes(&mut out, &bytes);
+                    crate::worker::recycle_result_buffer(bytes);
+                    out_fds.extend(rfds);
+                }
+                Ran::Failed(m) => {
+                    out.push(wire::TAG_FAILED);
+                    wire::put_bytes(&mut out, m.as_bytes());
+                }
+                Ran::Panicked(m, loc) => {
+                    out.push(wire::TAG_PANICKED);
+                    wire::put_bytes(&mut out, m.as_bytes());
+                    wire::put_bytes(&mut out, loc.as_bytes());
+                }
+            }
+        }
+        let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
+        wire::end_frame(&mut out, at, out_fds.len());
+        let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
+        send_parts(sock, &[&out], &raw)?;
+    }
+}

@@ -1,0 +1,865 @@
+//! `Pool`, ported from CPython's `_TestPool`, `_TestPoolWorkerErrors`, `_TestPoolWorkerLifetime`
+//! and `TestInitializers` (rows PO-), plus what Python does not survive: a worker killed,
+//! aborted, crashed or exiting mid-task fails only that task and the pool keeps serving (PO-30),
+//! Ctrl-C during `map`, and a pool dropped with work in flight.
+//!
+//! What changed in the port: `map` returns `Result<Vec<_>>` (the first failing item's error);
+//! `imap`/`imap_unordered` yield one `Result` per item, so a failing item does not end the
+//! iteration; Python's `get(timeout)` is `get_timeout`; `terminate` fails unfinished tasks with
+//! `Error::PoolBroken` instead of leaving them pending forever; dropping a pool terminates it.
+//! A worker's panic keeps its message and `file:line:col` (PO-16, instead of a remote
+//! traceback); a returned `Err` is `Error::TaskFailed` with its text.
+//!
+//! Not ported: PO-01's kwargs and PO-12's `Pool(-1)` (no keyword arguments in Rust; the
+//! process count is a `usize`); PO-07, PO-10 and PO-17 (a Rust iterator cannot raise: a
+//! panicking input iterator panics in the caller, as any iterator does; PO-07's "the pool stays
+//! usable" part is checked); PO-19 (reference counting: the pool drops a task's arguments and
+//! results when it completes, which the hygiene test's bounded descriptors and memory cover);
+//! PO-20 (no ResourceWarning: dropping a pool terminates it, tested below).
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mp::{Callbacks, Connection, Error, Pipe, Pool, StartMethod};
+use serde::{Deserialize, Serialize};
+
+#[mp::worker]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[mp::worker]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[mp::worker]
+fn with_pid(x: u64) -> (u64, i32) {
+    (x, std::process::id() as i32)
+}
+
+#[mp::worker]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[mp::worker]
+fn fail_on(x: u64) -> Result<u64, String> {
+    if x == 3 {
+        Err(format!("refusing {x}"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[mp::worker]
+fn huge_error(x: u64) -> Result<u64, String> {
+    if x == 0 {
+        Err("e".repeat(1 << 20))
+    } else {
+        Ok(x)
+    }
+}
+
+#[mp::worker]
+fn panic_on(x: u64) -> u64 {
+    if x == 3 {
+        panic!("expected panic on {x}");
+    }
+    x
+}
+
+/// How `die_on` ends its process.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+enum Death {
+    Kill,
+    Abort,
+    Segfault,
+    Exit,
+}
+
+#[mp::worker]
+fn die_on(job: (u64, u64, Death)) -> u64 {
+    let (x, target, how) = job;
+    if x == target {
+        use nix::sys::signal::{Signal, raise};
+        match how {
+            Death::Kill => {
+                let _ = raise(Signal::SIGKILL);
+            }
+            // SAFETY: abort() never returns; nothing to uphold.
+            Death::Abort => unsafe { libc::abort() },
+            Death::Segfault => {
+                // The default action, not a handler the runtime may have installed.
+                // SAFETY: SIG_DFL installs no handler code.
+                unsafe { libc::signal(libc::SIGSEGV, libc::SIG_DFL) };
+                let _ = raise(Signal::SIGSEGV);
+            }
+            Death::Exit => std::process::exit(3),
+        }
+    }
+    x * x
+}
+
+/// Sends its pid, then waits until the other end closes.
+#[mp::worker]
+fn report_and_block(report: Connection<i32>) -> u64 {
+    report.send(&(std::process::id() as i32)).unwrap();
+    let _ = report.recv();
+    0
+}
+
+/// Serializing it always fails.
+#[derive(Debug, Deserialize)]
+struct NoEncode(u8);
+
+impl Serialize for NoEncode {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("NoEncode refuses to be encoded"))
+    }
+}
+
+#[mp::worker]
+fn takes_no_encode(x: NoEncode) -> u64 {
+    u64::from(x.0)
+}
+
+#[mp::worker]
+fn returns_no_encode(x: u8) -> NoEncode {
+    NoEncode(x)
+}
+
+/// Decoding 13 fails.
+#[derive(Debug, Serialize)]
+struct NoThirteen(u8);
+
+impl<'de> Deserialize<'de> for NoThirteen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            13 => Err(serde::de::Error::custom("13 does not decode")),
+            v => Ok(NoThirteen(v)),
+        }
+    }
+}
+
+#[mp::worker]
+fn returns_no_thirteen(x: u8) -> NoThirteen {
+    NoThirteen(x)
+}
+
+static TAG: OnceLock<String> = OnceLock::new();
+
+#[mp::worker]
+fn set_tag(tag: String) {
+    let _ = TAG.set(tag);
+}
+
+#[mp::worker]
+fn read_tag() -> String {
+    TAG.get().cloned().unwrap_or_default()
+}
+
+#[mp::worker]
+fn refuse_init() -> Result<(), String> {
+    Err("initializer refused".into())
+}
+
+#[mp::worker]
+fn nested_sum(n: u64) -> u64 {
+    let pool = Pool::new(2).unwrap();
+    pool.map(square, 0..n).unwrap().iter().sum()
+}
+
+/// A child with the default SIGINT action that runs `map` over long tasks, after sending the
+/// pids of its pool's workers.
+#[mp::worker]
+fn map_until_interrupted(method: StartMethod, report: Connection<Vec<i32>>) {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) }.unwrap();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .unwrap();
+    report.send(&pool.worker_pids()).unwrap();
+    let _ = pool.map_chunked(sleep_ms, vec![300_000u64; 4], 1);
+}
+
+static LEAKED: OnceLock<Pool> = OnceLock::new();
+
+/// Leaves a running pool in a global, like PO-26's script, and returns.
+#[mp::worker]
+fn leak_pool(method: StartMethod) -> u64 {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .unwrap();
+    let v = pool.apply(square, (5,)).unwrap();
+    let _ = LEAKED.set(pool);
+    v
+}
+
+/// Starts a pool with so few descriptors left that a worker start fails part-way.
+#[mp::worker]
+fn pool_with_few_fds(method: StartMethod) -> (String, usize) {
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = open + 12;
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit reads the struct we pass; nothing else.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+    let err = match Pool::builder().processes(50).start_method(method).build() {
+        Ok(_) => "pool started".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    (err, mp::active_children().len())
+}
+
+fn pool(ctx: &mp::Context, n: usize) -> Pool {
+    Pool::builder().processes(n).context(*ctx).build().unwrap()
+}
+
+fn squares(n: u64) -> Vec<u64> {
+    (0..n).map(|x| x * x).collect()
+}
+
+for_each_method!(po_01_apply, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    assert_eq!(p.apply(square, (5,)).unwrap(), 25);
+    assert_eq!(p.apply(add, (2, 3)).unwrap(), 5);
+});
+
+for_each_method!(po_02_map, |ctx: mp::Context| {
+    let p = pool(&ctx, 4);
+    assert_eq!(p.map(square, 0..10u64).unwrap(), squares(10));
+    assert_eq!(p.map_chunked(square, 0..100u64, 20).unwrap(), squares(100));
+    assert_eq!(p.map_chunked(square, 0..7u64, 1).unwrap(), squares(7));
+});
+
+for_each_method!(po_03_starmap_and_async, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let pairs: Vec<(u64, u64)> = (0..10).map(|i| (i, i * 2)).collect();
+    let want: Vec<u64> = pairs.iter().map(|(a, b)| a + b).collect();
+    assert_eq!(p.starmap(add, pairs.clone()).unwrap(), want);
+    assert_eq!(p.starmap_async(add, pairs).unwrap().get().unwrap(), want);
+    assert_eq!(
+        p.map_async(square, 0..10u64).unwrap().get().unwrap(),
+        squares(10)
+    );
+});
+
+#[test]
+fn po_04_map_async_callbacks() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let cb = Callbacks::new()
+        .on_success(move |v: &Vec<u64>| c1.lock().unwrap().push(format!("ok {}", v.len())))
+        .on_error(move |e: &Error| c2.lock().unwrap().push(format!("err {e}")));
+    let r = p.map_async_with(square, 0..10u64, None, cb).unwrap();
+    assert_eq!(r.get().unwrap(), squares(10));
+    assert_eq!(*calls.lock().unwrap(), vec!["ok 10".to_owned()]);
+
+    calls.lock().unwrap().clear();
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let cb = Callbacks::new()
+        .on_success(move |_: &Vec<u64>| c1.lock().unwrap().push("ok".into()))
+        .on_error(move |e: &Error| c2.lock().unwrap().push(format!("err {e}")));
+    let r = p.map_async_with(fail_on, 0..10u64, Some(1), cb).unwrap();
+    assert!(matches!(r.get(), Err(Error::TaskFailed { message }) if message == "refusing 3"));
+    assert_eq!(
+        *calls.lock().unwrap(),
+        vec!["err task failed: refusing 3".to_owned()]
+    );
+}
+
+#[test]
+fn po_05_unencodable_argument_fails_map() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let err = p.map(takes_no_encode, vec![NoEncode(1)]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Codec { message } if message.contains("NoEncode")),
+        "{err}"
+    );
+    assert!(p.apply_async(takes_no_encode, (NoEncode(1),)).is_err());
+    assert_eq!(p.apply(square, (3,)).unwrap(), 9, "the pool still serves");
+}
+
+#[test]
+fn po_06_empty_map_async_does_not_stall() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let r = p
+        .map_async_with(square, Vec::<u64>::new(), Some(1), Callbacks::new())
+        .unwrap();
+    assert_eq!(r.get_timeout(LONG).unwrap(), Vec::<u64>::new());
+}
+
+#[test]
+fn po_07_panicking_input_leaves_pool_usable() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let bad = (0..10u64).map(|x| if x == 5 { panic!("input fails") } else { x });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.map(square, bad)));
+    assert!(caught.is_err());
+    assert_eq!(p.map(square, 0..5u64).unwrap(), squares(5));
+}
+
+#[test]
+fn po_08_apply_async_and_timeout() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    assert_eq!(p.apply_async(square, (7,)).unwrap().get().unwrap(), 49);
+    let slow = p.apply_async(sleep_ms, (2_000,)).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        slow.get_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_millis(1_500),
+        "{waited:?}"
+    );
+    assert!(!slow.ready());
+    assert!(slow.successful().is_err(), "successful() before ready");
+    assert_eq!(slow.get_timeout(LONG).unwrap(), 2_000);
+}
+
+for_each_method!(po_09_imap, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let v: Vec<u64> = p
+        .imap(square, 0..10u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(v, squares(10));
+    let input: Vec<u64> = (0..1000).collect();
+    let it = p.imap_chunked(square, input, 100).unwrap();
+    assert_eq!(it.len(), 1000);
+    let v: Vec<u64> = it.map(Result::unwrap).collect();
+    assert_eq!(v, squares(1000));
+});
+
+for_each_method!(po_11_imap_unordered, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let mut v: Vec<u64> = p
+        .imap_unordered(square, 0..100u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    v.sort();
+    assert_eq!(v, squares(100));
+    let mut v: Vec<u64> = p
+        .imap_unordered_chunked(square, 0..1000u64, 53)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    v.sort();
+    assert_eq!(v, squares(1000));
+    // A failing item is one Err among the results.
+    let r: Vec<_> = p.imap_unordered(fail_on, 0..10u64).unwrap().collect();
+    assert_eq!(r.iter().filter(|r| r.is_err()).count(), 1);
+});
+
+#[test]
+fn po_12_make_pool() {
+    let _g = shared();
+    assert!(matches!(Pool::new(0), Err(Error::InvalidArgument { .. })));
+    let p = Pool::new(3).unwrap();
+    assert_eq!(p.processes(), 3);
+    assert_eq!(p.worker_pids().len(), 3);
+}
+
+for_each_method!(po_13_terminate_with_queued_work, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let r = p
+        .map_async_with(sleep_ms, vec![10_000u64; 10_000], Some(1), Callbacks::new())
+        .unwrap();
+    let pids = p.worker_pids();
+    let t = Instant::now();
+    p.terminate();
+    p.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(matches!(r.get(), Err(Error::PoolBroken { .. })));
+    assert!(pids.iter().all(|p| pid_gone(*p)));
+});
+
+#[test]
+fn po_14_empty_iterables() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let empty = Vec::<u64>::new;
+    assert_eq!(p.map(square, empty()).unwrap(), empty());
+    assert_eq!(p.imap(square, empty()).unwrap().count(), 0);
+    assert_eq!(p.imap_unordered(square, empty()).unwrap().count(), 0);
+    assert_eq!(
+        p.map_async(square, empty()).unwrap().get().unwrap(),
+        empty()
+    );
+    assert_eq!(p.starmap(add, Vec::new()).unwrap(), empty());
+}
+
+#[test]
+fn po_15_terminated_pool_refuses_work() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    p.terminate();
+    assert!(matches!(
+        p.map_async(square, 0..3u64),
+        Err(Error::InvalidState { .. })
+    ));
+    assert!(matches!(
+        p.apply(square, (1,)),
+        Err(Error::InvalidState { .. })
+    ));
+    let p = Pool::new(1).unwrap();
+    p.close();
+    assert!(matches!(
+        p.apply(square, (1,)),
+        Err(Error::InvalidState { .. })
+    ));
+    p.join().unwrap();
+}
+
+#[test]
+fn po_16_panic_keeps_message_and_location() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    match p.apply(panic_on, (3,)) {
+        Err(Error::WorkerPanicked { message, location }) => {
+            assert_eq!(message, "expected panic on 3");
+            assert!(location.starts_with("tests/pool.rs:"), "{location}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        p.apply(panic_on, (4,)).unwrap(),
+        4,
+        "the same workers go on"
+    );
+}
+
+for_each_method!(po_18_failing_map_then_close_join, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    assert!(p.map_chunked(fail_on, 0..10u64, 1).is_err());
+    let slow = p.apply_async(sleep_ms, (300,)).unwrap();
+    let err = p.map(huge_error, 0..4u64).unwrap_err();
+    assert!(matches!(&err, Error::TaskFailed { message } if message.len() == 1 << 20));
+    p.close();
+    p.join().unwrap();
+    assert_eq!(
+        slow.get().unwrap(),
+        300,
+        "close + join waited for the task in flight"
+    );
+});
+
+#[test]
+fn po_21_apply_async_error_callback() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = p
+        .apply_async_with(
+            fail_on,
+            (3,),
+            Callbacks::new().on_error(move |e: &Error| tx.send(e.to_string()).unwrap()),
+        )
+        .unwrap();
+    assert!(matches!(r.get(), Err(Error::TaskFailed { .. })));
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), "task failed: refusing 3");
+}
+
+#[test]
+fn po_22_results_that_do_not_travel() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let pids = p.worker_pids();
+    for _ in 0..20 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = p
+            .apply_async_with(
+                returns_no_thirteen,
+                (13,),
+                Callbacks::new().on_error(move |e: &Error| tx.send(e.to_string()).unwrap()),
+            )
+            .unwrap();
+        assert!(matches!(r.get(), Err(Error::Codec { .. })));
+        let text = rx.recv_timeout(LONG).unwrap();
+        assert!(text.contains("could not be decoded"), "{text}");
+        assert!(matches!(
+            p.apply(returns_no_encode, (1,)),
+            Err(Error::TaskFailed { message }) if message.contains("could not be sent")
+        ));
+    }
+    assert_eq!(p.apply(returns_no_thirteen, (12,)).unwrap().0, 12);
+    assert_eq!(p.worker_pids(), pids, "no worker was lost");
+}
+
+for_each_method!(po_23_max_tasks_per_child, |ctx: mp::Context| {
+    let p = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(10)
+        .context(ctx)
+        .build()
+        .unwrap();
+    let first = p.worker_pids();
+    let out = p.map_chunked(with_pid, 0..100u64, 1).unwrap();
+    assert_eq!(
+        out.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>()
+    );
+    let pids: std::collections::HashSet<i32> = out.iter().map(|(_, p)| *p).collect();
+    assert!(pids.iter().all(|p| *p > 0));
+    assert!(
+        pids.len() >= 10,
+        "{} distinct workers ran 100 tasks",
+        pids.len()
+    );
+    assert_ne!(p.worker_pids(), first, "workers were replaced");
+});
+
+for_each_method!(po_23b_max_tasks_per_child_one, |ctx: mp::Context| {
+    let p = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .context(ctx)
+        .build()
+        .unwrap();
+    let a = p.apply(with_pid, (1,)).unwrap().1;
+    let b = p.apply(with_pid, (2,)).unwrap().1;
+    assert_ne!(a, b, "each task ran in a fresh worker");
+});
+
+for_each_method!(po_24_max_tasks_early_close, |ctx: mp::Context| {
+    let p = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(1)
+        .context(ctx)
+        .build()
+        .unwrap();
+    let results: Vec<_> = (0..6u64)
+        .map(|i| p.apply_async(square, (i,)).unwrap())
+        .collect();
+    p.close();
+    p.join().unwrap();
+    let got: Vec<u64> = results.into_iter().map(|r| r.get().unwrap()).collect();
+    assert_eq!(got, squares(6));
+});
+
+#[test]
+fn po_25_invalid_max_tasks_per_child() {
+    let _g = shared();
+    let r = Pool::builder().processes(1).max_tasks_per_child(0).build();
+    assert!(matches!(r, Err(Error::InvalidArgument { .. })));
+}
+
+for_each_method!(po_26_pool_left_in_a_global_at_exit, |ctx: mp::Context| {
+    let mut p = started(ctx.process(leak_pool, (ctx.start_method(),)));
+    assert_eq!(join(&mut p).unwrap(), 25);
+});
+
+for_each_method!(po_27_initializer, |ctx: mp::Context| {
+    let p = Pool::builder()
+        .processes(2)
+        .initializer(set_tag, ("ready".to_string(),))
+        .context(ctx)
+        .build()
+        .unwrap();
+    let tags: Vec<String> = p.starmap(read_tag, vec![(); 8]).unwrap();
+    assert!(tags.iter().all(|t| t == "ready"), "{tags:?}");
+    // An initializer that fails breaks the pool instead of restarting workers forever.
+    let p = Pool::builder()
+        .processes(2)
+        .initializer(refuse_init, ())
+        .context(ctx)
+        .build()
+        .unwrap();
+    match p.apply(square, (1,)) {
+        Err(Error::PoolBroken { message }) => {
+            assert!(message.contains("initializer refused"), "{message}")
+        }
+        Err(Error::WorkerDied { .. }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        p.apply(square, (1,)),
+        Err(Error::PoolBroken { .. })
+    ));
+});
+
+for_each_method!(
+    po_28_failed_start_kills_started_workers,
+    |ctx: mp::Context| {
+        let mut p = started(ctx.process(pool_with_few_fds, (ctx.start_method(),)));
+        let (err, children) = join(&mut p).unwrap();
+        assert_ne!(err, "pool started");
+        assert_eq!(
+            children, 0,
+            "workers started before the failure remain: {err}"
+        );
+    }
+);
+
+for_each_method!(po_29_large_pool, |ctx: mp::Context| {
+    let p = pool(&ctx, 200);
+    assert_eq!(
+        p.map(square, 0..1000u64).unwrap().iter().sum::<u64>(),
+        332_833_500
+    );
+});
+
+fn death_in_map(ctx: mp::Context, how: Death, signal: i32) {
+    let p = pool(&ctx, 2);
+    let jobs = (0..1000u64).map(|x| (x, 500, how));
+    let out: Vec<mp::Result<u64>> = p.imap(die_on, jobs).unwrap().collect();
+    for (x, r) in out.iter().enumerate() {
+        if x == 500 {
+            assert!(
+                matches!(r, Err(Error::WorkerDied { signal: s, .. }) if *s == signal),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(*r.as_ref().unwrap(), (x * x) as u64);
+        }
+    }
+    assert_eq!(p.worker_pids().len(), 2, "the dead worker was replaced");
+    assert_eq!(p.map(square, 0..10u64).unwrap(), squares(10));
+}
+
+for_each_method!(po_30_sigkill_mid_map, |ctx: mp::Context| {
+    death_in_map(ctx, Death::Kill, 9)
+});
+
+for_each_method!(po_30_abort_mid_map, |ctx: mp::Context| {
+    death_in_map(ctx, Death::Abort, 6)
+});
+
+for_each_method!(po_30_segfault_mid_map, |ctx: mp::Context| {
+    death_in_map(ctx, Death::Segfault, 11)
+});
+
+for_each_method!(po_30_exit_mid_map, |ctx: mp::Context| {
+    death_in_map(ctx, Death::Exit, 0)
+});
+
+for_each_method!(po_30_external_sigkill, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let (ours, theirs) = Pipe::<i32>::duplex().unwrap();
+    let blocked = p.apply_async(report_and_block, (theirs,)).unwrap();
+    let pid = ours.recv_timeout(LONG).unwrap();
+    let others = p
+        .map_async_with(square, 0..1000u64, Some(1), Callbacks::new())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match blocked.get_timeout(LONG) {
+        Err(Error::WorkerDied { pid: p, signal: 9 }) => assert_eq!(p, pid),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(others.get_timeout(LONG).unwrap(), squares(1000));
+});
+
+for_each_method!(ctrl_c_during_map, |ctx: mp::Context| {
+    let (ours, theirs) = Pipe::<Vec<i32>>::duplex().unwrap();
+    let mut child = started(ctx.process(map_until_interrupted, (ctx.start_method(), theirs)));
+    let workers = ours.recv_timeout(LONG).unwrap();
+    assert_eq!(workers.len(), 2);
+    let t = Instant::now();
+    child.interrupt().unwrap();
+    assert!(
+        child.join_timeout(Duration::from_secs(10)),
+        "no prompt exit"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(matches!(
+        child.join(),
+        Err(Error::ProcessFailed { exitcode: -2, .. })
+    ));
+    assert!(
+        eventually(LONG, || workers.iter().all(|p| pid_gone(*p))),
+        "workers outlived their pool's process"
+    );
+});
+
+for_each_method!(drop_with_work_in_flight, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    let pids = p.worker_pids();
+    let pending: Vec<_> = (0..100)
+        .map(|_| p.apply_async(sleep_ms, (10_000,)).unwrap())
+        .collect();
+    let t = Instant::now();
+    drop(p);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    for r in pending {
+        assert!(matches!(r.get(), Err(Error::PoolBroken { .. })));
+    }
+    assert!(pids.iter().all(|p| pid_gone(*p)));
+});
+
+for_each_method!(nested_pool, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    assert_eq!(p.apply(nested_sum, (10,)).unwrap(), 285);
+});
+
+#[test]
+fn bound_on_tasks_in_flight() {
+    let _g = shared();
+    let p = Pool::builder()
+        .processes(2)
+        .max_tasks_in_flight(3)
+        .build()
+        .unwrap();
+    let rs: Vec<_> = (0..50u64)
+        .map(|i| p.apply_async(square, (i,)).unwrap())
+        .collect();
+    let got: Vec<u64> = rs.into_iter().map(|r| r.get().unwrap()).collect();
+    assert_eq!(got, squares(50));
+    assert_eq!(p.map_chunked(square, 0..100u64, 7).unwrap(), squares(100));
+}
+
+#[test]
+fn async_result_is_a_future() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let v = rt.block_on(async {
+        let a = p.apply_async(square, (5,)).unwrap();
+        let b = p.map_async(square, 0..4u64).unwrap();
+        (a.await.unwrap(), b.await.unwrap())
+    });
+    assert_eq!(v, (25, squares(4)));
+}
+
+#[test]
+fn imap_takes_input_lazily() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let taken = Arc::new(Mutex::new(0u64));
+    let t2 = taken.clone();
+    let input = (0..).inspect(move |_: &u64| *t2.lock().unwrap() += 1);
+    let first: Vec<u64> = p
+        .imap(square, input)
+        .unwrap()
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, squares(5));
+    assert!(
+        *taken.lock().unwrap() < 100,
+        "an endless input is not drained"
+    );
+}
+
+#[test]
+fn close_lets_live_iterators_finish() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let it = p.imap(square, 0..50u64).unwrap();
+    p.close();
+    let v: Vec<u64> = it.map(Result::unwrap).collect();
+    assert_eq!(v, squares(50));
+    p.join().unwrap();
+}
+
+#[test]
+fn join_requires_close() {
+    let _g = shared();
+    let p = Pool::new(1).unwrap();
+    assert!(matches!(p.join(), Err(Error::InvalidState { .. })));
+}
+
+#[test]
+fn failing_item_fails_its_whole_chunk() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    // Chunks of 4: items 0..4 hold the failing 3, as in Python a chunk succeeds or fails whole.
+    let r: Vec<_> = p.imap_chunked(fail_on, 0..10u64, 4).unwrap().collect();
+    assert_eq!(r.len(), 10);
+    for (i, item) in r.iter().enumerate() {
+        if i < 4 {
+            assert!(matches!(item, Err(Error::TaskFailed { message }) if message == "refusing 3"));
+        } else {
+            assert_eq!(*item.as_ref().unwrap(), i as u64);
+        }
+    }
+    let r: Vec<_> = p.imap_chunked(panic_on, 0..6u64, 3).unwrap().collect();
+    assert!(r[..3].iter().all(|x| x.is_ok()));
+    assert!(
+        r[3..]
+            .iter()
+            .all(|x| matches!(x, Err(Error::WorkerPanicked { .. })))
+    );
+}
+
+#[test]
+fn imap_ends_when_its_pool_is_terminated() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let mut it = p.imap(square, 0u64..).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    p.terminate();
+    let rest = it.take(100_000).count();
+    assert!(rest < 100_000, "an endless input stops with its pool");
+}
+
+#[test]
+fn callbacks_may_submit_and_drop_the_pool() {
+    let _g = shared();
+    let p = Arc::new(Pool::new(2).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = p.clone();
+    let r = p
+        .apply_async_with(
+            square,
+            (3,),
+            Callbacks::new().on_success(move |v: &u64| {
+                let next = inner.apply_async(square, (*v,)).unwrap();
+                tx.send(next).unwrap();
+                drop(inner); // may be the last handle: dropping must not wait for this thread
+            }),
+        )
+        .unwrap();
+    assert_eq!(r.get().unwrap(), 9);
+    let next = rx.recv_timeout(LONG).unwrap();
+    assert_eq!(next.get_timeout(LONG).unwrap(), 81);
+    let pids = p.worker_pids();
+    drop(p);
+    assert!(eventually(LONG, || pids.iter().all(|p| pid_gone(*p))));
+
+    // The last handle dropped inside a callback terminates the pool from its own thread.
+    let p = Arc::new(Pool::new(2).unwrap());
+    let pids = p.worker_pids();
+    let inner = p.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = p
+        .apply_async_with(
+            sleep_ms,
+            (100,),
+            Callbacks::new().on_success(move |_: &u64| {
+                drop(inner);
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+    drop(p);
+    rx.recv_timeout(LONG).unwrap();
+    assert_eq!(r.get().unwrap(), 100);
+    assert!(eventually(LONG, || pids.iter().all(|p| pid_gone(*p))));
+}
