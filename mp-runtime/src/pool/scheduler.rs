@@ -739,12 +739,13 @@ impl Scheduler {
                 && slot.fault.is_none()
                 && let Err(e) = read_results(slot, &mut done, &mut self.job_ns)
             {
-                // Whatever follows a bad message cannot be trusted: stop reading this worker,
-                // kill it, and let `bury` fail the job it held and replace it.
+                // Whatever follows a bad message cannot be trusted: stop reading this worker and
+                // giving it jobs, kill it, and let `bury` fail the job it held and replace it.
                 slot.fault = Some(match e {
                     Error::Protocol { message } => message,
                     other => other.to_string(),
                 });
+                slot.stopping = true;
                 slot.link.kill();
             }
             if exited {
