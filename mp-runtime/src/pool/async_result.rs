@@ -19,10 +19,12 @@ use crate::error::{Error, Result};
 /// error; exactly one of them runs (Python's `callback` and `error_callback`).
 ///
 /// They run on the pool's scheduler thread, before [`AsyncResult::get`] returns: keep them short
-/// and do not block in them (waiting for another result of the same pool, or submitting to a
-/// pool with a bound on tasks in flight, would wait for the thread that is running the callback).
-/// Submitting, closing, terminating or dropping the pool from a callback is fine: those do not
-/// wait there. A callback that panics is reported on stderr; the result is still delivered.
+/// and do not block in them (waiting for another result of the same pool would wait for the
+/// thread that is running the callback). Submitting, closing, terminating or dropping the pool
+/// from a callback is fine: those do not wait there; a submission that would have to wait for
+/// room under [`max_tasks_in_flight`](crate::PoolBuilder::max_tasks_in_flight) fails with
+/// [`Error::InvalidState`] instead. A callback that panics is reported on stderr; the result is
+/// still delivered.
 pub struct Callbacks<T> {
     success: Option<OnSuccess<T>>,
     error: Option<OnError>,

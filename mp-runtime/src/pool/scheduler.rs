@@ -191,13 +191,22 @@ impl Core {
     }
 
     /// Queues a task. `feeder` submissions come from an iterator created before `close()`.
-    /// Blocks while the pool's bound on tasks in flight is reached. Returns the task's id.
+    /// Blocks while the pool's bound on tasks in flight is reached ([`Error::InvalidState`]
+    /// instead on the scheduler thread, which would wait for itself). Returns the task's id.
     pub(crate) fn submit(&self, mut task: Task, feeder: bool) -> Result<u64> {
         let mut st = self.lock();
         loop {
             Self::check_open(&st, feeder)?;
             if st.in_flight < st.max_in_flight {
                 break;
+            }
+            if self.on_scheduler_thread() {
+                // Only this thread frees places: waiting here would never end.
+                return Err(Error::state(
+                    "the pool's max_tasks_in_flight is reached and this callback runs on the \
+                     pool's own thread, which frees places only after it returns; submit from \
+                     another thread or raise max_tasks_in_flight",
+                ));
             }
             st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
         }
@@ -874,14 +883,15 @@ impl Scheduler {
         if done.is_empty() {
             return;
         }
-        let n = done.len();
+        // The places are freed before the results are delivered: a callback that submits
+        // the next task (on this thread) must find room, not wait for itself.
+        let mut st = self.core.lock();
+        st.in_flight -= done.len();
+        drop(st);
+        self.core.space.notify_all();
         for d in done {
             deliver(d);
         }
-        let mut st = self.core.lock();
-        st.in_flight -= n;
-        drop(st);
-        self.core.space.notify_all();
     }
 
     /// Handles the exit of worker `i`: fails the job it was running, requeues the ones it had not
