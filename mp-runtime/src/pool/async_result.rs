@@ -221,6 +221,12 @@ impl<T> Cell<T> {
         true
     }
 
+    /// Stops notifying `w` (a waiter that gave up), so that repeated timed waits on a task that
+    /// does not finish do not pile up watchers in its cell.
+    pub(crate) fn unwatch(&self, w: &Arc<Watcher>) {
+        self.lock().watchers.retain(|x| !Arc::ptr_eq(x, w));
+    }
+
     /// Waits until done or `timeout` passes; true if done.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
         let start = Instant::now();
@@ -439,5 +445,27 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
             self.cell
                 .set(out.ok_or_else(|| Error::protocol("a map result is missing")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_that_gave_up_are_not_kept() {
+        let cell: Arc<Cell<u8>> = Cell::new(None);
+        let stay = Arc::new(Watcher::default());
+        assert!(cell.watch(&stay));
+        for _ in 0..100 {
+            let w = Arc::new(Watcher::default());
+            assert!(cell.watch(&w));
+            cell.unwatch(&w);
+        }
+        assert_eq!(cell.lock().watchers.len(), 1);
+        cell.set(Ok(7));
+        assert_eq!(stay.count(), 1, "the remaining watcher is notified");
+        assert!(!cell.watch(&stay), "a done cell takes no watchers");
+        assert_eq!(cell.take().unwrap(), 7);
     }
 }
