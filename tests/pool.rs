@@ -863,3 +863,46 @@ fn callbacks_may_submit_and_drop_the_pool() {
     assert_eq!(r.get().unwrap(), 100);
     assert!(eventually(LONG, || pids.iter().all(|p| pid_gone(*p))));
 }
+
+#[test]
+fn callbacks_submitting_to_a_bounded_pool_never_wait_for_themselves() {
+    let _g = shared();
+    let p = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .max_tasks_in_flight(2)
+            .build()
+            .unwrap(),
+    );
+    let blocker = p.apply_async(sleep_ms, (60_000,)).unwrap();
+    let inner = p.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = p
+        .apply_async_with(
+            square,
+            (3,),
+            Callbacks::new().on_success(move |v: &u64| {
+                // The finished task's place is already free: this fits.
+                let first = inner.apply_async(square, (*v,));
+                // Now the bound is reached, and only this thread could free a place.
+                let second = inner.apply_async(square, (1,));
+                tx.send((first, second.err())).unwrap();
+            }),
+        )
+        .unwrap();
+    assert_eq!(r.get_timeout(LONG).unwrap(), 9);
+    let (first, second) = rx.recv_timeout(LONG).expect("the callback did not block");
+    assert_eq!(first.unwrap().get_timeout(LONG).unwrap(), 81);
+    assert!(
+        matches!(&second, Some(Error::InvalidState { message }) if message.contains("max_tasks_in_flight")),
+        "{second:?}"
+    );
+    assert!(!blocker.ready());
+    let t = Instant::now();
+    drop(p);
+    assert!(matches!(
+        blocker.get_timeout(LONG),
+        Err(Error::PoolBroken { .. })
+    ));
+    assert!(t.elapsed() < Duration::from_secs(30));
+}

@@ -100,6 +100,10 @@ impl<R> Future<R> {
     pub(crate) fn watch(&self, w: &Arc<Watcher>) {
         self.cell.watch(w);
     }
+
+    pub(crate) fn unwatch(&self, w: &Arc<Watcher>) {
+        self.cell.unwatch(w);
+    }
 }
 
 impl<R> std::future::Future for Future<R> {

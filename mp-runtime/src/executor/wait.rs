@@ -55,6 +55,9 @@ pub fn wait<R>(
             ReturnWhen::AllCompleted => done == futures.len(),
         };
         if enough || deadline.is_some_and(|d| Instant::now() >= d) {
+            for f in &futures {
+                f.unwatch(&watcher);
+            }
             return futures.into_iter().partition(|f| f.done());
         }
         watcher.wait_change(seen, deadline);
@@ -116,10 +119,21 @@ impl<R> Iterator for AsCompleted<R> {
             }
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 self.timed_out = true;
-                self.pending.clear();
+                for f in self.pending.drain(..) {
+                    f.unwatch(&self.watcher);
+                }
                 return Some(Err(Error::Timeout));
             }
             self.watcher.wait_change(seen, self.deadline);
+        }
+    }
+}
+
+impl<R> Drop for AsCompleted<R> {
+    fn drop(&mut self) {
+        // The futures may outlive the iterator: they no longer need to notify it.
+        for f in &self.pending {
+            f.unwatch(&self.watcher);
         }
     }
 }

@@ -19,10 +19,12 @@ use crate::error::{Error, Result};
 /// error; exactly one of them runs (Python's `callback` and `error_callback`).
 ///
 /// They run on the pool's scheduler thread, before [`AsyncResult::get`] returns: keep them short
-/// and do not block in them (waiting for another result of the same pool, or submitting to a
-/// pool with a bound on tasks in flight, would wait for the thread that is running the callback).
-/// Submitting, closing, terminating or dropping the pool from a callback is fine: those do not
-/// wait there. A callback that panics is reported on stderr; the result is still delivered.
+/// and do not block in them (waiting for another result of the same pool would wait for the
+/// thread that is running the callback). Submitting, closing, terminating or dropping the pool
+/// from a callback is fine: those do not wait there; a submission that would have to wait for
+/// room under [`max_tasks_in_flight`](crate::PoolBuilder::max_tasks_in_flight) fails with
+/// [`Error::InvalidState`] instead. A callback that panics is reported on stderr; the result is
+/// still delivered.
 pub struct Callbacks<T> {
     success: Option<OnSuccess<T>>,
     error: Option<OnError>,
@@ -217,6 +219,12 @@ impl<T> Cell<T> {
         }
         st.watchers.push(w.clone());
         true
+    }
+
+    /// Stops notifying `w` (a waiter that gave up), so that repeated timed waits on a task that
+    /// does not finish do not pile up watchers in its cell.
+    pub(crate) fn unwatch(&self, w: &Arc<Watcher>) {
+        self.lock().watchers.retain(|x| !Arc::ptr_eq(x, w));
     }
 
     /// Waits until done or `timeout` passes; true if done.
@@ -437,5 +445,27 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
             self.cell
                 .set(out.ok_or_else(|| Error::protocol("a map result is missing")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_that_gave_up_are_not_kept() {
+        let cell: Arc<Cell<u8>> = Cell::new(None);
+        let stay = Arc::new(Watcher::default());
+        assert!(cell.watch(&stay));
+        for _ in 0..100 {
+            let w = Arc::new(Watcher::default());
+            assert!(cell.watch(&w));
+            cell.unwatch(&w);
+        }
+        assert_eq!(cell.lock().watchers.len(), 1);
+        cell.set(Ok(7));
+        assert_eq!(stay.count(), 1, "the remaining watcher is notified");
+        assert!(!cell.watch(&stay), "a done cell takes no watchers");
+        assert_eq!(cell.take().unwrap(), 7);
     }
 }

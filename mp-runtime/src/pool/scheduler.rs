@@ -191,13 +191,22 @@ impl Core {
     }
 
     /// Queues a task. `feeder` submissions come from an iterator created before `close()`.
-    /// Blocks while the pool's bound on tasks in flight is reached. Returns the task's id.
+    /// Blocks while the pool's bound on tasks in flight is reached ([`Error::InvalidState`]
+    /// instead on the scheduler thread, which would wait for itself). Returns the task's id.
     pub(crate) fn submit(&self, mut task: Task, feeder: bool) -> Result<u64> {
         let mut st = self.lock();
         loop {
             Self::check_open(&st, feeder)?;
             if st.in_flight < st.max_in_flight {
                 break;
+            }
+            if self.on_scheduler_thread() {
+                // Only this thread frees places: waiting here would never end.
+                return Err(Error::state(
+                    "the pool's max_tasks_in_flight is reached and this callback runs on the \
+                     pool's own thread, which frees places only after it returns; submit from \
+                     another thread or raise max_tasks_in_flight",
+                ));
             }
             st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
         }
@@ -391,6 +400,9 @@ struct Slot {
     stopping: bool,
     /// The worker's initializer failed (its message).
     init_failed: Option<String>,
+    /// The worker sent something that is not a valid answer (what was wrong): it was killed,
+    /// and the job it held fails with this rather than as a death of its own.
+    fault: Option<String>,
 }
 
 impl Slot {
@@ -406,6 +418,7 @@ impl Slot {
             out: VecDeque::new(),
             stopping: false,
             init_failed: None,
+            fault: None,
         }
     }
 
@@ -569,10 +582,7 @@ fn deliver(done: Done) {
     })();
     match parsed {
         Ok(results) => task.sink.complete(task.index, results),
-        Err(e) => {
-            let text = e.to_string();
-            task.fail(|| Error::protocol(text.clone()))
-        }
+        Err(e) => task.fail(|| super::chunking::replicate(&e)),
     }
 }
 
@@ -734,7 +744,17 @@ impl Scheduler {
             if writable {
                 let _ = slot.flush();
             }
-            if (readable || exited) && read_results(slot, &mut done, &mut self.job_ns).is_err() {
+            if (readable || exited)
+                && slot.fault.is_none()
+                && let Err(e) = read_results(slot, &mut done, &mut self.job_ns)
+            {
+                // Whatever follows a bad message cannot be trusted: stop reading this worker and
+                // giving it jobs, kill it, and let `bury` fail the job it held and replace it.
+                slot.fault = Some(match e {
+                    Error::Protocol { message } => message,
+                    other => other.to_string(),
+                });
+                slot.stopping = true;
                 slot.link.kill();
             }
             if exited {
@@ -863,14 +883,15 @@ impl Scheduler {
         if done.is_empty() {
             return;
         }
-        let n = done.len();
+        // The places are freed before the results are delivered: a callback that submits
+        // the next task (on this thread) must find room, not wait for itself.
+        let mut st = self.core.lock();
+        st.in_flight -= done.len();
+        drop(st);
+        self.core.space.notify_all();
         for d in done {
             deliver(d);
         }
-        let mut st = self.core.lock();
-        st.in_flight -= n;
-        drop(st);
-        self.core.space.notify_all();
     }
 
     /// Handles the exit of worker `i`: fails the job it was running, requeues the ones it had not
@@ -902,8 +923,17 @@ impl Scheduler {
         drop(st);
         self.core.space.notify_all();
         if let Some(task) = failed {
-            let signal = if code < 0 { -code } else { 0 };
-            task.fail(|| Error::WorkerDied { pid, signal });
+            match slot.fault.take() {
+                Some(fault) => task.fail(|| {
+                    Error::protocol(format!(
+                        "pool worker {pid} sent a malformed answer and was replaced: {fault}"
+                    ))
+                }),
+                None => {
+                    let signal = if code < 0 { -code } else { 0 };
+                    task.fail(|| Error::WorkerDied { pid, signal });
+                }
+            }
         }
         if needed {
             match self.launcher.launch() {
@@ -995,5 +1025,206 @@ fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Resu
             }
             _ => return Err(Error::protocol("unknown message from a pool worker")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler against scripted workers: the test plays the worker's side of the socket,
+    //! so it can send what a real worker never would.
+
+    use std::os::fd::AsFd;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transport::socket::stream_pair;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    /// A worker whose far end of the socket the test holds; "exits" when killed.
+    struct FakeLink {
+        pid: i32,
+        channel: OwnedFd,
+        exited: EventFd,
+    }
+
+    impl Link for FakeLink {
+        fn pid(&self) -> i32 {
+            self.pid
+        }
+        fn channel(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.channel.as_fd()
+        }
+        fn sentinel(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.exited.as_fd()
+        }
+        fn kill(&self) {
+            let _ = self.exited.write(1);
+        }
+        fn reap(&mut self) -> i32 {
+            -9
+        }
+    }
+
+    /// Hands the test the worker's end of each worker it starts.
+    struct FakeLauncher {
+        next_pid: i32,
+        workers: mpsc::Sender<OwnedFd>,
+    }
+
+    impl Launcher for FakeLauncher {
+        fn launch(&mut self) -> Result<Box<dyn Link>> {
+            let (ours, theirs) = stream_pair()?;
+            crate::sys::fd::set_nonblocking(ours.as_fd(), true)
+                .map_err(|e| Error::io("fcntl", e))?;
+            self.next_pid += 1;
+            let _ = self.workers.send(theirs);
+            Ok(Box::new(FakeLink {
+                pid: self.next_pid,
+                channel: ours,
+                exited: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)
+                    .map_err(|e| Error::io("eventfd", e))?,
+            }))
+        }
+    }
+
+    /// Sends each task's outcome (per item: the bytes or the error) to the test.
+    struct ToTest(Mutex<mpsc::Sender<Vec<Result<Vec<u8>>>>>);
+
+    impl Sink for ToTest {
+        fn complete(&self, _chunk: usize, results: ChunkResult<'_>) {
+            let items = match results {
+                ChunkResult::Items(v) => v,
+                ChunkResult::Batch(r) => vec![r],
+            };
+            let out = items
+                .into_iter()
+                .map(|r| r.map(|(b, _)| b.to_vec()))
+                .collect();
+            let _ = self.0.lock().unwrap().send(out);
+        }
+    }
+
+    fn task(sink: &Arc<ToTest>) -> Task {
+        let mut items = Vec::new();
+        wire::put_uint(&mut items, 0);
+        wire::put_bytes(&mut items, b"x");
+        let chunk = Chunk {
+            items,
+            fds: Vec::new(),
+            nitems: 1,
+            batch: false,
+        };
+        Task::new("test", 0, chunk, sink.clone())
+    }
+
+    /// Reads the next job frame on the worker's side; returns the job's id.
+    fn next_job(sock: &OwnedFd) -> u64 {
+        let mut r = FrameReader::new();
+        loop {
+            if let Some(f) = r.next_frame().unwrap() {
+                assert_eq!(f.payload[0], wire::JOB);
+                return Cursor::new(&f.payload[1..]).uint().unwrap();
+            }
+            assert_ne!(r.fill(sock.as_fd()).unwrap(), Some(0), "no job came");
+        }
+    }
+
+    fn send(sock: &OwnedFd, bytes: &[u8]) {
+        crate::transport::frame::send_parts(sock.as_fd(), &[bytes], &[]).unwrap();
+    }
+
+    fn done_frame(id: u64, rest: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let at = wire::begin_frame(&mut buf);
+        buf.push(wire::DONE);
+        wire::put_uint(&mut buf, id);
+        buf.extend_from_slice(&1000u64.to_le_bytes());
+        buf.extend_from_slice(rest);
+        wire::end_frame(&mut buf, at, 0);
+        buf
+    }
+
+    fn expect_protocol_error(rx: &mpsc::Receiver<Vec<Result<Vec<u8>>>>, text: &str) {
+        let got = rx.recv_timeout(LONG).expect("the task completes");
+        match &got[..] {
+            [Err(Error::Protocol { message })] => assert!(message.contains(text), "{message}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The pool lists `pids` (a replacement is listed just after it starts).
+    fn pids_become(core: &Core, pids: &[i32]) {
+        let deadline = std::time::Instant::now() + LONG;
+        while core.pids() != pids {
+            assert!(std::time::Instant::now() < deadline, "{:?}", core.pids());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn bad_answers_fail_their_task_and_the_worker_is_replaced() {
+        let (wtx, wrx) = mpsc::channel();
+        let mut launcher = FakeLauncher {
+            next_pid: 100,
+            workers: wtx,
+        };
+        let first = launcher.launch().unwrap();
+        let core = Core::new(None).unwrap();
+        let cfg = Config {
+            processes: 1,
+            max_tasks_per_child: None,
+            lazy: false,
+        };
+        let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::new(ToTest(Mutex::new(tx)));
+
+        // Garbage instead of a frame header: the task fails, the worker is replaced.
+        let w = wrx.recv_timeout(LONG).unwrap();
+        core.submit(task(&sink), false).unwrap();
+        next_job(&w);
+        send(&w, &[0xAB; 16]);
+        expect_protocol_error(&rx, "bad frame magic");
+        let w = wrx.recv_timeout(LONG).expect("a replacement worker");
+        pids_become(&core, &[102]);
+
+        // An answer to a job it was not given.
+        core.submit(task(&sink), false).unwrap();
+        let id = next_job(&w);
+        send(&w, &done_frame(id + 7, &[]));
+        expect_protocol_error(&rx, "out of order");
+        let w = wrx.recv_timeout(LONG).expect("a replacement worker");
+
+        // A well-framed answer whose body is cut short: that task fails, the worker stays.
+        core.submit(task(&sink), false).unwrap();
+        let id = next_job(&w);
+        send(&w, &done_frame(id, &[]));
+        expect_protocol_error(&rx, "truncated");
+        pids_become(&core, &[103]);
+
+        // A good answer still works on the same worker.
+        core.submit(task(&sink), false).unwrap();
+        let id = next_job(&w);
+        let mut ok = vec![1];
+        ok.push(wire::TAG_OK);
+        wire::put_uint(&mut ok, 0);
+        wire::put_bytes(&mut ok, b"42");
+        send(&w, &done_frame(id, &ok));
+        let got = rx.recv_timeout(LONG).unwrap();
+        assert!(matches!(&got[..], [Ok(b)] if b == b"42"), "{got:?}");
+
+        // Terminating with a task in flight fails it and ends the thread.
+        core.submit(task(&sink), false).unwrap();
+        next_job(&w);
+        core.terminate();
+        core.wait_finished();
+        thread.join().unwrap();
+        let got = rx.recv_timeout(LONG).unwrap();
+        assert!(
+            matches!(&got[..], [Err(Error::PoolBroken { .. })]),
+            "{got:?}"
+        );
     }
 }

@@ -256,14 +256,20 @@ impl FrameReader {
         }
         let len = len as usize;
         if avail < HEADER_LEN + len {
-            // Make room for the whole frame so that the next fill can complete it.
+            // Make room for more of the frame so that the next fills can complete it. The length
+            // comes from the peer: the buffer grows at most twofold per call (and `fill` doubles
+            // it as bytes arrive), so a corrupt header cannot make this side reserve gigabytes
+            // that never come.
             let need = HEADER_LEN + len;
             if self.buf.len() - self.start < need {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                if self.buf.len() < need + READ_CHUNK / 4 {
-                    self.buf.resize(need + READ_CHUNK, 0);
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
+                let target = (need + READ_CHUNK).min(self.buf.len().saturating_mul(2));
+                if self.buf.len() < target {
+                    self.buf.resize(target, 0);
                 }
             }
             return Ok(None);
@@ -273,5 +279,107 @@ impl FrameReader {
         self.start = body + len;
         let fds = take_fds(&mut self.fds, nfds)?;
         Ok(Some(RawFrame { payload, fds }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::socket::stream_pair;
+    use std::os::fd::AsFd;
+
+    fn write_all(fd: BorrowedFd<'_>, mut b: &[u8]) {
+        while !b.is_empty() {
+            let n = nix::unistd::write(fd, b).expect("write");
+            b = &b[n..];
+        }
+    }
+
+    /// Reads until a frame, an error or the end of the stream.
+    fn read_one(r: &mut FrameReader, fd: BorrowedFd<'_>) -> Result<Option<RawFrame>> {
+        loop {
+            if let Some(f) = r.next_frame()? {
+                return Ok(Some(f));
+            }
+            if r.fill(fd)? == Some(0) {
+                return Ok(None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_announced_length_does_not_reserve_it() {
+        let (a, b) = stream_pair().unwrap();
+        // 15 GiB announced (below MAX_FRAME), 3 bytes sent, then the peer goes away.
+        write_all(a.as_fd(), &header(15 << 30, 0));
+        write_all(a.as_fd(), b"abc");
+        drop(a);
+        let mut r = FrameReader::new();
+        assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
+        assert!(r.buf.len() <= 4 * READ_CHUNK, "reserved {}", r.buf.len());
+    }
+
+    #[test]
+    fn oversized_and_corrupt_frames_are_errors() {
+        let (a, b) = stream_pair().unwrap();
+        write_all(a.as_fd(), &header(0, 0)[..8]);
+        write_all(a.as_fd(), &[0u8; 8]);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::Protocol { .. })
+        ));
+
+        let mut h = header(0, 0);
+        h[..8].copy_from_slice(&(MAX_FRAME + 1).to_le_bytes());
+        write_all(a.as_fd(), &h);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::MessageTooLarge { .. })
+        ));
+
+        // Two descriptors announced, none sent.
+        let mut frame = Vec::new();
+        let at = begin_frame(&mut frame);
+        frame.push(DONE);
+        end_frame(&mut frame, at, 2);
+        write_all(a.as_fd(), &frame);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_is_read_whole() {
+        let (a, b) = stream_pair().unwrap();
+        let body: Vec<u8> = (0..3 * READ_CHUNK + 17).map(|i| i as u8).collect();
+        let mut frame = Vec::new();
+        let at = begin_frame(&mut frame);
+        frame.extend_from_slice(&body);
+        end_frame(&mut frame, at, 0);
+        let writer = std::thread::spawn(move || {
+            for piece in frame.chunks(5000) {
+                write_all(a.as_fd(), piece);
+            }
+        });
+        let mut r = FrameReader::new();
+        let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
+        writer.join().unwrap();
+        assert_eq!(f.payload, body);
+    }
+
+    #[test]
+    fn cursor_rejects_truncated_and_overlong_input() {
+        assert!(Cursor::new(&[0x80]).uint().is_err());
+        assert!(Cursor::new(&[0xff; 11]).uint().is_err());
+        let mut buf = Vec::new();
+        put_uint(&mut buf, 1 << 40);
+        assert!(Cursor::new(&buf).bytes().is_err());
+        let mut buf = Vec::new();
+        put_bytes(&mut buf, b"hi");
+        assert_eq!(Cursor::new(&buf).bytes().unwrap(), b"hi");
     }
 }
