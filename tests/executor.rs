@@ -2,7 +2,7 @@
 //! `test_concurrent_futures` (rows FX-).
 //!
 //! What changed in the port: a worker that dies fails only the future it was running, with
-//! `Error::WorkerDied { pid, signal }`, and the executor keeps serving (FX-11, FX-12, FX-23,
+//! `Error::WorkerDied { pid, signal, exitcode }`, and the executor keeps serving (FX-11, FX-12, FX-23,
 //! FX-25; Python breaks the whole executor). `map` yields one `Result` per call and goes on
 //! after a failing call (FX-03, gh-108518's behaviour). `submit` after `shutdown` is
 //! `Error::InvalidState` (Python's RuntimeError). `Future::result` hands the value over once.
@@ -275,7 +275,12 @@ for_each_method!(
             .collect();
         let dead = ex.submit(exit_after, (50, 99)).unwrap();
         let killed = ex.submit(kill_self, ()).unwrap();
-        assert!(matches!(dead.result(), Err(Error::WorkerDied { signal: 0, pid }) if pid > 0));
+        let died = dead.result().unwrap_err();
+        assert!(
+            matches!(died, Error::WorkerDied { signal: 0, exitcode: 99, pid } if pid > 0),
+            "{died:?}"
+        );
+        assert!(died.to_string().contains("exited with code 99"), "{died}");
         assert!(matches!(
             killed.result(),
             Err(Error::WorkerDied { signal: 9, .. })

@@ -668,7 +668,11 @@ for_each_method!(po_30_external_sigkill, |ctx: mp::Context| {
     )
     .unwrap();
     match blocked.get_timeout(LONG) {
-        Err(Error::WorkerDied { pid: p, signal: 9 }) => assert_eq!(p, pid),
+        Err(Error::WorkerDied {
+            pid: p,
+            signal: 9,
+            exitcode: -9,
+        }) => assert_eq!(p, pid),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(others.get_timeout(LONG).unwrap(), squares(1000));

@@ -98,13 +98,16 @@ pub enum Error {
     },
 
     /// A worker process of a pool died while it held a task (signal or abrupt exit).
-    /// `signal` is 0 when the worker exited without a signal.
-    #[error("worker {pid} died from signal {signal}")]
+    /// `signal` is 0 when the worker exited without a signal; `exitcode` is Python's
+    /// `Process.exitcode`: the status it exited with, or minus the signal.
+    #[error("{}", died_text(*pid, *signal, *exitcode))]
     WorkerDied {
         /// The dead worker's process id.
         pid: i32,
         /// The signal that killed it, 0 if none.
         signal: i32,
+        /// The exit status, or `-signal` when a signal killed it.
+        exitcode: i32,
     },
 
     /// A pool task's worker returned `Err`; `message` is the error's text. Only that task
@@ -217,5 +220,14 @@ impl Error {
             Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => Error::Closed,
             e => Error::io(context, io::Error::from(e)),
         }
+    }
+}
+
+/// The text of [`Error::WorkerDied`].
+fn died_text(pid: i32, signal: i32, exitcode: i32) -> String {
+    if signal != 0 {
+        format!("worker {pid} died from signal {signal} while running the task")
+    } else {
+        format!("worker {pid} exited with code {exitcode} while running the task")
     }
 }

@@ -121,9 +121,14 @@ pub(crate) fn replicate(e: &Error) -> Error {
             message: message.clone(),
             location: location.clone(),
         },
-        Error::WorkerDied { pid, signal } => Error::WorkerDied {
+        Error::WorkerDied {
+            pid,
+            signal,
+            exitcode,
+        } => Error::WorkerDied {
             pid: *pid,
             signal: *signal,
+            exitcode: *exitcode,
         },
         Error::Codec { message } => Error::Codec {
             message: message.clone(),

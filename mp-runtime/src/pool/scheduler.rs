@@ -931,7 +931,11 @@ impl Scheduler {
                 }),
                 None => {
                     let signal = if code < 0 { -code } else { 0 };
-                    task.fail(|| Error::WorkerDied { pid, signal });
+                    task.fail(|| Error::WorkerDied {
+                        pid,
+                        signal,
+                        exitcode: code,
+                    });
                 }
             }
         }
