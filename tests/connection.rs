@@ -472,3 +472,17 @@ fn recv_timeout_completes_a_long_message_that_keeps_arriving() {
     sender.join().unwrap();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn wait_reports_a_closed_connection_instead_of_failing() {
+    let _g = shared();
+    let (mut a, b) = Pipe::<u8>::duplex().unwrap();
+    a.close();
+    assert_eq!(
+        mp::connection::wait(&[&a], Some(Duration::ZERO)).unwrap(),
+        vec![0]
+    );
+    assert!(matches!(a.recv(), Err(Error::InvalidState { .. })));
+    // The peer sees the end of the stream.
+    assert!(matches!(b.recv_timeout(LONG), Err(Error::Closed)));
+}

@@ -10,6 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -149,6 +150,8 @@ impl<T> Connection<T> {
     /// further use of this end is [`Error::InvalidState`]. Idempotent.
     pub fn close(&mut self) {
         self.fd = None;
+        // Opened now, into the slot just freed, so that `as_fd` has it for later.
+        let _ = closed_marker();
     }
 
     /// A second handle on the same end (dup(2)): messages sent through either arrive in one
@@ -236,13 +239,26 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     }
 }
 
+/// What a closed connection's `as_fd` gives: `/dev/null`, which polls as readable, so that
+/// [`wait`] reports a closed connection at once (receiving from it then says it is closed)
+/// instead of failing. Opened once per process, by the first `close`.
+fn closed_marker() -> Option<BorrowedFd<'static>> {
+    static MARKER: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    MARKER
+        .get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+        .as_ref()
+        .map(|fd| fd.as_fd())
+}
+
 impl<T> AsFd for Connection<T> {
-    /// The socket. Panics if the connection was closed.
+    /// The socket. After [`close`](Connection::close), a descriptor that is always readable
+    /// (`/dev/null`), so a poll loop or [`wait`] sees the closed end at once; receiving from it
+    /// is then [`Error::InvalidState`]. Panics only if `/dev/null` could not be opened.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd
-            .as_ref()
-            .expect("as_fd on a closed Connection")
-            .as_fd()
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            None => closed_marker().expect("/dev/null could not be opened"),
+        }
     }
 }
 
