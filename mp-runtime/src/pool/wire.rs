@@ -21,14 +21,10 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-use nix::errno::Errno;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{Error, Result};
-use crate::transport::frame::{HEADER_LEN, MAX_FDS, header};
+use crate::transport::frame::{self, HEADER_LEN, header};
 
 pub(crate) const JOB: u8 = 1;
 pub(crate) const STOP: u8 = 2;
@@ -193,41 +189,14 @@ impl FrameReader {
                 self.buf.resize(self.buf.len() + grow, 0);
             }
         }
-        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-        loop {
-            let mut iov = [IoSliceMut::new(&mut self.buf[self.end..])];
-            match recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    let n = msg.bytes;
-                    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                        return Err(Error::protocol("descriptors were truncated in transit"));
-                    }
-                    let cmsgs = msg
-                        .cmsgs()
-                        .map_err(|_| Error::protocol("control message truncated"))?;
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmRights(raws) = c {
-                            for raw in raws {
-                                // SAFETY: `raw` was just installed in this process by recvmsg's
-                                // SCM_RIGHTS control message; nothing else owns it.
-                                self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
-                            }
-                        }
-                    }
-                    self.short = n < self.buf.len() - self.end;
-                    self.end += n;
-                    return Ok(Some(n));
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return Ok(None),
-                Err(e) => return Err(Error::sys("recv", e)),
-            }
-        }
+        let fds = &mut self.fds;
+        let Some(n) = frame::recv_some(sock, &mut self.buf[self.end..], |fd| fds.push_back(fd))?
+        else {
+            return Ok(None);
+        };
+        self.short = n < self.buf.len() - self.end;
+        self.end += n;
+        Ok(Some(n))
     }
 
     /// Whether the last read drained the socket (it returned less than there was room for), so

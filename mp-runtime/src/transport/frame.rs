@@ -232,9 +232,26 @@ pub(crate) fn read_exact_within(
 
 /// One recvmsg into `buf`; received descriptors are appended to `fds` as owned values.
 fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize> {
+    // A blocking socket says EAGAIN only when a receive timeout (SO_RCVTIMEO) expired.
+    let n = recv_some(sock, buf, |fd| fds.push(fd))?
+        .ok_or_else(|| Error::sys("recv", Errno::EAGAIN))?;
+    if fds.len() > MAX_FDS {
+        return Err(Error::protocol("too many descriptors in one frame"));
+    }
+    Ok(n)
+}
+
+/// One recvmsg into `buf`, retried on EINTR: the number of bytes read (0 at the end of the
+/// stream), each received descriptor handed to `take_fd` as an owned value. `None` when a
+/// non-blocking socket has nothing to read.
+pub(crate) fn recv_some(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    mut take_fd: impl FnMut(OwnedFd),
+) -> Result<Option<usize>> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     loop {
-        let mut iov = [IoSliceMut::new(buf)];
+        let mut iov = [IoSliceMut::new(&mut *buf)];
         match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
@@ -243,6 +260,7 @@ fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -
         ) {
             Ok(msg) => {
                 let bytes = msg.bytes;
+                let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
                 let cmsgs = msg
                     .cmsgs()
                     .map_err(|_| Error::protocol("control message truncated"))?;
@@ -251,16 +269,17 @@ fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -
                         for raw in raws {
                             // SAFETY: `raw` was just installed in this process by recvmsg's
                             // SCM_RIGHTS control message; nothing else owns it.
-                            fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                            take_fd(unsafe { OwnedFd::from_raw_fd(raw) });
                         }
                     }
                 }
-                if fds.len() > MAX_FDS {
-                    return Err(Error::protocol("too many descriptors in one frame"));
+                if truncated {
+                    return Err(Error::protocol("descriptors were truncated in transit"));
                 }
-                return Ok(bytes);
+                return Ok(Some(bytes));
             }
             Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Ok(None),
             Err(e) => return Err(Error::sys("recv", e)),
         }
     }
