@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mp::{Connection, JoinableQueue, Pipe, Queue};
 
-use crate::common::{Options, Scenario, emit, median};
+use crate::common::{Options, Scenario, emit, median, raw_echo_rtts};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -174,37 +174,8 @@ fn pipe_pingpong(o: &Options) -> Result<(), String> {
     emit("pipe_pingpong", "rtt_p99", p99, "us");
 
     // Raw baseline: 8-byte messages over a socketpair with a forked echo child.
-    let (mut x, mut y) = UnixStream::pair().map_err(|e| e.to_string())?;
-    // SAFETY: the child only reads and writes its socket and calls `_exit`.
-    match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
-        nix::unistd::ForkResult::Child => {
-            drop(x);
-            let mut buf = [0u8; 8];
-            while y.read_exact(&mut buf).is_ok() {
-                if y.write_all(&buf).is_err() {
-                    break;
-                }
-            }
-            // SAFETY: `_exit` is always safe; it never returns.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(y);
-            let mut raw = Vec::with_capacity(n);
-            let mut buf = [0u8; 8];
-            for i in 0..(n + 1000) as u64 {
-                let t = Instant::now();
-                x.write_all(&i.to_le_bytes()).map_err(|e| e.to_string())?;
-                x.read_exact(&mut buf).map_err(|e| e.to_string())?;
-                if i >= 1000 {
-                    raw.push(t.elapsed().as_secs_f64() * 1e6);
-                }
-            }
-            drop(x);
-            let _ = nix::sys::wait::waitpid(child, None);
-            emit("pipe_pingpong", "raw_rtt_median", median(&mut raw), "us");
-        }
-    }
+    let mut raw = raw_echo_rtts(1000, n)?;
+    emit("pipe_pingpong", "raw_rtt_median", median(&mut raw), "us");
     Ok(())
 }
 

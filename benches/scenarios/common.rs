@@ -118,3 +118,41 @@ fn rustc_version() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Round-trip times in µs of `rounds` 8-byte messages over a socketpair to a forked child that
+/// echoes them, after `warmup` untimed ones: the raw baseline for round-trip scenarios.
+pub fn raw_echo_rtts(warmup: usize, rounds: usize) -> Result<Vec<f64>, String> {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().map_err(|x| x.to_string())?;
+    // SAFETY: the child only echoes on its inherited socket with read/write and then _exits.
+    match unsafe { nix::unistd::fork() }.map_err(|x| x.to_string())? {
+        nix::unistd::ForkResult::Child => {
+            // The parent's end must close here too, or the child never sees end of stream.
+            drop(a);
+            let mut buf = [0u8; 8];
+            while b.read_exact(&mut buf).is_ok() {
+                if b.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(b);
+            let mut samples = Vec::with_capacity(rounds);
+            let mut buf = [0u8; 8];
+            for i in 0..(warmup + rounds) as u64 {
+                let t = std::time::Instant::now();
+                a.write_all(&i.to_le_bytes()).map_err(|x| x.to_string())?;
+                a.read_exact(&mut buf).map_err(|x| x.to_string())?;
+                if i >= warmup as u64 {
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            drop(a);
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(samples)
+        }
+    }
+}

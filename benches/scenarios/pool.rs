@@ -6,13 +6,11 @@
 //! same arithmetic (`cpu_task` is the same 31-bit LCG, so results are equal); pools use the
 //! default start method and are created outside the timed region, as in Python.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use mp::Pool;
 
-use crate::common::{Options, Scenario, emit, median};
+use crate::common::{Options, Scenario, emit, median, raw_echo_rtts};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -157,45 +155,13 @@ fn pool_apply_async(o: &Options) -> Result<(), String> {
         median(&mut rtts),
         "us",
     );
-    emit("pool_apply_async", "raw_rtt_median", raw_rtt(rounds)?, "us");
+    emit(
+        "pool_apply_async",
+        "raw_rtt_median",
+        median(&mut raw_echo_rtts(0, rounds)?),
+        "us",
+    );
     Ok(())
-}
-
-/// Median round trip of 8 bytes over a socketpair to an echoing child process.
-fn raw_rtt(rounds: usize) -> Result<f64, String> {
-    let (mut a, mut b) = UnixStream::pair().map_err(|x| x.to_string())?;
-    // SAFETY: the child only echoes on an inherited socket with read/write and then _exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            // The parent's end must close here too, or the child never sees end of stream.
-            drop(a);
-            let mut buf = [0u8; 8];
-            while b.read_exact(&mut buf).is_ok() {
-                if b.write_all(&buf).is_err() {
-                    break;
-                }
-            }
-            // SAFETY: _exit ends the child without running the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        pid if pid > 0 => {
-            drop(b);
-            let mut samples = Vec::with_capacity(rounds);
-            let mut buf = [0u8; 8];
-            for i in 0..rounds as u64 {
-                let t = Instant::now();
-                a.write_all(&i.to_le_bytes()).map_err(|x| x.to_string())?;
-                a.read_exact(&mut buf).map_err(|x| x.to_string())?;
-                samples.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            drop(a);
-            let mut status = 0;
-            // SAFETY: waits for the child forked above.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            Ok(median(&mut samples))
-        }
-        _ => Err("fork failed".into()),
-    }
 }
 
 fn pool_cpu_scaling(o: &Options) -> Result<(), String> {
