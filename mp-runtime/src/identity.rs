@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::context::StartMethod;
 use crate::global::Global;
+use crate::start_method::{self, StartMethod};
 use crate::sys::pidfd::PidFd;
 use crate::sys::poll::{Deadline, readable};
 
@@ -43,7 +43,7 @@ impl ChildIdentity {
             parent_pid: std::process::id() as i32,
             parent_name: self::name(),
             start_method,
-            default_method: crate::context::get_start_method(),
+            default_method: start_method::get_start_method(),
         }
     }
 }
@@ -90,7 +90,7 @@ pub(crate) fn install(id: &ChildIdentity) {
     if let Ok(fd) = PidFd::open(id.parent_pid) {
         *PARENT_PIDFD.lock() = Some(std::sync::Arc::new(fd));
     }
-    crate::context::inherit_default(id.default_method);
+    start_method::inherit_default(id.default_method);
 }
 
 /// The identity a new child of this process gets: `Process-1`, `Process-1:2`, …

@@ -3,7 +3,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod bootstrap;
 mod codec;
 pub mod connection;
 mod context;
@@ -17,17 +16,16 @@ mod pool;
 mod process;
 mod queue;
 mod registry;
+mod roles;
 mod shm;
+mod start_method;
 mod sync;
 mod sys;
 mod transport;
 mod worker;
 
 pub use connection::{Connection, Pipe};
-pub use context::{
-    Context, StartMethod, default_context, get_all_start_methods, get_context, get_start_method,
-    set_start_method, set_start_method_force,
-};
+pub use context::{Context, default_context, get_context};
 pub use error::{Error, Result};
 pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
 pub use handle::Handle;
@@ -39,6 +37,9 @@ pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
+pub use start_method::{
+    StartMethod, get_all_start_methods, get_start_method, set_start_method, set_start_method_force,
+};
 pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore,
@@ -75,9 +76,9 @@ pub mod forkserver {
 pub mod __private {
     pub use inventory;
 
-    pub use crate::bootstrap::enter_if_requested;
     pub use crate::codec::{deserialize_fd, serialize_fd};
     pub use crate::registry::WorkerEntry;
+    pub use crate::roles::enter_if_requested;
     pub use crate::worker::{
         Fallible, Input, Outcome, assert_arg, assert_output, call_fallible, call_plain,
     };
@@ -86,7 +87,7 @@ pub mod __private {
     /// constructor did not run), runs `main`, then joins non-daemon children and terminates
     /// daemon ones, even if `main` panics.
     pub fn main<T>(body: impl FnOnce() -> T) -> T {
-        crate::bootstrap::enter_if_requested();
+        crate::roles::enter_if_requested();
         struct AtExit;
         impl Drop for AtExit {
             fn drop(&mut self) {

@@ -49,10 +49,26 @@ fn table() -> &'static HashMap<&'static str, Slot> {
     })
 }
 
+/// The runtime's own workers (the pool's worker loop, ...), by name.
+pub(crate) type InternalWorkers = &'static [(&'static str, EntryFn)];
+
+static INTERNAL: OnceLock<InternalWorkers> = OnceLock::new();
+
+/// Hands the registry the runtime's own workers. The role table (`roles.rs`) calls it before
+/// anything else runs: the registry cannot name those workers itself, since their modules use
+/// it, and `inventory` cannot carry them, because a spawned child enters its worker from a
+/// constructor of this crate that may run before this crate's own `inventory` registrations.
+pub(crate) fn install_internal(workers: InternalWorkers) {
+    let _ = INTERNAL.set(workers);
+}
+
 /// The entry registered as `name`.
 pub(crate) fn find(name: &str) -> Result<EntryFn> {
-    if name == crate::pool::worker_loop::WORKER_LOOP {
-        return Ok(crate::pool::worker_loop::entry);
+    if let Some((_, f)) = INTERNAL
+        .get()
+        .and_then(|table| table.iter().find(|(n, _)| *n == name))
+    {
+        return Ok(*f);
     }
     match table().get(name) {
         Some(Slot::One(f)) => Ok(*f),

@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::worker_loop::WORKER_LOOP;
 use crate::codec;
 use crate::connection::FdRef;
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::{Process, ProcessBuilder};
+use crate::start_method::StartMethod;
 use crate::transport::socket::stream_pair;
 
 /// Starts workers.

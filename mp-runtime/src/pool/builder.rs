@@ -6,8 +6,9 @@ use super::Pool;
 use super::backend::{InitSpec, Launcher, Link, LocalLauncher};
 use super::scheduler::{self, Config, Core};
 use crate::codec;
-use crate::context::{Context, StartMethod, get_start_method};
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::start_method::{StartMethod, get_start_method};
 use crate::worker::Worker;
 
 /// Builds a [`Pool`] (Python's `Pool(processes, initializer, initargs, maxtasksperchild,

@@ -29,8 +29,8 @@ pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
+use crate::start_method::StartMethod;
 use crate::worker::Worker;
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).

@@ -27,9 +27,7 @@ pub(crate) const WORKER_LOOP: &str = "mp::pool::worker_loop";
 /// What the pool sends a worker process when it starts: its task socket and the initializer.
 pub(crate) type LoopArgs = (FdOwned, Option<(String, Vec<u8>)>, Vec<FdOwned>);
 
-/// The entry function of [`WORKER_LOOP`]. The registry knows it directly rather than through
-/// `inventory`: a child enters its worker from a constructor of this crate, which may run before
-/// this crate's own `inventory` registrations.
+/// The entry function of [`WORKER_LOOP`] (listed in the role table, `roles.rs`).
 pub(crate) fn entry(input: Input<'_>) -> Outcome {
     let (sock, init, init_fds): LoopArgs = match codec::decode(input.bytes, input.fds) {
         Ok(a) => a,
@@ -98,7 +96,7 @@ fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
         Ok(Outcome::Returned { bytes, fds }) => Ran::Ok(bytes, fds),
         Ok(Outcome::Failed { message }) => Ran::Failed(message),
         Err(_) => {
-            let (m, loc) = crate::bootstrap::take_panic()
+            let (m, loc) = crate::process::worker_child::take_panic()
                 .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
             Ran::Panicked(m, loc)
         }

@@ -7,7 +7,7 @@ use nix::unistd::ForkResult;
 
 use super::child::Waiter;
 use super::launcher;
-use crate::bootstrap;
+use super::worker_child;
 use crate::error::{Error, Result};
 use crate::sys::pidfd::PidFd;
 
@@ -33,11 +33,11 @@ pub(crate) fn start(child_end: OwnedFd, parent_end: RawFd) -> Result<(i32, Waite
             Ok(ForkResult::Child) => {
                 drop((stdout, stderr));
                 after_fork_in_child();
-                bootstrap::mark_forked_from_user();
+                worker_child::mark_forked_from_user();
                 let _ = nix::unistd::close(parent_end);
-                bootstrap::die_with_parent(parent_pid);
+                crate::sys::die_with_parent(parent_pid);
                 stdin_from_devnull();
-                bootstrap::run_child(child_end)
+                worker_child::run_child(child_end)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop((stdout, stderr));

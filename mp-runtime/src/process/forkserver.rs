@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::child::Waiter;
 use super::launcher;
 use super::spawn::spawn_self;
-use crate::bootstrap::{self, ENV_FORKSERVER};
+use super::worker_child;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::global::Global;
@@ -37,6 +37,8 @@ use crate::transport::auth::{client_handshake, serve_handshake};
 use crate::transport::frame::{recv_frame, send_frame};
 use crate::transport::socket::stream_pair;
 
+/// Set in the fork server's environment: `<listener fd>:<control fd>:<parent pid>`.
+pub(crate) const ENV_FORKSERVER: &str = "MP_RUNTIME_FORKSERVER";
 /// Where the server finds its listening socket and its control socket.
 const LISTENER_FD: i32 = 3;
 const CONTROL_FD: i32 = 4;
@@ -263,8 +265,26 @@ impl ServerState {
     }
 }
 
+/// Enters the fork-server role; `value` is [`ENV_FORKSERVER`]'s.
+pub(crate) fn enter(value: &str) -> std::result::Result<std::convert::Infallible, String> {
+    let mut parts = value.split(':').map(|p| p.parse::<i32>().ok());
+    let (Some(Some(listener)), Some(Some(control)), Some(Some(ppid))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("malformed {ENV_FORKSERVER}={value:?}"));
+    };
+    crate::sys::die_with_parent(ppid);
+    match (
+        crate::sys::fd::adopt_inherited(listener),
+        crate::sys::fd::adopt_inherited(control),
+    ) {
+        (Ok(l), Ok(c)) => serve(l, c),
+        _ => Err("the fork server was started without its descriptors".into()),
+    }
+}
+
 /// The server's main loop. Never returns: exits when its parent goes away.
-pub(crate) fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
+fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
     // A Ctrl-C reaches the whole process group: the parent decides what happens to its children,
     // so the server itself ignores SIGINT (as Python's does); children get the default back.
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
@@ -366,8 +386,8 @@ fn serve_request(st: &mut ServerState, i: usize) -> Result<()> {
             drop(status);
             // SAFETY: restoring the default disposition installs no handler code.
             unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
-            bootstrap::die_with_parent(server_pid);
-            bootstrap::run_child(child_end)
+            crate::sys::die_with_parent(server_pid);
+            worker_child::run_child(child_end)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(child_end);

@@ -12,6 +12,7 @@ pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod launcher;
 pub(crate) mod spawn;
+pub(crate) mod worker_child;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -22,12 +23,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use self::child::{ChildHandle, Report, describe_exit};
-use crate::bootstrap::Bootstrap;
+use self::worker_child::Bootstrap;
 use crate::codec;
-use crate::context::{StartMethod, get_start_method};
 use crate::error::{Error, Result};
 use crate::identity::{self, ChildIdentity};
 use crate::registry;
+use crate::start_method::{StartMethod, get_start_method};
 use crate::transport::frame::send_frame;
 use crate::transport::socket::stream_pair;
 use crate::worker::{RegisteredRun, Worker};

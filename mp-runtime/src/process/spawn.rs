@@ -6,10 +6,14 @@ use std::os::unix::ffi::OsStringExt;
 
 use super::child::Waiter;
 use super::launcher;
-use crate::bootstrap::{ENV_CHILD, ENV_FORKSERVER};
+use super::worker_child::ENV_CHILD;
 use crate::error::{Error, Result};
 use crate::sys::pidfd::PidFd;
 use crate::sys::posix_spawn;
+
+/// Every variable that tells a process of this binary to take a role (`roles.rs`) starts with
+/// this; a spawned process never inherits one from its parent, only gets the one it is given.
+pub(crate) const ROLE_ENV_PREFIX: &str = "MP_RUNTIME_";
 
 /// The descriptor number the child finds its bootstrap socket at.
 pub(crate) const CHILD_FD: i32 = 3;
@@ -33,7 +37,7 @@ pub(crate) fn spawn_self(extra: &[(&str, String)], fds: &[(OwnedFd, i32)]) -> Re
     let argv = vec![cstring(argv0.into_vec())?];
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k == ENV_CHILD || k == ENV_FORKSERVER || k == crate::shm::tracker::ENV_TRACKER {
+        if k.as_encoded_bytes().starts_with(ROLE_ENV_PREFIX.as_bytes()) {
             continue;
         }
         let mut kv = k.into_vec();

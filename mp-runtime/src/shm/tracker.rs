@@ -132,7 +132,15 @@ pub(crate) fn unregister(name: &str) {
 }
 
 /// The tracker process's life. Never returns.
-pub(crate) fn serve(rx: OwnedFd) -> ! {
+/// Enters the tracker role; `value` is [`ENV_TRACKER`]'s (the descriptor number).
+pub(crate) fn enter(value: &str) -> std::result::Result<std::convert::Infallible, String> {
+    match value.parse().map(crate::sys::fd::adopt_inherited) {
+        Ok(Ok(rx)) => serve(rx),
+        _ => Err(format!("malformed {ENV_TRACKER}={value:?}")),
+    }
+}
+
+fn serve(rx: OwnedFd) -> ! {
     use nix::sys::signal::{SigHandler, Signal, signal};
     // SAFETY: installing SIG_IGN runs no handler code.
     unsafe {

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
 /// Sets or clears `O_NONBLOCK`.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
@@ -25,7 +25,10 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
-/// Takes ownership of an inherited descriptor number, checking that it is open.
+/// Takes ownership of an inherited descriptor number, checking that it is open, and marks it
+/// close-on-exec: it was inherited across one `exec` on purpose, and no program this process
+/// runs may inherit it again (a worker's report socket in a shell it starts could forge the
+/// worker's result).
 pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 || !is_open(fd) {
         return Err(io::Error::new(
@@ -35,5 +38,7 @@ pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     }
     // SAFETY: the descriptor is open (checked above), was handed to this process by its parent
     // for `mp`'s sole use, and nothing else in this process owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(owned)
 }

@@ -51,6 +51,15 @@ pub(crate) fn set_parent_death_signal(signal: nix::sys::signal::Signal) -> io::R
     nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from)
 }
 
+/// Arranges for this process to be killed when its parent dies, then checks that the parent has
+/// not died already (in which case the signal would never come; the process exits at once).
+pub(crate) fn die_with_parent(expected_parent: i32) {
+    let _ = set_parent_death_signal(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid().as_raw() != expected_parent {
+        exit_now(1);
+    }
+}
+
 /// `_exit(2)`: ends the process at once, without running atexit handlers or destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always safe to call; it never returns.

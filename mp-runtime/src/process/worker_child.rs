@@ -1,12 +1,11 @@
-//! How a child becomes a worker: the hook that runs before `main`, and the child's whole life.
+//! A worker child's life: read the bootstrap message, run the worker, report, join its own
+//! children, exit.
 //!
-//! A spawned child is this same binary, started with `MP_RUNTIME_CHILD=<fd>:<parent pid>` in its
-//! environment. A constructor in `.init_array` (it runs after every crate's `inventory`
-//! registrations, because dependents are linked first, and before Rust's `main`, so before
-//! libtest or the user's `main`) sees the variable and never returns: it reads the bootstrap
-//! message from the descriptor, runs the worker, reports, and exits. Fork and fork-server
-//! children enter [`run_child`] directly.
+//! Every start method ends here in the child: a spawned child through the role table (it finds
+//! its bootstrap socket in `MP_RUNTIME_CHILD`), a fork or fork-server child by a direct call
+//! after `fork`.
 
+use std::convert::Infallible;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,10 +13,10 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::child::WireReport;
+use super::children;
 use crate::codec;
 use crate::identity::ChildIdentity;
-use crate::process::child::WireReport;
-use crate::process::children;
 use crate::registry;
 use crate::sys;
 use crate::transport::frame::{DEFAULT_MAX_LEN, recv_frame, send_frame};
@@ -25,8 +24,23 @@ use crate::worker::{Input, Outcome};
 
 /// Set in a spawned child's environment: `<bootstrap fd>:<parent pid>`.
 pub(crate) const ENV_CHILD: &str = "MP_RUNTIME_CHILD";
-/// Set in the fork server's environment: `<listener fd>:<control fd>:<parent pid>`.
-pub(crate) const ENV_FORKSERVER: &str = "MP_RUNTIME_FORKSERVER";
+
+/// Enters the worker-child role of a spawned child; `value` is [`ENV_CHILD`]'s.
+pub(crate) fn enter(value: &str) -> Result<Infallible, String> {
+    let parsed = value
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)));
+    let Some((fd, ppid)) = parsed else {
+        return Err(format!("malformed {ENV_CHILD}={value:?}"));
+    };
+    sys::die_with_parent(ppid);
+    match sys::fd::adopt_inherited(fd) {
+        Ok(sock) => run_child(sock),
+        Err(e) => Err(format!(
+            "the child cannot use its bootstrap descriptor: {e}"
+        )),
+    }
+}
 
 /// The first message a child receives.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,91 +51,6 @@ pub(crate) struct Bootstrap {
     pub(crate) args: Vec<u8>,
     /// Who the child is.
     pub(crate) identity: ChildIdentity,
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_CHILD_BEFORE_MAIN: extern "C" fn() = enter_child_before_main;
-
-extern "C" fn enter_child_before_main() {
-    // Unwinding out of an `extern "C"` function aborts; turn a panic into a clean exit.
-    if catch_unwind(enter_if_requested).is_err() {
-        sys::exit_now(70);
-    }
-}
-
-/// If this process was started as an `mp` child or fork server, become it (never returns).
-/// Otherwise returns at once. Called before `main` and again by `#[mp::main]`.
-pub fn enter_if_requested() {
-    if let Some(value) = take_env(ENV_CHILD) {
-        let Some((fd, ppid)) = parse_two(&value) else {
-            bad_env(ENV_CHILD, &value)
-        };
-        die_with_parent(ppid);
-        match sys::fd::adopt_inherited(fd) {
-            Ok(sock) => run_child(sock),
-            Err(e) => {
-                sys::stderr_line(&format!(
-                    "mp: child cannot use its bootstrap descriptor: {e}"
-                ));
-                sys::exit_now(1)
-            }
-        }
-    }
-    if let Some(value) = take_env(crate::shm::tracker::ENV_TRACKER) {
-        match value.parse().map(sys::fd::adopt_inherited) {
-            Ok(Ok(rx)) => crate::shm::tracker::serve(rx),
-            _ => bad_env(crate::shm::tracker::ENV_TRACKER, &value),
-        }
-    }
-    if let Some(value) = take_env(ENV_FORKSERVER) {
-        let mut parts = value.split(':').map(|p| p.parse::<i32>().ok());
-        let (Some(Some(listener)), Some(Some(ctl)), Some(Some(ppid))) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            bad_env(ENV_FORKSERVER, &value)
-        };
-        die_with_parent(ppid);
-        match (
-            sys::fd::adopt_inherited(listener),
-            sys::fd::adopt_inherited(ctl),
-        ) {
-            (Ok(l), Ok(c)) => crate::process::forkserver::serve(l, c),
-            _ => {
-                sys::stderr_line("mp: fork server started without its descriptors");
-                sys::exit_now(1)
-            }
-        }
-    }
-}
-
-fn take_env(name: &str) -> Option<String> {
-    let value = std::env::var(name).ok()?;
-    // SAFETY: this runs before `main` from `.init_array` (or first thing in `#[mp::main]`) in a
-    // process that `mp` started: no other thread exists yet that could read the environment.
-    unsafe { std::env::remove_var(name) };
-    Some(value)
-}
-
-fn parse_two(value: &str) -> Option<(i32, i32)> {
-    let (a, b) = value.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-fn bad_env(name: &str, value: &str) -> ! {
-    sys::stderr_line(&format!(
-        "mp: malformed {name}={value:?}; this variable is reserved for mp's children"
-    ));
-    sys::exit_now(1)
-}
-
-/// Arranges for this process to be killed when its parent dies, then checks that the parent has
-/// not died already (in which case the signal would never come).
-pub(crate) fn die_with_parent(expected_parent: i32) {
-    let _ = sys::set_parent_death_signal(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid().as_raw() != expected_parent {
-        sys::exit_now(1);
-    }
 }
 
 /// The panic of the worker thread, recorded by the hook for the report.
