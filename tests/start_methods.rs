@@ -36,6 +36,56 @@ fn hand_on(conn: Connection<String>, method: StartMethod) {
     p.join().unwrap();
 }
 
+/// Connects to the fork server at `address` like an unrelated local process would, and says
+/// whether the server started a handshake with it ("challenged") or closed the connection.
+#[mp::worker]
+fn probe_forkserver(address: Vec<u8>) -> String {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::{AsFd, AsRawFd};
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(sock.as_raw_fd(), &UnixAddr::new_abstract(&address).unwrap()).unwrap();
+    let mut fds = [nix::poll::PollFd::new(
+        sock.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let timeout = nix::poll::PollTimeout::try_from(60_000).unwrap();
+    assert_eq!(nix::poll::poll(&mut fds, timeout).unwrap(), 1, "no answer");
+    let mut buf = [0u8; 64];
+    match nix::unistd::read(&sock, &mut buf) {
+        Ok(0) | Err(_) => "closed".into(),
+        Ok(_) => "challenged".into(),
+    }
+}
+
+/// The descriptors above 2 of this process that a program it runs would inherit (those
+/// without close-on-exec).
+#[mp::worker]
+fn inheritable_fds() -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap() {
+        let name = entry.unwrap().file_name();
+        let fd: i32 = name.to_str().unwrap().parse().unwrap();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+            continue; // the descriptor of the directory listing itself
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        if fd > 2 && flags & libc::O_CLOEXEC as u32 == 0 {
+            out.push(fd);
+        }
+    }
+    out
+}
+
 #[mp::worker]
 fn fd_is_open(fd: i32) -> bool {
     nix::fcntl::fcntl(
@@ -190,6 +240,35 @@ for_each_method!(sm_12_unrelated_fds_not_inherited, |ctx: mp::Context| {
     nix::unistd::close(high).unwrap();
     assert_eq!(inherited, ctx.start_method() == StartMethod::Fork);
 });
+
+/// An unrelated local process (any user) that connects to the fork server and stays silent, or
+/// drips a byte now and then, used to hold the single-threaded server in its handshake for
+/// 10 s per connection, or indefinitely; now the server closes such connections unread.
+#[test]
+fn forkserver_closes_connections_from_other_processes_unread() {
+    let _g = shared();
+    let ctx = mp::get_context(StartMethod::ForkServer);
+    let mut warm = started(ctx.process(my_start_method, ()));
+    join(&mut warm).unwrap();
+    let address = mp::forkserver::server_address().unwrap();
+    let mut probe =
+        started(mp::get_context(StartMethod::Spawn).process(probe_forkserver, (address,)));
+    assert_eq!(join(&mut probe).unwrap(), "closed");
+    let mut p = started(ctx.process(my_start_method, ()));
+    assert_eq!(join(&mut p).unwrap(), Some(StartMethod::ForkServer));
+}
+
+/// A worker's own descriptors (its report socket above all: a program the worker runs could
+/// write a forged result into it) are close-on-exec. Under Fork a child also inherits what the
+/// parent left inheritable, as in Python, so only Spawn and ForkServer are asserted empty.
+#[test]
+fn worker_descriptors_do_not_reach_programs_it_runs() {
+    let _g = shared();
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let mut p = started(mp::get_context(m).process(inheritable_fds, ()));
+        assert_eq!(join(&mut p).unwrap(), Vec::<i32>::new(), "{m}");
+    }
+}
 
 #[test]
 fn sm_14_forkserver_address_fits_sun_path() {

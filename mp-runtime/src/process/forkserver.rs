@@ -9,6 +9,10 @@
 //! the next start sees the broken connection, reaps it and starts a new one; if this process's
 //! authkey changed, the next start authenticates again with the new key.
 //!
+//! The socket's name is not secret (`/proc/net/unix` lists it), so the server closes every
+//! connection that does not come from its parent, as the kernel reports the peer, before reading
+//! from it: no other process, whatever its user, can make it wait.
+//!
 //! Lifetimes chain: the server dies with this process (PR_SET_PDEATHSIG from the launcher
 //! thread, plus EOF on its control socket), and its children die with the server.
 
@@ -278,13 +282,14 @@ pub(crate) fn enter(value: &str) -> std::result::Result<std::convert::Infallible
         crate::sys::fd::adopt_inherited(listener),
         crate::sys::fd::adopt_inherited(control),
     ) {
-        (Ok(l), Ok(c)) => serve(l, c),
+        (Ok(l), Ok(c)) => serve(l, c, ppid),
         _ => Err("the fork server was started without its descriptors".into()),
     }
 }
 
-/// The server's main loop. Never returns: exits when its parent goes away.
-fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
+/// The server's main loop. Never returns: exits when its parent goes away. Only `parent`, the
+/// process that started the server, may connect (see [`from_parent`]).
+fn serve(listener: OwnedFd, control: OwnedFd, parent: i32) -> ! {
     // A Ctrl-C reaches the whole process group: the parent decides what happens to its children,
     // so the server itself ignores SIGINT (as Python's does); children get the default back.
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
@@ -338,7 +343,7 @@ fn serve(listener: OwnedFd, control: OwnedFd) -> ! {
         {
             // SAFETY: accept4 returned a new descriptor that nothing else owns.
             let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
-            if authenticate(&conn, &config).is_ok() {
+            if from_parent(&conn, parent) && authenticate(&conn, &config).is_ok() {
                 st.clients.push(conn);
             }
         }
@@ -354,6 +359,16 @@ fn reap(pid: i32) -> i32 {
             Err(_) => return super::child::UNKNOWN_EXITCODE,
         }
     }
+}
+
+/// Whether a new connection comes from the process that started the server. The server is
+/// single-threaded and runs the handshake inline, so a peer that stalls it would stall every
+/// start; but an abstract socket can be reached by any local process. The kernel's record of
+/// who connected (`SO_PEERCRED`, which the peer cannot forge) lets the server close every other
+/// connection before reading a byte from it. Only the parent ever connects: each process starts
+/// a fork server of its own.
+fn from_parent(conn: &OwnedFd, parent: i32) -> bool {
+    nix::sys::socket::getsockopt(conn, sockopt::PeerCredentials).is_ok_and(|c| c.pid() == parent)
 }
 
 /// Runs the handshake on a new connection, bounded in time so that a stalled client cannot
