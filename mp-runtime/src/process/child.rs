@@ -14,7 +14,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::pidfd::PidFd;
 use crate::sys::poll::{Deadline, readable, wait_readable};
-use crate::transport::frame::{DEFAULT_MAX_LEN, recv_frame};
+use crate::transport::frame::{DEFAULT_MAX_LEN, Frame, recv_frame};
 
 /// The exit code reported when the fork server died before telling us a child's status
 /// (Python reports 255 in that case too).
@@ -65,10 +65,18 @@ impl Waiter {
     }
 }
 
+/// A report as it arrived, decoded only when taken: reports are also read while the program
+/// exits (to let children finish sending), when the codec's thread-local tables may be gone.
+#[derive(Debug)]
+enum Received {
+    Frame(Frame),
+    Broken(String),
+}
+
 #[derive(Debug, Default)]
 struct State {
     result_sock: Option<OwnedFd>,
-    report: Option<Report>,
+    report: Option<Received>,
     exitcode: Option<i32>,
 }
 
@@ -227,7 +235,22 @@ impl ChildHandle {
 
     /// Takes the child's report once it has exited.
     pub(crate) fn take_report(&self) -> Option<Report> {
-        self.lock().report.take()
+        Some(match self.lock().report.take()? {
+            Received::Frame(frame) => {
+                match codec::decode::<WireReport>(&frame.payload, Vec::new()) {
+                    Ok(WireReport::Returned(bytes)) => Report::Returned {
+                        bytes,
+                        fds: frame.fds,
+                    },
+                    Ok(WireReport::Failed(m)) => Report::Failed(m),
+                    Ok(WireReport::Panicked { message, location }) => {
+                        Report::Panicked { message, location }
+                    }
+                    Err(e) => Report::Broken(e.to_string()),
+                }
+            }
+            Received::Broken(m) => Report::Broken(m),
+        })
     }
 }
 
@@ -240,24 +263,10 @@ fn read_report(st: &mut State, nonblocking: bool) {
         return;
     }
     match recv_frame(sock.as_fd(), DEFAULT_MAX_LEN) {
-        Ok(frame) => {
-            st.report = Some(
-                match codec::decode::<WireReport>(&frame.payload, Vec::new()) {
-                    Ok(WireReport::Returned(bytes)) => Report::Returned {
-                        bytes,
-                        fds: frame.fds,
-                    },
-                    Ok(WireReport::Failed(m)) => Report::Failed(m),
-                    Ok(WireReport::Panicked { message, location }) => {
-                        Report::Panicked { message, location }
-                    }
-                    Err(e) => Report::Broken(e.to_string()),
-                },
-            )
-        }
+        Ok(frame) => st.report = Some(Received::Frame(frame)),
         Err(Error::Closed) => {}
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(e) => st.report = Some(Report::Broken(e.to_string())),
+        Err(e) => st.report = Some(Received::Broken(e.to_string())),
     }
 }
 

@@ -1,16 +1,63 @@
 //! The children of this process that have not been joined: Python's `active_children()`, and the
 //! exit handler that joins non-daemon children and terminates daemon ones.
+//!
+//! The list holds only children that may still be running, so that a program starting many
+//! processes keeps a flat number of descriptors: a child leaves it when it is joined, when
+//! `join_timeout` sees it exit, when its `Process` is dropped after it exited, and, for a child
+//! dropped while running, at the next start after it exited (Python's `_cleanup`).
+//!
+//! The exit handler runs at the end of `#[mp::main]`, and also from `atexit` (installed at the
+//! first start), so that a program without `#[mp::main]` still waits for its children instead
+//! of having them killed when `main` returns.
 
-use std::sync::Arc;
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use super::child::ChildHandle;
 use crate::global::Global;
+use crate::sys::poll::{Deadline, wait_readable};
 
 static CHILDREN: Global<Vec<Arc<ChildHandle>>> = Global::new(Vec::new);
 
+/// Adds a started child, first forgetting the ones known to have exited.
 pub(crate) fn register(child: Arc<ChildHandle>) {
-    CHILDREN.lock().push(child);
+    install_exit_hook();
+    let mut list = CHILDREN.lock();
+    forget_exited(&mut list);
+    list.push(child);
+}
+
+/// Removes the children whose exit is visible now: one `poll` over every sentinel, then a reap
+/// of those that are ready.
+fn forget_exited(list: &mut Vec<Arc<ChildHandle>>) {
+    if list.is_empty() {
+        return;
+    }
+    let fds: Vec<BorrowedFd<'_>> = list.iter().map(|c| c.sentinel()).collect();
+    let Ok(ready) = wait_readable(&fds, Deadline::after(Some(Duration::ZERO))) else {
+        return;
+    };
+    drop(fds);
+    let mut i = 0;
+    list.retain(|c| {
+        let exited = ready[i] && c.exitcode_now().is_some();
+        i += 1;
+        !exited
+    });
+}
+
+fn install_exit_hook() {
+    static ONCE: Once = Once::new();
+    extern "C" fn at_exit() {
+        // Unwinding out of an `extern "C"` function aborts; a panic here only skips the joins.
+        let _ = std::panic::catch_unwind(shutdown);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `at_exit` is a plain function that lives as long as the program; atexit only
+        // records its address.
+        unsafe { libc::atexit(at_exit) };
+    });
 }
 
 pub(crate) fn unregister(child: &Arc<ChildHandle>) {

@@ -170,7 +170,13 @@ impl<R: DeserializeOwned> Process<R> {
         let Ok(child) = self.child_or_err() else {
             return false;
         };
-        matches!(child.wait_exit(Some(timeout)), Ok(Some(_)))
+        let exited = matches!(child.wait_exit(Some(timeout)), Ok(Some(_)));
+        if exited && !self.joined {
+            // Like Python, forget a child once a timed join has seen it exit.
+            self.joined = true;
+            children::unregister(&child);
+        }
+        exited
     }
 
     fn finish_join(&mut self, child: &Arc<ChildHandle>, code: i32) -> Result<R> {
@@ -314,6 +320,19 @@ impl<R> Process<R> {
         self.payload = None;
         self.closed = Some(code);
         Ok(())
+    }
+}
+
+impl<R> Drop for Process<R> {
+    /// A finished child is forgotten with its `Process`; a running one stays in the list of
+    /// children, to be joined (or terminated, if a daemon) when the program ends.
+    fn drop(&mut self) {
+        if let Some(c) = &self.child
+            && !self.joined
+            && c.exitcode_now().is_some()
+        {
+            children::unregister(c);
+        }
     }
 }
 

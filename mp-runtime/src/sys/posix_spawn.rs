@@ -12,10 +12,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{FcntlArg, fcntl};
 
-/// Lowest number the descriptors are moved to before being placed, so that no `dup2` target
-/// overwrites a source.
-const STAGING_MIN_FD: i32 = 100;
-
 /// Starts `program` with `argv` and `envp`; `fds` maps parent descriptors to child numbers,
 /// which must be 3 or above and distinct. Returns the child's pid.
 pub(crate) fn spawn(
@@ -24,16 +20,18 @@ pub(crate) fn spawn(
     envp: &[CString],
     fds: &[(BorrowedFd<'_>, i32)],
 ) -> io::Result<i32> {
-    // Move every source out of the target range first; these copies close when we return.
+    // Move every source above the highest target first, so that no `dup2` overwrites a source
+    // still to be placed. The lowest free numbers above it are taken, so this works under any
+    // descriptor limit that leaves room for one copy of each. The copies close when we return.
+    let first_free = fds.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
     let staged: Vec<(OwnedFd, i32)> = fds
         .iter()
         .map(|(fd, target)| {
-            let high = fcntl(*fd, FcntlArg::F_DUPFD_CLOEXEC(STAGING_MIN_FD))?;
+            let high = fcntl(*fd, FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
             // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
             Ok((unsafe { OwnedFd::from_raw_fd(high) }, *target))
         })
         .collect::<io::Result<_>>()?;
-    let first_free = fds.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
 
     let actions = FileActions::new()?;
     let devnull = c"/dev/null";
