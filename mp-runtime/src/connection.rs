@@ -106,6 +106,16 @@ impl<T> Connection<T> {
         self.fd()
     }
 
+    /// Takes the socket out of the connection, with whether it is TCP (for protocols that
+    /// frame their own messages on an authenticated connection).
+    pub(crate) fn into_socket(mut self) -> Result<(OwnedFd, bool)> {
+        let fd = self
+            .fd
+            .take()
+            .ok_or_else(|| Error::state("the connection is closed"))?;
+        Ok((fd, self.tcp))
+    }
+
     /// Sends a message of raw bytes (Python's `send_bytes`).
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
         let fd = self.writer()?;

@@ -167,6 +167,58 @@ pub enum Error {
     )]
     OwnerDied,
 
+    /// The manager's server process is gone (it exited, was killed, or never listened at this
+    /// address). Every call on its proxies fails at once with this error from then on; there
+    /// are no reconnection attempts. Start a new manager.
+    #[error("the manager at {address} is gone; its objects are lost")]
+    ManagerGone {
+        /// Where the manager was.
+        address: String,
+    },
+
+    /// The manager was shut down (`Manager::shutdown`, or the drop of the handle that started
+    /// it) while the call waited, or before it.
+    #[error("the manager was shut down")]
+    ManagerShutdown,
+
+    /// A managed method panicked in the manager's server. The server keeps serving; an object
+    /// whose `&mut self` method panicked is poisoned ([`Error::Poisoned`] from then on).
+    #[error("managed method `{method}` panicked at {location}: {message}")]
+    RemotePanic {
+        /// The method that panicked (`Type::method`).
+        method: String,
+        /// The panic message.
+        message: String,
+        /// Where it panicked.
+        location: String,
+    },
+
+    /// An earlier call panicked while it had the managed object exclusively (a `&mut self`
+    /// method): the object may be half-updated, so the manager refuses further calls on it, as
+    /// `std::sync::Mutex` does after a panic.
+    #[error("the managed object is poisoned: an earlier method panicked while changing it")]
+    Poisoned,
+
+    /// The managed object no longer exists, or a proxy sent to this process was not claimed in
+    /// time (it expired) or was claimed already.
+    #[error("the managed object does not exist (any more)")]
+    NoSuchObject,
+
+    /// Client and manager disagree about a managed type: it is not registered in the server's
+    /// program, its definition differs (fingerprints), or a proxy received or looked up is of
+    /// another type than expected. Build both sides from the same source.
+    #[error("incompatible managed type `{type_name}`: {message}")]
+    Incompatible {
+        /// The type concerned.
+        type_name: String,
+        /// What differs.
+        message: String,
+    },
+
+    /// The manager serves the most connections it allows; retry later or raise the bound.
+    #[error("the manager refuses more connections (its connection limit is reached)")]
+    Busy,
+
     /// The call is not valid in the object's current state (joining a process never started,
     /// closing a live process, setting the start method twice, …). `message` says what to do.
     #[error("{message}")]

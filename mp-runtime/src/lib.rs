@@ -12,6 +12,7 @@ mod global;
 mod handle;
 mod identity;
 mod listener;
+pub mod manager;
 mod pool;
 mod process;
 mod queue;
@@ -33,6 +34,7 @@ pub use identity::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process, set_authkey,
 };
 pub use listener::{Address, Client, IntoAddress, Listener};
+pub use manager::{Manager, ManagerBuilder};
 pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};

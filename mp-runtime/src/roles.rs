@@ -13,6 +13,7 @@
 //! | fork server | `MP_RUNTIME_FORKSERVER` | `process::forkserver` |
 //! | resource tracker | `MP_RUNTIME_TRACKER` | `shm::tracker` |
 //! | pool worker | the internal worker `mp::pool::worker_loop`, run by a worker child | `pool::worker_loop` |
+//! | manager server | the internal worker `mp::manager::server`, run by a worker child | `manager::server` |
 //!
 //! Fork and fork-server children skip the environment: they call
 //! `process::worker_child::run_child` right after `fork`. The runtime's own workers are listed
@@ -28,7 +29,7 @@ use std::panic::catch_unwind;
 use crate::process::{forkserver, spawn::ROLE_ENV_PREFIX, worker_child};
 use crate::registry::{self, InternalWorkers};
 use crate::shm::tracker;
-use crate::{pool, sys};
+use crate::{manager, pool, sys};
 
 /// A role a process can be started in through its environment.
 struct Role {
@@ -54,8 +55,10 @@ const ROLES: &[Role] = &[
 ];
 
 /// The runtime's own workers, run by worker children like a user's `#[mp::worker]`.
-const INTERNAL_WORKERS: InternalWorkers =
-    &[(pool::worker_loop::WORKER_LOOP, pool::worker_loop::entry)];
+const INTERNAL_WORKERS: InternalWorkers = &[
+    (pool::worker_loop::WORKER_LOOP, pool::worker_loop::entry),
+    (manager::server::SERVER_WORKER, manager::server::entry),
+];
 
 const _: () = {
     let mut i = 0;

@@ -107,6 +107,25 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
     })
 }
 
+/// Decodes a `T` that borrows from `bytes` and holds no handles (a protocol's envelope, whose
+/// payload is decoded later). Trailing bytes are an error.
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    let _ = fd_table::take_error_text();
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::codec(format!(
+            "{} trailing bytes after a `{}`",
+            rest.len(),
+            std::any::type_name::<T>()
+        ))),
+        Err(e) => Err(Error::codec(format!(
+            "cannot decode `{}`: {}",
+            std::any::type_name::<T>(),
+            detail(e)
+        ))),
+    }
+}
+
 /// postcard's error, with the text of a custom serde error restored.
 fn detail(e: postcard::Error) -> String {
     let custom = matches!(

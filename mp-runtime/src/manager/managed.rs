@@ -1,0 +1,342 @@
+//! The server's side of a managed type: the table of its methods, how a call runs, and the
+//! registry the server builds objects from.
+//!
+//! `#[mp::managed]` implements [`Managed`] for the user's type: method indices in declaration
+//! order, a fingerprint of the signatures, a `dispatch` that decodes the arguments of method
+//! `i`, runs it under the object's lock (shared for `&self`, exclusive for `&mut self`) and
+//! encodes the result, and a `construct` for its constructors. It also submits a [`TypeEntry`],
+//! so that a server finds the type by name. The built-in objects (dict, list, queue, …)
+//! implement the same trait by hand.
+
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::protocol::RemoteError;
+use crate::codec;
+
+/// A type whose values can live in a manager's server and be used through proxies.
+///
+/// Implemented by `#[mp::managed]`; not meant to be implemented by hand.
+pub trait Managed: Send + Sync + Sized + 'static {
+    /// The registered name (module path and type name).
+    const TYPE_NAME: &'static str;
+    /// A hash of every exposed signature: client and server must agree on it.
+    const FINGERPRINT: u64;
+    /// The exposed methods' names, by index.
+    const METHODS: &'static [&'static str];
+
+    /// Runs method `method` on `this`.
+    #[doc(hidden)]
+    fn dispatch(this: &Shared<Self>, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
+
+    /// Builds a value with constructor `ctor`.
+    #[doc(hidden)]
+    fn construct(ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError>;
+}
+
+/// An encoded result on its way to the caller: bytes and the descriptors they refer to.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Out {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl Out {
+    /// Encodes `value` (descriptors duplicated: the value may be gone when the reply is sent).
+    pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Result<Out, RemoteError> {
+        let (bytes, fds) =
+            codec::encode_owned(value).map_err(|e| RemoteError::Codec(e.to_string()))?;
+        Ok(Out { bytes, fds })
+    }
+}
+
+/// A managed value in the server: the value behind a read-write lock, and whether a method
+/// panicked while holding it exclusively.
+#[doc(hidden)]
+pub struct Shared<T> {
+    value: RwLock<T>,
+    poisoned: AtomicBool,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Shared {
+            value: RwLock::new(value),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Who made a call: the session (one per client process) and the connection (one per client
+/// thread), for objects whose methods depend on the caller (an `RLock`'s owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Caller {
+    pub(crate) session: u64,
+    pub(crate) conn: u64,
+}
+
+/// One call being served: its encoded arguments and what the server knows of the caller.
+#[doc(hidden)]
+pub struct Call<'a> {
+    args: &'a [u8],
+    fds: Vec<OwnedFd>,
+    caller: Caller,
+    method_name: &'static str,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller) -> Self {
+        Call {
+            args,
+            fds,
+            caller,
+            method_name: "",
+        }
+    }
+
+    pub(crate) fn caller(&self) -> Caller {
+        self.caller
+    }
+
+    /// Decodes the argument tuple.
+    pub(crate) fn args<A: DeserializeOwned>(&mut self) -> Result<A, RemoteError> {
+        codec::decode(self.args, std::mem::take(&mut self.fds)).map_err(|e| {
+            RemoteError::Codec(format!(
+                "the arguments of `{}` could not be decoded: {e}",
+                self.method_name
+            ))
+        })
+    }
+
+    fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, RemoteError> {
+        catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
+            let (message, location) = super::server::take_panic();
+            RemoteError::Panic {
+                method: self.method_name.to_owned(),
+                message,
+                location,
+            }
+        })
+    }
+
+    /// Runs a `&self` method: decodes `A`, calls `f` under a shared lock, encodes its result.
+    pub fn read<T, A, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&T, A) -> R,
+    ) -> Result<Out, RemoteError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
+        let result = self.guarded(|| f(&guard, args))?;
+        drop(guard);
+        Out::of(&result)
+    }
+
+    /// Runs a `&mut self` method under the exclusive lock; a panic poisons the object.
+    pub fn write<T, A, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&mut T, A) -> R,
+    ) -> Result<Out, RemoteError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
+        let result = self.guarded(|| f(&mut guard, args));
+        if result.is_err() {
+            this.poisoned.store(true, Ordering::Release);
+        }
+        drop(guard);
+        Out::of(&result?)
+    }
+
+    /// [`Call::read`] for a method that can refuse: its `Err` is the call's error.
+    pub(crate) fn read_try<T, A, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&T, A) -> Result<R, RemoteError>,
+    ) -> Result<Out, RemoteError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
+        let result = self.guarded(|| f(&guard, args))??;
+        drop(guard);
+        Out::of(&result)
+    }
+
+    /// Like [`Call::read`] or [`Call::write`] for a method that returns another managed value:
+    /// the value becomes a new object in the server, and the caller receives a proxy of it.
+    pub fn read_new<T, A, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&T, A) -> R,
+    ) -> Result<Out, RemoteError>
+    where
+        A: DeserializeOwned,
+        R: Managed,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
+        let value = self.guarded(|| f(&guard, args))?;
+        drop(guard);
+        super::server::new_object_for_reply(value, R::TYPE_NAME, &super::proxy::label_of::<R>())
+    }
+
+    /// [`Call::read_new`] for a `&mut self` method.
+    pub fn write_new<T, A, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&mut T, A) -> R,
+    ) -> Result<Out, RemoteError>
+    where
+        A: DeserializeOwned,
+        R: Managed,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
+        let value = self.guarded(|| f(&mut guard, args));
+        if value.is_err() {
+            this.poisoned.store(true, Ordering::Release);
+        }
+        drop(guard);
+        super::server::new_object_for_reply(value?, R::TYPE_NAME, &super::proxy::label_of::<R>())
+    }
+
+    /// Runs a constructor: decodes `A` and calls `f`.
+    pub fn construct<T, A>(
+        &mut self,
+        method: &'static str,
+        f: impl FnOnce(A) -> T,
+    ) -> Result<T, RemoteError>
+    where
+        A: DeserializeOwned,
+    {
+        self.method_name = method;
+        let args: A = self.args()?;
+        self.guarded(|| f(args))
+    }
+
+    /// The error for a method index the type does not have.
+    pub fn no_such_method<T: Managed>(&self, method: u16) -> RemoteError {
+        RemoteError::NoSuchMethod {
+            type_name: T::TYPE_NAME.to_owned(),
+            method,
+        }
+    }
+}
+
+/// An object in the server, whatever its type.
+pub(crate) trait Object: Send + Sync + 'static {
+    fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
+    /// The name of method `method`, for error messages.
+    fn method_name(&self, method: u16) -> &'static str;
+}
+
+impl<T: Managed> Object for Shared<T> {
+    fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError> {
+        T::dispatch(self, method, call)
+    }
+    fn method_name(&self, method: u16) -> &'static str {
+        T::METHODS.get(method as usize).copied().unwrap_or("?")
+    }
+}
+
+/// How a server builds objects of one registered type.
+#[doc(hidden)]
+pub struct TypeEntry {
+    pub(crate) name: &'static str,
+    pub(crate) fingerprint: u64,
+    pub(crate) build: fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>,
+}
+
+impl TypeEntry {
+    /// The entry of `T`, for `inventory::submit!`.
+    pub const fn of<T: Managed>() -> Self {
+        TypeEntry {
+            name: T::TYPE_NAME,
+            fingerprint: T::FINGERPRINT,
+            build: build::<T>,
+        }
+    }
+}
+
+fn build<T: Managed>(ctor: u16, call: &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError> {
+    let value = T::construct(ctor, call)?;
+    Ok(Arc::new(Shared::new(value)))
+}
+
+inventory::collect!(TypeEntry);
+
+/// The registered type named `name`: a built-in, or a `#[mp::managed]` type of this binary.
+/// (Built-ins are listed directly rather than through `inventory`: the server may run from a
+/// constructor of this crate, before this crate's own registrations.)
+pub(crate) fn find_type(name: &str) -> Option<&'static TypeEntry> {
+    super::builtins::TYPES
+        .iter()
+        .find(|t| t.name == name)
+        .or_else(|| {
+            inventory::iter::<TypeEntry>
+                .into_iter()
+                .find(|t| t.name == name)
+        })
+}
+
+/// FNV-1a over the given strings (with a separator), for [`Managed::FINGERPRINT`]: computed at
+/// compile time from the stringified signatures.
+pub const fn fingerprint(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        let bytes = parts[i].as_bytes();
+        let mut j = 0;
+        while j < bytes.len() {
+            hash ^= bytes[j] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}

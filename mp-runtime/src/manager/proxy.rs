@@ -1,0 +1,227 @@
+//! A reference to an object in a manager, the part every proxy shares.
+//!
+//! An [`ObjRef`] is one reference of this process's session to one object. Cloning it is local
+//! (no message); dropping the last clone tells the server, one way, that the session lets go.
+//! Sending a proxy to another process (as a worker argument, through a queue, inside another
+//! managed value) serializes a *ticket*: the server keeps the object alive for the trip, and the
+//! receiving process claims the ticket for its own session as it decodes the proxy. The
+//! authkey never travels; a receiver that has no link to that manager yet connects with the key
+//! given to `Manager::connect` for that address, or its own authkey (inherited from the parent,
+//! as in Python).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::link::Link;
+use super::managed::Managed;
+use super::protocol::{ObjId, Ticket};
+use super::server::{self, TicketHold};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::listener::Address;
+
+/// A proxy of a managed object: the typed wrapper `#[mp::managed]` and the built-ins generate
+/// around an [`ObjRef`].
+pub trait Proxy: Sized {
+    /// What the server calls the object's type, checked when a proxy is looked up by name or
+    /// received from another process.
+    fn label() -> String;
+    /// Wraps a reference.
+    fn from_ref(r: ObjRef) -> Self;
+    /// The reference inside.
+    fn obj_ref(&self) -> &ObjRef;
+}
+
+/// The label of a `#[mp::managed]` type: its name and fingerprint.
+pub fn label_of<T: Managed>() -> String {
+    format!("{}#{:016x}", T::TYPE_NAME, T::FINGERPRINT)
+}
+
+/// How a proxy travels.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ProxyWire {
+    /// The server's identity.
+    pub(crate) manager: u64,
+    /// Where the sender reached it.
+    pub(crate) address: String,
+    pub(crate) ticket: Ticket,
+    pub(crate) label: String,
+}
+
+/// One reference to an object in a manager (see the module docs).
+#[derive(Clone)]
+pub struct ObjRef(Arc<Held>);
+
+enum Held {
+    /// Held by a client process's session.
+    Client {
+        link: Arc<Link>,
+        obj: ObjId,
+        label: String,
+    },
+    /// A proxy inside the server itself (an argument or field of a managed value): a hold on
+    /// a ticket, and calls made directly.
+    InServer { hold: TicketHold, label: String },
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Client { link, obj, .. } = self {
+            link.release(*obj);
+        }
+    }
+}
+
+impl ObjRef {
+    pub(crate) fn client(link: Arc<Link>, obj: ObjId, label: String) -> ObjRef {
+        ObjRef(Arc::new(Held::Client { link, obj, label }))
+    }
+
+    /// The object's id in its server.
+    pub(crate) fn id(&self) -> ObjId {
+        match &*self.0 {
+            Held::Client { obj, .. } => *obj,
+            Held::InServer { hold, .. } => hold.obj(),
+        }
+    }
+
+    fn label(&self) -> &str {
+        match &*self.0 {
+            Held::Client { label, .. } | Held::InServer { label, .. } => label,
+        }
+    }
+
+    /// This process's link for the reference (a fork child's own).
+    pub(crate) fn link(&self) -> Result<Arc<Link>> {
+        match &*self.0 {
+            Held::Client { link, .. } => link.current(),
+            Held::InServer { .. } => Err(Error::state(
+                "a proxy held by the manager's own server has no client link",
+            )),
+        }
+    }
+
+    /// Calls method `method` with the argument tuple `args`, waiting as long as it takes.
+    #[doc(hidden)]
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: u16,
+        args: &A,
+    ) -> Result<R> {
+        self.call_within(method, args, None)
+    }
+
+    /// Calls method `method`, waiting at most `timeout` for the reply ([`Error::Timeout`]
+    /// after it; the call may still complete in the server).
+    #[doc(hidden)]
+    pub fn call_timeout<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: u16,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<R> {
+        self.call_within(method, args, Some(timeout))
+    }
+
+    pub(crate) fn call_within<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: u16,
+        args: &A,
+        timeout: Option<Duration>,
+    ) -> Result<R> {
+        match &*self.0 {
+            Held::Client { link, obj, .. } => link.current()?.call(*obj, method, args, timeout),
+            Held::InServer { hold, .. } => {
+                let (bytes, fds) = codec::encode_owned(args)?;
+                let out = server::call_local(hold.obj(), method, &bytes, fds)?;
+                codec::decode(&out.bytes, out.fds)
+            }
+        }
+    }
+
+    /// Decodes a received proxy, checking that it is a `P`.
+    pub(crate) fn receive<P: Proxy>(wire: ProxyWire) -> Result<P> {
+        let expected = P::label();
+        if wire.label != expected {
+            return Err(Error::Incompatible {
+                type_name: expected,
+                message: format!("the proxy received is a `{}`", wire.label),
+            });
+        }
+        if let Some(s) = server::current()
+            && s.manager == wire.manager
+        {
+            let hold = TicketHold::claim(wire.ticket)?;
+            return Ok(P::from_ref(ObjRef(Arc::new(Held::InServer {
+                hold,
+                label: wire.label,
+            }))));
+        }
+        let address: Address = wire.address.parse()?;
+        let link = Link::find_or_connect(wire.manager, &address)?;
+        let (obj, label) = link.attach(wire.ticket)?;
+        Ok(P::from_ref(ObjRef::client(link, obj, label)))
+    }
+
+    /// The wire form of this reference, with a fresh ticket.
+    fn wire(&self) -> Result<ProxyWire> {
+        match &*self.0 {
+            Held::Client { link, obj, label } => {
+                let link = link.current()?;
+                let ticket = link.retain(*obj)?;
+                super::value::note_ticket(ticket);
+                Ok(ProxyWire {
+                    manager: link.manager(),
+                    address: link.address().to_string(),
+                    ticket,
+                    label: label.clone(),
+                })
+            }
+            Held::InServer { hold, label } => {
+                let s = server::current().ok_or_else(|| Error::state("not in a manager server"))?;
+                Ok(ProxyWire {
+                    manager: s.manager,
+                    address: s.address.to_string(),
+                    ticket: server::retain_local(hold.obj())?,
+                    label: label.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} object {:016x}>", self.label(), self.id())
+    }
+}
+
+impl Serialize for ObjRef {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.wire()
+            .map_err(|e| codec::ser_error::<S::Error>(&format!("cannot send a proxy: {e}")))?
+            .serialize(s)
+    }
+}
+
+/// Serializes any proxy (for the `Serialize` impls of proxies).
+#[doc(hidden)]
+pub fn serialize_proxy<P: Proxy, S: Serializer>(
+    p: &P,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    p.obj_ref().serialize(s)
+}
+
+/// Deserializes any proxy (for the `Deserialize` impls of proxies).
+#[doc(hidden)]
+pub fn deserialize_proxy<'de, P: Proxy, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<P, D::Error> {
+    let wire = ProxyWire::deserialize(d)?;
+    ObjRef::receive::<P>(wire).map_err(|e| codec::de_error(&format!("cannot receive a proxy: {e}")))
+}

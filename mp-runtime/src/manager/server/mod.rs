@@ -1,0 +1,397 @@
+//! The manager server: a process of this binary in the manager role (an internal worker, so it
+//! starts under any start method, dies with its parent and reports like any child).
+//!
+//! One thread accepts connections (the `Listener` runs the HMAC handshake, with a deadline and
+//! a cap on handshakes in progress); each authenticated connection gets a thread of its own
+//! (`session.rs`), which reads a request, runs it and replies, in order. The bookkeeping of
+//! objects and references is in `table.rs`.
+
+mod session;
+mod table;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use self::table::Table;
+use super::managed::{Call, Caller, Managed, Object, Out, Shared};
+use super::protocol::{ObjId, RemoteError, Ticket};
+use crate::codec;
+use crate::connection::{Connection, FdOwned};
+use crate::error::{Error, Result};
+use crate::listener::{Address, Listener};
+use crate::worker::{Input, Outcome};
+
+/// The registered name of the server's entry (listed in the role table).
+pub(crate) const SERVER_WORKER: &str = "mp::manager::server";
+
+/// How the server is set up (sent by the process that starts it).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Config {
+    /// Where to listen (`Address`'s text form); `None` picks a fresh abstract name.
+    pub(crate) address: Option<String>,
+    pub(crate) authkey: Vec<u8>,
+    /// A registered worker (name, encoded arguments) to run before serving.
+    pub(crate) initializer: Option<(String, Vec<u8>)>,
+    /// How long a proxy in flight keeps its object alive unclaimed.
+    pub(crate) ticket_ttl: Duration,
+    /// The most connections served at once.
+    pub(crate) max_connections: usize,
+}
+
+/// What the server reports to the process that started it: its address and identity, or why
+/// it cannot serve.
+pub(crate) type Ready = std::result::Result<(String, u64), String>;
+
+/// The arguments of [`SERVER_WORKER`]: the report connection, the config, and the
+/// initializer's descriptors.
+pub(crate) type ServerArgs = (Connection<Ready>, Config, Vec<FdOwned>);
+
+/// The running server, in the server process.
+pub(crate) struct Server {
+    /// Random per start: names this server in the proxies it hands out.
+    pub(crate) manager: u64,
+    pub(crate) address: Address,
+    table: Mutex<Table>,
+    ticket_ttl: Duration,
+    max_connections: usize,
+    /// Live connections: their session, and a copy of the socket to tell them about shutdown.
+    conns: Mutex<HashMap<u64, (u64, OwnedFd)>>,
+    next_conn: AtomicU64,
+    stopping: AtomicBool,
+    stopped: (Mutex<bool>, Condvar),
+}
+
+static SERVER: OnceLock<Arc<Server>> = OnceLock::new();
+
+/// The server of this process, if this process is a manager server.
+pub(crate) fn current() -> Option<&'static Arc<Server>> {
+    SERVER.get()
+}
+
+/// Whether this process's server is shutting down (blocking calls then give up).
+pub(crate) fn stopping() -> bool {
+    current().is_some_and(|s| s.stopping.load(Ordering::Acquire))
+}
+
+/// The entry function of [`SERVER_WORKER`].
+pub(crate) fn entry(input: Input<'_>) -> Outcome {
+    let (report, config, init_fds): ServerArgs = match codec::decode(input.bytes, input.fds) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Failed {
+                message: format!("manager server started with bad arguments: {e}"),
+            };
+        }
+    };
+    // Ctrl-C reaches the whole process group; the program that owns the manager decides.
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    install_panic_hook();
+    match serve(&report, config, init_fds) {
+        Ok(()) => Outcome::Returned {
+            bytes: Vec::new(),
+            fds: Vec::new(),
+        },
+        Err(message) => {
+            let _ = report.send(&Err(message.clone()));
+            Outcome::Failed { message }
+        }
+    }
+}
+
+fn serve(
+    report: &Connection<Ready>,
+    config: Config,
+    init_fds: Vec<FdOwned>,
+) -> std::result::Result<(), String> {
+    if let Some((name, args)) = &config.initializer {
+        run_initializer(name, args, init_fds.into_iter().map(|f| f.0).collect())?;
+    }
+    let address = match &config.address {
+        Some(a) => a.parse::<Address>().map_err(|e| e.to_string())?,
+        None => Address::Abstract(fresh_name().into_bytes()),
+    };
+    let listener = Listener::bind(address, &config.authkey).map_err(|e| e.to_string())?;
+    let mut id = [0u8; 8];
+    crate::sys::random_bytes(&mut id).map_err(|e| e.to_string())?;
+    let server = Arc::new(Server {
+        manager: u64::from_le_bytes(id),
+        address: listener.address().clone(),
+        table: Mutex::new(Table::default()),
+        ticket_ttl: config.ticket_ttl,
+        max_connections: config.max_connections,
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+        stopped: (Mutex::new(false), Condvar::new()),
+    });
+    let _ = SERVER.set(server.clone());
+    report
+        .send(&Ok((server.address.to_string(), server.manager)))
+        .map_err(|e| e.to_string())?;
+    let acceptor = server.clone();
+    std::thread::Builder::new()
+        .name("mp-manager-accept".into())
+        .spawn(move || acceptor.accept_loop(listener))
+        .map_err(|e| e.to_string())?;
+    let reaper = server.clone();
+    std::thread::Builder::new()
+        .name("mp-manager-tickets".into())
+        .spawn(move || reaper.expire_loop())
+        .map_err(|e| e.to_string())?;
+    server.wait_stopped();
+    Ok(())
+}
+
+fn fresh_name() -> String {
+    let mut nonce = [0u8; 8];
+    let _ = crate::sys::random_bytes(&mut nonce);
+    format!(
+        "mp-manager-{}-{}",
+        std::process::id(),
+        nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn run_initializer(name: &str, args: &[u8], fds: Vec<OwnedFd>) -> std::result::Result<(), String> {
+    let f = crate::registry::find(name).map_err(|e| e.to_string())?;
+    let input = Input {
+        bytes: args,
+        fds,
+        batch: false,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(input))) {
+        Ok(Outcome::Returned { .. }) => Ok(()),
+        Ok(Outcome::Failed { message }) => Err(format!(
+            "the manager's initializer `{name}` failed: {message}"
+        )),
+        Err(_) => Err(format!("the manager's initializer `{name}` panicked")),
+    }
+}
+
+impl Server {
+    fn accept_loop(self: Arc<Self>, listener: Listener) {
+        loop {
+            let conn = match listener.accept::<()>() {
+                Ok(c) => c,
+                // A failed handshake concerns that peer only.
+                Err(_) => continue,
+            };
+            let Ok((fd, tcp)) = conn.into_socket() else {
+                continue;
+            };
+            let server = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("mp-manager-conn".into())
+                .spawn(move || session::serve_connection(&server, fd, tcp));
+        }
+    }
+
+    fn expire_loop(self: Arc<Self>) {
+        let period = (self.ticket_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        loop {
+            std::thread::sleep(period);
+            let dropped = self.lock().expire(Instant::now());
+            drop(dropped);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection of `session`; `None` if the server is full or stopping.
+    fn add_conn(&self, session: u64, sock: &OwnedFd) -> Option<u64> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if conns.len() >= self.max_connections || self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let copy = sock.try_clone().ok()?;
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        conns.insert(id, (session, copy));
+        Some(id)
+    }
+
+    fn remove_conn(&self, id: u64) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Ends `session`: its references go, and its other connections are closed.
+    fn end_session(&self, session: u64) {
+        let dropped = self.lock().end_session(session);
+        drop(dropped);
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for (s, sock) in conns.values() {
+            if *s == session {
+                let _ = nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(sock),
+                    nix::sys::socket::Shutdown::Both,
+                );
+            }
+        }
+    }
+
+    /// Stops serving: tells every connection, drops every object, and lets `entry` return.
+    fn stop(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut notice = Vec::new();
+        let _ = session::encode_frame(&super::protocol::Reply::ShuttingDown, &mut notice);
+        for (_, sock) in conns.values() {
+            let _ = nix::sys::socket::send(
+                std::os::fd::AsRawFd::as_raw_fd(sock),
+                &notice,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+        drop(conns);
+        let dropped = self.lock().clear();
+        drop(dropped);
+        let (lock, cv) = &self.stopped;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    fn wait_stopped(&self) {
+        let (lock, cv) = &self.stopped;
+        let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !*stopped {
+            stopped = cv.wait(stopped).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// A reference that a value kept in the server holds through a ticket (see `table.rs`).
+#[derive(Debug)]
+pub(crate) struct TicketHold {
+    ticket: Ticket,
+    obj: ObjId,
+}
+
+impl TicketHold {
+    /// Takes over `ticket` for a value the server keeps. Outside a server (a value decoded by
+    /// a client) there is nothing to hold.
+    pub(crate) fn claim(ticket: Ticket) -> Result<TicketHold> {
+        let server = current().ok_or_else(|| {
+            Error::protocol("a stored manager value can only be decoded in its server")
+        })?;
+        let obj = server.lock().hold(ticket).map_err(super::remote_error)?;
+        Ok(TicketHold { ticket, obj })
+    }
+
+    /// Another hold on the same ticket (a copy of the value).
+    pub(crate) fn again(&self) -> TicketHold {
+        if let Some(server) = current() {
+            let _ = server.lock().hold(self.ticket);
+        }
+        TicketHold {
+            ticket: self.ticket,
+            obj: self.obj,
+        }
+    }
+
+    pub(crate) fn ticket(&self) -> Ticket {
+        self.ticket
+    }
+
+    pub(crate) fn obj(&self) -> ObjId {
+        self.obj
+    }
+}
+
+impl Drop for TicketHold {
+    fn drop(&mut self) {
+        if let Some(server) = current() {
+            let dropped = server.lock().unhold(self.ticket);
+            drop(dropped);
+        }
+    }
+}
+
+/// A transfer ticket for `obj`, made inside the server (a proxy the server itself sends).
+pub(crate) fn retain_local(obj: ObjId) -> Result<Ticket> {
+    let server = current().ok_or_else(|| Error::state("not in a manager server"))?;
+    server
+        .lock()
+        .retain(obj, server.ticket_ttl)
+        .map_err(super::remote_error)
+}
+
+/// Calls method `method` of `obj` from inside the server (a proxy the server holds).
+pub(crate) fn call_local(obj: ObjId, method: u16, args: &[u8], fds: Vec<OwnedFd>) -> Result<Out> {
+    let server = current().ok_or_else(|| Error::state("not in a manager server"))?;
+    let object = server.lock().get(obj).map_err(super::remote_error)?;
+    let mut call = Call::new(
+        args,
+        fds,
+        Caller {
+            session: 0,
+            conn: 0,
+        },
+    );
+    object
+        .dispatch(method, &mut call)
+        .map_err(super::remote_error)
+}
+
+/// Makes `value` a new object, for a method that returns one: the reply carries a proxy wire
+/// form with a transfer ticket, which the caller's proxy claims.
+pub(crate) fn new_object_for_reply<T: Managed>(
+    value: T,
+    _type_name: &'static str,
+    label: &str,
+) -> std::result::Result<Out, RemoteError> {
+    let server = current().ok_or(RemoteError::ShuttingDown)?;
+    let object: Arc<dyn Object> = Arc::new(Shared::new(value));
+    let ticket = server
+        .lock()
+        .insert_for_transfer(object, label.to_owned(), server.ticket_ttl);
+    Out::of(&super::proxy::ProxyWire {
+        manager: server.manager,
+        address: server.address.to_string(),
+        ticket,
+        label: label.to_owned(),
+    })
+}
+
+thread_local! {
+    /// The last panic of this thread's managed method: message and location.
+    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
+
+/// The message and location of this thread's last panic.
+pub(crate) fn take_panic() -> (String, String) {
+    LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| ("panic".into(), "<unknown>".into()))
+}
+
+/// Records panics of the server's connection threads for the caller, and prints them.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some("mp-manager-conn") {
+            return previous(info);
+        }
+        let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_else(|| "<unknown>".into());
+        crate::sys::stderr_line(&format!(
+            "mp: a managed method panicked at {location}: {message} (the manager keeps serving)"
+        ));
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+    }));
+}

@@ -1,0 +1,241 @@
+//! One client connection, served on a thread of its own: requests in, replies out, in order.
+//!
+//! The first frame says which session the connection belongs to (a process's first connection
+//! opens one). Anything malformed ends this connection only; the server and every other client
+//! go on. When a session's first connection ends, the session ends: its references are dropped
+//! and its other connections closed.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::super::managed::{Call, Caller, find_type};
+use super::super::protocol::{Hello, PROTOCOL, RemoteError, Reply, Request, Welcome};
+use super::super::wire::Wire;
+use super::Server;
+use crate::codec;
+use crate::connection::HANDSHAKE_TIMEOUT;
+use crate::error::Result;
+use crate::sys::poll::Deadline;
+use crate::transport::frame::{HEADER_LEN, header};
+
+/// Serves one accepted, authenticated connection until it closes.
+pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
+    let mut wire = Wire::new(fd, tcp);
+    let Some((session, anchor)) = welcome(server, &mut wire) else {
+        return;
+    };
+    let Some(conn) = server.add_conn(session, &wire_fd(&wire)) else {
+        let _ = wire.send(&Welcome::Refused(RemoteError::Busy));
+        if anchor {
+            server.end_session(session);
+        }
+        return;
+    };
+    let caller = Caller { session, conn };
+    if wire
+        .send(&Welcome::Accepted {
+            session,
+            manager: server.manager,
+        })
+        .is_ok()
+    {
+        while let Ok(frame) = wire.recv(Deadline::NEVER) {
+            let request = match codec::decode_borrowed::<Request<'_>>(&frame.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = wire.send(&Reply::Err {
+                        id: 0,
+                        error: RemoteError::Protocol(format!("malformed request: {e}")),
+                    });
+                    break;
+                }
+            };
+            let is_shutdown = matches!(request, Request::Shutdown { .. });
+            if handle(server, &mut wire, caller, request, frame.fds).is_err() {
+                break;
+            }
+            if is_shutdown {
+                server.stop();
+                break;
+            }
+        }
+    }
+    server.remove_conn(conn);
+    if anchor {
+        server.end_session(session);
+    }
+}
+
+/// A descriptor copy of the connection's socket, for the server's list of connections.
+fn wire_fd(wire: &Wire) -> OwnedFd {
+    wire.fd()
+        .try_clone_to_owned()
+        .unwrap_or_else(|_| std::fs::File::open("/dev/null").expect("/dev/null").into())
+}
+
+/// Reads the client's `Hello`: returns its session, and whether this connection opened it.
+fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool)> {
+    let frame = wire.recv(Deadline::after(Some(HANDSHAKE_TIMEOUT))).ok()?;
+    let hello: Hello = match codec::decode(&frame.payload, Vec::new()) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = wire.send(&Welcome::Refused(RemoteError::Protocol(e.to_string())));
+            return None;
+        }
+    };
+    if hello.protocol != PROTOCOL {
+        let _ = wire.send(&Welcome::Refused(RemoteError::Incompatible {
+            type_name: "mp manager protocol".into(),
+            message: format!(
+                "the client speaks version {} and the server version {PROTOCOL}",
+                hello.protocol
+            ),
+        }));
+        return None;
+    }
+    let mut table = server.lock();
+    match hello.session {
+        None => Some((table.new_session(), true)),
+        Some(s) if table.has_session(s) => Some((s, false)),
+        Some(_) => {
+            drop(table);
+            let _ = wire.send(&Welcome::Refused(RemoteError::NoSuchObject));
+            None
+        }
+    }
+}
+
+/// Runs one request and sends its reply (if it has one). An error means the connection is
+/// unusable.
+fn handle(
+    server: &Arc<Server>,
+    wire: &mut Wire,
+    caller: Caller,
+    request: Request<'_>,
+    fds: Vec<OwnedFd>,
+) -> Result<()> {
+    let session = caller.session;
+    match request {
+        Request::Call {
+            id,
+            obj,
+            method,
+            args,
+        } => {
+            // The table is locked only to find the object, never during the call.
+            let object = server.lock().get(obj);
+            let result = object.and_then(|object| {
+                let mut call = Call::new(args, fds, caller);
+                object.dispatch(method, &mut call)
+            });
+            match result {
+                Ok(out) => {
+                    let raw: Vec<RawFd> = out.fds.iter().map(|f| f.as_raw_fd()).collect();
+                    wire.send_with_fds(
+                        &Reply::Ok {
+                            id,
+                            value: &out.bytes,
+                        },
+                        &raw,
+                    )
+                }
+                Err(error) => wire.send(&Reply::Err { id, error }),
+            }
+        }
+        Request::Create {
+            id,
+            type_name,
+            fingerprint,
+            label,
+            ctor,
+            args,
+        } => {
+            let result = match find_type(type_name) {
+                None => Err(RemoteError::Incompatible {
+                    type_name: type_name.to_owned(),
+                    message: "no such managed type is registered in the manager's program (is \
+                              the server a different build?)"
+                        .into(),
+                }),
+                Some(t) if t.fingerprint != fingerprint => Err(RemoteError::Incompatible {
+                    type_name: type_name.to_owned(),
+                    message: "the manager's program has another definition of this type \
+                              (fingerprints differ): build client and server from the same \
+                              source"
+                        .into(),
+                }),
+                Some(t) => {
+                    let mut call = Call::new(args, fds, caller);
+                    (t.build)(ctor, &mut call)
+                        .map(|object| server.lock().insert(object, label.to_owned(), session))
+                }
+            };
+            reply(wire, id, result)
+        }
+        Request::Retain { id, obj } => {
+            let result = server.lock().retain(obj, server.ticket_ttl);
+            reply(wire, id, result)
+        }
+        Request::Attach { id, ticket } => {
+            let result = server.lock().attach(session, ticket);
+            match result {
+                Ok((found, dropped)) => {
+                    drop(dropped);
+                    reply(wire, id, Ok(found))
+                }
+                Err(e) => reply::<()>(wire, id, Err(e)),
+            }
+        }
+        Request::Lookup { id, name, label } => {
+            let result = server.lock().lookup(session, name, label);
+            reply(wire, id, result)
+        }
+        Request::Expose { id, name, obj } => {
+            let result = server.lock().expose(name, obj);
+            match result {
+                Ok(dropped) => {
+                    drop(dropped);
+                    reply(wire, id, Ok(()))
+                }
+                Err(e) => reply::<()>(wire, id, Err(e)),
+            }
+        }
+        Request::Release { obj, count } => {
+            let dropped = server.lock().release(session, obj, count);
+            drop(dropped);
+            Ok(())
+        }
+        Request::Stats { id } => {
+            let n = server.lock().len();
+            reply(wire, id, Ok(n))
+        }
+        Request::Shutdown { id } => reply(wire, id, Ok(())),
+    }
+}
+
+fn reply<T: Serialize>(
+    wire: &mut Wire,
+    id: u64,
+    result: std::result::Result<T, RemoteError>,
+) -> Result<()> {
+    match result.and_then(|v| codec::encode(&v).map_err(|e| RemoteError::Codec(e.to_string()))) {
+        Ok(enc) => wire.send(&Reply::Ok {
+            id,
+            value: &enc.bytes,
+        }),
+        Err(error) => wire.send(&Reply::Err { id, error }),
+    }
+}
+
+/// A whole frame (header included) of `message`, for notices written outside a connection's
+/// thread.
+pub(super) fn encode_frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    codec::encode_into(message, out)?;
+    let head = header(out.len() - HEADER_LEN, 0);
+    out[..HEADER_LEN].copy_from_slice(&head);
+    Ok(())
+}

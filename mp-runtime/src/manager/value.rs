@@ -1,0 +1,220 @@
+//! Values the server keeps without knowing their type.
+//!
+//! The built-in objects (dict, list, queue, …) are generic in the proxy and type-erased in the
+//! server: a client encodes each key or value on its own, and the server stores the bytes, the
+//! descriptors they refer to, and the proxies inside them. Three views of one wire form:
+//!
+//! - [`Encoded`]: a client's value on its way to the server (bytes, owned descriptors, and the
+//!   tickets of the proxies it contains, each a reference held for the trip);
+//! - [`Stored`]: the server's copy, which turns those tickets into references it keeps for as
+//!   long as it keeps the value (see `README.md`, "Proxies inside managed values");
+//! - [`Received`]: a client's copy of a stored value, decoded into the caller's type.
+//!
+//! On the wire each is `(bytes, descriptor indices in the message's table, tickets)`.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::protocol::Ticket;
+use crate::codec;
+use crate::connection::{FdOwned, FdRef};
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// Tickets of the proxies serialized by the innermost [`Encoded::of`] on this thread.
+    static COLLECTOR: RefCell<Option<Vec<Ticket>>> = const { RefCell::new(None) };
+}
+
+/// Records a proxy's ticket in the value being encoded, if any (called by a proxy's
+/// `Serialize`).
+pub(crate) fn note_ticket(ticket: Ticket) {
+    COLLECTOR.with(|c| {
+        if let Some(list) = c.borrow_mut().as_mut() {
+            list.push(ticket);
+        }
+    });
+}
+
+/// A value encoded by a client for the server.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    tickets: Vec<Ticket>,
+}
+
+impl Encoded {
+    /// Encodes `value`, keeping its descriptors (duplicated) and its proxies' tickets.
+    pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let saved = COLLECTOR.with(|c| c.borrow_mut().replace(Vec::new()));
+        let result = codec::encode_owned(value);
+        let tickets = COLLECTOR.with(|c| std::mem::replace(&mut *c.borrow_mut(), saved));
+        let (bytes, fds) = result?;
+        Ok(Encoded {
+            bytes,
+            fds,
+            tickets: tickets.unwrap_or_default(),
+        })
+    }
+
+    /// Encodes `value` as a key: keys are compared by their bytes, so they may not carry
+    /// handles or proxies.
+    pub(crate) fn key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+        let e = Encoded::of(value)?;
+        if !e.fds.is_empty() || !e.tickets.is_empty() {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "a `{}` cannot be a key of a managed dict or set: keys are compared by \
+                     their encoding and may not hold handles or proxies",
+                    std::any::type_name::<T>()
+                ),
+            });
+        }
+        Ok(e.bytes)
+    }
+}
+
+/// The wire form shared by the three views.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(with = "serde_bytes")]
+    bytes: &'a [u8],
+    fds: Vec<FdRef<'a>>,
+    tickets: &'a [Ticket],
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+    fds: Vec<FdOwned>,
+    tickets: Vec<Ticket>,
+}
+
+impl Serialize for Encoded {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        WireOut {
+            bytes: &self.bytes,
+            fds: self.fds.iter().map(|f| FdRef(f.as_fd())).collect(),
+            tickets: &self.tickets,
+        }
+        .serialize(s)
+    }
+}
+
+/// The server's copy of a client's value. The references behind its tickets are held by
+/// `holds` and given back when the value is dropped.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    holds: Vec<super::server::TicketHold>,
+}
+
+impl Stored {
+    /// A stored value made by the server itself (no descriptors, no proxies).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Self {
+        Stored {
+            bytes,
+            fds: Vec::new(),
+            holds: Vec::new(),
+        }
+    }
+
+    /// Encodes a value in the server (for values the server makes, e.g. a queue's default).
+    pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Self> {
+        let (bytes, fds) = codec::encode_owned(value)?;
+        Ok(Stored {
+            bytes,
+            fds,
+            holds: Vec::new(),
+        })
+    }
+
+    /// The encoded bytes (for values compared or combined in the server).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the value carries descriptors or proxies (which functions run in the server
+    /// cannot be handed).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.fds.is_empty() && self.holds.is_empty()
+    }
+
+    /// Decodes the value in the server (only for plain values: see [`Stored::is_plain`]).
+    pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        codec::decode(&self.bytes, Vec::new())
+    }
+
+    /// Another copy: descriptors duplicated, references held again.
+    pub(crate) fn try_clone(&self) -> Result<Self> {
+        Ok(Stored {
+            bytes: self.bytes.clone(),
+            fds: self
+                .fds
+                .iter()
+                .map(|f| f.try_clone().map_err(|e| Error::io("dup", e)))
+                .collect::<Result<_>>()?,
+            holds: self.holds.iter().map(|h| h.again()).collect(),
+        })
+    }
+}
+
+impl Serialize for Stored {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let tickets: Vec<Ticket> = self.holds.iter().map(|h| h.ticket()).collect();
+        WireOut {
+            bytes: &self.bytes,
+            fds: self.fds.iter().map(|f| FdRef(f.as_fd())).collect(),
+            tickets: &tickets,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    /// Runs in the server, on a request's arguments: each ticket becomes a reference this value
+    /// holds.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        let holds = w
+            .tickets
+            .into_iter()
+            .map(super::server::TicketHold::claim)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| codec::de_error(&e.to_string()))?;
+        Ok(Stored {
+            bytes: w.bytes,
+            fds: w.fds.into_iter().map(|f| f.0).collect(),
+            holds,
+        })
+    }
+}
+
+/// A client's copy of a value the server sent.
+#[derive(Debug)]
+pub(crate) struct Received {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Received {
+    /// Decodes the value; proxies inside it attach to their managers as they are decoded.
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T> {
+        codec::decode(&self.bytes, self.fds)
+    }
+}
+
+impl<'de> Deserialize<'de> for Received {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        Ok(Received {
+            bytes: w.bytes,
+            fds: w.fds.into_iter().map(|f| f.0).collect(),
+        })
+    }
+}
