@@ -19,6 +19,8 @@ use std::time::Instant;
 mod channels;
 #[path = "scenarios/common.rs"]
 mod common;
+#[path = "scenarios/manager.rs"]
+mod manager;
 #[path = "scenarios/pool.rs"]
 mod pool;
 #[path = "scenarios/process_start.rs"]
@@ -34,6 +36,7 @@ fn all() -> Vec<Scenario> {
     all.extend(pool::scenarios());
     all.extend(channels::scenarios());
     all.extend(sync::scenarios());
+    all.extend(manager::scenarios());
     all
 }
 

@@ -2,10 +2,11 @@
 //!
 //! A process talks to a manager in one *session*, which owns every reference the process holds:
 //! when the session's first connection (the *anchor*, kept by this `Link`) closes, because the
-//! process exited, was killed, or dropped its last proxy, the server drops them all. Calls go
-//! over one connection per thread (opened on the thread's first call and joined to the session),
-//! so a call that blocks in one thread (`q.get()`) never holds up another. A connection belongs
-//! to the process that opened it: after `fork` the child opens its own.
+//! process exited, was killed, or dropped its last proxy, the server drops them all. The thread
+//! that opened the session calls over the anchor; any other thread over a connection of its own
+//! (opened on its first call and joined to the session), so a call that blocks in one thread
+//! (`q.get()`) never holds up another. A connection belongs to the process that opened it:
+//! after `fork` the child opens its own.
 //!
 //! Once the manager is known to be gone (a connection was refused, or closed under a call), the
 //! link is dead: every later call fails at once with [`Error::ManagerGone`] (or
@@ -47,6 +48,10 @@ pub(crate) struct Link {
     /// The session's first connection: the session lives as long as it is open.
     anchor: Mutex<Wire>,
     state: AtomicU8,
+    /// The thread that opened the session, whose calls use the anchor while
+    /// `anchor_calls` holds.
+    creator: std::thread::ThreadId,
+    anchor_calls: std::sync::atomic::AtomicBool,
     /// References dropped while no connection could be used; sent before the next request.
     pending_release: Mutex<Vec<ObjId>>,
     next_request: AtomicU64,
@@ -79,6 +84,8 @@ impl Link {
             pid: std::process::id(),
             anchor: Mutex::new(wire),
             state: AtomicU8::new(ALIVE),
+            creator: std::thread::current().id(),
+            anchor_calls: std::sync::atomic::AtomicBool::new(true),
             pending_release: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
         });
@@ -204,6 +211,23 @@ impl Link {
     /// that waited. A connection that fails or times out is dropped: the next call opens a new
     /// one, so a late reply can never be taken for another call's.
     fn with_wire<T>(&self, f: impl FnOnce(&mut Wire) -> Result<T>) -> Result<T> {
+        // The thread that opened the session makes its calls on the anchor: a single-threaded
+        // process needs one connection. (`try_lock`: never wait on, or re-enter, a call in
+        // progress.)
+        if self.anchor_calls.load(Ordering::Relaxed)
+            && std::thread::current().id() == self.creator
+            && let Ok(mut anchor) = self.anchor.try_lock()
+        {
+            self.flush_releases(&mut anchor)?;
+            return f(&mut anchor).map_err(|e| {
+                if out_of_step(&e) {
+                    // The anchor must stay open (it is the session); calls move to a
+                    // connection of their own, which can be dropped.
+                    self.anchor_calls.store(false, Ordering::Relaxed);
+                }
+                self.lost(e)
+            });
+        }
         let mut f = Some(f);
         let result = WIRES.try_with(|wires| {
             let Ok(mut wires) = wires.try_borrow_mut() else {
@@ -214,7 +238,7 @@ impl Link {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let (wire, _, _) = open(&self.address, &self.authkey, Some(self.session))
-                        .map_err(|e| self.lost(e))?;
+                        .map_err(|e| self.lost_on_open(e))?;
                     v.insert(wire)
                 }
             };
@@ -222,7 +246,9 @@ impl Link {
             match (f.take().expect("not used yet"))(wire) {
                 Ok(v) => Ok(v),
                 Err(e) => {
-                    wires.remove(&self.id);
+                    if out_of_step(&e) {
+                        wires.remove(&self.id);
+                    }
                     Err(self.lost(e))
                 }
             }
@@ -254,6 +280,18 @@ impl Link {
                 self.mark(GONE)
             }
             other => other,
+        }
+    }
+
+    /// Maps a failure to open another connection of this session. The key and the session
+    /// worked for the first connection, so a handshake cut short or refused means the server
+    /// is gone (or is another process now listening there).
+    fn lost_on_open(&self, e: Error) -> Error {
+        match e {
+            Error::Authentication { .. } | Error::NoSuchObject | Error::Protocol { .. } => {
+                self.mark(GONE)
+            }
+            other => self.lost(other),
         }
     }
 
@@ -376,6 +414,12 @@ impl Drop for Link {
         // closes them when the anchor closes, ending the session).
         let _ = WIRES.try_with(|w| w.try_borrow_mut().map(|mut w| w.remove(&self.id)));
     }
+}
+
+/// Whether a failed exchange left the connection unusable (a reply may still come, or the
+/// stream is broken), rather than failing before anything was sent.
+fn out_of_step(e: &Error) -> bool {
+    !matches!(e, Error::InvalidArgument { .. } | Error::Codec { .. })
 }
 
 /// A connection that could not be made means the manager is not there.
