@@ -3,13 +3,13 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::object::{Header, Object};
-use super::{futex, robust};
+use super::robust;
 use crate::error::{Error, Result};
 use crate::sys::poll::Deadline;
 
@@ -28,18 +28,18 @@ pub(crate) fn note_released() {
 }
 
 /// Whether the word names this thread as a live holder (not a dead namesake).
-pub(crate) fn held_by_me(word: &AtomicU32) -> bool {
-    robust::owner(word) == robust::my_tid() && HELD.with(Cell::get) > 0
+pub(crate) fn held_by_me(word: &robust::Word) -> bool {
+    robust::holder(word) == robust::me() && HELD.with(Cell::get) > 0
 }
 
 #[repr(C)]
 pub(crate) struct LockHeader {
-    word: AtomicU32,
+    word: robust::Word,
 }
 
 // SAFETY: one atomic.
 unsafe impl Header for LockHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-lock1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-lock2");
     const KIND: &'static std::ffi::CStr = c"mp-lock";
 }
 
@@ -51,6 +51,9 @@ unsafe impl Header for LockHeader {
 /// If a holder dies (even by `kill -9`), the lock is not locked forever: the next acquirer gets
 /// [`Error::OwnerDied`] and the lock is free again, so the one after that gets it normally.
 /// The data the lock protected may be half-updated; repair it after taking the lock again.
+/// A holder is recognized by its thread id and a tag that a later thread given the same id
+/// does not share, so a dead holder's lock is recovered even when another process has its id
+/// by then.
 ///
 /// A thread that acquires a lock it already holds would wait forever; `acquire` reports it as
 /// [`Error::InvalidState`] instead (use [`RLock`](crate::RLock) for re-entry).
@@ -80,7 +83,7 @@ impl Lock {
     }
 
     #[inline]
-    fn word(&self) -> &AtomicU32 {
+    fn word(&self) -> &robust::Word {
         &self.obj.header().word
     }
 
@@ -119,9 +122,9 @@ impl Lock {
     }
 
     #[cold]
-    fn acquire_slow(&self, word: &AtomicU32, deadline: Deadline, forever: bool) -> Result<bool> {
+    fn acquire_slow(&self, word: &robust::Word, deadline: Deadline, forever: bool) -> Result<bool> {
         loop {
-            let cur = word.load(Ordering::Relaxed);
+            let cur = robust::holder(word);
             if cur == 0 || !held_by_me(word) {
                 break;
             }
@@ -131,10 +134,11 @@ impl Lock {
                      forever; release it first, or use an RLock",
                 ));
             }
-            // Another process may release it for us (Lock has no owner check), or not.
-            if !futex::wait(word, cur, deadline) && deadline.passed() {
+            if deadline.passed() {
                 return Ok(false);
             }
+            // Another process may release it for us (Lock has no owner check), or not.
+            robust::sleep_while_held_by(word, cur, deadline);
         }
         match robust::lock(word, deadline) {
             None => Ok(false),
@@ -166,17 +170,17 @@ impl Lock {
     /// Whether some thread of some process holds the lock (Python's `locked()`). A holder that
     /// died still counts until the next acquire notices.
     pub fn locked(&self) -> bool {
-        self.word().load(Ordering::Relaxed) != 0
+        robust::is_locked(self.word())
     }
 
     /// Releases a lock held without a guard (see [`LockGuard::leak`]); any process may release
     /// it, as in Python. Releasing an unlocked lock is [`Error::InvalidState`].
     pub fn release(&self) -> Result<()> {
         let word = self.word();
-        if word.load(Ordering::Relaxed) == 0 {
+        if !robust::is_locked(word) {
             return Err(Error::state("release of an unlocked Lock"));
         }
-        if robust::owner(word) == robust::my_tid() {
+        if robust::holder(word) == robust::me() {
             note_released();
         }
         robust::unlock(word);
@@ -193,7 +197,7 @@ impl Lock {
 impl fmt::Debug for Lock {
     /// `<Lock(owner=None)>`, or the holder's thread id: `<Lock(owner=12345)>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match robust::owner(self.word()) {
+        match robust::owner_tid(self.word()) {
             0 => write!(f, "<Lock(owner=None)>"),
             tid => write!(f, "<Lock(owner={tid})>"),
         }
@@ -232,5 +236,41 @@ impl Drop for LockGuard<'_> {
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LockGuard({:?})", self.lock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_holder_whose_id_another_process_has_is_recovered() {
+        let lock = Lock::new().unwrap();
+        // The holder died; a process that is not it now has its thread id.
+        let namesake = robust::Namesake::start();
+        lock.word().store(namesake.word(false), Ordering::Relaxed);
+        assert!(lock.locked());
+        let r = lock.acquire_timeout(Duration::from_secs(60));
+        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
+        // Free again, for good.
+        assert!(!lock.locked());
+        drop(
+            lock.try_acquire()
+                .unwrap()
+                .expect("free after the recovery"),
+        );
+    }
+
+    #[test]
+    fn a_live_holder_in_another_process_keeps_the_lock() {
+        let lock = Lock::new().unwrap();
+        let namesake = robust::Namesake::start();
+        lock.word().store(namesake.word(true), Ordering::Relaxed);
+        assert!(
+            lock.acquire_timeout(Duration::from_millis(300))
+                .unwrap()
+                .is_none()
+        );
+        assert!(lock.locked());
     }
 }
