@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -35,9 +35,13 @@ pub(crate) fn held_by_me(word: &robust::Word) -> bool {
 #[repr(C)]
 pub(crate) struct LockHeader {
     word: robust::Word,
+    /// 1 while the holder holds the lock without a guard ([`LockGuard::leak`]): only such an
+    /// acquisition may be released by [`Lock::release`], from any process. A guard's holder may
+    /// be using data the lock protects (a `ValueGuard`'s `&mut T`), so nobody else may end it.
+    leaked: AtomicU32,
 }
 
-// SAFETY: one atomic.
+// SAFETY: atomics only.
 unsafe impl Header for LockHeader {
     const MAGIC: u64 = u64::from_le_bytes(*b"mp-lock2");
     const KIND: &'static std::ffi::CStr = c"mp-lock";
@@ -54,6 +58,10 @@ unsafe impl Header for LockHeader {
 /// A holder is recognized by its thread id and a tag that a later thread given the same id
 /// does not share, so a dead holder's lock is recovered even when another process has its id
 /// by then.
+///
+/// Python's `release()` from any process is [`release`](Lock::release) of an acquisition that
+/// its holder turned into a bare one with [`LockGuard::leak`]; an acquisition still held
+/// through a guard is only ended by dropping the guard.
 ///
 /// A thread that acquires a lock it already holds would wait forever; `acquire` reports it as
 /// [`Error::InvalidState`] instead (use [`RLock`](crate::RLock) for re-entry).
@@ -85,6 +93,10 @@ impl Lock {
     #[inline]
     fn word(&self) -> &robust::Word {
         &self.obj.header().word
+    }
+
+    fn leaked(&self) -> &AtomicU32 {
+        &self.obj.header().leaked
     }
 
     /// Waits until the lock is free and takes it. [`Error::OwnerDied`] if the previous holder
@@ -137,17 +149,31 @@ impl Lock {
             if deadline.passed() {
                 return Ok(false);
             }
-            // Another process may release it for us (Lock has no owner check), or not.
+            // Another process may release a leaked acquisition for us, or not.
             robust::sleep_while_held_by(word, cur, deadline);
         }
         match robust::lock(word, deadline) {
             None => Ok(false),
             Some(robust::Acquired::Clean) => Ok(true),
             Some(robust::Acquired::OwnerDied) => {
+                self.leaked().store(0, Ordering::Relaxed);
                 robust::unlock(word);
                 Err(Error::OwnerDied)
             }
         }
+    }
+
+    /// Takes the lock only if it is free now, never recovering it from a dead holder (which
+    /// would consume the `OwnerDied` report that the next acquirer must see). For `Debug`.
+    pub(crate) fn try_acquire_free(&self) -> Option<LockGuard<'_>> {
+        if !robust::try_lock_free(self.word()) {
+            return None;
+        }
+        note_acquired();
+        Some(LockGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        })
     }
 
     /// Takes the lock, waiting as long as needed, also from a dead holder. Returns whether the
@@ -157,6 +183,9 @@ impl Lock {
             robust::lock(self.word(), Deadline::NEVER),
             Some(robust::Acquired::OwnerDied)
         );
+        if died {
+            self.leaked().store(0, Ordering::Relaxed);
+        }
         note_acquired();
         (
             LockGuard {
@@ -174,11 +203,19 @@ impl Lock {
     }
 
     /// Releases a lock held without a guard (see [`LockGuard::leak`]); any process may release
-    /// it, as in Python. Releasing an unlocked lock is [`Error::InvalidState`].
+    /// it, as in Python. Releasing an unlocked lock, or one held through a guard (the guard
+    /// releases it when dropped), is [`Error::InvalidState`].
     pub fn release(&self) -> Result<()> {
         let word = self.word();
         if !robust::is_locked(word) {
             return Err(Error::state("release of an unlocked Lock"));
+        }
+        // Only one releaser can take the leaked mark, so only one of them unlocks.
+        if self.leaked().swap(0, Ordering::AcqRel) == 0 {
+            return Err(Error::state(
+                "the Lock is held through a guard, which releases it when dropped; release() \
+                 only ends an acquisition made bare with LockGuard::leak",
+            ));
         }
         if robust::holder(word) == robust::me() {
             note_released();
@@ -191,6 +228,11 @@ impl Lock {
     /// messages).
     pub fn same_as(&self, other: &Lock) -> bool {
         self.obj.same_as(&other.obj)
+    }
+
+    /// The device and inode of the lock's memfd, which identify it in every process.
+    pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
+        self.obj.file_id()
     }
 }
 
@@ -216,6 +258,7 @@ impl<'a> LockGuard<'a> {
     /// Keeps the lock held without a guard; release it later with [`Lock::release`] (from any
     /// process). For hand-over patterns where another process releases.
     pub fn leak(self) {
+        self.lock.leaked().store(1, Ordering::Release);
         std::mem::forget(self);
     }
 
@@ -272,5 +315,23 @@ mod tests {
                 .is_none()
         );
         assert!(lock.locked());
+    }
+
+    #[test]
+    fn only_a_leaked_acquisition_can_be_released() {
+        let lock = Lock::new().unwrap();
+        let g = lock.acquire().unwrap();
+        let other = lock.clone();
+        let r = std::thread::spawn(move || other.release()).join().unwrap();
+        assert!(matches!(r, Err(Error::InvalidState { .. })), "{r:?}");
+        assert!(lock.locked());
+        drop(g);
+        lock.acquire().unwrap().leak();
+        let other = lock.clone();
+        std::thread::spawn(move || other.release())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(!lock.locked());
     }
 }
