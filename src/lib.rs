@@ -73,14 +73,23 @@ pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
-    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, ParentProcess, Pipe, Pod,
-    Pool, PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard,
-    RawArray, RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
-    Value, ValueGuard, Worker, WorkerFn, Zeroable, active_children, connection, cpu_count,
-    current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
-    get_start_method, manager, parent_process, set_authkey, set_start_method,
-    set_start_method_force, shared_memory,
+    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, ParentProcess, Pipe, Pool,
+    PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray,
+    RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod, Value,
+    ValueGuard, Worker, WorkerFn, active_children, connection, cpu_count, current_process,
+    default_context, forkserver, futures, get_all_start_methods, get_context, get_start_method,
+    manager, parent_process, set_authkey, set_start_method, set_start_method_force, shared_memory,
 };
+
+/// The traits `Pod` and `Zeroable` (bytemuck's, for [`Value`] and [`Array`]) come in through a
+/// glob so that the derive macros of the same names are `mp`'s own, which name the traits by
+/// `mp`'s path: `#[derive(mp::Pod, mp::Zeroable)]` needs no `bytemuck` dependency. (Bytemuck's
+/// derives, which the glob would bring too, name `::bytemuck`.)
+mod pod {
+    pub use mp_runtime::{Pod, Zeroable};
+}
+pub use mp_macros::{Pod, Zeroable};
+pub use pod::*;
 
 #[doc(hidden)]
 pub mod __private {

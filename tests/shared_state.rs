@@ -2,12 +2,17 @@
 //! ported from CPython's `_TestValue`, `_TestArray`, `_TestSharedCTypes`, `_TestSharedMemory`
 //! and `TestResourceTracker` (rows VA-, SH-, RT-), under every start method where another
 //! process takes part; plus what Python does not promise: after a `kill -9` of a process that
-//! owns objects of every kind, `/dev/shm` holds nothing of it.
+//! owns objects of every kind, `/dev/shm` holds nothing of it; a `Value`'s guard is the only way
+//! to its memory while it lives; and shared memory that cannot be had, or that another process
+//! tries to cut short, is an error rather than a SIGBUS.
 //!
 //! What changed in the port: typecodes are Rust types (`'i'` → `i32`, …; the table is in the
 //! `Array` docs), so an unknown typecode (VA-03) and `get_lock()` on a raw value (VA-02, VA-06)
 //! are compile errors; ctypes structures are `#[repr(C)]` `Pod` structs (VA-07);
-//! `sharedctypes.copy` is `RawArray::from_slice(&a.to_vec())` (VA-08). `SharedMemory` errors are
+//! `sharedctypes.copy` is `RawArray::from_slice(&a.to_vec())` (VA-08); `get_obj()` is the guard
+//! of `lock()`, since every access to a locked object goes through its lock, and
+//! `Array(..., lock=l)` copies its items into new memory (`Array::with_lock(&items, l)`), so
+//! that no memory has two locks (VA-02). `SharedMemory` errors are
 //! `Error::InvalidArgument` (ValueError) and `Error::Io` of kind `AlreadyExists` / `NotFound`;
 //! passing a segment to a worker sends its descriptor, so the child maps it even after the name
 //! is unlinked (SH-10, SH-21 assert that, and that opening by name fails). Attachers never
@@ -33,7 +38,7 @@ use mp::{
     RawValue, Semaphore, Value,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, mp::Pod, mp::Zeroable)]
 #[repr(C)]
 struct Point {
     x: f64,
@@ -161,6 +166,101 @@ fn create_named_then_die(q: Queue<Vec<String>>, prefix: String) {
     unreachable!("{a:?} {b:?} {l:?} {m:?}");
 }
 
+/// Tries to shrink every memfd of a `Value` in this process (safe code can: they are files in
+/// /proc/self/fd); returns how many it found and the errors it got.
+#[mp::worker]
+fn shrink_values(v: Value<u64>) -> (usize, Vec<Option<i32>>) {
+    let _keep = &v;
+    let mut found = 0;
+    let mut errors = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("/memfd:mp-value") {
+            found += 1;
+            let r = std::fs::OpenOptions::new()
+                .write(true)
+                .open(entry.path())
+                .and_then(|f| f.set_len(0));
+            errors.push(r.err().map(|e| e.raw_os_error().unwrap_or(0)));
+        }
+    }
+    (found, errors)
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum FullShm {
+    /// The mount namespace with a small /dev/shm could not be made: why.
+    Unavailable(String),
+    /// What `SharedMemory::create` of 8 MiB and of 64 KiB returned, and what /dev/shm held
+    /// after them.
+    Tried {
+        large: Result<usize, String>,
+        small: Result<usize, String>,
+        left: Vec<String>,
+    },
+}
+
+/// In a private mount namespace whose /dev/shm is a 1 MiB tmpfs: creates a segment larger than
+/// that, and one that fits.
+#[mp::worker]
+fn create_on_a_small_dev_shm() -> FullShm {
+    if let Err(why) = small_dev_shm() {
+        return FullShm::Unavailable(why);
+    }
+    let size = |r: mp::Result<SharedMemory>| match r {
+        Ok(shm) => Ok(shm.size()),
+        Err(Error::Io { context, source }) => {
+            Err(format!("{context}: {source}: {:?}", source.kind()))
+        }
+        Err(e) => Err(format!("{e:?}")),
+    };
+    let large = size(SharedMemory::create(8 << 20));
+    let small = size(SharedMemory::create(64 << 10));
+    FullShm::Tried {
+        large,
+        small,
+        left: shm_names().into_iter().collect(),
+    }
+}
+
+/// Enters a new mount namespace (changes stay in it: propagation is private) and mounts a 1 MiB
+/// tmpfs on /dev/shm.
+fn small_dev_shm() -> Result<(), String> {
+    let os_error = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare(2) takes flags only; this process is a single-threaded child.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(os_error("unshare(CLONE_NEWNS)"));
+    }
+    // SAFETY: NUL-terminated literals; null source, type and data are allowed for a change of
+    // propagation.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(os_error("make / private"));
+    }
+    // SAFETY: NUL-terminated literals; tmpfs takes its options as a C string.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev/shm".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"size=1m".as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(os_error("mount a 1 MiB tmpfs on /dev/shm"));
+    }
+    Ok(())
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Everything {
     lock: Lock,
@@ -233,10 +333,11 @@ for_each_method!(va_01_values_written_by_a_child, |ctx: mp::Context| {
 fn va_02_06_locks_of_values_and_arrays() {
     let v = Value::new(1u32).unwrap();
     assert!(!v.get_lock().locked());
-    assert_eq!(v.get_obj().get(), 1);
+    // Python's `get_obj()` is the guard: the memory has no lockless handle.
+    assert_eq!(*v.lock().unwrap(), 1);
     let shared = Lock::new().unwrap();
     let a = Value::with_lock(2u32, shared.clone()).unwrap();
-    let b = Array::with_lock(RawArray::<u8>::new(3).unwrap(), shared.clone()).unwrap();
+    let b = Array::with_lock(&[0u8; 3], shared.clone()).unwrap();
     assert!(a.get_lock().same_as(&shared) && b.get_lock().same_as(&shared));
     assert!(!v.get_lock().same_as(&shared));
     let g = a.lock().unwrap();
@@ -314,7 +415,134 @@ fn va_08_copy_is_independent() {
     assert_eq!(a.to_vec().unwrap(), [9, 2, 3]);
 }
 
+#[test]
+fn a_guard_is_the_only_way_to_the_memory_while_it_lives() {
+    let v = Value::new(1u64).unwrap();
+    let a = Array::from_slice(&[1u8, 2]).unwrap();
+    let mut g = v.lock().unwrap();
+    *g = 2;
+    let mut ga = a.lock().unwrap();
+    ga[0] = 10;
+    // Another thread can neither take the lock nor release it from under the guard (before,
+    // `release()` freed it, and a second guard then held a second `&mut` to the same value).
+    let (other, other_a) = (v.clone(), a.clone());
+    let seen = std::thread::spawn(move || {
+        (
+            other.get_lock().release(),
+            other_a.get_lock().release(),
+            other.get_lock().try_acquire().map(|g| g.is_some()),
+        )
+    })
+    .join()
+    .unwrap();
+    assert!(
+        matches!(seen.0, Err(Error::InvalidState { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen.1, Err(Error::InvalidState { .. })),
+        "{seen:?}"
+    );
+    assert!(matches!(seen.2, Ok(false)), "{seen:?}");
+    assert!(v.get_lock().locked() && a.get_lock().locked());
+    // Formatting does not wait for the lock, nor read the value under someone else's guard.
+    assert!(format!("{v:?}").starts_with("<Value(<locked>, <Lock(owner="));
+    assert_eq!((*g, ga[0]), (2, 10));
+    drop((g, ga));
+    assert_eq!(v.get().unwrap(), 2);
+    assert_eq!(a.to_vec().unwrap(), [10, 2]);
+}
+
+for_each_method!(a_child_cannot_shrink_a_value, |ctx: mp::Context| {
+    let v = Value::new(41u64).unwrap();
+    let mut p = started(ctx.process(shrink_values, (v.clone(),)));
+    let (found, errors) = join(&mut p).unwrap();
+    assert!(found >= 1, "the child found no memfd of its Value");
+    // Every memfd is sealed against shrinking: EPERM, and the memory is still there.
+    assert!(errors.iter().all(|e| *e == Some(libc::EPERM)), "{errors:?}");
+    assert_eq!(v.get().unwrap(), 41);
+    v.set(42).unwrap();
+    assert_eq!(v.get().unwrap(), 42);
+});
+
 // ---- 14. SharedMemory, ShareableList, SharedMemoryManager ----------------------------------
+
+#[test]
+fn create_on_a_full_dev_shm_is_an_error() {
+    let _g = shared();
+    let ctx = mp::get_context(mp::StartMethod::ForkServer);
+    let mut p = started(ctx.process(create_on_a_small_dev_shm, ()));
+    match join(&mut p).unwrap() {
+        FullShm::Unavailable(why) => {
+            eprintln!("skipped: no private mount namespace with a small /dev/shm here ({why})")
+        }
+        FullShm::Tried { large, small, left } => {
+            // Before, the 8 MiB segment was created and the first write beyond 1 MiB was SIGBUS.
+            let err = large.expect_err("an 8 MiB segment on a 1 MiB /dev/shm");
+            assert!(
+                err.starts_with("reserve shared memory (is /dev/shm full?)")
+                    && err.ends_with(": StorageFull"),
+                "{err}"
+            );
+            assert_eq!(small, Ok(64 << 10));
+            // The failed segment's name was removed again; the small one's by its drop.
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+}
+
+#[test]
+fn a_shrunk_named_segment_is_an_error_not_sigbus() {
+    let _g = shared(); // names in /dev/shm: not while a test counts them
+    // Another process of the same user can shrink a named segment (here: this one, through
+    // the file system). Before, the next access beyond the new end was SIGBUS.
+    let seg = SharedMemory::create(8192).unwrap();
+    seg.write_at(4096, b"gone").unwrap();
+    let path = format!("/dev/shm/{}", seg.name());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut buf = [0u8; 4];
+    for err in [
+        seg.read_at(4096, &mut buf).unwrap_err(),
+        seg.write_at(0, b"x").unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::InvalidState { message } if message.contains("shrunk to 0 bytes")),
+            "{err}"
+        );
+    }
+    // An empty segment cannot be mapped at all.
+    assert_eq!(
+        io_kind(SharedMemory::open(seg.name())),
+        ErrorKind::InvalidInput
+    );
+
+    let l = ShareableList::create([1u64, 2, 3]).unwrap();
+    let shm = SharedMemory::open(l.name()).unwrap();
+    // Cut to the list's table: its items are gone.
+    let path = format!("/dev/shm/{}", l.name());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(16 + 3 * 16).unwrap();
+    // Opening it again: the items lie beyond its end.
+    let err = ShareableList::<u64>::open(l.name()).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.contains("truncated")),
+        "{err}"
+    );
+    // The handles mapped at the old size: a copy beyond the new end is refused, not SIGBUS.
+    let mut buf = [0u8; 8];
+    let err = shm.read_at(shm.size() - 8, &mut buf).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidState { message } if message.contains("shrunk to 64 bytes")),
+        "{err}"
+    );
+    assert!(matches!(l.get(0), Err(Error::InvalidState { .. })));
+    shm.read_at(0, &mut buf).unwrap();
+}
 
 #[test]
 fn sh_01_02_03_basics() {

@@ -1,12 +1,13 @@
 //! Procedural macros of [`mp`](https://docs.rs/mp). Use them through the `mp` crate:
-//! `#[mp::main]` and `#[mp::worker]`. Each one only generates calls into `mp-runtime`; the logic
-//! lives there.
+//! `#[mp::main]`, `#[mp::worker]`, `#[derive(mp::Pod, mp::Zeroable)]`. Each one only generates
+//! calls into `mp-runtime` (or trait impls); the logic lives there.
 
 use proc_macro::TokenStream;
 
 mod attr;
 mod expand;
 mod fallback;
+mod pod;
 mod valid;
 
 /// Marks a function as a worker that can run in another process, or an `impl mp::Run for T`
@@ -21,4 +22,20 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::main(args.into(), item.into()).into()
+}
+
+/// Derives `mp::Pod` (bytemuck's `Pod`) for a `#[repr(C)]` or `#[repr(transparent)]` struct
+/// whose fields are all `Pod` and which has no padding; it must also be `Copy` and derive
+/// `mp::Zeroable`. Only `mp` needs to be a dependency. If `mp` is renamed or re-exported, say
+/// where: `#[mp(crate = "path::to::mp")]`.
+#[proc_macro_derive(Pod, attributes(mp))]
+pub fn derive_pod(input: TokenStream) -> TokenStream {
+    pod::derive(pod::Trait::Pod, input.into()).into()
+}
+
+/// Derives `mp::Zeroable` (bytemuck's `Zeroable`) for a struct whose fields are all
+/// `Zeroable`. Only `mp` needs to be a dependency (see [`macro@Pod`] for a renamed crate).
+#[proc_macro_derive(Zeroable, attributes(mp))]
+pub fn derive_zeroable(input: TokenStream) -> TokenStream {
+    pod::derive(pod::Trait::Zeroable, input.into()).into()
 }

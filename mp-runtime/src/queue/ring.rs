@@ -65,7 +65,7 @@ struct Header {
 /// Changed only under `lock` (which lives on the same line, so a holder touches one line).
 #[repr(C, align(64))]
 struct Locked {
-    lock: AtomicU32,
+    lock: robust::Word,
     /// Non-zero once `shutdown` was called.
     shutdown: AtomicU32,
     /// Whether the eventfd is readable.

@@ -4,35 +4,25 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::layout::{assert_alignment, check_received};
+use super::atomic_copy;
+use super::elements::{ArrayKind, Elements, RawArrayKind};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::sync::object::{Header, Object};
 use crate::sync::{Lock, LockGuard};
-
-#[repr(C)]
-pub(crate) struct ArrayHeader {
-    len: AtomicU64,
-    size: AtomicU32,
-    align: AtomicU32,
-}
-
-// SAFETY: atomics only.
-unsafe impl Header for ArrayHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-arry1");
-    const KIND: &'static std::ffi::CStr = c"mp-array";
-}
 
 /// A fixed-length array of `T` in shared memory without a lock (Python's `RawArray`).
 ///
-/// Element access copies (`get`, `set`, `to_vec`, `copy_from_slice`); a reader may see an element
-/// half-written by another process. For slices over the shared memory use [`Array::lock`], or
-/// the `unsafe` [`as_slice`](RawArray::as_slice) when you synchronize by other means.
+/// Element access copies (`get`, `set`, `to_vec`, `copy_from_slice`), each element with atomic
+/// accesses (in units of `T`'s alignment, at most 8 bytes), so any number of threads and
+/// processes may use them at once: that is never undefined behaviour. A reader may see an
+/// element torn by a concurrent write (part old, part new: a valid `T` all the same, since
+/// `T: Pod`), and `to_vec` is not a snapshot of the whole array. For slices over the shared
+/// memory use [`Array::lock`], or the `unsafe` [`as_slice`](RawArray::as_slice) when you
+/// synchronize by other means.
 ///
 /// ```
 /// let a = mp::RawArray::<i32>::new(3)?;
@@ -43,17 +33,13 @@ unsafe impl Header for ArrayHeader {
 /// # Ok::<(), mp::Error>(())
 /// ```
 pub struct RawArray<T> {
-    obj: Object<ArrayHeader>,
-    len: usize,
-    _type: PhantomData<T>,
+    mem: Elements<T, RawArrayKind>,
 }
 
 impl<T> Clone for RawArray<T> {
     fn clone(&self) -> Self {
         RawArray {
-            obj: self.obj.clone(),
-            len: self.len,
-            _type: PhantomData,
+            mem: self.mem.clone(),
         }
     }
 }
@@ -61,80 +47,63 @@ impl<T> Clone for RawArray<T> {
 impl<T: Pod> RawArray<T> {
     /// `len` zeroes (fresh shared memory is always zero-filled).
     pub fn new(len: usize) -> Result<RawArray<T>> {
-        Self::create(len, |_| {})
+        Ok(RawArray {
+            mem: Elements::create(len, None, |_| {})?,
+        })
     }
 
     /// An array holding a copy of `items`.
     pub fn from_slice(items: &[T]) -> Result<RawArray<T>> {
-        Self::create(items.len(), |dst| dst.copy_from_slice(items))
-    }
-
-    fn create(len: usize, fill: impl FnOnce(&mut [T])) -> Result<RawArray<T>> {
-        const { assert_alignment::<T>() };
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .ok_or_else(|| Error::InvalidArgument {
-                message: format!("an array of {len} elements does not fit in memory"),
-            })?;
-        let obj = Object::create(bytes, |o: &Object<ArrayHeader>| {
-            let h = o.header();
-            h.len.store(len as u64, Ordering::Relaxed);
-            h.size.store(size_of::<T>() as u32, Ordering::Relaxed);
-            h.align.store(align_of::<T>() as u32, Ordering::Relaxed);
-            // SAFETY: the data area holds `len` aligned elements and is not shared yet.
-            fill(unsafe { std::slice::from_raw_parts_mut(o.data_ptr() as *mut T, len) });
-        })?;
         Ok(RawArray {
-            obj,
-            len,
-            _type: PhantomData,
+            mem: Elements::create(items.len(), None, |dst| dst.copy_from_slice(items))?,
         })
     }
 
     fn ptr(&self) -> *mut T {
-        self.obj.data_ptr() as *mut T
+        self.mem.ptr()
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.len
+        self.mem.len()
     }
 
     /// Whether the array has no elements.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// A copy of element `i`; `None` out of range.
+    /// A copy of element `i` (possibly torn by a concurrent write); `None` out of range.
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: `i < len`, so the element is inside the mapping and aligned; T: Pod is valid
-        // for any bytes, so even a torn read yields a valid T.
-        (i < self.len).then(|| unsafe { self.ptr().add(i).read_volatile() })
+        // SAFETY: `i < len`, so the element is inside the mapping and aligned; in this process
+        // the elements are only accessed through `atomic_copy` with T's layout, or by callers
+        // of the unsafe slice views, who promise no concurrent access.
+        (i < self.len()).then(|| unsafe { atomic_copy::load(self.ptr().add(i)) })
     }
 
     /// Overwrites element `i`; [`Error::InvalidArgument`] out of range.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
-        if i >= self.len {
-            return Err(index_error(i, self.len));
+        if i >= self.len() {
+            return Err(index_error(i, self.len()));
         }
         // SAFETY: as in `get`; the mapping is writable.
-        unsafe { self.ptr().add(i).write_volatile(value) };
+        unsafe { atomic_copy::store(self.ptr().add(i), value) };
         Ok(())
     }
 
-    /// A copy of every element.
+    /// A copy of every element, one at a time.
     pub fn to_vec(&self) -> Vec<T> {
-        (0..self.len).filter_map(|i| self.get(i)).collect()
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
     }
 
     /// Overwrites every element from `src`, whose length must be the array's.
     pub fn copy_from_slice(&self, src: &[T]) -> Result<()> {
-        if src.len() != self.len {
+        if src.len() != self.len() {
             return Err(Error::InvalidArgument {
                 message: format!(
                     "cannot copy {} elements into an array of {}",
                     src.len(),
-                    self.len
+                    self.len()
                 ),
             });
         }
@@ -147,23 +116,23 @@ impl<T: Pod> RawArray<T> {
     /// The elements as a slice over the shared memory.
     ///
     /// # Safety
-    /// No process may write the array while the slice is alive (hold the [`Array`]'s lock, or
-    /// synchronize by other means, such as a [`Barrier`](crate::Barrier) between phases).
+    /// No thread of any process may write the array while the slice is alive (synchronize by
+    /// other means, such as a [`Barrier`](crate::Barrier) between phases).
     pub unsafe fn as_slice(&self) -> &[T] {
         // SAFETY: `len` aligned elements inside the mapping, which outlives `&self`; the caller
         // guarantees nobody writes meanwhile.
-        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len()) }
     }
 
     /// The elements as a mutable slice over the shared memory.
     ///
     /// # Safety
-    /// No other reference to the elements, in this or any other process, may be used while the
-    /// slice is alive.
+    /// No other access to the elements (a reference, `get`, `set`), in this or any other
+    /// process, may happen while the slice is alive.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn as_mut_slice(&self) -> &mut [T] {
         // SAFETY: as in `as_slice`; the caller guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len()) }
     }
 }
 
@@ -181,27 +150,14 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
 
 impl<T> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.obj.serialize(s)
+        self.mem.serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        const { assert_alignment::<T>() };
-        let obj = Object::<ArrayHeader>::deserialize(d)?;
-        let h = obj.header();
-        let len = check_received::<T>(
-            h.size.load(Ordering::Relaxed),
-            h.align.load(Ordering::Relaxed),
-            h.len.load(Ordering::Relaxed),
-            obj.data_len(),
-            "array",
-        )
-        .map_err(|e| codec::de_error::<D::Error>(&e))?;
         Ok(RawArray {
-            obj,
-            len,
-            _type: PhantomData,
+            mem: Elements::deserialize(d)?,
         })
     }
 }
@@ -223,9 +179,17 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
 /// | `'f'` / `'d'` | float / double | `f32` / `f64` |
 /// | `'u'` | wchar_t | `u32` (convert with `char::from_u32`) |
 /// | `'?'` (ctypes `c_bool`) | _Bool | `u8` (0 or 1: `bool` is not `Pod`) |
-/// | ctypes `Structure` | struct | `#[repr(C)] #[derive(Pod, Zeroable, Clone, Copy)] struct` |
+/// | ctypes `Structure` | struct | `#[repr(C)] #[derive(mp::Pod, mp::Zeroable, Clone, Copy)] struct` |
 ///
 /// An unknown typecode, a Python run-time `TypeError`, is a compile error here.
+///
+/// Every access to the elements, in every process, goes through the one lock, which is what
+/// makes the guard's `&mut [T]` sound: clones and copies received by other processes carry the
+/// same lock; there is no lockless handle on the memory (Python's `get_obj()` is the guard
+/// itself); the memory cannot be received as a [`RawArray`] or with another lock; and nobody
+/// can release the lock from under a guard ([`Lock::release`] only ends acquisitions leaked
+/// without one). To copy a `RawArray` into a locked array, use
+/// [`Array::from_slice`]`(&raw.to_vec())`.
 ///
 /// ```
 /// let a = mp::Array::from_slice(&[1.0f64, 2.0, 3.0])?;
@@ -238,18 +202,16 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
 /// assert_eq!(a.len(), 3);
 /// # Ok::<(), mp::Error>(())
 /// ```
-#[derive(Serialize, Deserialize)]
-#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Array<T> {
     lock: Lock,
-    raw: RawArray<T>,
+    mem: Elements<T, ArrayKind>,
 }
 
 impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array {
             lock: self.lock.clone(),
-            raw: self.raw.clone(),
+            mem: self.mem.clone(),
         }
     }
 }
@@ -257,15 +219,14 @@ impl<T> Clone for Array<T> {
 impl<T: Pod> Array<T> {
     /// `len` zeroes, with a lock of their own.
     pub fn new(len: usize) -> Result<Array<T>> {
-        Ok(Array {
-            lock: Lock::new()?,
-            raw: RawArray::new(len)?,
-        })
+        let lock = Lock::new()?;
+        let mem = Elements::create(len, Some(&lock), |_| {})?;
+        Ok(Array { lock, mem })
     }
 
     /// A copy of `items`, with a lock of their own.
     pub fn from_slice(items: &[T]) -> Result<Array<T>> {
-        Array::with_lock(RawArray::from_slice(items)?, Lock::new()?)
+        Array::with_lock(items, Lock::new()?)
     }
 
     /// The collected items, with a lock of their own (fallible, so not `FromIterator`).
@@ -274,9 +235,11 @@ impl<T: Pod> Array<T> {
         Array::from_slice(&items.into_iter().collect::<Vec<T>>())
     }
 
-    /// `raw` guarded by `lock` (Python's `Array(..., lock=lock)`).
-    pub fn with_lock(raw: RawArray<T>, lock: Lock) -> Result<Array<T>> {
-        Ok(Array { lock, raw })
+    /// A copy of `items` guarded by `lock` (Python's `Array(..., lock=lock)`), which may guard
+    /// other objects too.
+    pub fn with_lock(items: &[T], lock: Lock) -> Result<Array<T>> {
+        let mem = Elements::create(items.len(), Some(&lock), |dst| dst.copy_from_slice(items))?;
+        Ok(Array { lock, mem })
     }
 
     /// Takes the lock; the guard dereferences to the elements. Errors as for
@@ -284,20 +247,20 @@ impl<T: Pod> Array<T> {
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
         Ok(ArrayGuard {
             _guard: self.lock.acquire()?,
-            ptr: self.raw.ptr(),
-            len: self.raw.len(),
+            ptr: self.mem.ptr(),
+            len: self.mem.len(),
             _type: PhantomData,
         })
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.raw.len()
+        self.mem.len()
     }
 
     /// Whether the array has no elements.
     pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
+        self.len() == 0
     }
 
     /// A copy of element `i` under the lock; [`Error::InvalidArgument`] out of range.
@@ -323,16 +286,26 @@ impl<T: Pod> Array<T> {
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }
-
-    /// The array without its lock (Python's `get_obj()`).
-    pub fn get_obj(&self) -> &RawArray<T> {
-        &self.raw
-    }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<Array(len={}, {:?})>", self.len(), self.lock)
+    }
+}
+
+impl<T> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.lock, &self.mem).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (lock, mem): (Lock, Elements<T, ArrayKind>) = Deserialize::deserialize(d)?;
+        mem.check_lock(&lock)
+            .map_err(|e| codec::de_error::<D::Error>(&e))?;
+        Ok(Array { lock, mem })
     }
 }
 
@@ -349,7 +322,8 @@ impl<T> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
         // SAFETY: `len` aligned elements inside the mapping, which the borrowed Array keeps
-        // alive; the lock excludes every other guard in every process.
+        // alive; every access to them in every process holds the lock (see `Array`), and this
+        // guard holds it.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -364,5 +338,21 @@ impl<T> DerefMut for ArrayGuard<'_, T> {
 impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_of_an_array_is_not_a_raw_array() {
+        let a = Array::from_slice(&[1u32, 2]).unwrap();
+        let (bytes, fds) = codec::encode_owned(&a).unwrap();
+        let err = codec::decode::<(Lock, RawArray<u32>)>(&bytes, fds).unwrap_err();
+        assert!(err.to_string().contains("not an mp mp-rawarray"), "{err}");
+        let (bytes, fds) = codec::encode_owned(&(2u32, 1u32, a, Lock::new().unwrap())).unwrap();
+        let err = codec::decode::<(Array<u32>, Lock)>(&bytes, fds).unwrap_err();
+        assert!(err.to_string().contains("comes with another lock"), "{err}");
     }
 }

@@ -132,11 +132,23 @@ impl<T: Serialize + DeserializeOwned> ShareableList<T> {
             .ok()
             .filter(|n| n.checked_mul(SLOT).is_some_and(|t| t + TABLE <= shm.size()))
             .ok_or_else(not_a_list)?;
-        Ok(ShareableList {
+        let list = ShareableList {
             shm,
             len,
             _type: PhantomData,
-        })
+        };
+        // A segment cut shorter than its table says is refused now, not at some later `get`.
+        for i in 0..len {
+            list.slot(i).map_err(|_| Error::InvalidArgument {
+                message: format!(
+                    "shared memory {:?} holds a ShareableList whose item {i} lies beyond the \
+                     segment's {} bytes: the segment was truncated or overwritten",
+                    list.shm.name(),
+                    list.shm.size()
+                ),
+            })?;
+        }
+        Ok(list)
     }
 
     /// The number of items (fixed at creation).

@@ -9,11 +9,11 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::tracker;
+use super::{atomic_copy, tracker};
 use crate::codec;
 use crate::connection::{FdOwned, FdRef};
 use crate::error::{Error, Result};
-use crate::sys::mmap::SharedRegion;
+use crate::sys::mmap::{SharedRegion, reserve_pages};
 
 /// Longest name accepted (the kernel's NAME_MAX for a file in `/dev/shm`).
 const MAX_NAME: usize = 255;
@@ -32,6 +32,22 @@ const MAX_NAME: usize = 255;
 ///
 /// Passing a `SharedMemory` to a worker sends its descriptor: the child maps the same memory
 /// even if the name was unlinked meanwhile.
+///
+/// Concurrent use: [`read_at`](SharedMemory::read_at) and [`write_at`](SharedMemory::write_at)
+/// copy byte by byte with atomic accesses, so any threads and processes may call them at once
+/// without undefined behaviour (a read racing with a write may see some bytes of each); the
+/// slice views are `unsafe` because they are plain references, which no other thread or
+/// process may write while they live.
+///
+/// Size: [`create`](SharedMemory::create) allocates every page at once, so a full `/dev/shm`
+/// (Docker's default is 64 MiB) is an [`Error::Io`] there, not a SIGBUS at a later write. A
+/// named segment cannot be sealed, though: any process that can open the name can shrink the
+/// file, and a process that then touches a mapped page beyond the new end is killed by SIGBUS.
+/// `read_at` and `write_at` check the current size first and report a shrunk segment as
+/// [`Error::InvalidState`], but a shrink that races with the copy, or an access through the
+/// slice views or [`as_ptr`](SharedMemory::as_ptr), is not covered: share the name only with
+/// processes that do not resize it. (`Value`, `Array` and the other anonymous objects of `mp`
+/// are sealed memfds, which nobody can shrink.)
 ///
 /// ```
 /// use mp::shared_memory::SharedMemory;
@@ -104,8 +120,9 @@ fn random_name() -> Result<String> {
 }
 
 impl SharedMemory {
-    /// A new segment of `size` bytes (zero-filled) with a fresh `mp-…` name. Zero is
-    /// [`Error::InvalidArgument`].
+    /// A new segment of `size` bytes (zero-filled, every page allocated now) with a fresh
+    /// `mp-…` name. Zero is [`Error::InvalidArgument`]; not enough room in `/dev/shm` is an
+    /// [`Error::Io`] (`ENOSPC`), and the name is removed again.
     pub fn create(size: usize) -> Result<SharedMemory> {
         loop {
             match Self::create_inner(&random_name()?, size) {
@@ -144,7 +161,13 @@ impl SharedMemory {
         let done = nix::unistd::ftruncate(&fd, size_off)
             .map_err(|e| shm_error("size shared memory", name, e))
             .and_then(|()| {
-                SharedRegion::from_fd(fd).map_err(|e| Error::io("map shared memory", e))
+                reserve_pages(&fd, size_off).map_err(|e| {
+                    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
+                    shm_error("reserve shared memory (is /dev/shm full?)", name, errno)
+                })
+            })
+            .and_then(|()| {
+                SharedRegion::from_unsealed_fd(fd).map_err(|e| Error::io("map shared memory", e))
             });
         match done {
             Ok(region) => Ok(SharedMemory {
@@ -160,7 +183,8 @@ impl SharedMemory {
     }
 
     /// Attaches to the existing segment `name`. A missing name is an [`Error::Io`] of kind
-    /// `NotFound`. The size is the segment's own.
+    /// `NotFound`; an empty segment is an [`Error::Io`] of kind `InvalidInput`. The size is the
+    /// segment's own, now (see the type's docs for a segment shrunk later).
     pub fn open(name: &str) -> Result<SharedMemory> {
         let name = check_name(name)?;
         let fd = nix::sys::mman::shm_open(
@@ -173,7 +197,8 @@ impl SharedMemory {
     }
 
     fn attach(name: String, fd: OwnedFd) -> Result<SharedMemory> {
-        let region = SharedRegion::from_fd(fd).map_err(|e| Error::io("map shared memory", e))?;
+        let region =
+            SharedRegion::from_unsealed_fd(fd).map_err(|e| Error::io("map shared memory", e))?;
         Ok(SharedMemory {
             name,
             region: Arc::new(region),
@@ -224,51 +249,67 @@ impl SharedMemory {
             .store(false, std::sync::atomic::Ordering::Release);
     }
 
-    /// The start of the mapping (page-aligned), for views of your own.
+    /// The start of the mapping (page-aligned), for views of your own. Accesses through it
+    /// are yours to synchronize; use atomics where other threads or processes write.
     pub fn as_ptr(&self) -> *mut u8 {
         self.region.as_ptr()
     }
 
-    /// Copies `buf.len()` bytes from offset `offset` into `buf`; out of range is
-    /// [`Error::InvalidArgument`].
+    /// Copies `buf.len()` bytes from offset `offset` into `buf`. Out of range is
+    /// [`Error::InvalidArgument`]; a segment that another process shrank below the range is
+    /// [`Error::InvalidState`].
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        // SAFETY: the range is inside the mapping (checked); `buf` is a distinct Rust buffer.
-        // Concurrent writers in other processes can only make the copy stale, not invalid.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        // SAFETY: the range is inside the mapping (checked) and backed by the file (checked
+        // just now; see the type's docs for a shrink racing with the copy); `buf` is a distinct
+        // Rust buffer. In this process the segment's bytes are only accessed through
+        // `atomic_copy` or by callers of the unsafe views, who promise no concurrent access.
+        unsafe { atomic_copy::copy_out(self.as_ptr().add(offset), buf) };
         Ok(())
     }
 
-    /// Copies `data` into the segment at `offset`; out of range is
-    /// [`Error::InvalidArgument`].
+    /// Copies `data` into the segment at `offset`. Errors as for
+    /// [`read_at`](SharedMemory::read_at).
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`, in the other direction; the mapping is writable.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        unsafe { atomic_copy::copy_in(data, self.as_ptr().add(offset)) };
         Ok(())
     }
 
     fn check_range(&self, offset: usize, len: usize) -> Result<()> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size() => Ok(()),
-            _ => Err(invalid(format!(
-                "range {offset}..{} is outside the {} bytes of shared memory {:?}",
-                offset.saturating_add(len),
-                self.size(),
+        let end = match offset.checked_add(len) {
+            Some(end) if end <= self.size() => end,
+            _ => {
+                return Err(invalid(format!(
+                    "range {offset}..{} is outside the {} bytes of shared memory {:?}",
+                    offset.saturating_add(len),
+                    self.size(),
+                    self.name
+                )));
+            }
+        };
+        // Touching a page beyond the file's end is SIGBUS: refuse while we still can.
+        let now = self
+            .region
+            .current_len()
+            .map_err(|e| Error::io("fstat shared memory", e))?;
+        if end > now {
+            return Err(Error::state(format!(
+                "shared memory {:?} was shrunk to {now} bytes by another process, so range \
+                 {offset}..{end} is gone; processes sharing a segment must not resize it",
                 self.name
-            ))),
+            )));
         }
+        Ok(())
     }
 
     /// The whole segment as bytes (Python's `buf`).
     ///
     /// # Safety
-    /// No process may write the segment while the slice is alive (synchronize with a lock, a
-    /// barrier or an event between phases).
+    /// No thread of any process may write the segment while the slice is alive (synchronize
+    /// with a lock, a barrier or an event between phases), and none may shrink it (see the
+    /// type's docs).
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `size()` bytes and outlives `&self`; the caller guarantees that
         // nobody writes meanwhile.
@@ -278,8 +319,8 @@ impl SharedMemory {
     /// The whole segment as mutable bytes.
     ///
     /// # Safety
-    /// No other reference into the segment, in this or any other process, may be used while the
-    /// slice is alive.
+    /// No other access to the segment (a reference, `read_at`, `write_at`), in this or any
+    /// other process, may happen while the slice is alive, and nobody may shrink it.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: as in `as_slice`; the caller guarantees exclusive access.
@@ -293,8 +334,9 @@ impl SharedMemory {
     /// As for [`as_slice`](SharedMemory::as_slice).
     pub unsafe fn as_slice_of<T: bytemuck::Pod>(&self) -> &[T] {
         const { assert_page_aligned::<T>() };
-        // SAFETY: the mapping is page-aligned, enough for T (checked at compile time), holds `size() / size_of::<T>()` whole elements, and T is valid for any bytes;
-        // the caller guarantees nobody writes meanwhile.
+        // SAFETY: the mapping is page-aligned, enough for T (checked at compile time), holds
+        // `size() / size_of::<T>()` whole elements, and T is valid for any bytes; the caller
+        // guarantees nobody writes meanwhile.
         unsafe {
             std::slice::from_raw_parts(
                 self.as_ptr() as *const T,

@@ -4,32 +4,24 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::layout::{assert_alignment, check_received};
+use super::atomic_copy;
+use super::elements::{Elements, RawValueKind, ValueKind};
 use crate::codec;
 use crate::error::Result;
-use crate::sync::object::{Header, Object};
 use crate::sync::{Lock, LockGuard};
 
-#[repr(C)]
-pub(crate) struct ValueHeader {
-    size: AtomicU32,
-    align: AtomicU32,
-}
-
-// SAFETY: atomics only.
-unsafe impl Header for ValueHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-valu1");
-    const KIND: &'static std::ffi::CStr = c"mp-value";
-}
-
-/// A `T` in shared memory without a lock (Python's `RawValue`): `get` and `set` copy the whole
-/// value, but a reader may see a value half-written by another process. Use [`Value`] when
-/// writers race.
+/// A `T` in shared memory without a lock (Python's `RawValue`).
+///
+/// [`get`](RawValue::get) and [`set`](RawValue::set) copy the whole value with atomic accesses
+/// (in units of `T`'s alignment, at most 8 bytes), so any number of threads and processes may
+/// call them at once: that is never undefined behaviour. What they do not give is atomicity of
+/// a value larger than one unit: a `get` racing with a `set` may return a *torn* value, part old
+/// and part new (still a valid `T`, since `T: Pod`), and a read-modify-write may lose another
+/// process's update. Use [`Value`] when writers race.
 ///
 /// ```
 /// let v = mp::RawValue::new(1.5f64)?;
@@ -38,15 +30,13 @@ unsafe impl Header for ValueHeader {
 /// # Ok::<(), mp::Error>(())
 /// ```
 pub struct RawValue<T> {
-    obj: Object<ValueHeader>,
-    _type: PhantomData<T>,
+    mem: Elements<T, RawValueKind>,
 }
 
 impl<T> Clone for RawValue<T> {
     fn clone(&self) -> Self {
         RawValue {
-            obj: self.obj.clone(),
-            _type: PhantomData,
+            mem: self.mem.clone(),
         }
     }
 }
@@ -54,36 +44,22 @@ impl<T> Clone for RawValue<T> {
 impl<T: Pod> RawValue<T> {
     /// A shared value initialized to `value`.
     pub fn new(value: T) -> Result<RawValue<T>> {
-        const { assert_alignment::<T>() };
-        let obj = Object::create(size_of::<T>(), |o: &Object<ValueHeader>| {
-            let h = o.header();
-            h.size.store(size_of::<T>() as u32, Ordering::Relaxed);
-            h.align.store(align_of::<T>() as u32, Ordering::Relaxed);
-            // SAFETY: the data area is at least size_of::<T>() bytes, aligned to 256 >=
-            // align_of::<T>(), and not yet shared.
-            unsafe { (o.data_ptr() as *mut T).write(value) };
-        })?;
         Ok(RawValue {
-            obj,
-            _type: PhantomData,
+            mem: Elements::create(1, None, |v| v[0] = value)?,
         })
     }
 
-    pub(super) fn ptr(&self) -> *mut T {
-        self.obj.data_ptr() as *mut T
-    }
-
-    /// A copy of the value.
+    /// A copy of the value (possibly torn by a concurrent [`set`](RawValue::set)).
     pub fn get(&self) -> T {
-        // SAFETY: the pointer is valid and aligned for T (checked at creation and receipt);
-        // T: Pod is valid for any bytes, so even a torn read yields a valid T.
-        unsafe { self.ptr().read_volatile() }
+        // SAFETY: the element is inside the mapping, aligned for T, and in this process it is
+        // only accessed through `atomic_copy` with T's layout (no RawValue hands out references).
+        unsafe { atomic_copy::load(self.mem.ptr()) }
     }
 
     /// Overwrites the value.
     pub fn set(&self, value: T) {
-        // SAFETY: as in `get`; the memory is writable shared memory of at least size_of::<T>().
-        unsafe { self.ptr().write_volatile(value) }
+        // SAFETY: as in `get`; the mapping is writable.
+        unsafe { atomic_copy::store(self.mem.ptr(), value) }
     }
 }
 
@@ -95,36 +71,30 @@ impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
 
 impl<T> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.obj.serialize(s)
+        self.mem.serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        const { assert_alignment::<T>() };
-        let obj = Object::<ValueHeader>::deserialize(d)?;
-        let h = obj.header();
-        check_received::<T>(
-            h.size.load(Ordering::Relaxed),
-            h.align.load(Ordering::Relaxed),
-            1,
-            obj.data_len(),
-            "value",
-        )
-        .map_err(|e| codec::de_error::<D::Error>(&e))?;
         Ok(RawValue {
-            obj,
-            _type: PhantomData,
+            mem: Elements::deserialize(d)?,
         })
     }
 }
 
 /// A `T` in shared memory guarded by a [`Lock`] (Python's `Value`). [`lock`](Value::lock)
-/// returns a guard that dereferences to the value; `get` and `set` lock for one copy.
+/// returns a guard that dereferences to the value (`&mut T`); `get` and `set` lock for one copy.
 ///
-/// `T` is any plain-old-data type (`bytemuck::Pod`, re-exported as [`mp::Pod`](crate::Pod)):
-/// integers, floats, arrays of them, and `#[repr(C)]` structs deriving `Pod`. The table of
-/// Python typecodes is in the [`Array`](crate::Array) docs.
+/// `T` is any plain-old-data type ([`mp::Pod`](crate::Pod)): integers, floats, arrays of them,
+/// and `#[repr(C)]` structs deriving `mp::Pod`. The table of Python typecodes is in the
+/// [`Array`](crate::Array) docs.
+///
+/// Every access to the value, in every process, goes through the one lock, which is what makes
+/// the guard's `&mut T` sound: clones and copies received by other processes carry the same
+/// lock; there is no lockless handle on the memory (Python's `get_obj()` is the guard itself);
+/// the memory cannot be received as a [`RawValue`] or with another lock; and nobody can release
+/// the lock from under a guard ([`Lock::release`] only ends acquisitions leaked without one).
 ///
 /// ```
 /// let v = mp::Value::new(0i64)?;
@@ -133,18 +103,16 @@ impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
 /// assert_eq!(v.get()?, 10);
 /// # Ok::<(), mp::Error>(())
 /// ```
-#[derive(Serialize, Deserialize)]
-#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Value<T> {
     lock: Lock,
-    raw: RawValue<T>,
+    mem: Elements<T, ValueKind>,
 }
 
 impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
             lock: self.lock.clone(),
-            raw: self.raw.clone(),
+            mem: self.mem.clone(),
         }
     }
 }
@@ -155,20 +123,18 @@ impl<T: Pod> Value<T> {
         Value::with_lock(value, Lock::new()?)
     }
 
-    /// A shared value guarded by `lock` (Python's `Value(..., lock=lock)`), which may guard
+    /// A new shared value guarded by `lock` (Python's `Value(..., lock=lock)`), which may guard
     /// other objects too.
     pub fn with_lock(value: T, lock: Lock) -> Result<Value<T>> {
-        Ok(Value {
-            lock,
-            raw: RawValue::new(value)?,
-        })
+        let mem = Elements::create(1, Some(&lock), |v| v[0] = value)?;
+        Ok(Value { lock, mem })
     }
 
     /// Takes the lock; the guard dereferences to the value. Errors as for [`Lock::acquire`].
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
         Ok(ValueGuard {
             _guard: self.lock.acquire()?,
-            ptr: self.raw.ptr(),
+            ptr: self.mem.ptr(),
             _type: PhantomData,
         })
     }
@@ -188,16 +154,37 @@ impl<T: Pod> Value<T> {
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }
-
-    /// The value without its lock (Python's `get_obj()`).
-    pub fn get_obj(&self) -> &RawValue<T> {
-        &self.raw
-    }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+    /// `<Value(5, <Lock(owner=None)>)>`; the value shows as `<locked>` while anyone holds the
+    /// lock (formatting never waits, and never takes a lock over from a dead holder).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<Value({:?}, {:?})>", self.raw.get(), self.lock)
+        let value = self.lock.try_acquire_free().map(|g| {
+            // SAFETY: the lock is held, so nothing else accesses the element.
+            let v = unsafe { *self.mem.ptr() };
+            drop(g);
+            v
+        });
+        match value {
+            Some(v) => write!(f, "<Value({v:?}, {:?})>", self.lock),
+            None => write!(f, "<Value(<locked>, {:?})>", self.lock),
+        }
+    }
+}
+
+impl<T> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.lock, &self.mem).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (lock, mem): (Lock, Elements<T, ValueKind>) = Deserialize::deserialize(d)?;
+        mem.check_lock(&lock)
+            .map_err(|e| codec::de_error::<D::Error>(&e))?;
+        Ok(Value { lock, mem })
     }
 }
 
@@ -213,7 +200,8 @@ impl<T> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: `ptr` is valid and aligned for T for the guard's lifetime (the Value is
-        // borrowed); holding the lock excludes every other guard, in every process.
+        // borrowed); every access to the value in every process holds the lock (see `Value`),
+        // and this guard holds it.
         unsafe { &*self.ptr }
     }
 }
@@ -228,5 +216,51 @@ impl<T> DerefMut for ValueGuard<'_, T> {
 impl<T: fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    fn message(r: crate::Result<impl fmt::Debug>) -> String {
+        match r {
+            Err(Error::Codec { message }) => message,
+            other => panic!("expected a decoding error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_value_travels_with_its_lock() {
+        let v = Value::new(5u64).unwrap();
+        let (bytes, fds) = codec::encode_owned(&v).unwrap();
+        let back: Value<u64> = codec::decode(&bytes, fds).unwrap();
+        assert!(back.get_lock().same_as(v.get_lock()));
+        *back.lock().unwrap() += 1;
+        assert_eq!(v.get().unwrap(), 6);
+    }
+
+    #[test]
+    fn the_memory_of_a_value_is_not_a_raw_value() {
+        // A receiver that declares another type must not get a lockless handle on a Value's
+        // memory, whose guards hand out `&mut`.
+        let v = Value::new(5u64).unwrap();
+        let (bytes, fds) = codec::encode_owned(&v).unwrap();
+        let err = message(codec::decode::<(Lock, RawValue<u64>)>(&bytes, fds));
+        assert!(err.contains("not an mp mp-rawvalue"), "{err}");
+        let (bytes, fds) = codec::encode_owned(&RawValue::new(5u64).unwrap()).unwrap();
+        assert!(codec::decode::<Elements<u64, ValueKind>>(&bytes, fds).is_err());
+    }
+
+    #[test]
+    fn the_memory_of_a_value_is_refused_with_another_lock() {
+        let v = Value::new(5u64).unwrap();
+        let other = Lock::new().unwrap();
+        // Handle indices are plain numbers in the message: these two put `other` (index 2)
+        // before the value's memory (index 1), where a Value's own lock (index 0) would be.
+        let (bytes, fds) = codec::encode_owned(&(2u32, 1u32, v.clone(), other)).unwrap();
+        let err = message(codec::decode::<(Value<u64>, Lock)>(&bytes, fds));
+        assert!(err.contains("comes with another lock"), "{err}");
     }
 }

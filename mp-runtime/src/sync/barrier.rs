@@ -25,7 +25,7 @@ const MAX_ACTION_NAME: usize = 1024;
 
 #[repr(C)]
 pub(crate) struct BarrierHeader {
-    lock: AtomicU32,
+    lock: robust::Word,
     seq: AtomicU32,
     parties: AtomicU32,
     count: AtomicU32,
@@ -37,7 +37,7 @@ pub(crate) struct BarrierHeader {
 
 // SAFETY: atomics only.
 unsafe impl Header for BarrierHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-barr1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-barr2");
     const KIND: &'static std::ffi::CStr = c"mp-barrier";
 }
 

@@ -8,6 +8,12 @@ use crate::sys::poll::Deadline;
 /// Sleeps while `*word == expected`, until woken, the deadline passes, or a spurious wake-up.
 /// Returns false only if the deadline passed. Callers re-check their condition in a loop.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool {
+    wait_at(word.as_ptr(), expected, deadline)
+}
+
+/// [`wait`] on the 32-bit word at `addr`, which may be half of a wider atomic: the kernel reads
+/// it, Rust code never does through this address.
+pub(crate) fn wait_at(addr: *const u32, expected: u32, deadline: Deadline) -> bool {
     let ts = match deadline.remaining() {
         None => None,
         Some(left) if left.is_zero() => return false,
@@ -19,13 +25,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool 
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call (it lives in a mapping
-    // owned by the caller); the timeout pointer is null or points to a live timespec. FUTEX_WAIT
-    // only reads the word.
+    // SAFETY: FUTEX_WAIT only reads the u32 at `addr`, atomically and in the kernel (an invalid
+    // address is EFAULT, never a fault in this process); callers pass a word of a mapping they
+    // keep alive. The timeout pointer is null or points to a live timespec.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            addr,
             libc::FUTEX_WAIT,
             expected,
             ts_ptr,
@@ -41,11 +47,17 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool 
 
 /// Wakes up to `n` waiters on `word` (in any process).
 pub(crate) fn wake(word: &AtomicU32, n: i32) {
-    // SAFETY: as in `wait`; FUTEX_WAKE does not access the word's memory beyond its address.
+    wake_at(word.as_ptr(), n);
+}
+
+/// [`wake`] for the 32-bit word at `addr` (see [`wait_at`]).
+pub(crate) fn wake_at(addr: *const u32, n: i32) {
+    // SAFETY: FUTEX_WAKE does not access the memory at `addr`; it only uses the address to find
+    // the waiters.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            addr,
             libc::FUTEX_WAKE,
             n,
             std::ptr::null::<libc::timespec>(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::object::{Header, Object};
-use super::{futex, robust};
+use super::robust;
 use crate::error::{Error, Result};
 use crate::sys::poll::Deadline;
 
@@ -28,18 +28,22 @@ pub(crate) fn note_released() {
 }
 
 /// Whether the word names this thread as a live holder (not a dead namesake).
-pub(crate) fn held_by_me(word: &AtomicU32) -> bool {
-    robust::owner(word) == robust::my_tid() && HELD.with(Cell::get) > 0
+pub(crate) fn held_by_me(word: &robust::Word) -> bool {
+    robust::holder(word) == robust::me() && HELD.with(Cell::get) > 0
 }
 
 #[repr(C)]
 pub(crate) struct LockHeader {
-    word: AtomicU32,
+    word: robust::Word,
+    /// 1 while the holder holds the lock without a guard ([`LockGuard::leak`]): only such an
+    /// acquisition may be released by [`Lock::release`], from any process. A guard's holder may
+    /// be using data the lock protects (a `ValueGuard`'s `&mut T`), so nobody else may end it.
+    leaked: AtomicU32,
 }
 
-// SAFETY: one atomic.
+// SAFETY: atomics only.
 unsafe impl Header for LockHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-lock1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-lock2");
     const KIND: &'static std::ffi::CStr = c"mp-lock";
 }
 
@@ -51,6 +55,13 @@ unsafe impl Header for LockHeader {
 /// If a holder dies (even by `kill -9`), the lock is not locked forever: the next acquirer gets
 /// [`Error::OwnerDied`] and the lock is free again, so the one after that gets it normally.
 /// The data the lock protected may be half-updated; repair it after taking the lock again.
+/// A holder is recognized by its thread id and a tag that a later thread given the same id
+/// does not share, so a dead holder's lock is recovered even when another process has its id
+/// by then.
+///
+/// Python's `release()` from any process is [`release`](Lock::release) of an acquisition that
+/// its holder turned into a bare one with [`LockGuard::leak`]; an acquisition still held
+/// through a guard is only ended by dropping the guard.
 ///
 /// A thread that acquires a lock it already holds would wait forever; `acquire` reports it as
 /// [`Error::InvalidState`] instead (use [`RLock`](crate::RLock) for re-entry).
@@ -80,8 +91,12 @@ impl Lock {
     }
 
     #[inline]
-    fn word(&self) -> &AtomicU32 {
+    fn word(&self) -> &robust::Word {
         &self.obj.header().word
+    }
+
+    fn leaked(&self) -> &AtomicU32 {
+        &self.obj.header().leaked
     }
 
     /// Waits until the lock is free and takes it. [`Error::OwnerDied`] if the previous holder
@@ -119,9 +134,9 @@ impl Lock {
     }
 
     #[cold]
-    fn acquire_slow(&self, word: &AtomicU32, deadline: Deadline, forever: bool) -> Result<bool> {
+    fn acquire_slow(&self, word: &robust::Word, deadline: Deadline, forever: bool) -> Result<bool> {
         loop {
-            let cur = word.load(Ordering::Relaxed);
+            let cur = robust::holder(word);
             if cur == 0 || !held_by_me(word) {
                 break;
             }
@@ -131,19 +146,34 @@ impl Lock {
                      forever; release it first, or use an RLock",
                 ));
             }
-            // Another process may release it for us (Lock has no owner check), or not.
-            if !futex::wait(word, cur, deadline) && deadline.passed() {
+            if deadline.passed() {
                 return Ok(false);
             }
+            // Another process may release a leaked acquisition for us, or not.
+            robust::sleep_while_held_by(word, cur, deadline);
         }
         match robust::lock(word, deadline) {
             None => Ok(false),
             Some(robust::Acquired::Clean) => Ok(true),
             Some(robust::Acquired::OwnerDied) => {
+                self.leaked().store(0, Ordering::Relaxed);
                 robust::unlock(word);
                 Err(Error::OwnerDied)
             }
         }
+    }
+
+    /// Takes the lock only if it is free now, never recovering it from a dead holder (which
+    /// would consume the `OwnerDied` report that the next acquirer must see). For `Debug`.
+    pub(crate) fn try_acquire_free(&self) -> Option<LockGuard<'_>> {
+        if !robust::try_lock_free(self.word()) {
+            return None;
+        }
+        note_acquired();
+        Some(LockGuard {
+            lock: self,
+            _not_send: std::marker::PhantomData,
+        })
     }
 
     /// Takes the lock, waiting as long as needed, also from a dead holder. Returns whether the
@@ -153,6 +183,9 @@ impl Lock {
             robust::lock(self.word(), Deadline::NEVER),
             Some(robust::Acquired::OwnerDied)
         );
+        if died {
+            self.leaked().store(0, Ordering::Relaxed);
+        }
         note_acquired();
         (
             LockGuard {
@@ -166,17 +199,25 @@ impl Lock {
     /// Whether some thread of some process holds the lock (Python's `locked()`). A holder that
     /// died still counts until the next acquire notices.
     pub fn locked(&self) -> bool {
-        self.word().load(Ordering::Relaxed) != 0
+        robust::is_locked(self.word())
     }
 
     /// Releases a lock held without a guard (see [`LockGuard::leak`]); any process may release
-    /// it, as in Python. Releasing an unlocked lock is [`Error::InvalidState`].
+    /// it, as in Python. Releasing an unlocked lock, or one held through a guard (the guard
+    /// releases it when dropped), is [`Error::InvalidState`].
     pub fn release(&self) -> Result<()> {
         let word = self.word();
-        if word.load(Ordering::Relaxed) == 0 {
+        if !robust::is_locked(word) {
             return Err(Error::state("release of an unlocked Lock"));
         }
-        if robust::owner(word) == robust::my_tid() {
+        // Only one releaser can take the leaked mark, so only one of them unlocks.
+        if self.leaked().swap(0, Ordering::AcqRel) == 0 {
+            return Err(Error::state(
+                "the Lock is held through a guard, which releases it when dropped; release() \
+                 only ends an acquisition made bare with LockGuard::leak",
+            ));
+        }
+        if robust::holder(word) == robust::me() {
             note_released();
         }
         robust::unlock(word);
@@ -188,12 +229,17 @@ impl Lock {
     pub fn same_as(&self, other: &Lock) -> bool {
         self.obj.same_as(&other.obj)
     }
+
+    /// The device and inode of the lock's memfd, which identify it in every process.
+    pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
+        self.obj.file_id()
+    }
 }
 
 impl fmt::Debug for Lock {
     /// `<Lock(owner=None)>`, or the holder's thread id: `<Lock(owner=12345)>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match robust::owner(self.word()) {
+        match robust::owner_tid(self.word()) {
             0 => write!(f, "<Lock(owner=None)>"),
             tid => write!(f, "<Lock(owner={tid})>"),
         }
@@ -212,6 +258,7 @@ impl<'a> LockGuard<'a> {
     /// Keeps the lock held without a guard; release it later with [`Lock::release`] (from any
     /// process). For hand-over patterns where another process releases.
     pub fn leak(self) {
+        self.lock.leaked().store(1, Ordering::Release);
         std::mem::forget(self);
     }
 
@@ -232,5 +279,59 @@ impl Drop for LockGuard<'_> {
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LockGuard({:?})", self.lock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_holder_whose_id_another_process_has_is_recovered() {
+        let lock = Lock::new().unwrap();
+        // The holder died; a process that is not it now has its thread id.
+        let namesake = robust::Namesake::start();
+        lock.word().store(namesake.word(false), Ordering::Relaxed);
+        assert!(lock.locked());
+        let r = lock.acquire_timeout(Duration::from_secs(60));
+        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
+        // Free again, for good.
+        assert!(!lock.locked());
+        drop(
+            lock.try_acquire()
+                .unwrap()
+                .expect("free after the recovery"),
+        );
+    }
+
+    #[test]
+    fn a_live_holder_in_another_process_keeps_the_lock() {
+        let lock = Lock::new().unwrap();
+        let namesake = robust::Namesake::start();
+        lock.word().store(namesake.word(true), Ordering::Relaxed);
+        assert!(
+            lock.acquire_timeout(Duration::from_millis(300))
+                .unwrap()
+                .is_none()
+        );
+        assert!(lock.locked());
+    }
+
+    #[test]
+    fn only_a_leaked_acquisition_can_be_released() {
+        let lock = Lock::new().unwrap();
+        let g = lock.acquire().unwrap();
+        let other = lock.clone();
+        let r = std::thread::spawn(move || other.release()).join().unwrap();
+        assert!(matches!(r, Err(Error::InvalidState { .. })), "{r:?}");
+        assert!(lock.locked());
+        drop(g);
+        lock.acquire().unwrap().leak();
+        let other = lock.clone();
+        std::thread::spawn(move || other.release())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(!lock.locked());
     }
 }

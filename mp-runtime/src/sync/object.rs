@@ -68,8 +68,13 @@ impl<H: Header> Object<H> {
             .ok_or_else(|| Error::InvalidArgument {
                 message: format!("{data_len} bytes of shared data do not fit in memory"),
             })?;
-        let region = SharedRegion::create(H::KIND, len)
-            .map_err(|e| Error::io("create shared memory (memfd_create, ftruncate and mmap)", e))?;
+        // Reserved: a Value or Array written later must not meet a full memory as SIGBUS.
+        let region = SharedRegion::create_reserved(H::KIND, len).map_err(|e| {
+            Error::io(
+                "create shared memory (memfd_create, ftruncate, fallocate and mmap)",
+                e,
+            )
+        })?;
         let obj = Object {
             region: Arc::new(region),
             _header: PhantomData,
@@ -79,7 +84,9 @@ impl<H: Header> Object<H> {
         Ok(obj)
     }
 
-    /// The object behind a descriptor received from another process.
+    /// The object behind a descriptor received from another process: a memfd sealed against
+    /// shrinking (so its memory cannot be cut from under the mapping), at least as large as the
+    /// header, with the right magic word.
     pub(crate) fn from_fd(fd: OwnedFd) -> std::result::Result<Self, String> {
         let kind = H::KIND.to_string_lossy();
         let region =
@@ -127,13 +134,18 @@ impl<H: Header> Object<H> {
 
     /// Whether two handles map the same object (the same memfd).
     pub(crate) fn same_as(&self, other: &Self) -> bool {
-        match (
-            nix::sys::stat::fstat(self.region.as_fd()),
-            nix::sys::stat::fstat(other.region.as_fd()),
-        ) {
-            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+        match (self.file_id(), other.file_id()) {
+            (Ok(a), Ok(b)) => a == b,
             _ => false,
         }
+    }
+
+    /// The device and inode of the object's memfd: the same in every process that has it, and
+    /// no other live object has them.
+    pub(crate) fn file_id(&self) -> Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(self.region.as_fd())
+            .map_err(|e| Error::sys("fstat a shared object", e))?;
+        Ok((st.st_dev as u64, st.st_ino as u64))
     }
 }
 

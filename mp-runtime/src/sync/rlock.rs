@@ -14,14 +14,14 @@ use crate::sys::poll::Deadline;
 
 #[repr(C)]
 pub(crate) struct RLockHeader {
-    word: AtomicU32,
+    word: robust::Word,
     /// Acquisitions by the owner not yet released; only the owner writes it.
     count: AtomicU32,
 }
 
 // SAFETY: atomics only.
 unsafe impl Header for RLockHeader {
-    const MAGIC: u64 = u64::from_le_bytes(*b"mp-rlck1");
+    const MAGIC: u64 = u64::from_le_bytes(*b"mp-rlck2");
     const KIND: &'static std::ffi::CStr = c"mp-rlock";
 }
 
@@ -107,7 +107,7 @@ impl RLock {
     pub fn release(&self) -> Result<()> {
         let h = self.h();
         if !held_by_me(&h.word) {
-            return Err(match robust::owner(&h.word) {
+            return Err(match robust::owner_tid(&h.word) {
                 0 => Error::state("release of an unlocked RLock"),
                 tid => Error::state(format!(
                     "cannot release an RLock owned by thread {tid}: only its owner can"
@@ -129,7 +129,7 @@ impl RLock {
 
     /// Whether any thread holds the lock.
     pub fn locked(&self) -> bool {
-        self.h().word.load(Ordering::Relaxed) != 0
+        robust::is_locked(&self.h().word)
     }
 
     /// How many times the owner has acquired it without releasing (0 when free).
@@ -150,7 +150,7 @@ impl RLock {
 impl fmt::Debug for RLock {
     /// `<RLock(None, 0)>`, or the owner's thread id and count: `<RLock(12345, 3)>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match robust::owner(&self.h().word) {
+        match robust::owner_tid(&self.h().word) {
             0 => write!(f, "<RLock(None, 0)>"),
             tid => write!(f, "<RLock({tid}, {})>", self.count()),
         }
@@ -182,5 +182,23 @@ impl Drop for RLockGuard<'_> {
 impl fmt::Debug for RLockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RLockGuard({:?})", self.lock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_owner_whose_id_another_process_has_is_recovered() {
+        let r = RLock::new().unwrap();
+        let namesake = robust::Namesake::start();
+        r.h().word.store(namesake.word(false), Ordering::Relaxed);
+        r.h().count.store(3, Ordering::Relaxed);
+        let got = r.acquire_timeout(Duration::from_secs(60));
+        assert!(matches!(got, Err(Error::OwnerDied)), "{got:?}");
+        let g = r.try_acquire().unwrap().expect("free after the recovery");
+        assert_eq!(r.count(), 1);
+        drop(g);
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod mmap;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod posix_spawn;
+pub(crate) mod thread_tag;
 
 use std::io;
 
