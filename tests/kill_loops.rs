@@ -191,10 +191,11 @@ fn our_segments() -> usize {
         .count()
 }
 
-/// Processes that leaked segments are killed, half of them after their tracker was killed too:
-/// the (restarted) tracker unlinks everything. (A process killed between its tracker's death
-/// and its next registration leaves its earlier segments behind: nothing is left to unlink
-/// them. The tracker is only killed on purpose here.)
+/// Processes that leaked segments are killed, anywhere while creating them or once done, half
+/// of them after their tracker was killed too: the (restarted) tracker unlinks everything. (A
+/// process killed between its tracker's death and its next registration would leave its earlier
+/// segments behind, with nothing left to unlink them; the test kills a tracker only on purpose,
+/// and then lets the next registration notice.)
 #[test]
 fn leaked_segments_are_unlinked_after_kills() {
     let _g = shared();
@@ -204,10 +205,15 @@ fn leaked_segments_are_unlinked_after_kills() {
         let mut p = started(
             mp::get_context(StartMethod::Spawn).process(leak_segments, (6, it % 2 == 0, theirs)),
         );
-        // Killed once every segment exists (and, when the tracker was killed, after the next
-        // segment's registration started a new one).
-        ours.recv_timeout(LONG).unwrap();
-        somewhere(1_000);
+        if random() % 2 == 0 {
+            // Killed once every segment exists (and, when the tracker was killed, after the
+            // next segment's registration started a new one).
+            ours.recv_timeout(LONG).unwrap();
+        } else if it % 2 == 1 {
+            // Killed anywhere while creating (the tracker alive): generated names are
+            // registered before the segment exists, so no moment leaks one.
+            somewhere(20_000);
+        }
         p.kill().unwrap();
         assert!(p.join_timeout(LONG), "iteration {it}: the leaker did not die");
     }

@@ -12,7 +12,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
 use common::*;
 use mp::manager::{DictProxy, Proxy};

@@ -110,6 +110,18 @@ fn shm_error(context: &'static str, name: &str, e: Errno) -> Error {
     }
 }
 
+/// When a new segment's name is given to the resource tracker. Before the segment exists, a
+/// kill in between leaves nothing behind (the tracker's unlink finds no name); but a name the
+/// caller chose may be another process's, which the tracker must never unlink, so such a name
+/// is registered once this process has created it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// For generated names, which no one else uses.
+    BeforeCreating,
+    /// For names given by the caller.
+    AfterCreating,
+}
+
 fn random_name() -> Result<String> {
     let mut b = [0u8; 8];
     crate::sys::random_bytes(&mut b).map_err(|e| Error::io("getrandom", e))?;
@@ -125,7 +137,7 @@ impl SharedMemory {
     /// [`Error::Io`] (`ENOSPC`), and the name is removed again.
     pub fn create(size: usize) -> Result<SharedMemory> {
         loop {
-            match Self::create_inner(&random_name()?, size) {
+            match Self::create_inner(&random_name()?, size, Registration::BeforeCreating) {
                 // A generated name that exists already: draw another (Python does the same).
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -138,26 +150,36 @@ impl SharedMemory {
     /// [`Error::Io`] of kind `AlreadyExists`; zero size, an empty name, a NUL or `/` inside it are
     /// [`Error::InvalidArgument`].
     pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
-        Self::create_inner(check_name(name)?, size)
+        Self::create_inner(check_name(name)?, size, Registration::AfterCreating)
     }
 
-    fn create_inner(name: &str, size: usize) -> Result<SharedMemory> {
+    fn create_inner(name: &str, size: usize, registration: Registration) -> Result<SharedMemory> {
         if size == 0 {
             return Err(invalid("a shared memory segment needs a positive size"));
         }
         let size_off = i64::try_from(size).map_err(|_| invalid("shared memory size too large"))?;
+        if registration == Registration::BeforeCreating {
+            tracker::register(name)?;
+        }
         let fd = nix::sys::mman::shm_open(
             format!("/{name}").as_str(),
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
             Mode::S_IRUSR | Mode::S_IWUSR,
         )
-        .map_err(|e| shm_error("create shared memory", name, e))?;
+        .map_err(|e| {
+            if registration == Registration::BeforeCreating {
+                tracker::unregister(name);
+            }
+            shm_error("create shared memory", name, e)
+        })?;
         // From here on the name exists: remove it again if anything fails.
         let unlink_on_error = |e: Error| {
             let _ = nix::sys::mman::shm_unlink(format!("/{name}").as_str());
             e
         };
-        tracker::register(name).map_err(unlink_on_error)?;
+        if registration == Registration::AfterCreating {
+            tracker::register(name).map_err(unlink_on_error)?;
+        }
         let done = nix::unistd::ftruncate(&fd, size_off)
             .map_err(|e| shm_error("size shared memory", name, e))
             .and_then(|()| {
