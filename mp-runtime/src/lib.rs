@@ -128,6 +128,24 @@ pub mod __private {
         crate::process::bootstrap_frame(worker, args)
     }
 
+    pub use crate::pool::StartFaults;
+
+    /// Test support: `builder`'s pool fails to start workers as `faults` says.
+    pub fn pool_start_faults(
+        builder: crate::PoolBuilder,
+        faults: &StartFaults,
+    ) -> crate::PoolBuilder {
+        builder.start_faults(faults)
+    }
+
+    /// Test support: `builder`'s executor fails to start workers as `faults` says.
+    pub fn executor_start_faults(
+        builder: crate::ExecutorBuilder,
+        faults: &StartFaults,
+    ) -> crate::ExecutorBuilder {
+        builder.start_faults(faults)
+    }
+
     /// Test support: takes `queue`'s internal lock and never gives it back, so that a test can
     /// kill a process that holds it.
     pub fn hold_queue_lock<T>(queue: &crate::Queue<T>) {
