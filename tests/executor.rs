@@ -705,8 +705,7 @@ fn at_the_descriptor_limit_the_future_fails_and_the_executor_recovers() {
         .context(mp::get_context(StartMethod::Spawn))
         .build()
         .unwrap();
-    // Every descriptor number from 3 up is taken or refused from here on.
-    let saved = set_fd_limit(3);
+    let saved = refuse_new_fds();
     let f = ex.submit(square, (3,)).unwrap();
     let r = f.result_timeout(LONG);
     set_fd_limit(saved);

@@ -1006,7 +1006,7 @@ fn at_the_descriptor_limit_a_dead_worker_is_replaced_once_the_limit_is_lifted() 
         .build()
         .unwrap();
     let victim = pool.worker_pids()[0];
-    let saved = set_fd_limit(3);
+    let saved = refuse_new_fds();
     kill_worker(victim);
     let shrunk = eventually(LONG, || pool.worker_pids().len() == 1);
     let served = pool

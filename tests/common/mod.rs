@@ -188,6 +188,17 @@ pub fn in_child_process(name: &str) -> bool {
     false
 }
 
+/// Lowers the soft limit on open descriptors (RLIMIT_NOFILE) to the lowest free descriptor
+/// number, so that no new descriptor can be opened while those open keep working (and poll(2),
+/// which refuses more descriptors than the limit, still works on them). Returns the previous
+/// limit, for [`set_fd_limit`].
+pub fn refuse_new_fds() -> u64 {
+    let probe = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let lowest_free = std::os::fd::AsRawFd::as_raw_fd(&probe) as u64;
+    drop(probe);
+    set_fd_limit(lowest_free)
+}
+
 /// Sets the soft limit on open descriptors (RLIMIT_NOFILE) and returns the previous one.
 pub fn set_fd_limit(soft: u64) -> u64 {
     let mut lim = libc::rlimit {
