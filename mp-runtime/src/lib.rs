@@ -9,6 +9,8 @@ pub mod connection;
 mod context;
 mod error;
 mod executor;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 mod global;
 mod handle;
 mod identity;
@@ -129,6 +131,8 @@ pub mod __private {
     }
 
     pub use crate::pool::StartFaults;
+
+    pub use crate::fuzz_hooks as fuzz;
 
     /// Test support: `builder`'s pool fails to start workers as `faults` says.
     pub fn pool_start_faults(

@@ -12,7 +12,7 @@ mod builder;
 pub(crate) mod chunking;
 mod iter;
 pub(crate) mod scheduler;
-mod wire;
+pub(crate) mod wire;
 pub(crate) mod worker_loop;
 
 use std::fmt;
