@@ -652,3 +652,64 @@ for_each_method!(fx_34_drop_is_shutdown_wait, |ctx: mp::Context| {
     }
     assert!(pids.iter().all(|p| pid_gone(*p)));
 });
+
+fn assert_start_failure<T: std::fmt::Debug>(r: mp::Result<T>, text: &str) {
+    match r {
+        Err(Error::PoolBroken { message }) => {
+            assert!(
+                message.contains("no worker process could be started"),
+                "{message}"
+            );
+            assert!(message.contains(text), "{message}");
+        }
+        other => panic!("expected a start failure, got {other:?}"),
+    }
+}
+
+/// The executor's first worker cannot start (the exec64 reproduction): the future fails with
+/// the start error instead of waiting forever, and once starting works again the executor
+/// runs what is submitted next.
+#[test]
+fn a_worker_that_cannot_start_fails_the_future_and_later_submits_retry() {
+    let _g = shared();
+    let faults = mp::__private::StartFaults::new();
+    let ex = mp::__private::executor_start_faults(
+        ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .context(mp::get_context(StartMethod::Spawn)),
+        &faults,
+    )
+    .build()
+    .unwrap();
+    faults.fail_next(usize::MAX);
+    let f = ex.submit(square, (3,)).unwrap();
+    assert_start_failure(f.result_timeout(LONG), "injected");
+    // Still failing: the next submission tries again and fails the same way.
+    let f = ex.submit(square, (4,)).unwrap();
+    assert_start_failure(f.result_timeout(LONG), "injected");
+    faults.fail_next(0);
+    let f = ex.submit(square, (5,)).unwrap();
+    assert_eq!(f.result_timeout(LONG).unwrap(), 25);
+    assert_eq!(ex.worker_pids().len(), 1);
+}
+
+/// The same at a real descriptor limit, in a process of its own so that the limit touches no
+/// other test: no descriptor can be opened when the first worker is to start.
+#[test]
+fn at_the_descriptor_limit_the_future_fails_and_the_executor_recovers() {
+    if !in_child_process("at_the_descriptor_limit_the_future_fails_and_the_executor_recovers") {
+        return;
+    }
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .context(mp::get_context(StartMethod::Spawn))
+        .build()
+        .unwrap();
+    let saved = refuse_new_fds();
+    let f = ex.submit(square, (3,)).unwrap();
+    let r = f.result_timeout(LONG);
+    set_fd_limit(saved);
+    assert_start_failure(r, "Too many open files");
+    let f = ex.submit(square, (4,)).unwrap();
+    assert_eq!(f.result_timeout(LONG).unwrap(), 16);
+}

@@ -312,3 +312,143 @@ fn accept_timeout_keeps_its_deadline_when_another_thread_takes_the_client() {
         }
     }
 }
+
+fn tcp_address(l: &Listener) -> std::net::SocketAddr {
+    match l.address() {
+        Address::Tcp(a) => *a,
+        other => panic!("expected a TCP address, got {other}"),
+    }
+}
+
+/// Connects to `addr`, reads the challenge, then sends the 48 bytes of an answer one every
+/// `pace` until the listener hangs up or `stop` says so. Returns how long after the challenge
+/// the listener hung up, if it did.
+fn drip(
+    addr: std::net::SocketAddr,
+    pace: Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut challenge = [0u8; 16 + 19 + 32];
+        s.read_exact(&mut challenge).unwrap();
+        let begun = std::time::Instant::now();
+        let mut answer = Vec::new();
+        answer.extend_from_slice(&32u64.to_le_bytes());
+        answer.extend_from_slice(&0u32.to_le_bytes());
+        answer.extend_from_slice(&0x4D50_0001u32.to_le_bytes());
+        answer.extend_from_slice(&[0u8; 32]);
+        s.set_read_timeout(Some(pace)).unwrap();
+        for byte in answer {
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) if stop.try_recv().is_ok() => return None,
+                Ok(0) => return Some(begun.elapsed()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(begun.elapsed()),
+                Ok(_) => panic!("the listener sent more than its challenge"),
+            }
+            if s.write_all(&[byte]).is_err() {
+                return Some(begun.elapsed());
+            }
+        }
+        None
+    })
+}
+
+/// A peer that connects first and never says a word does not hold up a client that connects
+/// after it: `accept` returns that client at once (the slowloris reproduction, `silent`).
+#[test]
+fn a_silent_peer_does_not_delay_a_client_that_authenticates() {
+    let _g = shared();
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let silent = std::net::TcpStream::connect(tcp_address(&l)).unwrap();
+    let a = l.address().clone();
+    let client = std::thread::spawn(move || {
+        Client::connect::<String>(a, KEY).and_then(|c| c.send(&"through".to_string()))
+    });
+    // The old accept spent up to its whole timeout on the silent peer.
+    let conn = l
+        .accept_timeout::<String>(Duration::from_secs(10))
+        .expect("the client that authenticates is accepted");
+    assert_eq!(conn.recv_timeout(LONG).unwrap(), "through");
+    client.join().unwrap().unwrap();
+    drop(silent);
+}
+
+/// `accept_timeout`'s timeout is a deadline for the whole call, even while a peer keeps the
+/// handshake alive with a byte now and then (the slowloris reproduction, `drip`).
+#[test]
+fn accept_timeout_keeps_its_deadline_against_a_dripping_peer() {
+    let _g = shared();
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel();
+    let dripper = drip(tcp_address(&l), Duration::from_millis(200), stopped);
+    let t = std::time::Instant::now();
+    let r = l.accept_timeout::<u8>(Duration::from_millis(500));
+    let took = t.elapsed();
+    assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+    // The dripper would take 48 x 200 ms to finish; the old accept waited for it.
+    assert!(
+        took < Duration::from_secs(4),
+        "accept_timeout(500 ms) took {took:?}"
+    );
+    stop.send(()).unwrap();
+    drop(l);
+    dripper.join().unwrap();
+}
+
+/// A peer gets the handshake timeout in all, not per read: one that sends a byte every 50 ms
+/// is disconnected when its 300 ms are up, while `accept` goes on waiting for others.
+#[test]
+fn a_dripping_peer_is_cut_off_at_its_handshake_deadline() {
+    let _g = shared();
+    let mut l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    l.set_handshake_timeout(Duration::from_millis(300));
+    let (_stop, stopped) = std::sync::mpsc::channel();
+    let dripper = drip(tcp_address(&l), Duration::from_millis(50), stopped);
+    let a = l.address().clone();
+    // A second thread keeps `accept` busy until the dripper is gone, then connects for real.
+    let r = std::thread::scope(|s| {
+        let accepted = s.spawn(|| l.accept_timeout::<u8>(LONG));
+        let cut_after = dripper.join().unwrap();
+        let c = Client::connect::<u8>(a, KEY).unwrap();
+        c.send(&5).unwrap();
+        (cut_after, accepted.join().unwrap())
+    });
+    let cut_after = r.0.expect("the dripping peer was disconnected");
+    // Sending all 48 bytes would take 2.4 s.
+    assert!(
+        cut_after < Duration::from_secs(2),
+        "cut after {cut_after:?}"
+    );
+    assert_eq!(r.1.unwrap().recv_timeout(LONG).unwrap(), 5);
+}
+
+/// More silent peers than the listener keeps handshakes for: the oldest are disconnected, and a
+/// client that authenticates is still accepted.
+#[test]
+fn a_flood_of_silent_peers_does_not_lock_out_a_client() {
+    let _g = shared();
+    use std::io::Read;
+    let l = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let silent: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(tcp_address(&l)).unwrap())
+        .collect();
+    let a = l.address().clone();
+    let client = std::thread::spawn(move || {
+        Client::connect::<String>(a, KEY).and_then(|c| c.send(&"made it".to_string()))
+    });
+    let conn = l
+        .accept_timeout::<String>(Duration::from_secs(10))
+        .expect("the client that authenticates is accepted");
+    assert_eq!(conn.recv_timeout(LONG).unwrap(), "made it");
+    client.join().unwrap().unwrap();
+    // The first peer got its challenge and was then dropped to make room.
+    let mut first = &silent[0];
+    first.set_read_timeout(Some(LONG)).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(first.read_to_end(&mut buf), Ok(67)), "{buf:?}");
+}

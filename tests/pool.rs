@@ -910,3 +910,114 @@ fn callbacks_submitting_to_a_bounded_pool_never_wait_for_themselves() {
     ));
     assert!(t.elapsed() < Duration::from_secs(30));
 }
+
+fn kill_worker(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// A worker that dies while no new one can start (the `exhaust pool-replace` reproduction) is
+/// replaced once starting works again: the pool retries with a backoff instead of shrinking
+/// for good.
+#[test]
+fn a_worker_that_cannot_be_replaced_at_once_is_replaced_later() {
+    let _g = shared();
+    let faults = mp::__private::StartFaults::new();
+    let pool = mp::__private::pool_start_faults(
+        Pool::builder()
+            .processes(2)
+            .context(mp::get_context(StartMethod::Spawn)),
+        &faults,
+    )
+    .build()
+    .unwrap();
+    let victim = pool.worker_pids()[0];
+    faults.fail_next(3);
+    kill_worker(victim);
+    assert!(
+        eventually(LONG, || {
+            let pids = pool.worker_pids();
+            pids.len() == 2 && !pids.contains(&victim)
+        }),
+        "the pool did not get back to 2 workers: {:?}",
+        pool.worker_pids()
+    );
+    assert_eq!(faults.left(), 0, "every failed start was retried");
+    assert_eq!(pool.map(square, 0..10u64).unwrap().len(), 10);
+}
+
+/// With no worker at all and none able to start, queued tasks fail with the start error
+/// instead of waiting forever; once starting works again the pool is whole and runs tasks.
+#[test]
+fn when_no_worker_can_start_tasks_fail_and_the_pool_recovers() {
+    let _g = shared();
+    let faults = mp::__private::StartFaults::new();
+    let pool = mp::__private::pool_start_faults(
+        Pool::builder()
+            .processes(1)
+            .context(mp::get_context(StartMethod::Spawn)),
+        &faults,
+    )
+    .build()
+    .unwrap();
+    faults.fail_next(usize::MAX);
+    kill_worker(pool.worker_pids()[0]);
+    assert!(eventually(LONG, || pool.worker_pids().is_empty()));
+    match pool.apply_async(square, (3,)).unwrap().get_timeout(LONG) {
+        Err(Error::PoolBroken { message }) => {
+            assert!(
+                message.contains("no worker process could be started"),
+                "{message}"
+            );
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("expected a start failure, got {other:?}"),
+    }
+    faults.fail_next(0);
+    assert!(
+        eventually(LONG, || pool.worker_pids().len() == 1),
+        "no worker started once starting works again"
+    );
+    assert_eq!(
+        pool.apply_async(square, (4,))
+            .unwrap()
+            .get_timeout(LONG)
+            .unwrap(),
+        16
+    );
+}
+
+/// The same at a real descriptor limit, in a process of its own: a killed worker cannot be
+/// replaced while no descriptor can be opened, the other worker serves meanwhile, and the pool
+/// is whole again once the limit is lifted.
+#[test]
+fn at_the_descriptor_limit_a_dead_worker_is_replaced_once_the_limit_is_lifted() {
+    if !in_child_process(
+        "at_the_descriptor_limit_a_dead_worker_is_replaced_once_the_limit_is_lifted",
+    ) {
+        return;
+    }
+    let pool = Pool::builder()
+        .processes(2)
+        .context(mp::get_context(StartMethod::Spawn))
+        .build()
+        .unwrap();
+    let victim = pool.worker_pids()[0];
+    let saved = refuse_new_fds();
+    kill_worker(victim);
+    let shrunk = eventually(LONG, || pool.worker_pids().len() == 1);
+    let served = pool
+        .apply_async(square, (5,))
+        .and_then(|r| r.get_timeout(LONG));
+    set_fd_limit(saved);
+    assert!(shrunk, "{:?}", pool.worker_pids());
+    assert_eq!(served.unwrap(), 25);
+    assert!(
+        eventually(LONG, || pool.worker_pids().len() == 2),
+        "the pool did not get back to 2 workers: {:?}",
+        pool.worker_pids()
+    );
+}

@@ -5,7 +5,7 @@
 //! child as a worker argument (it travels as a file descriptor) and it works there, or hand it on
 //! to a grandchild.
 
-pub use crate::listener::HANDSHAKE_TIMEOUT;
+pub use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

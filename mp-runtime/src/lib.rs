@@ -8,6 +8,8 @@ pub mod connection;
 mod context;
 mod error;
 mod executor;
+#[doc(hidden)]
+pub mod fuzz_hooks;
 mod global;
 mod handle;
 mod identity;
@@ -129,6 +131,26 @@ pub mod __private {
     /// argument tuple.
     pub fn bootstrap_frame(worker: &str, args: &[u8]) -> crate::Result<Vec<u8>> {
         crate::process::bootstrap_frame(worker, args)
+    }
+
+    pub use crate::pool::StartFaults;
+
+    pub use crate::fuzz_hooks as fuzz;
+
+    /// Test support: `builder`'s pool fails to start workers as `faults` says.
+    pub fn pool_start_faults(
+        builder: crate::PoolBuilder,
+        faults: &StartFaults,
+    ) -> crate::PoolBuilder {
+        builder.start_faults(faults)
+    }
+
+    /// Test support: `builder`'s executor fails to start workers as `faults` says.
+    pub fn executor_start_faults(
+        builder: crate::ExecutorBuilder,
+        faults: &StartFaults,
+    ) -> crate::ExecutorBuilder {
+        builder.start_faults(faults)
     }
 
     /// Test support: takes `queue`'s internal lock and never gives it back, so that a test can

@@ -3,10 +3,16 @@
 //!
 //! Both sides prove that they know the authkey with an HMAC-SHA256 challenge in each direction
 //! before any message is exchanged. A wrong key is [`Error::Authentication`] on both sides, and
-//! a listener keeps accepting after a failed handshake. A peer that connects and then says
-//! nothing is given [`HANDSHAKE_TIMEOUT`] (or what is left of an `accept_timeout`), so it cannot
-//! block a listener forever.
+//! a listener keeps accepting after a failed handshake.
+//!
+//! A listener runs the handshakes of all the peers that connected at once, advancing each as its
+//! bytes arrive, so a peer that is slow or silent delays nobody else: `accept` returns the first
+//! peer to complete. Each peer has [`HANDSHAKE_TIMEOUT`] in all to complete (a peer that sends
+//! one byte now and then is cut off when it passes), and at most [`MAX_PENDING_HANDSHAKES`] (64)
+//! are in progress at once: past that the oldest is dropped, so that a flood of connections that
+//! never authenticate cannot lock out a client that does (each new one only evicts the stalest).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -14,45 +20,21 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::sys::poll::{Deadline, wait_readable};
-use crate::transport::auth::{client_handshake, serve_handshake};
+use crate::sys::fd::set_nonblocking;
+use crate::sys::poll::Deadline;
+use crate::transport::auth::{HANDSHAKE_TIMEOUT, Handshake, Wait, advance, client_handshake_until};
 
-/// How long `accept` and `connect` wait for the peer's side of the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs a handshake on `fd` with receive and send timeouts of `limit`; a peer that stays silent
-/// that long is [`Error::Timeout`].
-fn handshake_within(
-    fd: BorrowedFd<'_>,
-    limit: Duration,
-    handshake: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    use nix::sys::time::TimeVal;
-    let set = |d: Duration| -> Result<()> {
-        let tv = TimeVal::new(
-            d.as_secs().min(i64::MAX as u64) as i64,
-            i64::from(d.subsec_micros()),
-        );
-        setsockopt(&fd, sockopt::ReceiveTimeout, &tv)
-            .and_then(|()| setsockopt(&fd, sockopt::SendTimeout, &tv))
-            .map_err(|e| Error::sys("set handshake timeout", e))
-    };
-    // A zero timeval means "no timeout" to the kernel: round up to 1 ms.
-    set(limit.max(Duration::from_millis(1)))?;
-    let result = handshake().map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
-            Error::Timeout
-        }
-        e => e,
-    });
-    set(Duration::ZERO)?;
-    result
-}
+/// The most handshakes a [`Listener`] keeps in progress at once; a connection past that drops
+/// the oldest one still in progress.
+pub(crate) const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
 ///
@@ -193,11 +175,60 @@ enum Socket {
 /// assert!(matches!(t.join().unwrap(), Err(mp::Error::Authentication { .. })));
 /// # Ok::<(), mp::Error>(())
 /// ```
+///
+/// Handshakes run concurrently: `accept` returns the first peer to authenticate, whatever the
+/// peers that connected before it do. A peer has [`HANDSHAKE_TIMEOUT`] in all (see
+/// [`set_handshake_timeout`](Listener::set_handshake_timeout)); one that has not authenticated
+/// by then is disconnected, and one that hangs up halfway is forgotten, without an error to any
+/// caller. At most 64 handshakes are in progress at once; a new connection past that
+/// disconnects the oldest one. A peer whose handshake fails (wrong key, not an `mp` peer) is
+/// [`Error::Authentication`] for one `accept` call. Several threads may call `accept` on one listener; each connection goes to one of them.
 pub struct Listener {
     socket: Socket,
     address: Address,
     authkey: Vec<u8>,
     unlink: Option<PathBuf>,
+    handshake_timeout: Duration,
+    accepting: Mutex<Accepting>,
+    /// Signalled when the thread advancing the handshakes stops doing so.
+    turn: Condvar,
+}
+
+/// The handshakes of a listener, advanced by one `accept` call at a time.
+#[derive(Default)]
+struct Accepting {
+    /// An `accept` call is advancing the handshakes (it holds `pending` meanwhile).
+    driving: bool,
+    /// Connections whose handshake is in progress, oldest first.
+    pending: VecDeque<Pending>,
+    /// Handshakes that ended, for the next `accept` calls: the connection, or why it failed.
+    ended: VecDeque<Result<OwnedFd>>,
+}
+
+/// A connection whose handshake is in progress (its socket is non-blocking meanwhile).
+struct Pending {
+    fd: OwnedFd,
+    hs: Handshake,
+    wait: Wait,
+    /// When the peer is cut off if it has not completed its side.
+    deadline: Instant,
+}
+
+/// Gives up the role of advancing handshakes when dropped (on a panic too), handing back the
+/// handshakes in progress and waking the callers waiting for the role.
+struct Turn<'a> {
+    listener: &'a Listener,
+    pending: VecDeque<Pending>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut st = self.listener.lock();
+        st.driving = false;
+        st.pending = std::mem::take(&mut self.pending);
+        drop(st);
+        self.listener.turn.notify_all();
+    }
 }
 
 impl Listener {
@@ -229,6 +260,9 @@ impl Listener {
             address,
             authkey: authkey.as_ref().to_vec(),
             unlink,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            accepting: Mutex::new(Accepting::default()),
+            turn: Condvar::new(),
         };
         match &listener.socket {
             Socket::Unix(l) => l.set_nonblocking(true),
@@ -265,42 +299,192 @@ impl Listener {
         self.accept_until(Deadline::after(Some(timeout)))
     }
 
+    /// How long, in all, a peer that connects has to complete its side of the handshake
+    /// (default [`HANDSHAKE_TIMEOUT`]); applies to connections accepted from now on.
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Accepting> {
+        self.accepting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn accept_until<T>(&self, deadline: Deadline) -> Result<Connection<T>> {
-        let (fd, tcp): (OwnedFd, bool) = loop {
-            let ready =
-                wait_readable(&[self.as_fd()], deadline).map_err(|e| Error::io("poll", e))?;
-            if !ready[0] {
-                return Err(Error::Timeout);
+        let tcp = matches!(self.socket, Socket::Tcp(_));
+        let mut st = self.lock();
+        loop {
+            if let Some(ended) = st.ended.pop_front() {
+                return ended.map(|fd| Connection::from_socket(fd, tcp));
             }
-            let r = match &self.socket {
-                Socket::Unix(l) => l.accept().map(|(s, _)| (OwnedFd::from(s), false)),
+            if !st.driving {
+                // This call advances the handshakes until one ends or its deadline passes.
+                st.driving = true;
+                let mut turn = Turn {
+                    listener: self,
+                    pending: std::mem::take(&mut st.pending),
+                };
+                drop(st);
+                let ended = self.drive(&mut turn.pending, deadline);
+                drop(turn);
+                st = self.lock();
+                st.ended.extend(ended);
+                if st.ended.is_empty() && deadline.passed() {
+                    return Err(Error::Timeout);
+                }
+                continue;
+            }
+            // Another call is advancing them: wait for it to hand over, or for our deadline.
+            st = match deadline.remaining() {
+                None => self.turn.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(left) if left.is_zero() => return Err(Error::Timeout),
+                Some(left) => {
+                    self.turn
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Accepts connections and advances their handshakes until at least one ends (returned,
+    /// oldest first) or `deadline` passes (nothing returned). Peers past their own deadline are
+    /// disconnected on the way.
+    fn drive(&self, pending: &mut VecDeque<Pending>, deadline: Deadline) -> Vec<Result<OwnedFd>> {
+        let mut ended = Vec::new();
+        loop {
+            let now = Instant::now();
+            pending.retain(|p| p.deadline > now);
+            let mut left = deadline.remaining();
+            for p in pending.iter() {
+                let rest = p.deadline.saturating_duration_since(now);
+                left = Some(left.map_or(rest, |l| l.min(rest)));
+            }
+            let mut fds = Vec::with_capacity(1 + pending.len());
+            fds.push(PollFd::new(self.as_fd(), PollFlags::POLLIN));
+            for p in pending.iter() {
+                let events = match p.wait {
+                    Wait::Write => PollFlags::POLLOUT,
+                    _ => PollFlags::POLLIN,
+                };
+                fds.push(PollFd::new(p.fd.as_fd(), events));
+            }
+            match poll(&mut fds, poll_timeout(left)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    ended.push(Err(Error::io("poll", e)));
+                    return ended;
+                }
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            for i in (0..pending.len()).rev() {
+                if !ready[1 + i] {
+                    continue;
+                }
+                let p = &mut pending[i];
+                match advance(p.fd.as_fd(), &mut p.hs) {
+                    Ok(Wait::Finished) => {
+                        let p = pending.remove(i).expect("index in range");
+                        ended.push(ready_connection(p.fd));
+                    }
+                    Ok(wait) => p.wait = wait,
+                    // A peer that hung up halfway is no one's business.
+                    Err(Error::Closed) => drop(pending.remove(i)),
+                    Err(e) => {
+                        pending.remove(i);
+                        ended.push(Err(e));
+                    }
+                }
+            }
+            // Found newest first.
+            ended.reverse();
+            if ready[0] {
+                self.accept_waiting(pending, &mut ended);
+            }
+            if !ended.is_empty() || deadline.passed() {
+                return ended;
+            }
+        }
+    }
+
+    /// Accepts the connections waiting in the backlog (at most a bound's worth per call) and
+    /// sends each its challenge.
+    fn accept_waiting(&self, pending: &mut VecDeque<Pending>, ended: &mut Vec<Result<OwnedFd>>) {
+        for _ in 0..MAX_PENDING_HANDSHAKES {
+            let accepted = match &self.socket {
+                Socket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
                 Socket::Tcp(l) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
-                    (OwnedFd::from(s), true)
+                    OwnedFd::from(s)
                 }),
             };
-            match r {
-                // The accepted socket blocks: on Linux it does not inherit O_NONBLOCK.
-                Ok(v) => break v,
+            let fd = match accepted {
+                Ok(fd) => fd,
                 // Another thread took the client, or it left before we got to it.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::Interrupted
-                            | std::io::ErrorKind::ConnectionAborted
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
                     ) =>
                 {
                     continue;
                 }
-                Err(e) => return Err(Error::io("accept", e)),
+                Err(e) => {
+                    ended.push(Err(Error::io("accept", e)));
+                    return;
+                }
+            };
+            let started = set_nonblocking(fd.as_fd(), true)
+                .map_err(|e| Error::io("make an accepted socket non-blocking", e))
+                .and_then(|()| Handshake::server(&self.authkey));
+            let mut hs = match started {
+                Ok(hs) => hs,
+                Err(e) => {
+                    ended.push(Err(e));
+                    continue;
+                }
+            };
+            // Sends the challenge now: the peer waits for it.
+            match advance(fd.as_fd(), &mut hs) {
+                Ok(wait) => {
+                    if pending.len() >= MAX_PENDING_HANDSHAKES {
+                        pending.pop_front();
+                    }
+                    pending.push_back(Pending {
+                        fd,
+                        hs,
+                        wait,
+                        deadline: Instant::now() + self.handshake_timeout,
+                    });
+                }
+                Err(Error::Closed) => {}
+                Err(e) => ended.push(Err(e)),
             }
-        };
-        let limit = deadline.remaining().unwrap_or(HANDSHAKE_TIMEOUT);
-        handshake_within(fd.as_fd(), limit, || {
-            serve_handshake(fd.as_fd(), &self.authkey)
-        })?;
-        Ok(Connection::from_socket(fd, tcp))
+        }
+    }
+}
+
+/// An authenticated socket, made blocking again as a [`Connection`] expects.
+fn ready_connection(fd: OwnedFd) -> Result<OwnedFd> {
+    set_nonblocking(fd.as_fd(), false)
+        .map_err(|e| Error::io("make an accepted socket blocking", e))?;
+    Ok(fd)
+}
+
+/// A poll(2) timeout for `left` (`None`: forever), rounded up to whole milliseconds so that a
+/// wait never ends before its deadline.
+fn poll_timeout(left: Option<Duration>) -> PollTimeout {
+    match left {
+        None => PollTimeout::NONE,
+        Some(left) => {
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        }
     }
 }
 
@@ -332,15 +516,35 @@ pub struct Client;
 
 impl Client {
     /// Connects to `address` and authenticates with `authkey`; [`Error::Authentication`] if
-    /// the listener uses another key, [`Error::Timeout`] if the peer does not complete the
-    /// handshake within [`HANDSHAKE_TIMEOUT`].
+    /// the listener uses another key, [`Error::Timeout`] if connecting and the handshake do not
+    /// complete within [`HANDSHAKE_TIMEOUT`] in all (a listener that answers one byte now and
+    /// then is cut off when it passes).
     pub fn connect<T>(
         address: impl IntoAddress,
         authkey: impl AsRef<[u8]>,
     ) -> Result<Connection<T>> {
+        Client::connect_within(address, authkey, HANDSHAKE_TIMEOUT)
+    }
+
+    /// [`connect`](Client::connect) within `limit` in all.
+    pub(crate) fn connect_within<T>(
+        address: impl IntoAddress,
+        authkey: impl AsRef<[u8]>,
+        limit: Duration,
+    ) -> Result<Connection<T>> {
+        let deadline = Deadline::after(Some(limit));
         let (fd, tcp) = match address.into_address()? {
             Address::Tcp(a) => {
-                let s = TcpStream::connect(a).map_err(|e| Error::io("connect", e))?;
+                // A TCP connect to an address that does not answer would otherwise wait for the
+                // kernel's own limit (minutes).
+                let left = deadline.remaining().unwrap_or(limit);
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                let s = TcpStream::connect_timeout(&a, left).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::TimedOut => Error::Timeout,
+                    _ => Error::io("connect", e),
+                })?;
                 let _ = s.set_nodelay(true);
                 (OwnedFd::from(s), true)
             }
@@ -359,9 +563,44 @@ impl Client {
                 )
             }
         };
-        handshake_within(fd.as_fd(), HANDSHAKE_TIMEOUT, || {
-            client_handshake(fd.as_fd(), authkey.as_ref())
-        })?;
+        client_handshake_until(fd.as_fd(), authkey.as_ref(), deadline)?;
         Ok(Connection::from_socket(fd, tcp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A listener that answers one byte every 50 ms: the client gives up when its deadline for
+    /// the whole handshake passes, not when the listener stops (after seconds).
+    #[test]
+    fn connect_has_a_deadline_for_the_whole_handshake() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let dripper = std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut challenge = b"#CHALLENGE#{sha256}".to_vec();
+            challenge.extend_from_slice(&[7; 32]);
+            let mut bytes = crate::transport::frame::header(challenge.len(), 0).to_vec();
+            bytes.extend_from_slice(&challenge);
+            for byte in bytes {
+                // Paced by the read timeout; ends early once the client hangs up.
+                let mut sink = [0u8; 64];
+                if matches!(s.read(&mut sink), Ok(0)) || s.write_all(&[byte]).is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let r = Client::connect_within::<u8>(addr, b"k", Duration::from_millis(300));
+        let took = started.elapsed();
+        assert!(matches!(r, Err(Error::Timeout)), "{:?}", r.map(|_| ()));
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        dripper.join().unwrap();
     }
 }

@@ -139,3 +139,77 @@ pub fn interrupt_with(signal: nix::sys::signal::Signal) {
     // SAFETY: the handler does nothing, so it is async-signal-safe.
     unsafe { sigaction(signal, &action) }.expect("sigaction");
 }
+
+/// Runs test `name` of this test binary alone in a child process and asserts that it passed;
+/// returns true in that child, where the caller then runs the test's body. For tests that
+/// change process-wide state (resource limits) that would disturb the other tests.
+pub fn in_child_process(name: &str) -> bool {
+    const VAR: &str = "MP_TEST_ALONE";
+    if std::env::var(VAR).as_deref() == Ok(name) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let child = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, name)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the test binary again");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(2 * LONG) {
+        Ok(output) => output.expect("wait for the child test"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            waiter.join().unwrap();
+            panic!(
+                "test {name} did not finish in its own process within {:?}",
+                2 * LONG
+            );
+        }
+    };
+    waiter.join().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("1 passed"),
+        "test {name} failed in its own process:\n{text}"
+    );
+    false
+}
+
+/// Lowers the soft limit on open descriptors (RLIMIT_NOFILE) to the lowest free descriptor
+/// number, so that no new descriptor can be opened while those open keep working (and poll(2),
+/// which refuses more descriptors than the limit, still works on them). Returns the previous
+/// limit, for [`set_fd_limit`].
+pub fn refuse_new_fds() -> u64 {
+    let probe = std::fs::File::open("/dev/null").expect("open /dev/null");
+    let lowest_free = std::os::fd::AsRawFd::as_raw_fd(&probe) as u64;
+    drop(probe);
+    set_fd_limit(lowest_free)
+}
+
+/// Sets the soft limit on open descriptors (RLIMIT_NOFILE) and returns the previous one.
+pub fn set_fd_limit(soft: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let old = lim.rlim_cur;
+    lim.rlim_cur = soft;
+    // SAFETY: setrlimit reads the struct we own.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    old
+}

@@ -91,6 +91,12 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Test support: worker starts fail as `faults` says.
+    pub(crate) fn start_faults(mut self, faults: &crate::pool::StartFaults) -> Self {
+        self.inner = self.inner.start_faults(faults);
+        self
+    }
+
     /// Makes the executor. No process starts until work is submitted.
     pub fn build(self) -> Result<ProcessPoolExecutor> {
         let n = self.max_workers.unwrap_or_else(crate::identity::cpu_count);

@@ -4,6 +4,8 @@
 //! method; another backend (workers on other machines) implements the same two traits.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::worker_loop::WORKER_LOOP;
 use crate::codec;
@@ -40,16 +42,53 @@ pub(crate) struct InitSpec {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// Test support: makes the next worker starts of the pools it is given to fail, as when the
+/// process or descriptor limit is reached, so that tests can check what a pool does then without
+/// exhausting the machine.
+#[derive(Clone, Debug, Default)]
+pub struct StartFaults(Arc<AtomicUsize>);
+
+impl StartFaults {
+    /// No failures until [`fail_next`](StartFaults::fail_next).
+    pub fn new() -> Self {
+        StartFaults::default()
+    }
+
+    /// The next `n` worker starts fail (replacing what was left of an earlier count).
+    pub fn fail_next(&self, n: usize) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    /// How many of the failures asked for are still to come.
+    pub fn left(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether this start is to fail (counting it).
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
 /// Starts workers as local processes.
 pub(crate) struct LocalLauncher {
     pub(crate) method: StartMethod,
     pub(crate) prefix: &'static str,
     pub(crate) init: Option<InitSpec>,
     pub(crate) started: usize,
+    pub(crate) faults: Option<StartFaults>,
 }
 
 impl Launcher for LocalLauncher {
     fn launch(&mut self) -> Result<Box<dyn Link>> {
+        if self.faults.as_ref().is_some_and(StartFaults::take) {
+            return Err(Error::io(
+                "fork (a failure injected by the test)",
+                std::io::Error::from_raw_os_error(libc::EAGAIN),
+            ));
+        }
         let (ours, theirs) = stream_pair()?;
         crate::sys::fd::set_nonblocking(ours.as_fd(), true).map_err(|e| Error::io("fcntl", e))?;
         let init_fds: Vec<FdRef<'_>> = self

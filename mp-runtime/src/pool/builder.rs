@@ -3,7 +3,7 @@
 use std::os::fd::OwnedFd;
 
 use super::Pool;
-use super::backend::{InitSpec, Launcher, Link, LocalLauncher};
+use super::backend::{InitSpec, Launcher, Link, LocalLauncher, StartFaults};
 use super::scheduler::{self, Config, Core};
 use crate::codec;
 use crate::context::Context;
@@ -41,6 +41,7 @@ pub struct PoolBuilder {
     max_tasks_per_child: Option<usize>,
     method: Option<StartMethod>,
     max_in_flight: Option<usize>,
+    faults: Option<StartFaults>,
 }
 
 impl PoolBuilder {
@@ -82,6 +83,12 @@ impl PoolBuilder {
     /// until one finishes. Default: unbounded, as in Python.
     pub fn max_tasks_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n);
+        self
+    }
+
+    /// Test support: worker starts fail as `faults` says.
+    pub(crate) fn start_faults(mut self, faults: &StartFaults) -> Self {
+        self.faults = Some(faults.clone());
         self
     }
 
@@ -147,6 +154,7 @@ impl PoolBuilder {
             prefix,
             init,
             started: 0,
+            faults: self.faults,
         };
         let cfg = Config {
             processes,

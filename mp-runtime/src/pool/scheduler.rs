@@ -12,6 +12,12 @@
 //! between short jobs): up to 64 when jobs take microseconds, 2 when they take 100 µs or more,
 //! so that long jobs still spread evenly over the workers.
 //!
+//! A worker that cannot be started (process or descriptor limit) is tried again after a backoff
+//! (10 ms doubling to 1 s), timed by the scheduler's own poll, until the pool is whole again (or,
+//! for an executor, has the workers its queue needs). While no worker at all is running, a failed
+//! start fails the queued tasks with [`Error::PoolBroken`] carrying the start error instead of
+//! leaving them waiting; tasks submitted later wait for the next attempt.
+//!
 //! While the scheduler sleeps it publishes its idle workers; a thread submitting a task then
 //! writes it to one of them itself (under the shared lock) instead of waking the scheduler to do
 //! it, and the scheduler records the task as held by that worker when the answer wakes it. That
@@ -21,6 +27,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -370,14 +377,6 @@ impl Core {
             st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
-
-    /// Marks the pool unusable for the reason given: queued and later tasks fail with it.
-    fn set_broken(&self, reason: String) {
-        let mut st = self.lock();
-        if st.broken.is_none() {
-            st.broken = Some(reason);
-        }
-    }
 }
 
 /// Pending bytes to one worker, with the descriptors that ride on their first byte.
@@ -595,7 +594,20 @@ struct Scheduler {
     /// Moving average of a job's run time in the worker, in nanoseconds (0: unknown).
     job_ns: u64,
     scratch: Vec<u8>,
+    /// The last attempt to start a worker failed: why, and when to try again.
+    start_failure: Option<StartFailure>,
 }
+
+/// A failed attempt to start a worker: the backoff before the next.
+struct StartFailure {
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+/// The wait before a second attempt to start a worker; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(10);
+/// The longest wait between two attempts to start a worker.
+const MAX_RETRY: Duration = Duration::from_secs(1);
 
 /// Starts the scheduler thread over the workers already started.
 pub(crate) fn spawn(
@@ -615,6 +627,7 @@ pub(crate) fn spawn(
         slots: links.into_iter().map(Slot::new).collect(),
         job_ns: 0,
         scratch: Vec::new(),
+        start_failure: None,
     };
     std::thread::Builder::new()
         .name("mp-pool".into())
@@ -672,6 +685,7 @@ impl Scheduler {
             to_fail.extend(st.queue.drain(..).map(|t| (t, reason.clone())));
         }
         let mut unsent = Vec::new();
+        self.start_workers(&mut st, &mut to_fail);
         self.dispatch(&mut st, &mut unsent);
         let idle = st.queue.is_empty() && self.slots.iter().all(|s| s.held.is_empty());
         if st.closed && st.feeders == 0 && idle {
@@ -685,6 +699,13 @@ impl Scheduler {
                 return false;
             }
         }
+        // Workers still missing after a failed start: wake up for the next attempt.
+        let retry_in = match &self.start_failure {
+            Some(f) if self.slots.len() < self.target(&st) => {
+                Some(f.retry_at.saturating_duration_since(Instant::now()))
+            }
+            _ => None,
+        };
         st.sleeping = true;
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
         st.idle = self
@@ -710,7 +731,7 @@ impl Scheduler {
         for s in &mut self.slots {
             let _ = s.flush();
         }
-        let ready = self.wait();
+        let ready = self.wait(retry_in);
         {
             let mut st = self.core.lock();
             st.sleeping = false;
@@ -768,13 +789,11 @@ impl Scheduler {
         true
     }
 
-    /// Hands queued tasks to workers with room, the least loaded first, and starts workers the
-    /// queue needs.
-    /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
-    /// lock is released (their sinks may run callbacks that submit).
-    fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
-        if st.queue.is_empty() {
-            return;
+    /// How many workers the pool should have now: `processes` for a pool (none once it is
+    /// terminated, broken or drained), for an executor as many as its queue needs, up to that.
+    fn target(&self, st: &State) -> usize {
+        if st.terminate || st.broken.is_some() {
+            return 0;
         }
         if self.cfg.lazy {
             let idle = self
@@ -782,22 +801,61 @@ impl Scheduler {
                 .iter()
                 .filter(|s| s.held.is_empty() && !s.stopping)
                 .count();
-            let mut want = st.queue.len().saturating_sub(idle);
-            while want > 0 && self.slots.len() < self.cfg.processes {
-                match self.launcher.launch() {
-                    Ok(link) => {
-                        st.pids.push(link.pid());
-                        self.slots.push(Slot::new(link));
-                    }
-                    Err(e) => {
-                        if self.slots.is_empty() {
-                            st.broken = Some(format!("no worker process could be started: {e}"));
-                        }
-                        break;
-                    }
-                }
-                want -= 1;
+            let want = self.slots.len() + st.queue.len().saturating_sub(idle);
+            return want.min(self.cfg.processes);
+        }
+        let drained = st.closed && st.feeders == 0 && st.queue.is_empty() && self.all_idle();
+        if drained { 0 } else { self.cfg.processes }
+    }
+
+    /// Starts the workers the pool is missing, unless an earlier attempt failed less than its
+    /// backoff ago. When an attempt fails while no worker is left, the queued tasks go to
+    /// `failed` with the start error: nothing could run them.
+    fn start_workers(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
+        let target = self.target(st);
+        while self.slots.len() < target {
+            if self
+                .start_failure
+                .as_ref()
+                .is_some_and(|f| Instant::now() < f.retry_at)
+            {
+                return;
             }
+            match self.launcher.launch() {
+                Ok(link) => {
+                    st.pids.push(link.pid());
+                    self.slots.push(Slot::new(link));
+                    self.start_failure = None;
+                }
+                Err(e) => {
+                    let backoff = self
+                        .start_failure
+                        .as_ref()
+                        .map_or(FIRST_RETRY, |f| (f.backoff * 2).min(MAX_RETRY));
+                    let message = format!(
+                        "no worker process could be started ({e}); the pool keeps trying and \
+                         runs tasks submitted once one starts"
+                    );
+                    if self.slots.is_empty() {
+                        st.in_flight -= st.queue.len();
+                        failed.extend(st.queue.drain(..).map(|t| (t, message.clone())));
+                    }
+                    self.start_failure = Some(StartFailure {
+                        backoff,
+                        retry_at: Instant::now() + backoff,
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands queued tasks to workers with room, the least loaded first.
+    /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
+    /// lock is released (their sinks may run callbacks that submit).
+    fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
+        if st.queue.is_empty() {
+            return;
         }
         let depth = self.depth();
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
@@ -837,9 +895,16 @@ impl Scheduler {
         }
     }
 
-    /// Polls the wake-up descriptor and every worker. Returns (woken, per worker
-    /// (readable, writable, exited)).
-    fn wait(&self) -> (bool, Vec<(bool, bool, bool)>) {
+    /// Polls the wake-up descriptor and every worker, at most `timeout` (`None`: until one is
+    /// ready). Returns (woken, per worker (readable, writable, exited)).
+    fn wait(&self, timeout: Option<Duration>) -> (bool, Vec<(bool, bool, bool)>) {
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
         let mut fds = Vec::with_capacity(1 + 2 * self.slots.len());
         fds.push(PollFd::new(self.core.wake.as_fd(), PollFlags::POLLIN));
         for s in &self.slots {
@@ -851,7 +916,7 @@ impl Scheduler {
             fds.push(PollFd::new(s.link.sentinel(), PollFlags::POLLIN));
         }
         loop {
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, timeout) {
                 Ok(_) => break,
                 Err(Errno::EINTR) => continue,
                 Err(_) => {
@@ -895,7 +960,7 @@ impl Scheduler {
     }
 
     /// Handles the exit of worker `i`: fails the job it was running, requeues the ones it had not
-    /// started, reaps it and starts a replacement if the pool still needs one.
+    /// started and reaps it (the next round starts a replacement if the pool still needs one).
     fn bury(&mut self, i: usize) {
         let mut slot = self.slots.swap_remove(i);
         let code = slot.link.reap();
@@ -918,8 +983,6 @@ impl Scheduler {
         {
             st.broken = Some(reason);
         }
-        let drained = st.closed && st.feeders == 0 && st.queue.is_empty() && self.all_idle();
-        let needed = !(st.terminate || st.broken.is_some() || self.cfg.lazy || drained);
         drop(st);
         self.core.space.notify_all();
         if let Some(task) = failed {
@@ -937,19 +1000,6 @@ impl Scheduler {
                         exitcode: code,
                     });
                 }
-            }
-        }
-        if needed {
-            match self.launcher.launch() {
-                Ok(link) => {
-                    self.core.lock().pids.push(link.pid());
-                    self.slots.push(Slot::new(link));
-                }
-                Err(e) if self.slots.is_empty() => {
-                    self.core
-                        .set_broken(format!("no worker process could be started: {e}"));
-                }
-                Err(_) => {}
             }
         }
     }

@@ -103,7 +103,7 @@ fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
     }
 }
 
-fn serve(sock: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
     let mut reader = FrameReader::new();
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
     let mut out = Vec::with_capacity(4096);

@@ -184,9 +184,41 @@ pub(crate) fn recv_header_within(
         }
         got += n;
     }
-    let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-    let nfds = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
-    let magic = u32::from_le_bytes(head[12..].try_into().expect("4 bytes"));
+    let (len, nfds) = parse_header(&head, max_len)?;
+    if fds.len() != nfds {
+        return Err(Error::protocol(format!(
+            "frame announced {nfds} descriptors but {} arrived",
+            fds.len()
+        )));
+    }
+    Ok((len, fds))
+}
+
+/// Checks a received header: the magic, and the announced length against `max_len` (before
+/// anything is allocated for it). Returns the payload length and the announced descriptor
+/// count.
+pub(crate) fn parse_header(head: &[u8; HEADER_LEN], max_len: u64) -> Result<(usize, usize)> {
+    let [
+        l0,
+        l1,
+        l2,
+        l3,
+        l4,
+        l5,
+        l6,
+        l7,
+        n0,
+        n1,
+        n2,
+        n3,
+        m0,
+        m1,
+        m2,
+        m3,
+    ] = *head;
+    let len = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+    let nfds = u32::from_le_bytes([n0, n1, n2, n3]) as usize;
+    let magic = u32::from_le_bytes([m0, m1, m2, m3]);
     if magic != MAGIC {
         return Err(Error::protocol(format!(
             "bad frame magic {magic:#010x}: the peer is not speaking mp's protocol or the stream \
@@ -196,14 +228,13 @@ pub(crate) fn recv_header_within(
     if len > max_len {
         return Err(Error::MessageTooLarge { len, max: max_len });
     }
-    if fds.len() != nfds {
+    if nfds > MAX_FDS {
         return Err(Error::protocol(format!(
-            "frame announced {nfds} descriptors but {} arrived",
-            fds.len()
+            "frame announced {nfds} descriptors, more than the {MAX_FDS} one message can carry"
         )));
     }
     let len = usize::try_from(len).map_err(|_| Error::MessageTooLarge { len, max: max_len })?;
-    Ok((len, fds))
+    Ok((len, nfds))
 }
 
 /// Reads exactly `buf.len()` bytes; EOF before that is [`Error::Closed`].
@@ -247,6 +278,17 @@ fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -
 pub(crate) fn recv_some(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
+    take_fd: impl FnMut(OwnedFd),
+) -> Result<Option<usize>> {
+    recv_some_with(sock, buf, MsgFlags::empty(), take_fd)
+}
+
+/// [`recv_some`] with extra recvmsg `flags` (`MSG_DONTWAIT` to never block on a blocking
+/// socket).
+pub(crate) fn recv_some_with(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: MsgFlags,
     mut take_fd: impl FnMut(OwnedFd),
 ) -> Result<Option<usize>> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -256,7 +298,7 @@ pub(crate) fn recv_some(
             sock.as_raw_fd(),
             &mut iov,
             Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            MsgFlags::MSG_CMSG_CLOEXEC | flags,
         ) {
             Ok(msg) => {
                 let bytes = msg.bytes;
