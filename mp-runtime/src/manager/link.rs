@@ -449,7 +449,7 @@ fn open(address: &Address, authkey: &[u8], session: Option<u64>) -> Result<(Wire
         pid: std::process::id(),
         session,
     })?;
-    let frame = wire.recv(Deadline::after(Some(crate::connection::HANDSHAKE_TIMEOUT)))?;
+    let frame = wire.recv(Deadline::after(Some(crate::transport::auth::HANDSHAKE_TIMEOUT)))?;
     match codec::decode::<Welcome>(&frame.payload, Vec::new())? {
         Welcome::Accepted { session, manager } => Ok((wire, session, manager)),
         Welcome::Refused(e) => Err(super::remote_error(e)),

@@ -15,7 +15,7 @@ use super::super::protocol::{Hello, PROTOCOL, RemoteError, Reply, Request, Welco
 use super::super::wire::Wire;
 use super::Server;
 use crate::codec;
-use crate::connection::HANDSHAKE_TIMEOUT;
+use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use crate::error::Result;
 use crate::sys::poll::Deadline;
 use crate::transport::frame::{HEADER_LEN, header};
