@@ -66,7 +66,12 @@ fn condition_holders_killed_anywhere() {
         let cond = mp::Condition::new().unwrap();
         let counter = mp::Value::new(0u64).unwrap();
         let mut holders: Vec<_> = (0..2)
-            .map(|_| started(mp::Process::new(cond_holder, (cond.clone(), counter.clone()))))
+            .map(|_| {
+                started(mp::Process::new(
+                    cond_holder,
+                    (cond.clone(), counter.clone()),
+                ))
+            })
             .collect();
         somewhere(20_000);
         for h in &holders {
@@ -215,7 +220,10 @@ fn leaked_segments_are_unlinked_after_kills() {
             somewhere(20_000);
         }
         p.kill().unwrap();
-        assert!(p.join_timeout(LONG), "iteration {it}: the leaker did not die");
+        assert!(
+            p.join_timeout(LONG),
+            "iteration {it}: the leaker did not die"
+        );
     }
     assert!(
         eventually(LONG, || our_segments() <= before),

@@ -50,7 +50,10 @@ fn make_dict(m: Manager) -> Dict {
 }
 
 #[mp::worker]
-fn remote_client(address: String, key: Vec<u8>) -> (String, Option<u64>, bool, f64, String, Vec<u8>) {
+fn remote_client(
+    address: String,
+    key: Vec<u8>,
+) -> (String, Option<u64>, bool, f64, String, Vec<u8>) {
     let m = Manager::connect(address.as_str(), &key).unwrap();
     let d: DictProxy<String, (String, Option<u64>, bool, f64, String, Vec<u8>)> =
         m.lookup("shared").unwrap();
@@ -102,20 +105,23 @@ fn dict_round_trip_and_mg_18_no_objects_left() {
     assert_eq!(m.exitcode(), Some(0));
 }
 
-for_each_method!(mg_13_server_under_every_method_exits_0, |ctx: mp::Context| {
-    let m = Manager::builder().context(ctx).start().unwrap();
-    let d: Dict = m.dict().unwrap();
-    d.set(&"x".into(), &7).unwrap();
-    assert_eq!(d.get(&"x".into()).unwrap(), Some(7));
-    m.shutdown().unwrap();
-    assert_eq!(m.exitcode(), Some(0));
-    // A second shutdown is fine; calls after it say so.
-    m.shutdown().unwrap();
-    assert!(matches!(
-        d.get(&"x".into()),
-        Err(Error::ManagerShutdown) | Err(Error::ManagerGone { .. })
-    ));
-});
+for_each_method!(
+    mg_13_server_under_every_method_exits_0,
+    |ctx: mp::Context| {
+        let m = Manager::builder().context(ctx).start().unwrap();
+        let d: Dict = m.dict().unwrap();
+        d.set(&"x".into(), &7).unwrap();
+        assert_eq!(d.get(&"x".into()).unwrap(), Some(7));
+        m.shutdown().unwrap();
+        assert_eq!(m.exitcode(), Some(0));
+        // A second shutdown is fine; calls after it say so.
+        m.shutdown().unwrap();
+        assert!(matches!(
+            d.get(&"x".into()),
+            Err(Error::ManagerShutdown) | Err(Error::ManagerGone { .. })
+        ));
+    }
+);
 
 for_each_method!(proxy_used_by_child_is_seen_by_parent, |ctx: mp::Context| {
     let m = Manager::start().unwrap();
@@ -268,7 +274,9 @@ fn killed_manager_fails_every_call_with_manager_gone() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let err = rx.recv_timeout(LONG).expect("the busy thread's call did not fail");
+    let err = rx
+        .recv_timeout(LONG)
+        .expect("the busy thread's call did not fail");
     assert!(matches!(err, Error::ManagerGone { .. }), "{err}");
     t.join().unwrap();
     for _ in 0..3 {
@@ -276,7 +284,10 @@ fn killed_manager_fails_every_call_with_manager_gone() {
         assert!(matches!(err, Error::ManagerGone { .. }), "{err}");
         assert!(err.to_string().contains("is gone"), "{err}");
     }
-    assert!(matches!(m.number_of_objects(), Err(Error::ManagerGone { .. })));
+    assert!(matches!(
+        m.number_of_objects(),
+        Err(Error::ManagerGone { .. })
+    ));
 }
 
 /// MG-14: a manager served on TCP port 0 with a 32-byte random key, used by a process that only
@@ -290,15 +301,17 @@ fn mg_14_remote_manager_over_tcp() {
     }
     let m = Manager::serve("127.0.0.1:0", &key).unwrap();
     let address = m.address().to_string();
-    assert!(!address.ends_with(":0"), "the real port is readable: {address}");
+    assert!(
+        !address.ends_with(":0"),
+        "the real port is readable: {address}"
+    );
     type Values = (String, Option<u64>, bool, f64, String, Vec<u8>);
     let d: DictProxy<String, Values> = m.dict().unwrap();
     let from_server: Values = ("s".into(), Some(1), false, -0.5, "ß".into(), vec![1, 2]);
     d.set(&"from server".into(), &from_server).unwrap();
     m.expose("shared", &d).unwrap();
-    let mut p = started(
-        mp::get_context(StartMethod::Spawn).process(remote_client, (address, key.clone())),
-    );
+    let mut p =
+        started(mp::get_context(StartMethod::Spawn).process(remote_client, (address, key.clone())));
     assert_eq!(join(&mut p).unwrap(), from_server);
     let got = d.get(&"from client".into()).unwrap().unwrap();
     assert_eq!(got.0, "str");
@@ -347,7 +360,10 @@ fn mg_15_unsendable_value_is_an_error_in_the_caller() {
     let d: DictProxy<String, Refuses> = m.dict().unwrap();
     let err = d.set(&"x".into(), &Refuses).unwrap_err();
     assert!(matches!(err, Error::Codec { .. }), "{err}");
-    assert!(err.to_string().contains("Refuses"), "the type is named: {err}");
+    assert!(
+        err.to_string().contains("Refuses"),
+        "the type is named: {err}"
+    );
     // A handle cannot reach a manager over TCP.
     let q: DictProxy<String, mp::Queue<u8>> = m.dict().unwrap();
     let err = q.set(&"q".into(), &mp::Queue::new().unwrap()).unwrap_err();
@@ -416,7 +432,9 @@ fn bad_input_affects_only_its_connection() {
     let address = m.address().to_string();
     let raw = |bytes: &[u8]| {
         let conn = mp::Client::connect::<()>(address.as_str(), &key).unwrap();
-        let fd = std::os::fd::AsFd::as_fd(&conn).try_clone_to_owned().unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&conn)
+            .try_clone_to_owned()
+            .unwrap();
         let mut s = std::net::TcpStream::from(fd);
         s.set_read_timeout(Some(LONG)).unwrap();
         s.write_all(bytes).unwrap();

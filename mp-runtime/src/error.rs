@@ -265,6 +265,41 @@ impl Error {
         }
     }
 
+    /// A copy of this error, for each task of a chunk that failed as a whole (errors hold an
+    /// `io::Error`, which is not `Clone`).
+    pub(crate) fn replicate(&self) -> Error {
+        match self {
+            Error::TaskFailed { message } => Error::TaskFailed {
+                message: message.clone(),
+            },
+            Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
+                message: message.clone(),
+                location: location.clone(),
+            },
+            Error::WorkerDied {
+                pid,
+                signal,
+                exitcode,
+            } => Error::WorkerDied {
+                pid: *pid,
+                signal: *signal,
+                exitcode: *exitcode,
+            },
+            Error::Codec { message } => Error::Codec {
+                message: message.clone(),
+            },
+            Error::PoolBroken { message } => Error::PoolBroken {
+                message: message.clone(),
+            },
+            Error::Protocol { message } => Error::Protocol {
+                message: message.clone(),
+            },
+            Error::Cancelled => Error::Cancelled,
+            Error::Timeout => Error::Timeout,
+            other => Error::state(other.to_string()),
+        }
+    }
+
     /// Builds an `Io` error from a nix errno, mapping broken connections to [`Error::Closed`].
     pub(crate) fn sys(context: &'static str, errno: nix::errno::Errno) -> Self {
         use nix::errno::Errno;

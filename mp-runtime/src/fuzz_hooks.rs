@@ -48,7 +48,7 @@ pub fn recv_frames(bytes: &[u8], fds: &[OwnedFd], max_len: u64) -> (Vec<usize>, 
 /// ended the stream early, if any.
 pub fn read_pool_frames(bytes: &[u8], fds: &[OwnedFd]) -> (Vec<usize>, Option<Error>) {
     let read = |sock: std::os::fd::BorrowedFd<'_>| {
-        let mut reader = crate::pool::wire::FrameReader::new();
+        let mut reader = crate::transport::reader::FrameReader::new(crate::pool::wire::MAX_FRAME);
         let mut lens = Vec::new();
         loop {
             match reader.next_frame() {

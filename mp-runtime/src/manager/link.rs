@@ -28,8 +28,8 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::global::Global;
 use crate::listener::{Address, Client};
-use crate::pool::wire::RawFrame;
 use crate::sys::poll::Deadline;
+use crate::transport::reader::RawFrame;
 
 const ALIVE: u8 = 0;
 const GONE: u8 = 1;
@@ -449,7 +449,9 @@ fn open(address: &Address, authkey: &[u8], session: Option<u64>) -> Result<(Wire
         pid: std::process::id(),
         session,
     })?;
-    let frame = wire.recv(Deadline::after(Some(crate::transport::auth::HANDSHAKE_TIMEOUT)))?;
+    let frame = wire.recv(Deadline::after(Some(
+        crate::transport::auth::HANDSHAKE_TIMEOUT,
+    )))?;
     match codec::decode::<Welcome>(&frame.payload, Vec::new())? {
         Welcome::Accepted { session, manager } => Ok((wire, session, manager)),
         Welcome::Refused(e) => Err(super::remote_error(e)),

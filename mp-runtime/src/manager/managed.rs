@@ -39,12 +39,15 @@ pub trait Managed: Send + Sync + Sized + 'static {
     fn construct(ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError>;
 }
 
-/// An encoded result on its way to the caller: bytes and the descriptors they refer to.
+/// A result on its way to the caller: encoded bytes and the descriptors they refer to, or a
+/// new object that the server adds to its table and sends as a proxy.
 #[doc(hidden)]
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Out {
     pub(crate) bytes: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
+    /// A new object (and its label) for the caller: the server replaces it with a proxy.
+    pub(crate) adopt: Option<(Arc<dyn Object>, String)>,
 }
 
 impl Out {
@@ -52,7 +55,29 @@ impl Out {
     pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Result<Out, RemoteError> {
         let (bytes, fds) =
             codec::encode_owned(value).map_err(|e| RemoteError::Codec(e.to_string()))?;
-        Ok(Out { bytes, fds })
+        Ok(Out {
+            bytes,
+            fds,
+            adopt: None,
+        })
+    }
+
+    /// A new managed object for the caller.
+    fn adopt<T: Managed>(value: T) -> Out {
+        Out {
+            adopt: Some((Arc::new(Shared::new(value)), label_of::<T>())),
+            ..Out::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out")
+            .field("bytes", &self.bytes.len())
+            .field("fds", &self.fds.len())
+            .field("adopt", &self.adopt.as_ref().map(|(_, l)| l))
+            .finish()
     }
 }
 
@@ -116,7 +141,7 @@ impl<'a> Call<'a> {
 
     fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, RemoteError> {
         catch_unwind(AssertUnwindSafe(f)).map_err(|_| {
-            let (message, location) = super::server::take_panic();
+            let (message, location) = super::panic::take();
             RemoteError::Panic {
                 method: self.method_name.to_owned(),
                 message,
@@ -214,7 +239,7 @@ impl<'a> Call<'a> {
         let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
         let value = self.guarded(|| f(&guard, args))?;
         drop(guard);
-        super::server::new_object_for_reply(value, R::TYPE_NAME, &super::proxy::label_of::<R>())
+        Ok(Out::adopt(value))
     }
 
     /// [`Call::read_new`] for a `&mut self` method.
@@ -239,7 +264,7 @@ impl<'a> Call<'a> {
             this.poisoned.store(true, Ordering::Release);
         }
         drop(guard);
-        super::server::new_object_for_reply(value?, R::TYPE_NAME, &super::proxy::label_of::<R>())
+        Ok(Out::adopt(value?))
     }
 
     /// Runs a constructor: decodes `A` and calls `f`.
@@ -307,18 +332,10 @@ fn build<T: Managed>(ctor: u16, call: &mut Call<'_>) -> Result<Arc<dyn Object>, 
 
 inventory::collect!(TypeEntry);
 
-/// The registered type named `name`: a built-in, or a `#[mp::managed]` type of this binary.
-/// (Built-ins are listed directly rather than through `inventory`: the server may run from a
-/// constructor of this crate, before this crate's own registrations.)
-pub(crate) fn find_type(name: &str) -> Option<&'static TypeEntry> {
-    super::builtins::TYPES
-        .iter()
-        .find(|t| t.name == name)
-        .or_else(|| {
-            inventory::iter::<TypeEntry>
-                .into_iter()
-                .find(|t| t.name == name)
-        })
+/// The label of a `#[mp::managed]` type: its name and fingerprint (what proxies of it are
+/// checked against when received or looked up).
+pub fn label_of<T: Managed>() -> String {
+    format!("{}#{:016x}", T::TYPE_NAME, T::FINGERPRINT)
 }
 
 /// FNV-1a over the given strings (with a separator), for [`Managed::FINGERPRINT`]: computed at

@@ -33,8 +33,10 @@
 //!   trip, with a short spin on both sides instead of a sleep when the other side keeps up.
 
 mod builtins;
+mod host;
 mod link;
 mod managed;
+mod panic;
 mod protocol;
 mod proxy;
 pub(crate) mod server;
@@ -49,10 +51,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::builtins::DictProxy;
-pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint};
+pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint, label_of};
 #[doc(hidden)]
 pub use self::protocol::RemoteError;
-pub use self::proxy::{ObjRef, Proxy, deserialize_proxy, label_of, serialize_proxy};
+pub use self::proxy::{ObjRef, Proxy, deserialize_proxy, serialize_proxy};
 
 use self::link::Link;
 use crate::codec;

@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::host;
 use super::link::Link;
-use super::managed::Managed;
 use super::protocol::{ObjId, Ticket};
-use super::server::{self, TicketHold};
+use super::value::TicketHold;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::listener::Address;
@@ -34,11 +34,6 @@ pub trait Proxy: Sized {
     fn from_ref(r: ObjRef) -> Self;
     /// The reference inside.
     fn obj_ref(&self) -> &ObjRef;
-}
-
-/// The label of a `#[mp::managed]` type: its name and fingerprint.
-pub fn label_of<T: Managed>() -> String {
-    format!("{}#{:016x}", T::TYPE_NAME, T::FINGERPRINT)
 }
 
 /// How a proxy travels.
@@ -136,8 +131,12 @@ impl ObjRef {
         match &*self.0 {
             Held::Client { link, obj, .. } => link.current()?.call(*obj, method, args, timeout),
             Held::InServer { hold, .. } => {
+                let host =
+                    host::current().ok_or_else(|| Error::state("not in a manager server"))?;
                 let (bytes, fds) = codec::encode_owned(args)?;
-                let out = server::call_local(hold.obj(), method, &bytes, fds)?;
+                let out = host
+                    .call(hold.obj(), method, &bytes, fds)
+                    .map_err(super::remote_error)?;
                 codec::decode(&out.bytes, out.fds)
             }
         }
@@ -152,8 +151,8 @@ impl ObjRef {
                 message: format!("the proxy received is a `{}`", wire.label),
             });
         }
-        if let Some(s) = server::current()
-            && s.manager == wire.manager
+        if let Some(host) = host::current()
+            && host.manager() == wire.manager
         {
             let hold = TicketHold::claim(wire.ticket)?;
             return Ok(P::from_ref(ObjRef(Arc::new(Held::InServer {
@@ -182,11 +181,12 @@ impl ObjRef {
                 })
             }
             Held::InServer { hold, label } => {
-                let s = server::current().ok_or_else(|| Error::state("not in a manager server"))?;
+                let host =
+                    host::current().ok_or_else(|| Error::state("not in a manager server"))?;
                 Ok(ProxyWire {
-                    manager: s.manager,
-                    address: s.address.to_string(),
-                    ticket: server::retain_local(hold.obj())?,
+                    manager: host.manager(),
+                    address: host.address(),
+                    ticket: host.retain(hold.obj()).map_err(super::remote_error)?,
                     label: label.clone(),
                 })
             }

@@ -18,7 +18,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::protocol::Ticket;
+use super::host;
+use super::protocol::{ObjId, Ticket};
 use crate::codec;
 use crate::connection::{FdOwned, FdRef};
 use crate::error::{Error, Result};
@@ -111,7 +112,7 @@ impl Serialize for Encoded {
 pub(crate) struct Stored {
     bytes: Vec<u8>,
     fds: Vec<OwnedFd>,
-    holds: Vec<super::server::TicketHold>,
+    holds: Vec<TicketHold>,
 }
 
 impl Stored {
@@ -184,7 +185,7 @@ impl<'de> Deserialize<'de> for Stored {
         let holds = w
             .tickets
             .into_iter()
-            .map(super::server::TicketHold::claim)
+            .map(TicketHold::claim)
             .collect::<Result<Vec<_>>>()
             .map_err(|e| codec::de_error(&e.to_string()))?;
         Ok(Stored {
@@ -216,5 +217,50 @@ impl<'de> Deserialize<'de> for Received {
             bytes: w.bytes,
             fds: w.fds.into_iter().map(|f| f.0).collect(),
         })
+    }
+}
+
+/// A reference that a value kept in the server holds through a ticket (see `server/table.rs`).
+#[derive(Debug)]
+pub(crate) struct TicketHold {
+    ticket: Ticket,
+    obj: ObjId,
+}
+
+impl TicketHold {
+    /// Takes over `ticket` for a value the server keeps.
+    pub(crate) fn claim(ticket: Ticket) -> Result<TicketHold> {
+        let host = host::current().ok_or_else(|| {
+            Error::protocol("a stored manager value can only be decoded in its server")
+        })?;
+        let obj = host.hold(ticket).map_err(super::remote_error)?;
+        Ok(TicketHold { ticket, obj })
+    }
+
+    /// Another hold on the same ticket (a copy of the value).
+    pub(crate) fn again(&self) -> TicketHold {
+        if let Some(host) = host::current() {
+            let _ = host.hold(self.ticket);
+        }
+        TicketHold {
+            ticket: self.ticket,
+            obj: self.obj,
+        }
+    }
+
+    pub(crate) fn ticket(&self) -> Ticket {
+        self.ticket
+    }
+
+    pub(crate) fn obj(&self) -> ObjId {
+        self.obj
+    }
+}
+
+impl Drop for TicketHold {
+    fn drop(&mut self) {
+        if let Some(host) = host::current() {
+            host.unhold(self.ticket);
+        }
     }
 }

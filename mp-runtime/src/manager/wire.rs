@@ -16,9 +16,13 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::pool::wire::{FrameReader, RawFrame};
 use crate::sys::poll::{Deadline, readable};
-use crate::transport::frame::{self, HEADER_LEN};
+use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN};
+use crate::transport::reader::{FrameReader, RawFrame};
+
+/// The longest message accepted over TCP (a peer elsewhere); local connections accept what any
+/// `mp` connection does.
+const MAX_TCP: u64 = 64 << 20;
 
 /// The longest a side polls for an answer before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
@@ -40,7 +44,7 @@ impl Wire {
         Wire {
             fd,
             tcp,
-            reader: FrameReader::new(),
+            reader: FrameReader::new(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
             spin: spin_allowed(),
             out: Vec::with_capacity(256),
         }

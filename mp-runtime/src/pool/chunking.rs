@@ -102,45 +102,11 @@ pub(crate) fn decode_results<R: DeserializeOwned>(r: ChunkResult<'_>, n: usize) 
             match all {
                 Ok(v) => v.into_iter().map(Ok).collect(),
                 Err(e) => {
-                    let mut out: Vec<Result<R>> = (1..n).map(|_| Err(replicate(&e))).collect();
+                    let mut out: Vec<Result<R>> = (1..n).map(|_| Err(e.replicate())).collect();
                     out.insert(0, Err(e));
                     out
                 }
             }
         }
-    }
-}
-
-/// A copy of `e` for another item of the same failed chunk.
-pub(crate) fn replicate(e: &Error) -> Error {
-    match e {
-        Error::TaskFailed { message } => Error::TaskFailed {
-            message: message.clone(),
-        },
-        Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
-            message: message.clone(),
-            location: location.clone(),
-        },
-        Error::WorkerDied {
-            pid,
-            signal,
-            exitcode,
-        } => Error::WorkerDied {
-            pid: *pid,
-            signal: *signal,
-            exitcode: *exitcode,
-        },
-        Error::Codec { message } => Error::Codec {
-            message: message.clone(),
-        },
-        Error::PoolBroken { message } => Error::PoolBroken {
-            message: message.clone(),
-        },
-        Error::Protocol { message } => Error::Protocol {
-            message: message.clone(),
-        },
-        Error::Cancelled => Error::Cancelled,
-        Error::Timeout => Error::Timeout,
-        other => Error::state(other.to_string()),
     }
 }

@@ -35,9 +35,10 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use super::backend::{Launcher, Link};
-use super::wire::{self, Cursor, FrameReader};
+use super::wire::{self, Cursor};
 use crate::error::{Error, Result};
 use crate::transport::frame::MAX_FDS;
+use crate::transport::reader::{FrameReader, take_fds};
 
 /// One item's result as it arrived: the encoded value and its descriptors, or the error.
 pub(crate) type ItemResult<'a> = Result<(&'a [u8], Vec<OwnedFd>)>;
@@ -411,7 +412,7 @@ impl Slot {
             key: KEYS.fetch_add(1, Ordering::Relaxed),
             fast: link.channel().try_clone_to_owned().ok().map(Arc::new),
             link,
-            reader: FrameReader::new(),
+            reader: FrameReader::new(wire::MAX_FRAME),
             held: VecDeque::new(),
             sent: 0,
             out: VecDeque::new(),
@@ -535,7 +536,7 @@ fn item_results<'a>(
             wire::TAG_OK => {
                 let nfds = cur.usize()?;
                 let bytes = cur.bytes()?;
-                Ok((bytes, wire::take_fds(fds, nfds)?))
+                Ok((bytes, take_fds(fds, nfds)?))
             }
             wire::TAG_FAILED => Err(Error::TaskFailed {
                 message: cur.string()?,
@@ -581,7 +582,7 @@ fn deliver(done: Done) {
     })();
     match parsed {
         Ok(results) => task.sink.complete(task.index, results),
-        Err(e) => task.fail(|| super::chunking::replicate(&e)),
+        Err(e) => task.fail(|| e.replicate()),
     }
 }
 
@@ -1175,7 +1176,7 @@ mod tests {
 
     /// Reads the next job frame on the worker's side; returns the job's id.
     fn next_job(sock: &OwnedFd) -> u64 {
-        let mut r = FrameReader::new();
+        let mut r = FrameReader::new(wire::MAX_FRAME);
         loop {
             if let Some(f) = r.next_frame().unwrap() {
                 assert_eq!(f.payload[0], wire::JOB);

@@ -13,12 +13,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use super::wire::{self, Cursor, FrameReader};
+use super::wire::{self, Cursor};
 use crate::codec;
 use crate::connection::FdOwned;
 use crate::error::{Error, Result};
 use crate::registry::{self, EntryFn};
 use crate::transport::frame::send_parts;
+use crate::transport::reader::{FrameReader, take_fds};
 use crate::worker::{Input, Outcome};
 
 /// The registered name of the pool's worker loop.
@@ -104,7 +105,7 @@ fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
 }
 
 pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new(wire::MAX_FRAME);
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -148,7 +149,7 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
         for _ in 0..units {
             let nfds = cur.usize()?;
             let bytes = cur.bytes()?;
-            let item_fds = wire::take_fds(&mut fds, nfds)?;
+            let item_fds = take_fds(&mut fds, nfds)?;
             let ran = match &f {
                 Ok(f) => run_one(
                     *f,

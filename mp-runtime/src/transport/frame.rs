@@ -129,6 +129,17 @@ pub(crate) fn send_parts(sock: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -
         } else {
             &[]
         };
+        // Known upstream defect, harmless here: nix's `sendmsg` (0.30.1 through 0.32.0, the
+        // newest) packs control messages into `vec![0u8; capacity]`, a buffer aligned to 1, and
+        // writes `cmsghdr` (aligned to 8) through `CMSG_FIRSTHDR`'s pointer. Miri reports it
+        // ("accessing memory based on pointer with alignment 1, but alignment 8 is required");
+        // on x86_64 glibc's allocator returns 16-byte-aligned blocks, so the behaviour is as
+        // intended. A minimal case for nix, under `cargo miri test`:
+        //     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        //     let fds = [0];
+        //     nix::sys::socket::sendmsg::<()>(a.as_raw_fd(), &[std::io::IoSlice::new(b"x")],
+        //         &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).unwrap();
+        // The fix there: back the buffer with `Vec<libc::cmsghdr>` (or another 8-aligned type).
         match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) => {
                 sent += n;

@@ -3,4 +3,5 @@
 
 pub(crate) mod auth;
 pub(crate) mod frame;
+pub(crate) mod reader;
 pub(crate) mod socket;

@@ -48,7 +48,7 @@ pub(crate) fn apply(name: &str, value: &Stored, extra: &[u8]) -> Result<Stored, 
         ))),
         Ok(Outcome::Failed { message }) => Err(RemoteError::Failed(message)),
         Err(_) => {
-            let (message, location) = super::server::take_panic();
+            let (message, location) = super::panic::take();
             Err(RemoteError::Panic {
                 method: name.to_owned(),
                 message,
@@ -78,7 +78,7 @@ pub(crate) fn wait_until<'a, T>(
         if done(&mut guard) {
             return (guard, Ok(()));
         }
-        if super::server::stopping() {
+        if super::host::stopping() {
             return (guard, Err(RemoteError::ShuttingDown));
         }
         let slice = Duration::from_secs(1);

@@ -9,21 +9,21 @@
 mod session;
 mod table;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use self::table::Table;
-use super::managed::{Call, Caller, Managed, Object, Out, Shared};
+use super::host::{self, Host};
+use super::managed::{Call, Caller, Out, TypeEntry};
 use super::protocol::{ObjId, RemoteError, Ticket};
+use super::proxy::ProxyWire;
 use crate::codec;
 use crate::connection::{Connection, FdOwned};
-use crate::error::{Error, Result};
 use crate::listener::{Address, Listener};
 use crate::worker::{Input, Outcome};
 
@@ -67,18 +67,6 @@ pub(crate) struct Server {
     stopped: (Mutex<bool>, Condvar),
 }
 
-static SERVER: OnceLock<Arc<Server>> = OnceLock::new();
-
-/// The server of this process, if this process is a manager server.
-pub(crate) fn current() -> Option<&'static Arc<Server>> {
-    SERVER.get()
-}
-
-/// Whether this process's server is shutting down (blocking calls then give up).
-pub(crate) fn stopping() -> bool {
-    current().is_some_and(|s| s.stopping.load(Ordering::Acquire))
-}
-
 /// The entry function of [`SERVER_WORKER`].
 pub(crate) fn entry(input: Input<'_>) -> Outcome {
     let (report, config, init_fds): ServerArgs = match codec::decode(input.bytes, input.fds) {
@@ -92,7 +80,7 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
     // Ctrl-C reaches the whole process group; the program that owns the manager decides.
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    install_panic_hook();
+    super::panic::install_hook();
     match serve(&report, config, init_fds) {
         Ok(()) => Outcome::Returned {
             bytes: Vec::new(),
@@ -131,7 +119,7 @@ fn serve(
         stopping: AtomicBool::new(false),
         stopped: (Mutex::new(false), Condvar::new()),
     });
-    let _ = SERVER.set(server.clone());
+    host::install(server.clone());
     report
         .send(&Ok((server.address.to_string(), server.manager)))
         .map_err(|e| e.to_string())?;
@@ -188,7 +176,7 @@ impl Server {
             };
             let server = self.clone();
             let _ = std::thread::Builder::new()
-                .name("mp-manager-conn".into())
+                .name(super::panic::CONNECTION_THREAD.into())
                 .spawn(move || session::serve_connection(&server, fd, tcp));
         }
     }
@@ -270,128 +258,82 @@ impl Server {
             stopped = cv.wait(stopped).unwrap_or_else(|p| p.into_inner());
         }
     }
-}
 
-/// A reference that a value kept in the server holds through a ticket (see `table.rs`).
-#[derive(Debug)]
-pub(crate) struct TicketHold {
-    ticket: Ticket,
-    obj: ObjId,
-}
-
-impl TicketHold {
-    /// Takes over `ticket` for a value the server keeps. Outside a server (a value decoded by
-    /// a client) there is nothing to hold.
-    pub(crate) fn claim(ticket: Ticket) -> Result<TicketHold> {
-        let server = current().ok_or_else(|| {
-            Error::protocol("a stored manager value can only be decoded in its server")
-        })?;
-        let obj = server.lock().hold(ticket).map_err(super::remote_error)?;
-        Ok(TicketHold { ticket, obj })
-    }
-
-    /// Another hold on the same ticket (a copy of the value).
-    pub(crate) fn again(&self) -> TicketHold {
-        if let Some(server) = current() {
-            let _ = server.lock().hold(self.ticket);
-        }
-        TicketHold {
-            ticket: self.ticket,
-            obj: self.obj,
-        }
-    }
-
-    pub(crate) fn ticket(&self) -> Ticket {
-        self.ticket
-    }
-
-    pub(crate) fn obj(&self) -> ObjId {
-        self.obj
+    /// The reply form of a call's result: a new object becomes an entry of the table held by a
+    /// transfer ticket, and the caller gets a proxy's wire form to claim it.
+    fn finish(&self, out: Out) -> Result<Out, RemoteError> {
+        let Some((object, label)) = out.adopt else {
+            return Ok(out);
+        };
+        let ticket = self
+            .lock()
+            .insert_for_transfer(object, label.clone(), self.ticket_ttl);
+        Out::of(&ProxyWire {
+            manager: self.manager,
+            address: self.address.to_string(),
+            ticket,
+            label,
+        })
     }
 }
 
-impl Drop for TicketHold {
-    fn drop(&mut self) {
-        if let Some(server) = current() {
-            let dropped = server.lock().unhold(self.ticket);
-            drop(dropped);
-        }
+impl Host for Server {
+    fn manager(&self) -> u64 {
+        self.manager
+    }
+
+    fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    fn hold(&self, ticket: Ticket) -> Result<ObjId, RemoteError> {
+        self.lock().hold(ticket)
+    }
+
+    fn unhold(&self, ticket: Ticket) {
+        let dropped = self.lock().unhold(ticket);
+        drop(dropped);
+    }
+
+    fn retain(&self, obj: ObjId) -> Result<Ticket, RemoteError> {
+        self.lock().retain(obj, self.ticket_ttl)
+    }
+
+    fn call(
+        &self,
+        obj: ObjId,
+        method: u16,
+        args: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Out, RemoteError> {
+        let object = self.lock().get(obj)?;
+        let mut call = Call::new(
+            args,
+            fds,
+            Caller {
+                session: 0,
+                conn: 0,
+            },
+        );
+        let out = object.dispatch(method, &mut call)?;
+        self.finish(out)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 
-/// A transfer ticket for `obj`, made inside the server (a proxy the server itself sends).
-pub(crate) fn retain_local(obj: ObjId) -> Result<Ticket> {
-    let server = current().ok_or_else(|| Error::state("not in a manager server"))?;
-    server
-        .lock()
-        .retain(obj, server.ticket_ttl)
-        .map_err(super::remote_error)
-}
-
-/// Calls method `method` of `obj` from inside the server (a proxy the server holds).
-pub(crate) fn call_local(obj: ObjId, method: u16, args: &[u8], fds: Vec<OwnedFd>) -> Result<Out> {
-    let server = current().ok_or_else(|| Error::state("not in a manager server"))?;
-    let object = server.lock().get(obj).map_err(super::remote_error)?;
-    let mut call = Call::new(
-        args,
-        fds,
-        Caller {
-            session: 0,
-            conn: 0,
-        },
-    );
-    object
-        .dispatch(method, &mut call)
-        .map_err(super::remote_error)
-}
-
-/// Makes `value` a new object, for a method that returns one: the reply carries a proxy wire
-/// form with a transfer ticket, which the caller's proxy claims.
-pub(crate) fn new_object_for_reply<T: Managed>(
-    value: T,
-    _type_name: &'static str,
-    label: &str,
-) -> std::result::Result<Out, RemoteError> {
-    let server = current().ok_or(RemoteError::ShuttingDown)?;
-    let object: Arc<dyn Object> = Arc::new(Shared::new(value));
-    let ticket = server
-        .lock()
-        .insert_for_transfer(object, label.to_owned(), server.ticket_ttl);
-    Out::of(&super::proxy::ProxyWire {
-        manager: server.manager,
-        address: server.address.to_string(),
-        ticket,
-        label: label.to_owned(),
-    })
-}
-
-thread_local! {
-    /// The last panic of this thread's managed method: message and location.
-    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
-}
-
-/// The message and location of this thread's last panic.
-pub(crate) fn take_panic() -> (String, String) {
-    LAST_PANIC
-        .with(|p| p.borrow_mut().take())
-        .unwrap_or_else(|| ("panic".into(), "<unknown>".into()))
-}
-
-/// Records panics of the server's connection threads for the caller, and prints them.
-fn install_panic_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some("mp-manager-conn") {
-            return previous(info);
-        }
-        let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-            .unwrap_or_else(|| "<unknown>".into());
-        crate::sys::stderr_line(&format!(
-            "mp: a managed method panicked at {location}: {message} (the manager keeps serving)"
-        ));
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
-    }));
+/// The registered type named `name`: a built-in, or a `#[mp::managed]` type of this binary.
+/// (Built-ins are listed directly rather than through `inventory`: the server may run from a
+/// constructor of this crate, before this crate's own registrations.)
+fn find_type(name: &str) -> Option<&'static TypeEntry> {
+    super::builtins::TYPES
+        .iter()
+        .find(|t| t.name == name)
+        .or_else(|| {
+            inventory::iter::<TypeEntry>
+                .into_iter()
+                .find(|t| t.name == name)
+        })
 }

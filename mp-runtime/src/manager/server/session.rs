@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::super::managed::{Call, Caller, find_type};
+use super::super::managed::{Call, Caller};
 use super::super::protocol::{Hello, PROTOCOL, RemoteError, Reply, Request, Welcome};
 use super::super::wire::Wire;
 use super::Server;
+use super::find_type;
 use crate::codec;
-use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use crate::error::Result;
 use crate::sys::poll::Deadline;
+use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use crate::transport::frame::{HEADER_LEN, header};
 
 /// Serves one accepted, authenticated connection until it closes.
@@ -130,6 +131,7 @@ fn handle(
                 let mut call = Call::new(args, fds, caller);
                 object.dispatch(method, &mut call)
             });
+            let result = result.and_then(|out| server.finish(out));
             match result {
                 Ok(out) => {
                     let raw: Vec<RawFd> = out.fds.iter().map(|f| f.as_raw_fd()).collect();

@@ -1,0 +1,231 @@
+//! A buffered frame reader: one `recvmsg` can deliver many frames, and their descriptors.
+//!
+//! Descriptors ride on the first byte of the write that carries them, so they always arrive no
+//! later than the header of the frame that needs them; the reader hands them out first in,
+//! first out. A frame's announced length is checked against the reader's maximum, and the
+//! buffer grows with the bytes that arrive (at most twofold per call), never to an announced
+//! length up front: a corrupt header cannot make it reserve gigabytes that never come.
+
+use std::collections::VecDeque;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use super::frame::{self, HEADER_LEN, header};
+use crate::error::{Error, Result};
+
+/// Read size of the buffered reader.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Takes `n` descriptors from the front of `fds`.
+pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if fds.len() < n {
+        return Err(Error::protocol(format!(
+            "pool message announced {n} descriptors but {} arrived",
+            fds.len()
+        )));
+    }
+    Ok(fds.drain(..n).collect())
+}
+
+/// A received frame: its payload and the descriptors it announced.
+pub(crate) struct RawFrame {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Reads frames from a stream socket through a buffer, so that one `recvmsg` can deliver many.
+pub(crate) struct FrameReader {
+    /// The longest payload accepted.
+    max_len: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    /// The last read returned less than there was room for: the socket was drained then.
+    short: bool,
+}
+
+impl FrameReader {
+    /// A reader of frames whose payload is at most `max_len` bytes.
+    pub(crate) fn new(max_len: u64) -> Self {
+        FrameReader {
+            max_len,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            short: false,
+        }
+    }
+
+    /// One `recvmsg` (blocking or not, as the socket is). Returns the bytes read: 0 at end of
+    /// stream. `WouldBlock` on a non-blocking socket is `Ok(None)`.
+    pub(crate) fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<Option<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < READ_CHUNK / 4 {
+                let grow = self.buf.len().max(READ_CHUNK);
+                self.buf.resize(self.buf.len() + grow, 0);
+            }
+        }
+        let fds = &mut self.fds;
+        let Some(n) = frame::recv_some(sock, &mut self.buf[self.end..], |fd| fds.push_back(fd))?
+        else {
+            return Ok(None);
+        };
+        self.short = n < self.buf.len() - self.end;
+        self.end += n;
+        Ok(Some(n))
+    }
+
+    /// Whether the last read drained the socket (it returned less than there was room for), so
+    /// another read now would find nothing.
+    pub(crate) fn drained(&self) -> bool {
+        self.short
+    }
+
+    /// The next complete frame in the buffer, if any.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<RawFrame>> {
+        let avail = self.end - self.start;
+        if avail < HEADER_LEN {
+            return Ok(None);
+        }
+        let h = &self.buf[self.start..self.start + HEADER_LEN];
+        let len = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        let nfds = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) as usize;
+        if h[12..] != header(0, 0)[12..] {
+            return Err(Error::protocol(
+                "bad frame magic: the peer is not speaking mp's protocol or the stream is corrupt",
+            ));
+        }
+        if len > self.max_len {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        let len = len as usize;
+        if avail < HEADER_LEN + len {
+            // Make room for more of the frame so that the next fills can complete it. The length
+            // comes from the peer: the buffer grows at most twofold per call (and `fill` doubles
+            // it as bytes arrive), so a corrupt header cannot make this side reserve gigabytes
+            // that never come.
+            let need = HEADER_LEN + len;
+            if self.buf.len() - self.start < need {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
+                let target = (need + READ_CHUNK).min(self.buf.len().saturating_mul(2));
+                if self.buf.len() < target {
+                    self.buf.resize(target, 0);
+                }
+            }
+            return Ok(None);
+        }
+        let body = self.start + HEADER_LEN;
+        let payload = self.buf[body..body + len].to_vec();
+        self.start = body + len;
+        let fds = take_fds(&mut self.fds, nfds)?;
+        Ok(Some(RawFrame { payload, fds }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The pool's bound, as in the tests these came from.
+    const MAX: u64 = 1 << 34;
+    use super::*;
+    use crate::transport::socket::stream_pair;
+    use std::os::fd::AsFd;
+
+    fn write_all(fd: BorrowedFd<'_>, mut b: &[u8]) {
+        while !b.is_empty() {
+            let n = nix::unistd::write(fd, b).expect("write");
+            b = &b[n..];
+        }
+    }
+
+    /// Reads until a frame, an error or the end of the stream.
+    fn read_one(r: &mut FrameReader, fd: BorrowedFd<'_>) -> Result<Option<RawFrame>> {
+        loop {
+            if let Some(f) = r.next_frame()? {
+                return Ok(Some(f));
+            }
+            if r.fill(fd)? == Some(0) {
+                return Ok(None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_announced_length_does_not_reserve_it() {
+        let (a, b) = stream_pair().unwrap();
+        // 15 GiB announced (below MAX), 3 bytes sent, then the peer goes away.
+        write_all(a.as_fd(), &header(15 << 30, 0));
+        write_all(a.as_fd(), b"abc");
+        drop(a);
+        let mut r = FrameReader::new(MAX);
+        assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
+        assert!(r.buf.len() <= 4 * READ_CHUNK, "reserved {}", r.buf.len());
+    }
+
+    #[test]
+    fn oversized_and_corrupt_frames_are_errors() {
+        let (a, b) = stream_pair().unwrap();
+        write_all(a.as_fd(), &header(0, 0)[..8]);
+        write_all(a.as_fd(), &[0u8; 8]);
+        let mut r = FrameReader::new(MAX);
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::Protocol { .. })
+        ));
+
+        let mut h = header(0, 0);
+        h[..8].copy_from_slice(&(MAX + 1).to_le_bytes());
+        write_all(a.as_fd(), &h);
+        let mut r = FrameReader::new(MAX);
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::MessageTooLarge { .. })
+        ));
+
+        // Two descriptors announced, none sent.
+        let mut frame = header(1, 2).to_vec();
+        frame.push(3);
+        write_all(a.as_fd(), &frame);
+        let mut r = FrameReader::new(MAX);
+        assert!(matches!(
+            read_one(&mut r, b.as_fd()),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_pieces_is_read_whole() {
+        let (a, b) = stream_pair().unwrap();
+        let body: Vec<u8> = (0..3 * READ_CHUNK + 17).map(|i| i as u8).collect();
+        let mut frame = header(body.len(), 0).to_vec();
+        frame.extend_from_slice(&body);
+        let writer = std::thread::spawn(move || {
+            for piece in frame.chunks(5000) {
+                write_all(a.as_fd(), piece);
+            }
+        });
+        let mut r = FrameReader::new(MAX);
+        let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
+        writer.join().unwrap();
+        assert_eq!(f.payload, body);
+    }
+}
