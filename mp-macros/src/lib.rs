@@ -1,5 +1,5 @@
-//! Procedural macros of [`mp`](https://docs.rs/mp). Use them through the `mp` crate:
-//! `#[mp::main]`, `#[mp::worker]`, `#[derive(mp::Pod, mp::Zeroable)]`. Each one only generates
+//! Procedural macros of [`multiproc`](https://docs.rs/multiproc) (imported as `mp`). Use them
+//! through that crate: `#[mp::main]`, `#[mp::worker]`, `#[derive(mp::Pod, mp::Zeroable)]`. Each one only generates
 //! calls into `mp-runtime` (or trait impls); the logic lives there.
 
 use proc_macro::TokenStream;

@@ -1,5 +1,6 @@
-//! The runtime of [`mp`](https://docs.rs/mp): everything that runs. Use it through the `mp`
-//! facade crate, which adds the `#[mp::main]` and `#[mp::worker]` macros.
+//! The runtime of [`multiproc`](https://docs.rs/multiproc) (imported as `mp`): everything that
+//! runs. Use it through that facade crate, which adds the `#[mp::main]` and `#[mp::worker]`
+//! macros.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

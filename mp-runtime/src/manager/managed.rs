@@ -311,8 +311,11 @@ impl<T: Managed> Object for Shared<T> {
 pub struct TypeEntry {
     pub(crate) name: &'static str,
     pub(crate) fingerprint: u64,
-    pub(crate) build: fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>,
+    pub(crate) build: BuildFn,
 }
+
+/// Builds an object with a constructor index from a call's arguments.
+pub(crate) type BuildFn = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
 
 impl TypeEntry {
     /// The entry of `T`, for `inventory::submit!`.

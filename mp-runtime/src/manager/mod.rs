@@ -280,12 +280,16 @@ impl<'de> Deserialize<'de> for Manager {
     }
 }
 
+/// Encoded arguments and the descriptors they refer to.
+type Encoded = (Vec<u8>, Vec<std::os::fd::OwnedFd>);
+
 /// Builds and starts a [`Manager`] server.
 #[derive(Default)]
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
-    initializer: Option<(&'static str, Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>)>,
+    /// The initializer's registered name and encoded arguments.
+    initializer: Option<(&'static str, Result<Encoded>)>,
     shutdown_timeout: Option<Duration>,
     context: Option<Context>,
     ticket_ttl: Option<Duration>,
