@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::protocol::RemoteError;
+use super::protocol::{ObjId, RemoteError};
 use crate::codec;
 
 /// A type whose values can live in a manager's server and be used through proxies.
@@ -37,6 +37,13 @@ pub trait Managed: Send + Sync + Sized + 'static {
     /// Builds a value with constructor `ctor`.
     #[doc(hidden)]
     fn construct(ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError>;
+
+    /// Called when a client session that this object asked about ([`Call::watch_session`])
+    /// ends: its process exited or was killed. A lock held by that session lets go here.
+    #[doc(hidden)]
+    fn session_ended(this: &Shared<Self>, session: u64) {
+        let _ = (this, session);
+    }
 }
 
 /// An encoded result on its way to the caller: bytes and the descriptors they refer to.
@@ -71,6 +78,11 @@ impl<T> Shared<T> {
             poisoned: AtomicBool::new(false),
         }
     }
+
+    /// The value, shared (for hooks that run outside a call, like [`Managed::session_ended`]).
+    pub(crate) fn value(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Who made a call: the session (one per client process) and the connection (one per client
@@ -87,21 +99,32 @@ pub struct Call<'a> {
     args: &'a [u8],
     fds: Vec<OwnedFd>,
     caller: Caller,
+    /// The object called (0 for a constructor).
+    obj: ObjId,
     method_name: &'static str,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller) -> Self {
+    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller, obj: ObjId) -> Self {
         Call {
             args,
             fds,
             caller,
+            obj,
             method_name: "",
         }
     }
 
     pub(crate) fn caller(&self) -> Caller {
         self.caller
+    }
+
+    /// The caller's session, to check from inside the call (see [`SessionWatch`]).
+    pub(crate) fn session_watch(&self) -> SessionWatch {
+        SessionWatch {
+            obj: self.obj,
+            session: self.caller.session,
+        }
     }
 
     /// Decodes the argument tuple.
@@ -265,11 +288,36 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The session of a call in progress, for an object that keeps something on the caller's
+/// behalf (a lock's holder) or waits for it (a blocked `get`): it can ask the server to tell it
+/// when that session ends, and check whether it still lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionWatch {
+    obj: ObjId,
+    session: u64,
+}
+
+impl SessionWatch {
+    /// Asks for [`Managed::session_ended`] when the caller's session ends. False if it has
+    /// ended already: then the object must not keep anything for it. Calls made by the server
+    /// itself (session 0) never end.
+    pub(crate) fn watch(&self) -> bool {
+        self.session == 0 || super::server::watch_session(self.obj, self.session)
+    }
+
+    /// Whether the caller's session still lives (its process may have died during the call).
+    pub(crate) fn alive(&self) -> bool {
+        self.session == 0 || super::server::session_alive(self.session)
+    }
+}
+
 /// An object in the server, whatever its type.
 pub(crate) trait Object: Send + Sync + 'static {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
     /// The name of method `method`, for error messages.
     fn method_name(&self, method: u16) -> &'static str;
+    /// A session this object watches has ended.
+    fn session_ended(&self, session: u64);
 }
 
 impl<T: Managed> Object for Shared<T> {
@@ -278,6 +326,9 @@ impl<T: Managed> Object for Shared<T> {
     }
     fn method_name(&self, method: u16) -> &'static str {
         T::METHODS.get(method as usize).copied().unwrap_or("?")
+    }
+    fn session_ended(&self, session: u64) {
+        T::session_ended(self, session)
     }
 }
 

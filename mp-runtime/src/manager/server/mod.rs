@@ -225,9 +225,13 @@ impl Server {
             .remove(&id);
     }
 
-    /// Ends `session`: its references go, and its other connections are closed.
+    /// Ends `session`: its references go, the objects watching it are told (after the table is
+    /// unlocked: they take their own locks), and its other connections are closed.
     fn end_session(&self, session: u64) {
-        let dropped = self.lock().end_session(session);
+        let (dropped, watchers) = self.lock().end_session(session);
+        for object in watchers {
+            object.session_ended(session);
+        }
         drop(dropped);
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         for (s, sock) in conns.values() {
@@ -319,6 +323,16 @@ impl Drop for TicketHold {
     }
 }
 
+/// Asks that `obj` be told when `session` ends; false if it has ended already.
+pub(crate) fn watch_session(obj: ObjId, session: u64) -> bool {
+    current().is_some_and(|s| s.lock().watch(obj, session))
+}
+
+/// Whether `session` is open.
+pub(crate) fn session_alive(session: u64) -> bool {
+    current().is_some_and(|s| s.lock().has_session(session))
+}
+
 /// A transfer ticket for `obj`, made inside the server (a proxy the server itself sends).
 pub(crate) fn retain_local(obj: ObjId) -> Result<Ticket> {
     let server = current().ok_or_else(|| Error::state("not in a manager server"))?;
@@ -339,6 +353,7 @@ pub(crate) fn call_local(obj: ObjId, method: u16, args: &[u8], fds: Vec<OwnedFd>
             session: 0,
             conn: 0,
         },
+        obj,
     );
     object
         .dispatch(method, &mut call)

@@ -127,7 +127,7 @@ fn handle(
             // The table is locked only to find the object, never during the call.
             let object = server.lock().get(obj);
             let result = object.and_then(|object| {
-                let mut call = Call::new(args, fds, caller);
+                let mut call = Call::new(args, fds, caller, obj);
                 object.dispatch(method, &mut call)
             });
             match result {
@@ -167,7 +167,7 @@ fn handle(
                         .into(),
                 }),
                 Some(t) => {
-                    let mut call = Call::new(args, fds, caller);
+                    let mut call = Call::new(args, fds, caller, 0);
                     (t.build)(ctor, &mut call)
                         .map(|object| server.lock().insert(object, label.to_owned(), session))
                 }
