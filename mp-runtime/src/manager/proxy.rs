@@ -169,6 +169,9 @@ impl ObjRef {
 
     /// The wire form of this reference, with a fresh ticket.
     fn wire(&self) -> Result<ProxyWire> {
+        if super::value::encoding_key() {
+            return Err(Error::state(super::value::PROXY_IN_KEY));
+        }
         match &*self.0 {
             Held::Client { link, obj, label } => {
                 let link = link.current()?;
