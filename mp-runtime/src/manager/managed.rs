@@ -315,6 +315,7 @@ impl SessionWatch {
 pub(crate) trait Object: Send + Sync + 'static {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
     /// The name of method `method`, for error messages.
+    #[allow(dead_code)]
     fn method_name(&self, method: u16) -> &'static str;
     /// A session this object watches has ended.
     fn session_ended(&self, session: u64);
@@ -337,8 +338,11 @@ impl<T: Managed> Object for Shared<T> {
 pub struct TypeEntry {
     pub(crate) name: &'static str,
     pub(crate) fingerprint: u64,
-    pub(crate) build: fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>,
+    pub(crate) build: Build,
 }
+
+/// What builds an object of a registered type from a constructor index and its arguments.
+pub(crate) type Build = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
 
 impl TypeEntry {
     /// The entry of `T`, for `inventory::submit!`.

@@ -96,6 +96,7 @@ impl ObjRef {
     }
 
     /// This process's link for the reference (a fork child's own).
+    #[allow(dead_code)]
     pub(crate) fn link(&self) -> Result<Arc<Link>> {
         match &*self.0 {
             Held::Client { link, .. } => link.current(),

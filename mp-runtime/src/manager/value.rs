@@ -146,6 +146,7 @@ impl Stored {
     }
 
     /// Encodes a value in the server (for values the server makes, e.g. a queue's default).
+    #[allow(dead_code)]
     pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Self> {
         let (bytes, fds) = codec::encode_owned(value)?;
         Ok(Stored {
@@ -167,6 +168,7 @@ impl Stored {
     }
 
     /// Decodes the value in the server (only for plain values: see [`Stored::is_plain`]).
+    #[allow(dead_code)]
     pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         codec::decode(&self.bytes, Vec::new())
     }

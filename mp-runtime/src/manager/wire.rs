@@ -50,6 +50,7 @@ impl Wire {
         self.fd.as_fd()
     }
 
+    #[allow(dead_code)]
     pub(crate) fn is_tcp(&self) -> bool {
         self.tcp
     }
@@ -122,9 +123,8 @@ impl Wire {
                 }
                 continue;
             }
-            match self.reader.fill(self.fd.as_fd())? {
-                Some(0) => return Err(Error::Closed),
-                Some(_) | None => {}
+            if let Some(0) = self.reader.fill(self.fd.as_fd())? {
+                return Err(Error::Closed);
             }
             if let Some(f) = self.reader.next_frame()? {
                 // Spin next time only if this answer came within the window.
