@@ -48,7 +48,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use self::builtins::DictProxy;
+pub use self::builtins::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy,
+    SemaphoreProxy, SetOperand, SetProxy, ValueProxy,
+};
 pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint};
 #[doc(hidden)]
 pub use self::protocol::RemoteError;
