@@ -206,16 +206,19 @@ impl Server {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection of `session`; `None` if the server is full or stopping.
-    fn add_conn(&self, session: u64, sock: &OwnedFd) -> Option<u64> {
+    /// Registers a connection of `session`; why not if the server is stopping or full.
+    fn add_conn(&self, session: u64, sock: &OwnedFd) -> std::result::Result<u64, RemoteError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns.len() >= self.max_connections || self.stopping.load(Ordering::Acquire) {
-            return None;
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(RemoteError::ShuttingDown);
         }
-        let copy = sock.try_clone().ok()?;
+        if conns.len() >= self.max_connections {
+            return Err(RemoteError::Busy);
+        }
+        let copy = sock.try_clone().map_err(|_| RemoteError::Busy)?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         conns.insert(id, (session, copy));
-        Some(id)
+        Ok(id)
     }
 
     fn remove_conn(&self, id: u64) {

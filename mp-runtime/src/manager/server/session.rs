@@ -26,12 +26,15 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
     let Some((session, anchor)) = welcome(server, &mut wire) else {
         return;
     };
-    let Some(conn) = server.add_conn(session, &wire_fd(&wire)) else {
-        let _ = wire.send(&Welcome::Refused(RemoteError::Busy));
-        if anchor {
-            server.end_session(session);
+    let conn = match server.add_conn(session, &wire_fd(&wire)) {
+        Ok(conn) => conn,
+        Err(refused) => {
+            let _ = wire.send(&Welcome::Refused(refused));
+            if anchor {
+                server.end_session(session);
+            }
+            return;
         }
-        return;
     };
     let caller = Caller { session, conn };
     if wire
