@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::protocol::RemoteError;
+use super::protocol::{ObjId, RemoteError};
 use crate::codec;
 
 /// A type whose values can live in a manager's server and be used through proxies.
@@ -37,6 +37,13 @@ pub trait Managed: Send + Sync + Sized + 'static {
     /// Builds a value with constructor `ctor`.
     #[doc(hidden)]
     fn construct(ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError>;
+
+    /// Called when a client session that this object asked about ([`Call::watch_session`])
+    /// ends: its process exited or was killed. A lock held by that session lets go here.
+    #[doc(hidden)]
+    fn session_ended(this: &Shared<Self>, session: u64) {
+        let _ = (this, session);
+    }
 }
 
 /// A result on its way to the caller: encoded bytes and the descriptors they refer to, or a
@@ -96,6 +103,11 @@ impl<T> Shared<T> {
             poisoned: AtomicBool::new(false),
         }
     }
+
+    /// The value, shared (for hooks that run outside a call, like [`Managed::session_ended`]).
+    pub(crate) fn value(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Who made a call: the session (one per client process) and the connection (one per client
@@ -112,21 +124,29 @@ pub struct Call<'a> {
     args: &'a [u8],
     fds: Vec<OwnedFd>,
     caller: Caller,
+    /// The object called (0 for a constructor).
+    obj: ObjId,
     method_name: &'static str,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller) -> Self {
+    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller, obj: ObjId) -> Self {
         Call {
             args,
             fds,
             caller,
+            obj,
             method_name: "",
         }
     }
 
     pub(crate) fn caller(&self) -> Caller {
         self.caller
+    }
+
+    /// The object called (0 for a constructor).
+    pub(crate) fn obj(&self) -> ObjId {
+        self.obj
     }
 
     /// Decodes the argument tuple.
@@ -293,16 +313,16 @@ impl<'a> Call<'a> {
 /// An object in the server, whatever its type.
 pub(crate) trait Object: Send + Sync + 'static {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
-    /// The name of method `method`, for error messages.
-    fn method_name(&self, method: u16) -> &'static str;
+    /// A session this object watches has ended.
+    fn session_ended(&self, session: u64);
 }
 
 impl<T: Managed> Object for Shared<T> {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError> {
         T::dispatch(self, method, call)
     }
-    fn method_name(&self, method: u16) -> &'static str {
-        T::METHODS.get(method as usize).copied().unwrap_or("?")
+    fn session_ended(&self, session: u64) {
+        T::session_ended(self, session)
     }
 }
 
@@ -311,11 +331,11 @@ impl<T: Managed> Object for Shared<T> {
 pub struct TypeEntry {
     pub(crate) name: &'static str,
     pub(crate) fingerprint: u64,
-    pub(crate) build: BuildFn,
+    pub(crate) build: Build,
 }
 
-/// Builds an object with a constructor index from a call's arguments.
-pub(crate) type BuildFn = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
+/// What builds an object of a registered type from a constructor index and its arguments.
+pub(crate) type Build = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
 
 impl TypeEntry {
     /// The entry of `T`, for `inventory::submit!`.

@@ -54,10 +54,6 @@ impl Wire {
         self.fd.as_fd()
     }
 
-    pub(crate) fn is_tcp(&self) -> bool {
-        self.tcp
-    }
-
     /// Sends `message` as one frame, with the descriptors its encoding refers to.
     pub(crate) fn send<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<()> {
         self.send_with_fds(message, &[])
