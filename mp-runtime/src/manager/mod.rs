@@ -33,6 +33,7 @@
 //!   trip, with a short spin on both sides instead of a sleep when the other side keeps up.
 
 mod builtins;
+mod custom;
 mod link;
 mod managed;
 mod protocol;
@@ -49,6 +50,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::builtins::DictProxy;
+pub use self::custom::HasProxy;
+#[doc(hidden)]
+pub use self::custom::{assert_managed, call_method};
 pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint};
 #[doc(hidden)]
 pub use self::protocol::RemoteError;
