@@ -12,6 +12,8 @@ mod global;
 mod handle;
 mod identity;
 mod listener;
+// Helpers of the manager core that only the built-in objects of the next slice use yet.
+#[allow(dead_code)]
 pub mod manager;
 mod pool;
 mod process;

@@ -291,8 +291,11 @@ impl<T: Managed> Object for Shared<T> {
 pub struct TypeEntry {
     pub(crate) name: &'static str,
     pub(crate) fingerprint: u64,
-    pub(crate) build: fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>,
+    pub(crate) build: Build,
 }
+
+/// What builds an object of a registered type from a constructor index and its arguments.
+pub(crate) type Build = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
 
 impl TypeEntry {
     /// The entry of `T`, for `inventory::submit!`.

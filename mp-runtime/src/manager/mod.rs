@@ -25,7 +25,7 @@
 //! - **No leaks from dead clients.** References belong to the session of the process that holds
 //!   them; when it exits or is killed, the server drops them.
 //! - **No endless errors once the manager died.** Every call then fails at once with
-//!   [`Error::ManagerGone`](crate::Error::ManagerGone).
+//!   [`Error::ManagerGone`].
 //! - **Nothing runs from the wire.** Methods are indices into tables generated at compile time
 //!   and types are registered names; the authkey (HMAC-SHA256 both ways) guards connections,
 //!   not code execution.
@@ -282,12 +282,15 @@ impl<'de> Deserialize<'de> for Manager {
     }
 }
 
+/// Arguments encoded for another process: bytes and the descriptors they refer to.
+type EncodedArgs = (Vec<u8>, Vec<std::os::fd::OwnedFd>);
+
 /// Builds and starts a [`Manager`] server.
 #[derive(Default)]
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
-    initializer: Option<(&'static str, Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>)>,
+    initializer: Option<(&'static str, Result<EncodedArgs>)>,
     shutdown_timeout: Option<Duration>,
     context: Option<Context>,
     ticket_ttl: Option<Duration>,

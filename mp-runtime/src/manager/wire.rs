@@ -122,9 +122,8 @@ impl Wire {
                 }
                 continue;
             }
-            match self.reader.fill(self.fd.as_fd())? {
-                Some(0) => return Err(Error::Closed),
-                Some(_) | None => {}
+            if let Some(0) = self.reader.fill(self.fd.as_fd())? {
+                return Err(Error::Closed);
             }
             if let Some(f) = self.reader.next_frame()? {
                 // Spin next time only if this answer came within the window.
