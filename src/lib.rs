@@ -68,7 +68,7 @@
 //! [`WorkerFn`] constant; it is generated because it names the function's types twice and
 //! builds its decode glue.
 
-pub use mp_macros::{main, worker};
+pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
