@@ -6,8 +6,8 @@
 //!   (a compile error, `tests/ui/managed/private_method_not_exposed.rs`), and a method index the
 //!   type lacks is `Error::Incompatible`.
 //! - MG-11 (`common()`: `g()` raises `ValueError`): a method's own error comes back with its own
-//!   type inside `Ok`, apart from transport errors. Added: a panic in a method is
-//!   `Error::RemotePanic` naming the method, and the server keeps serving; a panic under
+//!   type inside `Ok`, apart from transport errors. Added: a panic in a method (or a
+//!   constructor) is `Error::RemotePanic` naming it, and the server keeps serving; a panic under
 //!   `&mut self` poisons the object (`Error::Poisoned`), one under `&self` does not.
 //! - MG-12 (`baz()`, an `IteratorProxy`): an iterator-like object iterated remotely.
 //! - MG-13 (`test_mymanager`, bpo-30356): after `shutdown()` the server exits with 0, or with
@@ -20,7 +20,8 @@
 //!
 //! And from the list: 8 processes × 10,000 increments through a managed counter (exact
 //! total); a `#[mp(proxy)]` method called in a child (gh-99595); proxies nested two levels deep;
-//! a proxy passed parent → child → grandchild; a type whose fingerprint differs is
+//! a `#[mp(proxy)]` method called from inside the server by another object; a proxy passed
+//! parent → child → grandchild; a type whose fingerprint differs is
 //! `Error::Incompatible`; the `_timeout` variants.
 
 mod common;
@@ -45,6 +46,12 @@ pub struct DivByZero;
 impl Counter {
     /// A counter at `start`.
     pub fn new(start: u64) -> Self {
+        Counter { n: start }
+    }
+
+    /// A counter at `start`, which must be below 100.
+    pub fn small(start: u64) -> Self {
+        assert!(start < 100, "{start} is not small");
         Counter { n: start }
     }
 
@@ -176,6 +183,16 @@ fn mg_11_a_panic_is_a_remote_panic_naming_the_method_and_the_server_keeps_servin
             assert_eq!(method, "Counter::panic_ref");
             assert_eq!(message, "counter looked wrong at 7");
             assert!(location.contains("manager_custom.rs"), "{location}");
+        }
+        other => panic!("expected a remote panic, got {other:?}"),
+    }
+    // A constructor's panic too.
+    match CounterProxy::small(&m, 1000) {
+        Err(mp::Error::RemotePanic {
+            method, message, ..
+        }) => {
+            assert_eq!(method, "Counter::small");
+            assert_eq!(message, "1000 is not small");
         }
         other => panic!("expected a remote panic, got {other:?}"),
     }
@@ -458,6 +475,12 @@ impl Team {
         self.score.clone()
     }
 
+    /// Splits the team's counter from the server (a `#[mp(proxy)]` method called there): the
+    /// new counter's proxy.
+    pub fn split_score(&self) -> Result<CounterProxy, String> {
+        self.score.split().map_err(|e| e.to_string())
+    }
+
     /// The team's name.
     pub fn name(&self) -> String {
         self.name.clone()
@@ -516,6 +539,10 @@ fn proxies_nested_two_levels_deep() {
     assert_eq!(score.add(10).unwrap(), 15);
     assert_eq!(league.round(0).unwrap(), Ok(vec![5, 15]));
     assert!(league.team(2).unwrap().is_none());
+    // A proxy made in the server, by a call from one object to another, reaches the client.
+    let half = blue.split_score().unwrap().unwrap();
+    assert_eq!((half.get().unwrap(), score.get().unwrap()), (7, 8));
+    drop(half);
     drop((league, blue, score));
     assert!(eventually(LONG, || m.number_of_objects().unwrap() == 0));
     m.shutdown().unwrap();
