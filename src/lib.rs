@@ -67,8 +67,12 @@
 //! `#[mp::worker]` registers the function in a static registry (via `inventory`) and defines a
 //! [`WorkerFn`] constant; it is generated because it names the function's types twice and
 //! builds its decode glue.
+//!
+//! `#[mp::managed]` on an `impl` block implements [`manager::Managed`] (a table of the exposed
+//! methods and a fingerprint of their signatures), registers the type for manager servers, and
+//! generates its typed proxy; [`managed`]'s documentation shows the equivalent code.
 
-pub use mp_macros::{main, worker};
+pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,

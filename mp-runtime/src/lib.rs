@@ -80,6 +80,7 @@ pub mod forkserver {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+    pub use serde;
 
     pub use crate::codec::{deserialize_fd, serialize_fd};
     pub use crate::registry::WorkerEntry;

@@ -22,6 +22,11 @@ use crate::codec;
 /// A type whose values can live in a manager's server and be used through proxies.
 ///
 /// Implemented by `#[mp::managed]`; not meant to be implemented by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a managed type",
+    label = "this type needs `#[mp::managed]` on one of its `impl` blocks",
+    note = "add `#[mp::managed]` to an `impl` block of `{Self}`"
+)]
 pub trait Managed: Send + Sync + Sized + 'static {
     /// The registered name (module path and type name).
     const TYPE_NAME: &'static str;

@@ -33,6 +33,7 @@
 //!   trip, with a short spin on both sides instead of a sleep when the other side keeps up.
 
 mod builtins;
+mod custom;
 pub(crate) mod host;
 mod link;
 mod managed;
@@ -55,6 +56,9 @@ pub use self::builtins::{
     JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy,
     SemaphoreProxy, SetOperand, SetProxy, ValueProxy,
 };
+pub use self::custom::HasProxy;
+#[doc(hidden)]
+pub use self::custom::{assert_managed, call_method};
 pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint, label_of};
 #[doc(hidden)]
 pub use self::protocol::RemoteError;
