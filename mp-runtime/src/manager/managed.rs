@@ -175,6 +175,42 @@ impl<'a> Call<'a> {
         })
     }
 
+    /// Decodes `A` and runs `f` under the object's shared lock (a panic is the call's error).
+    fn shared<T, A: DeserializeOwned, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&T, A) -> R,
+    ) -> Result<R, RemoteError> {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
+        self.guarded(|| f(&guard, args))
+    }
+
+    /// Decodes `A` and runs `f` under the object's exclusive lock; a panic poisons the object.
+    fn exclusive<T, A: DeserializeOwned, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&mut T, A) -> R,
+    ) -> Result<R, RemoteError> {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
+        let result = self.guarded(|| f(&mut guard, args));
+        if result.is_err() {
+            this.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
     /// Runs a `&self` method: decodes `A`, calls `f` under a shared lock, encodes its result.
     pub fn read<T, A, R>(
         &mut self,
@@ -186,15 +222,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&guard, args))?;
-        drop(guard);
-        Out::of(&result)
+        Out::of(&self.shared(this, method, f)?)
     }
 
     /// Runs a `&mut self` method under the exclusive lock; a panic poisons the object.
@@ -208,18 +236,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&mut guard, args));
-        if result.is_err() {
-            this.poisoned.store(true, Ordering::Release);
-        }
-        drop(guard);
-        Out::of(&result?)
+        Out::of(&self.exclusive(this, method, f)?)
     }
 
     /// [`Call::read`] for a method that can refuse: its `Err` is the call's error.
@@ -233,15 +250,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&guard, args))??;
-        drop(guard);
-        Out::of(&result)
+        Out::of(&self.shared(this, method, f)??)
     }
 
     /// Like [`Call::read`] or [`Call::write`] for a method that returns another managed value:
@@ -256,15 +265,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Managed,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let value = self.guarded(|| f(&guard, args))?;
-        drop(guard);
-        Ok(Out::adopt(value))
+        Ok(Out::adopt(self.shared(this, method, f)?))
     }
 
     /// [`Call::read_new`] for a `&mut self` method.
@@ -278,18 +279,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Managed,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
-        let value = self.guarded(|| f(&mut guard, args));
-        if value.is_err() {
-            this.poisoned.store(true, Ordering::Release);
-        }
-        drop(guard);
-        Ok(Out::adopt(value?))
+        Ok(Out::adopt(self.exclusive(this, method, f)?))
     }
 
     /// Runs a constructor: decodes `A` and calls `f`.
