@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mp::{Connection, Error, JoinableQueue, Pipe, Queue, SimpleQueue};
+use mp::{Connection, Error, JoinableQueue, Pipe, Queue, SimpleQueue, TryPutError};
 
 #[mp::worker]
 fn drain(q: Queue<u32>) -> Vec<u32> {
@@ -100,7 +100,7 @@ fn shut_down_ops(q: JoinableQueue<u32>) -> Vec<String> {
     };
     vec![
         name(q.put(1)),
-        name(q.try_put(1)),
+        name(q.try_put(1).map_err(Error::from)),
         name(q.get().map(drop)),
         name(q.try_get().map(drop)),
     ]
@@ -157,8 +157,11 @@ fn qu_01_02_03_bounded_queue_fills() {
     q.try_put(6).unwrap();
     assert!(q.is_full());
     assert_eq!(q.qsize(), 6);
-    assert!(matches!(q.try_put(7), Err(Error::Full)));
-    assert!(matches!(q.put_timeout(7, Duration::ZERO), Err(Error::Full)));
+    assert!(matches!(q.try_put(7), Err(TryPutError::Full(7))));
+    assert!(matches!(
+        q.put_timeout(7, Duration::ZERO),
+        Err(TryPutError::Full(7))
+    ));
 }
 
 #[test]
@@ -168,7 +171,10 @@ fn qu_04_put_timeout_waits_then_fails() {
     q.put(1).unwrap();
     let t = Instant::now();
     let timeout = Duration::from_millis(200);
-    assert!(matches!(q.put_timeout(2, timeout), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(2, timeout),
+        Err(TryPutError::Full(2))
+    ));
     assert!(t.elapsed() >= timeout);
 }
 
@@ -397,7 +403,10 @@ for_each_method!(qu_19_shutdown_of_an_empty_queue, |ctx: mp::Context| {
     assert_eq!(q.qsize(), 0);
     join(&mut waiter).unwrap();
     assert!(matches!(q.put(1), Err(Error::ShutDown)));
-    assert!(matches!(q.try_put(1), Err(Error::ShutDown)));
+    assert!(matches!(
+        q.try_put(1),
+        Err(TryPutError::Failed(1, Error::ShutDown))
+    ));
     assert!(matches!(q.get(), Err(Error::ShutDown)));
     assert!(matches!(q.try_get(), Err(Error::ShutDown)));
     let mut other = started(ctx.process(shut_down_ops, (q.clone(),)));
@@ -607,3 +616,116 @@ for_each_method!(
         assert!(q.is_empty());
     }
 );
+
+/// Raises this process's open-file limit to its hard limit and returns it: the kernel caps the
+/// descriptors a user has in flight at that limit.
+fn open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_max
+}
+
+fn dev_null() -> mp::Handle {
+    mp::Handle::from(std::os::fd::OwnedFd::from(
+        std::fs::File::open("/dev/null").unwrap(),
+    ))
+}
+
+#[test]
+fn an_unbounded_queue_takes_thousands_of_handles_without_blocking() {
+    let _g = shared();
+    // One socket buffer holds a few hundred frames with handles: beyond that, `put` used to
+    // wait forever for a consumer.
+    let n = 5_000u64.min(open_file_limit() / 2);
+    let q = Queue::<(u64, mp::Handle)>::new().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let putter = std::thread::spawn({
+        let q = q.clone();
+        move || {
+            for i in 0..n {
+                q.put((i, dev_null())).unwrap();
+            }
+            tx.send(()).unwrap();
+        }
+    });
+    rx.recv_timeout(LONG)
+        .expect("put blocked on an unbounded queue");
+    putter.join().unwrap();
+    assert_eq!(q.qsize() as u64, n);
+    for i in 0..n {
+        let (j, h) = q.get_timeout(LONG).unwrap();
+        assert_eq!(j, i);
+        let fd: std::os::fd::OwnedFd = h.into();
+        assert!(std::fs::File::from(fd).metadata().is_ok());
+    }
+    assert!(q.is_empty());
+}
+
+/// Not `Clone`: a retry loop must get it back from the error.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Unique(u32);
+
+#[test]
+fn try_put_and_put_timeout_give_the_item_back() {
+    let _g = shared();
+    let q = Queue::<Unique>::bounded(1).unwrap();
+    q.put(Unique(1)).unwrap();
+    let mut item = Unique(2);
+    let mut full = 0;
+    loop {
+        match q.try_put(item) {
+            Ok(()) => break,
+            Err(TryPutError::Full(back)) => {
+                full += 1;
+                item = back;
+                assert_eq!(q.get_timeout(LONG).unwrap(), Unique(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(full, 1);
+    let e = q
+        .put_timeout(Unique(3), Duration::from_millis(10))
+        .unwrap_err();
+    assert!(e.is_full());
+    assert_eq!(e.to_string(), "the queue is full");
+    assert_eq!(format!("{e:?}"), "Full(..)");
+    assert_eq!(e.into_inner(), Unique(3));
+    // `?` turns it into `mp::Error::Full`.
+    let via_question_mark = || -> mp::Result<()> {
+        q.try_put(Unique(4))?;
+        Ok(())
+    };
+    assert!(matches!(via_question_mark(), Err(Error::Full)));
+    q.shutdown(false);
+    match q.try_put(Unique(5)) {
+        Err(TryPutError::Failed(Unique(5), Error::ShutDown)) => {}
+        other => panic!("{other:?}"),
+    }
+    let (item, err) = q.put_timeout(Unique(6), LONG).unwrap_err().into_parts();
+    assert_eq!(
+        (item, err.to_string()),
+        (Unique(6), Error::ShutDown.to_string())
+    );
+}
+
+#[test]
+fn an_item_that_cannot_be_encoded_comes_back_from_try_put() {
+    let _g = shared();
+    let q = Queue::<Connection<u8>>::new().unwrap();
+    let (mut closed, _other) = Pipe::<u8>::duplex().unwrap();
+    closed.close();
+    match q.try_put(closed) {
+        Err(TryPutError::Failed(back, Error::Codec { .. })) => assert!(back.send(&1).is_err()),
+        other => panic!("{other:?}"),
+    }
+    assert!(q.is_empty());
+}

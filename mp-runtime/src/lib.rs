@@ -37,7 +37,7 @@ pub use identity::{
 pub use listener::{Address, Client, IntoAddress, Listener};
 pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
-pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
 pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard,

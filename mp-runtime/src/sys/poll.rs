@@ -94,26 +94,3 @@ pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>], deadline: Deadline) -> io::R
 pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<bool> {
     Ok(wait_readable(&[fd], deadline)?[0])
 }
-
-/// Whether `fd` can be written without blocking, now.
-pub(crate) fn writable(fd: BorrowedFd<'_>) -> bool {
-    let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
-    matches!(nix::poll::poll(&mut p, PollTimeout::ZERO), Ok(1))
-        && p[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
-}
-
-/// Waits until `fd` is writable or the deadline passes.
-pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<bool> {
-    loop {
-        let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
-        match nix::poll::poll(&mut p, deadline.poll_timeout()) {
-            Ok(0) if deadline.passed() => return Ok(false),
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
