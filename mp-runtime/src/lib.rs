@@ -40,7 +40,7 @@ pub use listener::{Address, Client, IntoAddress, Listener};
 pub use manager::{Manager, ManagerBuilder};
 pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
-pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
 pub use start_method::{
     StartMethod, get_all_start_methods, get_start_method, set_start_method, set_start_method_force,
