@@ -10,7 +10,9 @@
 //! a system call anyway, makes every CPU running a process of the queue execute a barrier
 //! ([`heavy`], Linux's `membarrier` with `MEMBARRIER_CMD_GLOBAL_EXPEDITED`). Processes register
 //! for that once; registration survives `fork` and is renewed after `exec`. Where the kernel
-//! refuses it, the busy side falls back to a full barrier of its own.
+//! refuses it, the busy side falls back to a full barrier of its own. (Were it refused to a
+//! sleeper but granted to a busy side, a wake-up could be missed; sleepers look at their
+//! condition again every 100 ms in any case, see `wake::Waiters::sleep_until`.)
 
 use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
 

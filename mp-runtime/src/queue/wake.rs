@@ -124,12 +124,14 @@ impl Default for Spin {
 }
 
 impl Spin {
-    /// Spins until `ready()` or the budget runs out; true if it became ready.
+    /// Spins until `ready()`, the budget runs out or the deadline passes; true if it became
+    /// ready.
     #[inline]
-    pub(crate) fn spin(&self, ready: impl Fn() -> bool) -> bool {
+    pub(crate) fn spin(&self, deadline: Deadline, ready: impl Fn() -> bool) -> bool {
         let budget = self.0.load(Ordering::Relaxed);
+        let timed = deadline.remaining().is_some();
         let mut spun = 0;
-        while spun < budget {
+        while spun < budget && !(timed && deadline.passed()) {
             if ready() {
                 self.0.store((budget * 2).min(MAX_SPINS), Ordering::Relaxed);
                 return true;
@@ -152,5 +154,5 @@ pub(crate) fn wait(
     deadline: Deadline,
     ready: impl Fn() -> bool,
 ) -> bool {
-    spin.spin(&ready) || waiters.sleep_until(deadline, ready)
+    spin.spin(deadline, &ready) || waiters.sleep_until(deadline, ready)
 }
