@@ -77,12 +77,12 @@ pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
-    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, ParentProcess, Pipe, Pool,
-    PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray,
-    RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
-    TryPutError, Value, ValueGuard, Worker, WorkerFn, active_children, connection, cpu_count,
-    current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
-    get_start_method, manager, parent_process, set_authkey, set_start_method,
+    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, OneArg, ParentProcess, Pipe,
+    Pool, PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard,
+    RawArray, RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
+    TryPutError, Value, ValueGuard, Worker, WorkerError, WorkerFn, active_children, connection,
+    cpu_count, current_process, default_context, forkserver, futures, get_all_start_methods,
+    get_context, get_start_method, manager, parent_process, set_authkey, set_start_method,
     set_start_method_force, shared_memory,
 };
 

@@ -27,10 +27,11 @@ mod sync;
 mod sys;
 mod transport;
 mod worker;
+mod worker_error;
 
 pub use connection::{Connection, Pipe};
 pub use context::{Context, default_context, get_context};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WorkerError};
 pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
 pub use handle::Handle;
 pub use identity::{
@@ -49,7 +50,7 @@ pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore,
 };
-pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
+pub use worker::{OneArg, RegisteredRun, Run, Sendable, Worker, WorkerFn};
 
 /// Named shared memory (Python's `multiprocessing.shared_memory`): [`SharedMemory`],
 /// [`ShareableList`] and [`SharedMemoryManager`], with a resource tracker that unlinks what a
@@ -86,7 +87,8 @@ pub mod __private {
     pub use crate::registry::WorkerEntry;
     pub use crate::roles::enter_if_requested;
     pub use crate::worker::{
-        Fallible, Input, Outcome, assert_arg, assert_output, call_fallible, call_plain,
+        ErrorAsText, ErrorAsValue, ErrorCodec, Fallible, Input, Outcome, Probe, ReturnsOther,
+        ReturnsResult, assert_arg, assert_output, assert_plain_return, call_fallible, call_plain,
     };
 
     /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the

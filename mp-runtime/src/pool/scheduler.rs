@@ -36,7 +36,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use super::backend::{Launcher, Link};
 use super::wire::{self, Cursor};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WorkerError};
 use crate::transport::frame::MAX_FDS;
 use crate::transport::reader::{FrameReader, take_fds};
 
@@ -538,9 +538,21 @@ fn item_results<'a>(
                 let bytes = cur.bytes()?;
                 Ok((bytes, take_fds(fds, nfds)?))
             }
-            wire::TAG_FAILED => Err(Error::TaskFailed {
-                message: cur.string()?,
-            }),
+            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?)),
+            wire::TAG_RAISED => {
+                let message = cur.string()?;
+                let type_name = cur.string()?;
+                let value = match cur.u8()? {
+                    0 => None,
+                    _ => Some(cur.bytes()?.to_vec()),
+                };
+                let position = cur.usize()?;
+                Err(Error::raised(
+                    message,
+                    WorkerError::new(type_name, value),
+                    position,
+                ))
+            }
             wire::TAG_PANICKED => {
                 let message = cur.string()?;
                 let location = cur.string()?;
@@ -717,9 +729,7 @@ impl Scheduler {
             .collect();
         drop(st);
         for (t, reason) in unsent {
-            t.fail(|| Error::TaskFailed {
-                message: reason.clone(),
-            });
+            t.fail(|| Error::task_failed(reason.clone()));
         }
         if !to_fail.is_empty() {
             self.core.space.notify_all();
