@@ -15,6 +15,7 @@ mod global;
 mod handle;
 mod identity;
 mod listener;
+mod log;
 pub mod manager;
 mod pool;
 mod process;

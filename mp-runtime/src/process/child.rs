@@ -181,6 +181,13 @@ impl ChildHandle {
             if exited {
                 let code = self.reap()?;
                 st.exitcode = Some(code);
+                crate::log::event!(
+                    debug,
+                    pid = self.pid,
+                    name = %self.name,
+                    exitcode = code,
+                    "process exited"
+                );
                 self.exited.store(true, Ordering::Release);
                 if st.result_sock.is_some() {
                     read_report(st, true);

@@ -139,7 +139,17 @@ impl<R: DeserializeOwned> Process<R> {
         let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
         match send_frame(parent_end.as_fd(), &encoded.bytes, &raw) {
             // A child that died before reading is reported by `join`.
-            Ok(()) | Err(Error::Closed) => Ok(()),
+            Ok(()) | Err(Error::Closed) => {
+                crate::log::event!(
+                    debug,
+                    pid,
+                    name = %self.name,
+                    method = %self.method,
+                    worker = self.worker,
+                    "process started"
+                );
+                Ok(())
+            }
             Err(e) => {
                 let _ = self.kill();
                 Err(e)
