@@ -49,6 +49,35 @@
 //! `square(7)` still calls the function directly: `#[mp::worker]` turns the name into a constant
 //! that dereferences to the function and also identifies it to other processes.
 //!
+//! ## Workers
+//!
+//! [`#[mp::worker]`](macro@worker) documents the rules: argument and return types (owned `serde`
+//! types), how a returned `Result` is handled, how workers are named and what that means for
+//! shadowing, where a worker may be defined, and `cargo test`. [`#[mp::main]`](macro@main) says
+//! what it joins at the end of `main` and what happens without it.
+//!
+//! ## When a worker fails
+//!
+//! A worker that returns `Err(e)` fails its process ([`Error::ProcessFailed`]) or its pool task
+//! ([`Error::TaskFailed`], which also says which input item failed): the error's text always
+//! arrives, and `e` itself when its type is serde-able ([`Error::downcast`]). A panic is
+//! [`Error::WorkerPanicked`], a process that dies is [`Error::ProcessFailed`] with its exit code
+//! or signal, a pool worker that dies fails its task with [`Error::WorkerDied`].
+//!
+//! ## Logging
+//!
+//! With the `tracing` feature, the runtime reports what it does as `tracing` events: processes
+//! starting and exiting, pool workers dying and being replaced, the fork server and the resource
+//! tracker starting, failed handshakes (with the peer's address, never the key). Install any
+//! subscriber (`examples/logging.rs` uses `tracing-subscriber`). Without the feature there is no
+//! logging code at all.
+//!
+//! ## Coming from Python or rayon
+//!
+//! [`coming_from_python`] lists what works differently from Python's `multiprocessing` (the
+//! README maps every call); [`coming_from_rayon`] says when processes are worth their cost over
+//! threads, and how rayon's loops look with a pool.
+//!
 //! ## How a child starts
 //!
 //! | [`StartMethod`] | Python | what happens |
@@ -72,17 +101,23 @@
 //! methods and a fingerprint of their signatures), registers the type for manager servers, and
 //! generates its typed proxy; [`managed`]'s documentation shows the equivalent code.
 
+#[doc = include_str!("../docs/COMING_FROM_PYTHON.md")]
+pub mod coming_from_python {}
+
+#[doc = include_str!("../docs/COMING_FROM_RAYON.md")]
+pub mod coming_from_rayon {}
+
 pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
-    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, ParentProcess, Pipe, Pool,
-    PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray,
-    RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
-    TryPutError, Value, ValueGuard, Worker, WorkerFn, active_children, connection, cpu_count,
-    current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
-    get_start_method, manager, parent_process, set_authkey, set_start_method,
+    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, OneArg, ParentProcess, Pipe,
+    Pool, PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard,
+    RawArray, RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
+    TryPutError, Value, ValueGuard, Worker, WorkerError, WorkerFn, active_children, connection,
+    cpu_count, current_process, default_context, forkserver, futures, get_all_start_methods,
+    get_context, get_start_method, manager, parent_process, set_authkey, set_start_method,
     set_start_method_force, shared_memory,
 };
 

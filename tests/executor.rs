@@ -154,7 +154,7 @@ fn fx_03_04_map_goes_on_after_a_failing_call() {
     assert_eq!(out.len(), 6);
     for (i, r) in out.iter().enumerate() {
         if i == 3 {
-            assert!(matches!(r, Err(Error::TaskFailed { message }) if message == "refusing 3"));
+            assert!(matches!(r, Err(Error::TaskFailed { message, .. }) if message == "refusing 3"));
         } else {
             assert_eq!(*r.as_ref().unwrap(), i as u64);
         }

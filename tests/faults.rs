@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mp::{Error, StartMethod};
+use mp::{Error, StartMethod, Worker};
 
 #[mp::worker]
 fn echo_len(data: Vec<u8>) -> usize {
@@ -55,7 +55,7 @@ fn encoded_args(len: usize) -> Vec<u8> {
 
 #[test]
 fn well_formed_raw_bootstrap_runs_the_worker() {
-    let frame = mp::__private::bootstrap_frame("faults::echo_len", &encoded_args(5)).unwrap();
+    let frame = mp::__private::bootstrap_frame(echo_len.name(), &encoded_args(5)).unwrap();
     assert_eq!(raw(&frame, false), (0, Some("returned".into())));
 }
 
@@ -73,7 +73,7 @@ fn unknown_worker_in_bootstrap_is_a_failure_report() {
 
 #[test]
 fn truncated_bootstrap_frame_exits_1() {
-    let frame = mp::__private::bootstrap_frame("faults::echo_len", &encoded_args(5)).unwrap();
+    let frame = mp::__private::bootstrap_frame(echo_len.name(), &encoded_args(5)).unwrap();
     assert_eq!(raw(&frame[..frame.len() / 2], true), (1, None));
     assert_eq!(raw(&frame[..7], true), (1, None));
     assert_eq!(raw(&[], true), (1, None));
@@ -81,21 +81,21 @@ fn truncated_bootstrap_frame_exits_1() {
 
 #[test]
 fn corrupt_frame_magic_exits_1() {
-    let mut frame = mp::__private::bootstrap_frame("faults::echo_len", &encoded_args(5)).unwrap();
+    let mut frame = mp::__private::bootstrap_frame(echo_len.name(), &encoded_args(5)).unwrap();
     frame[13] ^= 0xFF;
     assert_eq!(raw(&frame, true), (1, None));
 }
 
 #[test]
 fn oversized_length_prefix_exits_1_without_allocating() {
-    let mut frame = mp::__private::bootstrap_frame("faults::echo_len", &encoded_args(5)).unwrap();
+    let mut frame = mp::__private::bootstrap_frame(echo_len.name(), &encoded_args(5)).unwrap();
     frame[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
     assert_eq!(raw(&frame, true), (1, None));
 }
 
 #[test]
 fn corrupt_bootstrap_payload_is_a_failure_report() {
-    let mut frame = mp::__private::bootstrap_frame("faults::echo_len", &encoded_args(5)).unwrap();
+    let mut frame = mp::__private::bootstrap_frame(echo_len.name(), &encoded_args(5)).unwrap();
     let len = frame.len();
     for b in &mut frame[16..len] {
         *b = 0xFF;
@@ -107,7 +107,7 @@ fn corrupt_bootstrap_payload_is_a_failure_report() {
 
 #[test]
 fn arguments_that_do_not_decode_are_a_failure_report() {
-    let frame = mp::__private::bootstrap_frame("faults::echo_len", &[0xFF, 0xFF]).unwrap();
+    let frame = mp::__private::bootstrap_frame(echo_len.name(), &[0xFF, 0xFF]).unwrap();
     let (code, report) = raw(&frame, false);
     assert_eq!(code, 1);
     assert!(report.unwrap().contains("arguments could not be decoded"));
@@ -122,7 +122,9 @@ for_each_method!(child_that_dies_before_reporting, |ctx: mp::Context| {
     ] {
         let mut p = started(ctx.process(die_by, (how.to_string(),)));
         match join(&mut p) {
-            Err(Error::ProcessFailed { exitcode, message }) => {
+            Err(Error::ProcessFailed {
+                exitcode, message, ..
+            }) => {
                 assert_eq!(exitcode, code, "{how}: {message}");
             }
             other => panic!("{how}: expected ProcessFailed, got {other:?}"),
@@ -150,7 +152,7 @@ fn result_of_the_wrong_type_is_a_codec_error() {
         0
     }
     // Same registered name as `greeting`, which returns a String; the parent expects u64.
-    let liar = mp::WorkerFn::<fn() -> u64, (), u64>::new("faults::greeting", typed_wrong);
+    let liar = mp::WorkerFn::<fn() -> u64, (), u64>::new(greeting.name(), typed_wrong);
     let mut p = started(mp::get_context(StartMethod::Spawn).process(liar, ()));
     let err = join(&mut p).unwrap_err();
     assert!(matches!(err, Error::Codec { .. }), "{err}");

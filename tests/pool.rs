@@ -275,10 +275,12 @@ fn po_04_map_async_callbacks() {
         .on_success(move |_: &Vec<u64>| c1.lock().unwrap().push("ok".into()))
         .on_error(move |e: &Error| c2.lock().unwrap().push(format!("err {e}")));
     let r = p.map_async_with(fail_on, 0..10u64, Some(1), cb).unwrap();
-    assert!(matches!(r.get(), Err(Error::TaskFailed { message }) if message == "refusing 3"));
+    assert!(
+        matches!(r.get(), Err(Error::TaskFailed { message, index: Some(3), .. }) if message == "refusing 3")
+    );
     assert_eq!(
         *calls.lock().unwrap(),
-        vec!["err task failed: refusing 3".to_owned()]
+        vec!["err task failed on input item 3: refusing 3".to_owned()]
     );
 }
 
@@ -455,7 +457,7 @@ for_each_method!(po_18_failing_map_then_close_join, |ctx: mp::Context| {
     assert!(p.map_chunked(fail_on, 0..10u64, 1).is_err());
     let slow = p.apply_async(sleep_ms, (300,)).unwrap();
     let err = p.map(huge_error, 0..4u64).unwrap_err();
-    assert!(matches!(&err, Error::TaskFailed { message } if message.len() == 1 << 20));
+    assert!(matches!(&err, Error::TaskFailed { message, .. } if message.len() == 1 << 20));
     p.close();
     p.join().unwrap();
     assert_eq!(
@@ -500,7 +502,7 @@ fn po_22_results_that_do_not_travel() {
         assert!(text.contains("could not be decoded"), "{text}");
         assert!(matches!(
             p.apply(returns_no_encode, (1,)),
-            Err(Error::TaskFailed { message }) if message.contains("could not be sent")
+            Err(Error::TaskFailed { message, .. }) if message.contains("could not be sent")
         ));
     }
     assert_eq!(p.apply(returns_no_thirteen, (12,)).unwrap().0, 12);
@@ -798,7 +800,9 @@ fn failing_item_fails_its_whole_chunk() {
     assert_eq!(r.len(), 10);
     for (i, item) in r.iter().enumerate() {
         if i < 4 {
-            assert!(matches!(item, Err(Error::TaskFailed { message }) if message == "refusing 3"));
+            assert!(
+                matches!(item, Err(Error::TaskFailed { message, .. }) if message == "refusing 3")
+            );
         } else {
             assert_eq!(*item.as_ref().unwrap(), i as u64);
         }

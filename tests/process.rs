@@ -518,7 +518,7 @@ for_each_method!(ex_02_kill, |ctx: mp::Context| {
     p.kill().unwrap();
     let err = join(&mut p).unwrap_err();
     assert!(
-        matches!(&err, Error::ProcessFailed { exitcode: -9, message } if message.contains("SIGKILL")),
+        matches!(&err, Error::ProcessFailed { exitcode: -9, message, .. } if message.contains("SIGKILL")),
         "{err}"
     );
 });
@@ -561,6 +561,7 @@ for_each_method!(
             Err(Error::ProcessFailed {
                 exitcode: 1,
                 message,
+                ..
             }) => assert_eq!(message, "disk full"),
             other => panic!("expected ProcessFailed, got {other:?}"),
         }

@@ -3,19 +3,32 @@
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 
-/// Arguments shared by `#[mp::main]` and `#[mp::worker]`.
+/// Arguments of `#[mp::main]` and `#[mp::worker]`.
 pub(crate) struct Args {
     /// Path of the `mp` crate in generated code (`crate = "..."`), for re-exports.
     pub(crate) krate: syn::Path,
+    /// `#[mp::worker(fallible)]` / `fallible = false`: whether a returned `Err` fails the
+    /// worker, said explicitly (otherwise the return type's spelling decides).
+    pub(crate) fallible: Option<bool>,
 }
 
-/// Parses `crate = "path"`; anything else is an error naming the accepted arguments.
+/// Parses `crate = "path"` (both macros) and `fallible [= bool]` (`mp::worker` only); anything
+/// else is an error naming the accepted arguments.
 pub(crate) fn parse(macro_name: &str, tokens: TokenStream) -> syn::Result<Args> {
+    let worker = macro_name == "mp::worker";
     let mut krate: syn::Path = syn::parse_quote!(::mp);
+    let mut fallible = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("crate") {
             let lit: syn::LitStr = meta.value()?.parse()?;
             krate = lit.parse()?;
+            Ok(())
+        } else if worker && meta.path.is_ident("fallible") {
+            fallible = Some(if meta.input.peek(syn::Token![=]) {
+                meta.value()?.parse::<syn::LitBool>()?.value
+            } else {
+                true
+            });
             Ok(())
         } else {
             let name = meta
@@ -23,13 +36,19 @@ pub(crate) fn parse(macro_name: &str, tokens: TokenStream) -> syn::Result<Args> 
                 .get_ident()
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "argument".into());
+            let accepted = if worker {
+                "the accepted arguments are `crate = \"path::to::mp\"` and `fallible` \
+                 (or `fallible = false`)"
+            } else {
+                "the accepted argument is `crate = \"path::to::mp\"`"
+            };
             Err(meta.error(format!(
-                "unknown `{macro_name}` argument `{name}`; the accepted argument is `crate = \"path::to::mp\"`"
+                "unknown `{macro_name}` argument `{name}`; {accepted}"
             )))
         }
     });
     parser.parse2(tokens)?;
-    Ok(Args { krate })
+    Ok(Args { krate, fallible })
 }
 
 /// Arguments of `#[mp::managed]`.

@@ -12,15 +12,13 @@ mod fallback;
 mod pod;
 mod valid;
 
-/// Marks a function as a worker that can run in another process, or an `impl mp::Run for T`
-/// as a process body. See the `mp` crate's documentation.
+#[doc = include_str!("../docs/worker.md")]
 #[proc_macro_attribute]
 pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::worker(args.into(), item.into()).into()
 }
 
-/// Wraps `main` so that children re-enter their worker and `main`'s end joins the children.
-/// See the `mp` crate's documentation.
+#[doc = include_str!("../docs/main.md")]
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::main(args.into(), item.into()).into()

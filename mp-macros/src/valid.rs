@@ -79,27 +79,112 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
                             "a worker cannot take `impl Trait` arguments (that makes it generic); name a concrete type",
                         ),
                     );
+                } else if let Some(r) = find_reference(&t.ty) {
+                    push(
+                        &mut acc,
+                        syn::Error::new_spanned(
+                            r,
+                            format!(
+                                "arguments are sent to another process, so a worker cannot borrow them: take {}",
+                                owned_suggestion(r)
+                            ),
+                        ),
+                    );
                 }
             }
         }
     }
-    if let syn::ReturnType::Type(_, ty) = &sig.output
-        && let syn::Type::ImplTrait(_) = &**ty
-    {
-        push(
-            &mut acc,
-            syn::Error::new(
-                ty.span(),
-                "a worker cannot return `impl Trait`; name a concrete type",
-            ),
-        );
+    if let syn::ReturnType::Type(_, ty) = &sig.output {
+        if let syn::Type::ImplTrait(_) = &**ty {
+            push(
+                &mut acc,
+                syn::Error::new(
+                    ty.span(),
+                    "a worker cannot return `impl Trait`; name a concrete type",
+                ),
+            );
+        } else if let Some(r) = find_reference(ty) {
+            push(
+                &mut acc,
+                syn::Error::new_spanned(
+                    r,
+                    format!(
+                        "a worker's result is sent back to another process, so it cannot be a borrow: return {}",
+                        owned_suggestion(r)
+                    ),
+                ),
+            );
+        }
     }
     finish(acc)
 }
 
+/// The first reference type in `ty` (itself, or inside a path's generic arguments, a tuple, an
+/// array, a slice). A borrow cannot cross a process boundary: the value is decoded into memory
+/// of the other process, which has nothing to borrow from.
+fn find_reference(ty: &syn::Type) -> Option<&syn::TypeReference> {
+    match ty {
+        syn::Type::Reference(r) => Some(r),
+        syn::Type::Paren(p) => find_reference(&p.elem),
+        syn::Type::Group(g) => find_reference(&g.elem),
+        syn::Type::Array(a) => find_reference(&a.elem),
+        syn::Type::Slice(s) => find_reference(&s.elem),
+        syn::Type::Tuple(t) => t.elems.iter().find_map(find_reference),
+        syn::Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|arg| match arg {
+                syn::GenericArgument::Type(t) => find_reference(t),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The owned type to use instead of a reference: `String` for `&str`, `Vec<T>` for `&[T]`,
+/// `PathBuf` for `&Path`, `T` for `&T`.
+fn owned_suggestion(r: &syn::TypeReference) -> String {
+    use quote::ToTokens;
+    let elem = &*r.elem;
+    let text = |t: &syn::Type| {
+        t.to_token_stream()
+            .to_string()
+            .replace(" :: ", "::")
+            .replace(" < ", "<")
+            .replace("< ", "<")
+            .replace(" >", ">")
+            .replace(" ,", ",")
+            .replace("& ", "&")
+    };
+    let owned = match elem {
+        syn::Type::Slice(s) => format!("Vec<{}>", text(&s.elem)),
+        syn::Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
+        syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Path") => {
+            "std::path::PathBuf".to_owned()
+        }
+        syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "OsStr") => {
+            "std::ffi::OsString".to_owned()
+        }
+        other => text(other),
+    };
+    format!(
+        "`{owned}` instead of `{}`",
+        text(&syn::Type::Reference(r.clone()))
+    )
+}
+
 /// `#[mp::worker]` on an impl accepts `impl mp::Run for Type` without generics.
-pub(crate) fn run_impl(item: &syn::ItemImpl) -> syn::Result<()> {
+pub(crate) fn run_impl(item: &syn::ItemImpl, args: &crate::attr::Args) -> syn::Result<()> {
     let mut acc = None;
+    if args.fallible.is_some() {
+        push(
+            &mut acc,
+            syn::Error::new(
+                item.impl_token.span(),
+                "`fallible` applies to worker functions; `Run::run` returns nothing",
+            ),
+        );
+    }
     match &item.trait_ {
         Some((_, path, _)) if path.segments.last().is_some_and(|s| s.ident == "Run") => {}
         _ => push(

@@ -2,6 +2,10 @@
 
 use std::io;
 
+use serde::de::DeserializeOwned;
+
+pub use crate::worker_error::WorkerError;
+
 /// Everything that can go wrong in `mp`.
 ///
 /// Each variant's doc says which calls return it and what the caller can do. Display strings are
@@ -67,8 +71,8 @@ pub enum Error {
         message: Vec<u8>,
     },
 
-    /// A bootstrap message named a worker this binary does not contain. Happens when the child
-    /// runs a different build than the parent, or when two workers share one registered name.
+    /// A bootstrap message named a worker this binary does not contain: the child runs a
+    /// different build than the parent.
     #[error("no worker named `{name}` is registered in this binary{hint}")]
     UnknownWorker {
         /// The registered name that was asked for.
@@ -86,15 +90,19 @@ pub enum Error {
         location: String,
     },
 
-    /// The child process did not return a value: its worker returned `Err`, or the process exited
-    /// or was killed before reporting. `exitcode` follows Python: `N` for `exit(N)`, `-N` for
-    /// signal `N`, 255 when the fork server died and the status is unknown.
-    #[error("process failed with exit code {exitcode}: {message}")]
+    /// The child process did not return a value: its worker returned `Err` (then `error` holds
+    /// it: get it back with [`Error::downcast`]), or the process could not run its worker, or it
+    /// exited or was killed before reporting. `exitcode` follows Python: `N` for `exit(N)`, `-N`
+    /// for signal `N`, 255 when the fork server died and the status is unknown.
+    #[error("{}", process_failed_text(message, error.is_some()))]
+    #[non_exhaustive]
     ProcessFailed {
         /// Python-style exit code.
         exitcode: i32,
-        /// The worker's error text, or a description of how the process ended.
+        /// The worker's error text (its `Display`), or what happened to the process.
         message: String,
+        /// The worker's `Err` value, when the worker returned one.
+        error: Option<WorkerError>,
     },
 
     /// A worker process of a pool died while it held a task (signal or abrupt exit).
@@ -110,12 +118,23 @@ pub enum Error {
         exitcode: i32,
     },
 
-    /// A pool task's worker returned `Err`; `message` is the error's text. Only that task
-    /// fails; the pool keeps serving.
-    #[error("task failed: {message}")]
+    /// A pool task's worker returned `Err` (or the task could not run in the worker: its
+    /// arguments did not decode, its result could not be sent). Only that task fails; the pool
+    /// keeps serving. `message` is the error's text; `error` the value itself, for
+    /// [`Error::downcast`]; `index` says which input item failed.
+    #[error("{}", task_failed_text(message, *index))]
+    #[non_exhaustive]
     TaskFailed {
-        /// The `Display` text of the worker's error.
+        /// The `Display` text of the worker's error, or why the task could not run.
         message: String,
+        /// The position, in the input, of the item whose worker returned `Err`: for `map`,
+        /// `starmap`, `imap`, `imap_unordered` (and their variants) and the executor's `map`.
+        /// `None` for a single call (`apply`, `submit`). With chunks of several items, the other
+        /// items of the chunk fail with the same error and the same index (as in Python, the
+        /// chunk fails as a whole).
+        index: Option<usize>,
+        /// The worker's `Err` value, when the worker returned one.
+        error: Option<WorkerError>,
     },
 
     /// An executor future was cancelled before it ran (`cancel()`, or `shutdown` with
@@ -269,8 +288,14 @@ impl Error {
     /// `io::Error`, which is not `Clone`).
     pub(crate) fn replicate(&self) -> Error {
         match self {
-            Error::TaskFailed { message } => Error::TaskFailed {
+            Error::TaskFailed {
+                message,
+                index,
+                error,
+            } => Error::TaskFailed {
                 message: message.clone(),
+                index: *index,
+                error: error.clone(),
             },
             Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
                 message: message.clone(),
@@ -307,6 +332,111 @@ impl Error {
             Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => Error::Closed,
             e => Error::io(context, io::Error::from(e)),
         }
+    }
+}
+
+/// What went wrong as the user sees it, when a worker returned `Err` or its process ended
+/// early: the methods that take the error apart.
+impl Error {
+    /// The worker's `Err` value, decoded as `E`: for [`Error::TaskFailed`] and
+    /// [`Error::ProcessFailed`] from a worker declared `-> Result<T, E>` whose `E` implements
+    /// `serde::Serialize` and `serde::Deserialize`.
+    ///
+    /// A clear error, never a panic, otherwise: [`Error::InvalidArgument`] when this error did
+    /// not come from a worker's `Err` (a panic, a death, a timeout, …), when the worker's error is
+    /// of another type than `E` (the message names both), or when its type is not `Serialize`
+    /// (only its text, in `message`, crossed the process boundary); [`Error::Codec`] when the
+    /// bytes do not decode. See [`WorkerError`] for an example.
+    pub fn downcast<E: DeserializeOwned>(&self) -> Result<E> {
+        match self.worker_error() {
+            Some(w) => w.decode(),
+            None => Err(Error::InvalidArgument {
+                message: format!(
+                    "cannot downcast to `{}`: this error did not come from a worker's `Err` \
+                     (it is: {self})",
+                    std::any::type_name::<E>()
+                ),
+            }),
+        }
+    }
+
+    /// The worker's `Err` as it arrived (its type name, and its value where the type is
+    /// `Serialize`), if this error is a worker's `Err`.
+    pub fn worker_error(&self) -> Option<&WorkerError> {
+        match self {
+            Error::TaskFailed { error, .. } | Error::ProcessFailed { error, .. } => error.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Which input item's worker returned `Err`: the `index` of [`Error::TaskFailed`] (a
+    /// position in the input of `map`, `imap_unordered`, …); `None` for other errors and for
+    /// single calls.
+    pub fn item_index(&self) -> Option<usize> {
+        match self {
+            Error::TaskFailed { index, .. } => *index,
+            _ => None,
+        }
+    }
+
+    /// A worker's `Err` that failed a pool task, with its position relative to the task's first
+    /// item (made absolute by [`rebase_index`](Error::rebase_index)).
+    pub(crate) fn raised(message: String, error: WorkerError, position: usize) -> Error {
+        Error::TaskFailed {
+            message,
+            index: Some(position),
+            error: Some(error),
+        }
+    }
+
+    /// A task failure that did not come from the worker's `Err` (it could not run).
+    pub(crate) fn task_failed(message: impl Into<String>) -> Error {
+        Error::TaskFailed {
+            message: message.into(),
+            index: None,
+            error: None,
+        }
+    }
+
+    /// Turns the position of a worker's `Err` within its task into a position in the input:
+    /// `first` is the input index of the task's first item (`None` for a single call, which
+    /// then reports no index).
+    pub(crate) fn rebase_index(mut self, first: Option<usize>) -> Error {
+        if let Error::TaskFailed { index, .. } = &mut self
+            && let Some(p) = *index
+        {
+            *index = first.and_then(|f| f.checked_add(p));
+        }
+        self
+    }
+
+    /// Sets the input index of a worker's `Err` (the executor's `map`, whose calls are single
+    /// tasks).
+    pub(crate) fn at_index(mut self, at: usize) -> Error {
+        if let Error::TaskFailed { index, error, .. } = &mut self
+            && error.is_some()
+        {
+            *index = Some(at);
+        }
+        self
+    }
+}
+
+/// The text of [`Error::ProcessFailed`]: the worker's error, or what happened to the process
+/// (a full sentence, built where the exit is observed).
+fn process_failed_text(message: &str, returned_err: bool) -> String {
+    if returned_err {
+        format!("the worker returned an error: {message}")
+    } else {
+        message.to_owned()
+    }
+}
+
+/// The text of [`Error::TaskFailed`].
+fn task_failed_text(message: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("task failed on input item {i}: {message}"),
+        None => format!("task failed: {message}"),
     }
 }
 

@@ -1,6 +1,55 @@
 //! The runtime of [`multiproc`](https://docs.rs/multiproc) (imported as `mp`): everything that
 //! runs. Use it through that facade crate, which adds the `#[mp::main]` and `#[mp::worker]`
 //! macros.
+//!
+//! # Workers
+//!
+//! A worker is a function marked `#[mp::worker]`. The attribute only generates code that calls
+//! into this crate: a constant of type [`WorkerFn`] in place of the function (it dereferences
+//! to the function and implements [`Worker`], whose `Args` and `Output` types make
+//! [`Process::new`], [`Pool`] and [`ProcessPoolExecutor`] check arguments and results at
+//! compile time), and an entry in a static registry under the worker's registered name
+//! (`module::name@line:column`). A child process is the same executable: it receives the name
+//! and the encoded arguments, finds the entry, runs it and sends back the encoded result.
+//!
+//! The rules that follow, documented in full on the attribute (`multiproc`'s `worker`):
+//!
+//! - arguments and the result are owned `serde` types ([`Sendable`]); no borrows (`String`, not
+//!   `&str`), no generics, no `async`;
+//! - a return type spelled `...Result<T, E>` fails the worker on `Err`: the parent gets
+//!   [`Error::ProcessFailed`] or [`Error::TaskFailed`] with `E`'s text, and `E` itself through
+//!   [`Error::downcast`] when it is serde-able; a `Result` under another name is a compile error
+//!   until `#[mp::worker(fallible)]` or `(fallible = false)` says which is meant;
+//! - the worker's name is a constant, so a `let` of the same name beside it does not compile;
+//! - a worker may be defined anywhere in the program (a function body, a test, a doctest), and
+//!   runs under `cargo test` without `#[mp::main]`.
+//!
+//! `#[mp::main]` makes `main` join the children that were not joined when it returns; without
+//! it, an `atexit` hook installed at the first start does the same when the program exits.
+//!
+//! # What is where
+//!
+//! | need | items |
+//! |---|---|
+//! | processes | [`Process`], [`ProcessBuilder`], [`Context`], [`StartMethod`], [`current_process`], [`active_children`] |
+//! | messages | [`Pipe`], [`Connection`], [`Queue`], [`JoinableQueue`], [`SimpleQueue`], [`Listener`], [`Client`], [`Handle`] |
+//! | synchronization | [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`], [`Barrier`] |
+//! | shared state | [`Value`], [`Array`], [`RawValue`], [`RawArray`], [`shared_memory`], [`Manager`] |
+//! | many tasks | [`Pool`], [`AsyncResult`], [`IMap`], [`ProcessPoolExecutor`], [`futures`] |
+//! | failures | [`Error`], [`WorkerError`] |
+//!
+//! # Logging
+//!
+//! The `tracing` feature (off by default; enable it on `multiproc`) turns on events for the
+//! `tracing` facade: processes starting and exiting, pool workers dying and being replaced, the
+//! fork server and resource tracker starting, failed handshakes. Their targets are this crate's
+//! modules (`mp_runtime::process`, `mp_runtime::pool::scheduler`, …). Without the feature the
+//! crate contains no logging code.
+//!
+//! # Guides
+//!
+//! The `multiproc` crate's documentation has "Coming from Python" and "Coming from rayon"
+//! pages (its modules `coming_from_python` and `coming_from_rayon`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -15,6 +64,7 @@ mod global;
 mod handle;
 mod identity;
 mod listener;
+mod log;
 pub mod manager;
 mod pool;
 mod process;
@@ -27,10 +77,11 @@ mod sync;
 mod sys;
 mod transport;
 mod worker;
+mod worker_error;
 
 pub use connection::{Connection, Pipe};
 pub use context::{Context, default_context, get_context};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WorkerError};
 pub use executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor};
 pub use handle::Handle;
 pub use identity::{
@@ -49,7 +100,7 @@ pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore,
 };
-pub use worker::{RegisteredRun, Run, Sendable, Worker, WorkerFn};
+pub use worker::{OneArg, RegisteredRun, Run, Sendable, Worker, WorkerFn};
 
 /// Named shared memory (Python's `multiprocessing.shared_memory`): [`SharedMemory`],
 /// [`ShareableList`] and [`SharedMemoryManager`], with a resource tracker that unlinks what a
@@ -86,7 +137,8 @@ pub mod __private {
     pub use crate::registry::WorkerEntry;
     pub use crate::roles::enter_if_requested;
     pub use crate::worker::{
-        Fallible, Input, Outcome, assert_arg, assert_output, call_fallible, call_plain,
+        ErrorAsText, ErrorAsValue, ErrorCodec, Fallible, Input, Outcome, Probe, ReturnsOther,
+        ReturnsResult, assert_arg, assert_output, assert_plain_return, call_fallible, call_plain,
     };
 
     /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the

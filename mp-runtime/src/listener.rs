@@ -212,6 +212,29 @@ struct Pending {
     wait: Wait,
     /// When the peer is cut off if it has not completed its side.
     deadline: Instant,
+    /// Who connected, for the event of a failed handshake (a peer that gave up has no address
+    /// left to ask the socket for by then).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    peer: Peer,
+}
+
+/// The address a connection came from, as `accept` gave it.
+enum Peer {
+    Unix(std::os::unix::net::SocketAddr),
+    Tcp(std::net::SocketAddr),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix(a) => match (a.as_pathname(), a.as_abstract_name()) {
+                (Some(p), _) => write!(f, "{}", p.display()),
+                (None, Some(n)) => write!(f, "@{}", String::from_utf8_lossy(n)),
+                (None, None) => f.write_str("unnamed"),
+            },
+        }
+    }
 }
 
 /// Gives up the role of advancing handshakes when dropped (on a panic too), handing back the
@@ -354,7 +377,17 @@ impl Listener {
         let mut ended = Vec::new();
         loop {
             let now = Instant::now();
-            pending.retain(|p| p.deadline > now);
+            pending.retain(|p| {
+                let in_time = p.deadline > now;
+                if !in_time {
+                    crate::log::event!(
+                        warn,
+                        peer = %p.peer,
+                        "a peer did not complete the handshake in time; disconnected"
+                    );
+                }
+                in_time
+            });
             let mut left = deadline.remaining();
             for p in pending.iter() {
                 let rest = p.deadline.saturating_duration_since(now);
@@ -395,7 +428,14 @@ impl Listener {
                     // A peer that hung up halfway is no one's business.
                     Err(Error::Closed) => drop(pending.remove(i)),
                     Err(e) => {
-                        pending.remove(i);
+                        let p = pending.remove(i).expect("index in range");
+                        crate::log::event!(
+                            warn,
+                            peer = %p.peer,
+                            error = %e,
+                            "handshake with a connecting peer failed"
+                        );
+                        drop(p);
                         ended.push(Err(e));
                     }
                 }
@@ -416,13 +456,13 @@ impl Listener {
     fn accept_waiting(&self, pending: &mut VecDeque<Pending>, ended: &mut Vec<Result<OwnedFd>>) {
         for _ in 0..MAX_PENDING_HANDSHAKES {
             let accepted = match &self.socket {
-                Socket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
-                Socket::Tcp(l) => l.accept().map(|(s, _)| {
+                Socket::Unix(l) => l.accept().map(|(s, a)| (OwnedFd::from(s), Peer::Unix(a))),
+                Socket::Tcp(l) => l.accept().map(|(s, a)| {
                     let _ = s.set_nodelay(true);
-                    OwnedFd::from(s)
+                    (OwnedFd::from(s), Peer::Tcp(a))
                 }),
             };
-            let fd = match accepted {
+            let (fd, peer) = match accepted {
                 Ok(fd) => fd,
                 // Another thread took the client, or it left before we got to it.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -460,10 +500,19 @@ impl Listener {
                         hs,
                         wait,
                         deadline: Instant::now() + self.handshake_timeout,
+                        peer,
                     });
                 }
                 Err(Error::Closed) => {}
-                Err(e) => ended.push(Err(e)),
+                Err(e) => {
+                    crate::log::event!(
+                        warn,
+                        %peer,
+                        error = %e,
+                        "handshake with a connecting peer failed"
+                    );
+                    ended.push(Err(e));
+                }
             }
         }
     }
@@ -533,7 +582,8 @@ impl Client {
         limit: Duration,
     ) -> Result<Connection<T>> {
         let deadline = Deadline::after(Some(limit));
-        let (fd, tcp) = match address.into_address()? {
+        let address = address.into_address()?;
+        let (fd, tcp) = match &address {
             Address::Tcp(a) => {
                 // A TCP connect to an address that does not answer would otherwise wait for the
                 // kernel's own limit (minutes).
@@ -541,7 +591,7 @@ impl Client {
                 if left.is_zero() {
                     return Err(Error::Timeout);
                 }
-                let s = TcpStream::connect_timeout(&a, left).map_err(|e| match e.kind() {
+                let s = TcpStream::connect_timeout(a, left).map_err(|e| match e.kind() {
                     std::io::ErrorKind::TimedOut => Error::Timeout,
                     _ => Error::io("connect", e),
                 })?;
@@ -554,7 +604,7 @@ impl Client {
             ),
             Address::Abstract(n) => {
                 let a =
-                    UnixSocketAddr::from_abstract_name(&n).map_err(|e| Error::io("connect", e))?;
+                    UnixSocketAddr::from_abstract_name(n).map_err(|e| Error::io("connect", e))?;
                 (
                     OwnedFd::from(
                         UnixStream::connect_addr(&a).map_err(|e| Error::io("connect", e))?,
@@ -563,7 +613,14 @@ impl Client {
                 )
             }
         };
-        client_handshake_until(fd.as_fd(), authkey.as_ref(), deadline)?;
+        client_handshake_until(fd.as_fd(), authkey.as_ref(), deadline).inspect_err(|_e| {
+            crate::log::event!(
+                warn,
+                peer = %address,
+                error = %_e,
+                "handshake with the listener failed"
+            );
+        })?;
         Ok(Connection::from_socket(fd, tcp))
     }
 }

@@ -62,6 +62,23 @@ pub(crate) fn install_internal(workers: InternalWorkers) {
     let _ = INTERNAL.set(workers);
 }
 
+/// Whether `name` is one of the runtime's own workers (a pool's worker loop, a manager's
+/// server), whose failures are reported in their own words rather than as a user's worker.
+pub(crate) fn is_internal(name: &str) -> bool {
+    INTERNAL
+        .get()
+        .is_some_and(|table| table.iter().any(|(n, _)| *n == name))
+}
+
+/// A registered name without the `@line:column` that `#[mp::worker]` appends (which only tells
+/// apart workers of one name in different function bodies), for messages about a call.
+pub(crate) fn display_name(registered: &str) -> &str {
+    match registered.rsplit_once('@') {
+        Some((name, at)) if at.split(':').all(|n| n.bytes().all(|b| b.is_ascii_digit())) => name,
+        _ => registered,
+    }
+}
+
 /// The entry registered as `name`.
 pub(crate) fn find(name: &str) -> Result<EntryFn> {
     if let Some((_, f)) = INTERNAL
@@ -72,16 +89,29 @@ pub(crate) fn find(name: &str) -> Result<EntryFn> {
     }
     match table().get(name) {
         Some(Slot::One(f)) => Ok(*f),
-        Some(Slot::Ambiguous(n)) => Err(Error::UnknownWorker {
-            name: name.to_owned(),
-            hint: format!(
-                ": {n} workers share this name (functions with one name in different function \
-                 bodies of one module); move them to modules of their own"
+        Some(Slot::Ambiguous(n)) => Err(Error::InvalidState {
+            message: format!(
+                "{n} workers are registered as `{name}` (workers of one name defined at one \
+                 place, e.g. by a macro expanded there more than once), so the child cannot \
+                 tell which to run; give them different names"
             ),
         }),
         None => Err(Error::UnknownWorker {
             name: name.to_owned(),
             hint: " (is the child running a different build of the program?)".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+
+    #[test]
+    fn display_names_drop_only_the_location() {
+        assert_eq!(display_name("app::square@12:1"), "app::square");
+        assert_eq!(display_name("app::square"), "app::square");
+        assert_eq!(display_name("mp::pool::worker_loop"), "mp::pool::worker_loop");
+        assert_eq!(display_name("odd@name"), "odd@name");
     }
 }

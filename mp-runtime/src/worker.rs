@@ -11,19 +11,47 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::error::Result;
+use crate::worker_error::WorkerError;
 
 /// A function that can run in another process.
 ///
 /// Implemented by the constants `#[mp::worker]` generates: the name of a worker function is a
 /// value of a type implementing `Worker`, so `Process::new(square, (5,))` is checked at compile
-/// time: the argument tuple must be `Args`, and the parent receives an `Output`.
+/// time: the argument tuple must be `Args`, and the parent receives an `Output`. A closure or a
+/// function without the attribute is not a `Worker` (another process could not find it).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an mp worker",
+    label = "expected a function marked `#[mp::worker]`",
+    note = "mark the function with `#[mp::worker]` (a closure cannot be one: a worker must be \
+            a named function that the child process finds by its name)"
+)]
 pub trait Worker: Copy + Send + Sync + 'static {
     /// The argument tuple, e.g. `(u64, String)`.
     type Args: Serialize + DeserializeOwned;
     /// What the parent receives: the return type, or `T` of a returned `Result<T, E>`.
     type Output: Serialize + DeserializeOwned;
-    /// The registered name (module path and function name).
+    /// The registered name: module path, function name, and where the attribute stands
+    /// (`module::square@12:1`), which tells apart workers of one name in different function
+    /// bodies.
     fn name(&self) -> &'static str;
+}
+
+/// The argument tuple of a one-argument worker, `(T,)`: what `map`, `imap`, `imap_unordered` and
+/// the executor's `map` need, since they pass one input item per call. A worker of several
+/// arguments goes to `starmap`, which takes whole argument tuples.
+#[diagnostic::on_unimplemented(
+    message = "this call passes one item per worker call, but the worker takes `{Self}`",
+    label = "the worker's arguments are `{Self}`, not one argument",
+    note = "for a worker of several arguments, use `starmap` (or `starmap_async`) with an \
+            iterator of argument tuples; for a worker of none, use `apply`"
+)]
+pub trait OneArg {
+    /// The argument's type, `T` of `(T,)`.
+    type Arg;
+}
+
+impl<T> OneArg for (T,) {
+    type Arg = T;
 }
 
 /// The value `#[mp::worker]` defines in place of a function. It dereferences to the plain
@@ -125,12 +153,26 @@ pub struct Input<'a> {
 pub enum Outcome {
     /// The encoded return value and the descriptors it carries.
     Returned { bytes: Vec<u8>, fds: Vec<OwnedFd> },
-    /// The worker returned `Err`, or its arguments did not decode.
+    /// The worker could not run: its arguments did not decode, its result could not be sent.
     Failed { message: String },
+    /// The worker returned `Err`: its text, its type and value, and (in a pool chunk) the
+    /// position of the item that failed.
+    Raised {
+        message: String,
+        error: WorkerError,
+        position: usize,
+    },
 }
 
-/// The return type of a worker declared `-> Result<T, E>`.
+/// The return type of a worker whose `Err` fails it: `Result<T, E>` (however it is spelled).
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Result`, so `#[mp::worker]` cannot fail the worker on its `Err`",
+    label = "not `std::result::Result<T, E>`",
+    note = "a return type spelled `...Result<..>`, or `#[mp::worker(fallible)]`, makes a \
+            returned `Err` fail the worker; to send this value back as it is, write \
+            `#[mp::worker(fallible = false)]`"
+)]
 pub trait Fallible {
     type Ok;
     type Err: fmt::Display;
@@ -144,6 +186,105 @@ impl<T, E: fmt::Display> Fallible for std::result::Result<T, E> {
         self
     }
 }
+
+/// How a worker's `Err` is sent to the parent: always its text; its value too when the type is
+/// `Serialize`. `#[mp::worker]` picks one at compile time through [`Probe`]: the
+/// [`ErrorAsValue`] impl applies only to `Serialize` types and is found first, by autoref.
+#[doc(hidden)]
+pub struct ErrorCodec<E: ?Sized>(fn(&E) -> Option<Vec<u8>>);
+
+/// A type-level question asked by generated code, answered by which trait's method applies
+/// (see [`ErrorAsValue`] and [`ReturnsResult`]).
+#[doc(hidden)]
+pub struct Probe<T: ?Sized>(PhantomData<fn() -> PhantomData<T>>);
+
+impl<T: ?Sized> Probe<T> {
+    #[doc(hidden)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// Chosen for an error type that is `Serialize`: the value travels, encoded.
+#[doc(hidden)]
+pub trait ErrorAsValue<E> {
+    fn error_codec(self) -> ErrorCodec<E>;
+}
+
+impl<E: Serialize> ErrorAsValue<E> for &&Probe<E> {
+    fn error_codec(self) -> ErrorCodec<E> {
+        ErrorCodec(|e| match codec::encode(e) {
+            // An error that carries OS handles travels as text only: its handles would need
+            // descriptors passed alongside, which failure reports do not carry.
+            Ok(enc) if enc.fds.is_empty() => Some(enc.bytes),
+            _ => None,
+        })
+    }
+}
+
+/// Chosen for any other error type: only its text travels.
+#[doc(hidden)]
+pub trait ErrorAsText<E> {
+    fn error_codec(self) -> ErrorCodec<E>;
+}
+
+impl<E> ErrorAsText<E> for &Probe<E> {
+    fn error_codec(self) -> ErrorCodec<E> {
+        ErrorCodec(|_| None)
+    }
+}
+
+/// Answers "is this return type a `Result`?" for the check that a worker `#[mp::worker]`
+/// treats as plain (its return type is not spelled `...Result<..>`) does not return a `Result`
+/// under another name, which would make its `Err` arrive as a value.
+#[doc(hidden)]
+pub trait ReturnsResult {
+    fn returns(self) -> IsResult;
+}
+
+impl<T, E> ReturnsResult for &&Probe<std::result::Result<T, E>> {
+    fn returns(self) -> IsResult {
+        IsResult
+    }
+}
+
+/// The other answer of [`ReturnsResult`].
+#[doc(hidden)]
+pub trait ReturnsOther {
+    fn returns(self) -> NotResult;
+}
+
+impl<T> ReturnsOther for &Probe<T> {
+    fn returns(self) -> NotResult {
+        NotResult
+    }
+}
+
+/// A return type that is a `Result`.
+#[doc(hidden)]
+pub struct IsResult;
+
+/// A return type that is not a `Result`.
+#[doc(hidden)]
+pub struct NotResult;
+
+/// Implemented only by [`NotResult`]: generated code asks for it on a worker it treats as plain.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this worker returns a `Result` under another name, and `#[mp::worker]` cannot \
+               tell from the spelling whether a returned `Err` should fail it",
+    label = "a `Result` (through an alias or another name)",
+    note = "say which: `#[mp::worker(fallible)]` makes an `Err` fail the process or task (as \
+            for `-> Result<T, E>`), `#[mp::worker(fallible = false)]` sends the whole `Result` \
+            back as a value"
+)]
+pub trait PlainReturn {}
+
+impl PlainReturn for NotResult {}
+
+/// Compile-time check on a worker treated as plain (see [`PlainReturn`]).
+#[doc(hidden)]
+pub fn assert_plain_return<K: PlainReturn>(_: K) {}
 
 fn decode_args<A: DeserializeOwned>(input: Input<'_>) -> Result<A> {
     codec::decode(input.bytes, input.fds)
@@ -196,11 +337,22 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-/// Runs a worker that returns `Result<T, E>`: `Err` becomes a failure carrying `E`'s text.
+/// The outcome of a worker that returned `Err(e)`, as item `position` of its task.
+fn raised<E: fmt::Display>(e: &E, codec: &ErrorCodec<E>, position: usize) -> Outcome {
+    Outcome::Raised {
+        message: e.to_string(),
+        error: WorkerError::new(std::any::type_name::<E>().to_owned(), (codec.0)(e)),
+        position,
+    }
+}
+
+/// Runs a worker that returns `Result<T, E>`: `Err` becomes a failure carrying `E`'s text and,
+/// as `codec` says, its value.
 #[doc(hidden)]
 pub fn call_fallible<A: DeserializeOwned, R: Fallible>(
     input: Input<'_>,
     mut f: impl FnMut(A) -> R,
+    codec: ErrorCodec<R::Err>,
 ) -> Outcome
 where
     R::Ok: Serialize,
@@ -211,14 +363,10 @@ where
             Err(e) => return bad_args(e),
         };
         let mut out = Vec::with_capacity(items.len());
-        for args in items {
+        for (position, args) in items.into_iter().enumerate() {
             match f(args).into_result() {
                 Ok(v) => out.push(v),
-                Err(e) => {
-                    return Outcome::Failed {
-                        message: e.to_string(),
-                    };
-                }
+                Err(e) => return raised(&e, &codec, position),
             }
         }
         return returned(&out);
@@ -226,9 +374,7 @@ where
     match decode_args(input) {
         Ok(args) => match f(args).into_result() {
             Ok(v) => returned(&v),
-            Err(e) => Outcome::Failed {
-                message: e.to_string(),
-            },
+            Err(e) => raised(&e, &codec, 0),
         },
         Err(e) => bad_args(e),
     }

@@ -22,7 +22,7 @@ pub(crate) fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
             Ok(()) => worker::expand(&args, f),
             Err(e) => fallback::with_errors(item, e),
         },
-        Ok(syn::Item::Impl(i)) => match valid::run_impl(&i) {
+        Ok(syn::Item::Impl(i)) => match valid::run_impl(&i, &args) {
             Ok(()) => run::expand(&args, i),
             Err(e) => fallback::with_errors(item, e),
         },

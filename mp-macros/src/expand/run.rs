@@ -1,5 +1,5 @@
 //! `#[mp::worker] impl mp::Run for T`: registers `T`'s `run` as a process body named
-//! `module_path::T` and implements `RegisteredRun` so that `Process::from_run(value)` accepts it.
+//! `module_path::T@line:column` and implements `RegisteredRun` so that `Process::from_run(value)` accepts it.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
@@ -10,6 +10,7 @@ use crate::attr::Args;
 pub(crate) fn expand(args: &Args, item: syn::ItemImpl) -> TokenStream {
     let krate = &args.krate;
     let ty = &item.self_ty;
+    let registered = super::worker::registered_name(ty);
     let check = quote_spanned! {ty.span()=> #krate::__private::assert_arg::<#ty>(); };
     quote! {
         #item
@@ -25,15 +26,11 @@ pub(crate) fn expand(args: &Args, item: syn::ItemImpl) -> TokenStream {
             }
 
             #krate::__private::inventory::submit! {
-                #krate::__private::WorkerEntry::new(
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ty)),
-                    __mp_entry,
-                )
+                #krate::__private::WorkerEntry::new(#registered, __mp_entry)
             }
 
             impl #krate::RegisteredRun for #ty {
-                const NAME: &'static str =
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ty));
+                const NAME: &'static str = #registered;
             }
         };
     }

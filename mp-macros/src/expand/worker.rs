@@ -1,6 +1,6 @@
 //! `#[mp::worker] fn f(..) -> R`: the function becomes a constant of type
 //! `mp::WorkerFn<fn(..) -> R, (..), Output>` that dereferences to the function (so `f(x)` still
-//! calls it), and its entry is registered under `module_path::f`.
+//! calls it), and its entry is registered under `module_path::f@line:column`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -36,14 +36,34 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
         syn::ReturnType::Default => (syn::parse_quote!(()), f.sig.ident.span()),
         syn::ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
     };
-    let fallible = is_result(&ret);
-    let (output, call) = if fallible {
+    // Whether a returned `Err` fails the worker: as the attribute says, else as the return
+    // type is spelled. A type the spelling calls plain is checked at compile time not to be a
+    // `Result` under another name (an alias), which would silently turn `Err` into a value.
+    let fallible = args.fallible.unwrap_or_else(|| is_result(&ret));
+    let (output, call, codec) = if fallible {
         (
             quote_spanned!(ret_span=> <#ret as #krate::__private::Fallible>::Ok),
             quote!(call_fallible),
+            quote_spanned! {ret_span=> , {
+                #[allow(unused_imports)]
+                use #krate::__private::{ErrorAsText as _, ErrorAsValue as _};
+                (&&#krate::__private::Probe::<<#ret as #krate::__private::Fallible>::Err>::new())
+                    .error_codec()
+            }},
         )
     } else {
-        (quote!(#ret), quote!(call_plain))
+        (quote!(#ret), quote!(call_plain), TokenStream::new())
+    };
+    let plain_check = if args.fallible.is_none() && !fallible {
+        quote_spanned! {ret_span=> {
+            #[allow(unused_imports)]
+            use #krate::__private::{ReturnsOther as _, ReturnsResult as _};
+            #krate::__private::assert_plain_return(
+                (&&#krate::__private::Probe::<#ret>::new()).returns(),
+            );
+        }}
+    } else {
+        TokenStream::new()
     };
 
     // Bound errors of the decode glue point at the arguments (or the return type), not at the
@@ -55,13 +75,15 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
     };
     let fn_name = format_ident!("__mp_worker_fn");
     let entry_call = quote_spanned! {entry_span=>
-        #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #fn_name(#(#idents),*))
+        #krate::__private::#call(input, |(#(#idents,)*): (#(#tys,)*)| #fn_name(#(#idents),*) #codec)
     };
 
     let arg_checks = tys.iter().map(|ty| {
         quote_spanned! {ty.span()=> #krate::__private::assert_arg::<#ty>(); }
     });
     let output_check = quote_spanned! {ret_span=> #krate::__private::assert_output::<#output>(); };
+
+    let registered = registered_name(name);
 
     // The function itself gets a private name, so that `name` inside its body (recursion, or
     // starting itself in a child) refers to the worker constant.
@@ -85,20 +107,28 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
             fn __mp_type_checks() {
                 #(#arg_checks)*
                 #output_check
+                #plain_check
             }
 
             #krate::__private::inventory::submit! {
-                #krate::__private::WorkerEntry::new(
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
-                    __mp_entry,
-                )
+                #krate::__private::WorkerEntry::new(#registered, __mp_entry)
             }
 
-            #krate::WorkerFn::new(
-                ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
-                #fn_name as fn(#(#tys),*) -> #ret,
-            )
+            #krate::WorkerFn::new(#registered, #fn_name as fn(#(#tys),*) -> #ret)
         };
+    }
+}
+
+/// The name a worker is registered under: module path, name, and where the attribute stands
+/// (`line:column`). The location tells apart workers of one name in different function bodies of
+/// one module, which would otherwise share the registered name. Parent and child are the same
+/// binary, so the location is the same in both.
+pub(crate) fn registered_name(name: &dyn quote::ToTokens) -> TokenStream {
+    quote! {
+        ::core::concat!(
+            ::core::module_path!(), "::", ::core::stringify!(#name),
+            "@", ::core::line!(), ":", ::core::column!(),
+        )
     }
 }
 

@@ -92,49 +92,93 @@ fn duplicate(fds: Vec<RawFd>) -> Result<Vec<OwnedFd>> {
 /// value does not take are closed. Trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
     let _ = fd_table::take_error_text();
-    fd_table::with_incoming(fds, || match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::codec(format!(
-            "{} trailing bytes after a `{}`",
-            rest.len(),
-            std::any::type_name::<T>()
-        ))),
-        Err(e) => Err(Error::codec(format!(
-            "cannot decode `{}`: {}",
-            std::any::type_name::<T>(),
-            detail(e)
-        ))),
-    })
+    fd_table::with_incoming(fds, || decode_slice(bytes))
 }
 
 /// Decodes a `T` that borrows from `bytes` and holds no handles (a protocol's envelope, whose
 /// payload is decoded later). Trailing bytes are an error.
 pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     let _ = fd_table::take_error_text();
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(Error::codec(format!(
-            "{} trailing bytes after a `{}`",
-            rest.len(),
-            std::any::type_name::<T>()
-        ))),
-        Err(e) => Err(Error::codec(format!(
-            "cannot decode `{}`: {}",
-            std::any::type_name::<T>(),
-            detail(e)
-        ))),
+    decode_slice(bytes)
+}
+
+/// Decodes all of `bytes` as a `T`; on failure, an error that says what was expected and what
+/// arrived, as far as the encoding tells (it does not name types, so the sender's type cannot
+/// be read back: only where the bytes stopped fitting `T`).
+fn decode_slice<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let outcome = T::deserialize(&mut de);
+    let rest = de.finalize().map(<[u8]>::len).unwrap_or(0);
+    match outcome {
+        Ok(value) if rest == 0 => Ok(value),
+        Ok(_) => Err(leftover::<T>(bytes, rest)),
+        Err(e) => Err(mismatch::<T>(bytes, rest, e)),
     }
 }
 
-/// postcard's error, with the text of a custom serde error restored.
+/// A complete `T` was read and bytes are left over.
+#[cold]
+fn leftover<T>(bytes: &[u8], rest: usize) -> Error {
+    let expected = std::any::type_name::<T>();
+    Error::codec(format!(
+        "cannot decode {} as the expected `{expected}`: {rest} bytes are left over after a \
+         complete `{expected}` (was a larger value, or a value of another type, sent? both ends \
+         must use the same type)",
+        describe_bytes(bytes)
+    ))
+}
+
+/// The bytes stopped fitting a `T` with `rest` of them unread.
+#[cold]
+fn mismatch<T>(bytes: &[u8], rest: usize, e: postcard::Error) -> Error {
+    let at = bytes.len() - rest.min(bytes.len());
+    Error::codec(format!(
+        "cannot decode {} as the expected `{}`: {} at byte {at} (was a value of another type \
+         sent? both ends must use the same type)",
+        describe_bytes(bytes),
+        std::any::type_name::<T>(),
+        detail(e)
+    ))
+}
+
+/// What arrived: the length and the first bytes, in hex.
+fn describe_bytes(bytes: &[u8]) -> String {
+    const SHOWN: usize = 12;
+    let mut hex: Vec<String> = bytes
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if bytes.len() > SHOWN {
+        hex.push("…".into());
+    }
+    match bytes.len() {
+        0 => "an empty message".into(),
+        n => format!("a message of {n} bytes ({})", hex.join(" ")),
+    }
+}
+
+/// What went wrong, in words: postcard's error, with the text of a custom serde error restored
+/// where this crate recorded one.
 fn detail(e: postcard::Error) -> String {
-    let custom = matches!(
-        e,
-        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom
-    );
-    match fd_table::take_error_text() {
-        Some(text) if custom => text,
-        _ => e.to_string(),
+    use postcard::Error as P;
+    if matches!(e, P::SerdeSerCustom | P::SerdeDeCustom)
+        && let Some(text) = fd_table::take_error_text()
+    {
+        return text;
+    }
+    match e {
+        P::DeserializeUnexpectedEnd => "the message ended before the value did".into(),
+        P::DeserializeBadVarint => "an integer is malformed".into(),
+        P::DeserializeBadBool => "a byte that should be a bool (0 or 1) is not".into(),
+        P::DeserializeBadChar => "a char is not a valid Unicode scalar".into(),
+        P::DeserializeBadUtf8 => "a string is not UTF-8".into(),
+        P::DeserializeBadOption => "a byte that should be an Option's tag (0 or 1) is not".into(),
+        P::DeserializeBadEnum => "an enum's variant number is out of range".into(),
+        P::SerdeDeCustom => "the bytes do not fit the type (e.g. an enum variant number it \
+                             does not have, or a value its Deserialize impl refuses)"
+            .into(),
+        other => other.to_string(),
     }
 }
 

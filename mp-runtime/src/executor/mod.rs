@@ -26,7 +26,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pool::scheduler::{self, Core};
 use crate::pool::{Callbacks, Cell, OneSink, PoolBuilder, submit_one};
-use crate::worker::Worker;
+use crate::worker::{OneArg, Worker};
 
 /// A pool of worker processes that runs submitted calls and returns [`Future`]s (Python's
 /// `concurrent.futures.ProcessPoolExecutor`).
@@ -163,7 +163,8 @@ impl ProcessPoolExecutor {
     /// yields its error and iteration goes on.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> ExecutorMap<W::Output, I::IntoIter>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -178,6 +179,7 @@ impl ProcessPoolExecutor {
             buffersize: None,
             started: false,
             ended: false,
+            yielded: 0,
             _r: PhantomData,
         }
     }
@@ -250,6 +252,8 @@ pub struct ExecutorMap<R, I> {
     buffersize: Option<NonZeroUsize>,
     started: bool,
     ended: bool,
+    /// Results yielded so far: the input index of the next one.
+    yielded: usize,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -322,7 +326,9 @@ where
             self.stop();
             return Some(Err(Error::Timeout));
         }
-        Some(f.result())
+        let at = self.yielded;
+        self.yielded += 1;
+        Some(f.result().map_err(|e| e.at_index(at)))
     }
 }
 

@@ -463,7 +463,7 @@ pub(crate) fn remote_error(e: RemoteError) -> Error {
         RemoteError::ShuttingDown => Error::ManagerShutdown,
         RemoteError::State(message) => Error::InvalidState { message },
         RemoteError::Timeout => Error::Timeout,
-        RemoteError::Failed(message) => Error::TaskFailed { message },
+        RemoteError::Failed(message) => Error::task_failed(message),
         RemoteError::Protocol(message) => Error::Protocol { message },
     }
 }

@@ -367,7 +367,7 @@ pub(crate) struct OneSink<R> {
 
 impl<R: DeserializeOwned + Send> Sink for OneSink<R> {
     fn complete(&self, _chunk: usize, results: ChunkResult<'_>) {
-        let v = decode_results(results, 1)
+        let v = decode_results(results, 1, None)
             .into_iter()
             .next()
             .unwrap_or_else(|| Err(Error::protocol("a task returned no result")));
@@ -412,7 +412,7 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
         let mut error = None;
         let base = chunk * self.chunksize;
         let n = self.chunksize.min(self.len.saturating_sub(base));
-        let decoded = decode_results::<R>(results, n);
+        let decoded = decode_results::<R>(results, n, Some(base));
         let finished = {
             let mut p = self.parts.lock().unwrap_or_else(|p| p.into_inner());
             for (i, r) in decoded.into_iter().enumerate() {

@@ -85,11 +85,21 @@ pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
 
 /// A task's results as one `Result` per item: a batch is decoded as a `Vec` of `n`; an error
 /// that failed the whole chunk is given to its first item and repeated for the others.
-pub(crate) fn decode_results<R: DeserializeOwned>(r: ChunkResult<'_>, n: usize) -> Vec<Result<R>> {
+/// `first` is the input index of the task's first item (`None` for a single call): a worker's
+/// `Err` reports the input index of the item that returned it.
+pub(crate) fn decode_results<R: DeserializeOwned>(
+    r: ChunkResult<'_>,
+    n: usize,
+    first: Option<usize>,
+) -> Vec<Result<R>> {
     match r {
-        ChunkResult::Items(items) => items.into_iter().map(decode_item).collect(),
+        ChunkResult::Items(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| decode_item(r).map_err(|e| e.rebase_index(first.map(|f| f + i))))
+            .collect(),
         ChunkResult::Batch(r) => {
-            let all = decode_item::<Vec<R>>(r).and_then(|v| {
+            let all = decode_item::<Vec<R>>(r.map_err(|e| e.rebase_index(first))).and_then(|v| {
                 if v.len() == n {
                     Ok(v)
                 } else {

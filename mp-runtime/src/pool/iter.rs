@@ -42,7 +42,7 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
                 .remove(&chunk)
                 .unwrap_or(self.chunksize),
         };
-        let decoded: Vec<Result<R>> = decode_results(results, n);
+        let decoded: Vec<Result<R>> = decode_results(results, n, Some(chunk * self.chunksize));
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if self.ordered {
             r.ordered.insert(chunk, decoded);

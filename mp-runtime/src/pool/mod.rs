@@ -32,7 +32,7 @@ pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
 use crate::error::{Error, Result};
 use crate::start_method::StartMethod;
-use crate::worker::Worker;
+use crate::worker::{OneArg, Worker};
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -163,7 +163,8 @@ impl Pool {
     /// input is collected first. The first failing item's error fails the whole call.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -180,7 +181,8 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Vec<W::Output>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -192,7 +194,8 @@ impl Pool {
     /// [`map`](Pool::map) without waiting (Python's `map_async`).
     pub fn map_async<W, T, I>(&self, worker: W, items: I) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -210,7 +213,8 @@ impl Pool {
         callbacks: Callbacks<Vec<W::Output>>,
     ) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -309,7 +313,8 @@ impl Pool {
     /// ```
     pub fn imap<W, T, I>(&self, worker: W, items: I) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -325,7 +330,8 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -341,7 +347,8 @@ impl Pool {
         items: I,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -357,7 +364,8 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker<Args = (T,)>,
+        W: Worker,
+        W::Args: OneArg<Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,

@@ -36,7 +36,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use super::backend::{Launcher, Link};
 use super::wire::{self, Cursor};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WorkerError};
 use crate::transport::frame::MAX_FDS;
 use crate::transport::reader::{FrameReader, take_fds};
 
@@ -538,9 +538,21 @@ fn item_results<'a>(
                 let bytes = cur.bytes()?;
                 Ok((bytes, take_fds(fds, nfds)?))
             }
-            wire::TAG_FAILED => Err(Error::TaskFailed {
-                message: cur.string()?,
-            }),
+            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?)),
+            wire::TAG_RAISED => {
+                let message = cur.string()?;
+                let type_name = cur.string()?;
+                let value = match cur.u8()? {
+                    0 => None,
+                    _ => Some(cur.bytes()?.to_vec()),
+                };
+                let position = cur.usize()?;
+                Err(Error::raised(
+                    message,
+                    WorkerError::new(type_name, value),
+                    position,
+                ))
+            }
             wire::TAG_PANICKED => {
                 let message = cur.string()?;
                 let location = cur.string()?;
@@ -597,6 +609,9 @@ struct Scheduler {
     scratch: Vec<u8>,
     /// The last attempt to start a worker failed: why, and when to try again.
     start_failure: Option<StartFailure>,
+    /// Workers that died and whose replacements have not started yet (for the events that say
+    /// a worker was replaced).
+    replacing: usize,
 }
 
 /// A failed attempt to start a worker: the backoff before the next.
@@ -629,6 +644,7 @@ pub(crate) fn spawn(
         job_ns: 0,
         scratch: Vec::new(),
         start_failure: None,
+        replacing: 0,
     };
     std::thread::Builder::new()
         .name("mp-pool".into())
@@ -717,9 +733,7 @@ impl Scheduler {
             .collect();
         drop(st);
         for (t, reason) in unsent {
-            t.fail(|| Error::TaskFailed {
-                message: reason.clone(),
-            });
+            t.fail(|| Error::task_failed(reason.clone()));
         }
         if !to_fail.is_empty() {
             self.core.space.notify_all();
@@ -824,6 +838,16 @@ impl Scheduler {
             }
             match self.launcher.launch() {
                 Ok(link) => {
+                    if self.replacing > 0 {
+                        self.replacing -= 1;
+                        crate::log::event!(
+                            info,
+                            pid = link.pid(),
+                            "pool worker started in place of one that died"
+                        );
+                    } else {
+                        crate::log::event!(debug, pid = link.pid(), "pool worker started");
+                    }
                     st.pids.push(link.pid());
                     self.slots.push(Slot::new(link));
                     self.start_failure = None;
@@ -833,6 +857,12 @@ impl Scheduler {
                         .start_failure
                         .as_ref()
                         .map_or(FIRST_RETRY, |f| (f.backoff * 2).min(MAX_RETRY));
+                    crate::log::event!(
+                        warn,
+                        error = %e,
+                        retry_in = ?backoff,
+                        "could not start a pool worker; trying again later"
+                    );
                     let message = format!(
                         "no worker process could be started ({e}); the pool keeps trying and \
                          runs tasks submitted once one starts"
@@ -970,6 +1000,29 @@ impl Scheduler {
         let init_failed = slot.init_failed.take();
         if let Some(first) = slot.held.pop_front() {
             failed = Some(first);
+        }
+        // A worker that was not asked to stop, or held a job, or was killed for a bad answer,
+        // died; one whose initializer failed breaks the pool instead of being replaced.
+        let died = slot.fault.is_some() || failed.is_some() || !slot.stopping;
+        if init_failed.is_some() {
+            crate::log::event!(
+                warn,
+                pid,
+                exitcode = code,
+                "pool worker's initializer failed"
+            );
+        } else if died {
+            self.replacing += 1;
+            crate::log::event!(
+                warn,
+                pid,
+                exitcode = code,
+                running_a_task = failed.is_some(),
+                malformed_answer = slot.fault.is_some(),
+                "pool worker died"
+            );
+        } else {
+            crate::log::event!(debug, pid, exitcode = code, "pool worker retired");
         }
         let mut st = self.core.lock();
         st.pids.retain(|p| *p != pid);

@@ -17,6 +17,8 @@
 //!                                                    tag 0: nfds len value
 //!                                                    tag 1: message:bytes
 //!                                                    tag 2: message:bytes location:bytes
+//!                                                    tag 3: message:bytes type:bytes
+//!                                                           has_value [value:bytes] position
 //! InitFailed: 4 message:bytes
 //! ```
 
@@ -34,6 +36,8 @@ pub(crate) const MODE_BATCH: u8 = 1;
 pub(crate) const TAG_OK: u8 = 0;
 pub(crate) const TAG_FAILED: u8 = 1;
 pub(crate) const TAG_PANICKED: u8 = 2;
+/// The worker returned `Err` (tag 1 is for a task that could not run).
+pub(crate) const TAG_RAISED: u8 = 3;
 
 /// Largest frame a pool connection accepts (results of one chunk included).
 pub(crate) const MAX_FRAME: u64 = 1 << 34;

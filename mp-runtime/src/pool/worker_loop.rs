@@ -21,6 +21,7 @@ use crate::registry::{self, EntryFn};
 use crate::transport::frame::send_parts;
 use crate::transport::reader::{FrameReader, take_fds};
 use crate::worker::{Input, Outcome};
+use crate::worker_error::WorkerError;
 
 /// The registered name of the pool's worker loop.
 pub(crate) const WORKER_LOOP: &str = "mp::pool::worker_loop";
@@ -34,7 +35,7 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
         Ok(a) => a,
         Err(e) => {
             return Outcome::Failed {
-                message: format!("pool worker started with bad arguments: {e}"),
+                message: format!("a pool's worker process started with bad arguments: {e}"),
             };
         }
     };
@@ -59,7 +60,10 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
             fds: Vec::new(),
         },
         Err(e) => Outcome::Failed {
-            message: format!("pool worker stopped: {e}"),
+            message: format!(
+                "a worker process of a pool (pid {}) stopped: {e}",
+                std::process::id()
+            ),
         },
     }
 }
@@ -79,7 +83,9 @@ fn run_initializer(
         },
     ) {
         Ran::Ok(..) => Ok(()),
-        Ran::Failed(m) => Err(format!("the pool's initializer `{name}` failed: {m}")),
+        Ran::Failed(m) | Ran::Raised(m, ..) => {
+            Err(format!("the pool's initializer `{name}` failed: {m}"))
+        }
         Ran::Panicked(m, loc) => Err(format!(
             "the pool's initializer `{name}` panicked at {loc}: {m}"
         )),
@@ -89,6 +95,8 @@ fn run_initializer(
 enum Ran {
     Ok(Vec<u8>, Vec<OwnedFd>),
     Failed(String),
+    /// The worker returned `Err`: text, the error, position in the chunk.
+    Raised(String, WorkerError, usize),
     Panicked(String, String),
 }
 
@@ -96,6 +104,11 @@ fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
     match catch_unwind(AssertUnwindSafe(|| f(input))) {
         Ok(Outcome::Returned { bytes, fds }) => Ran::Ok(bytes, fds),
         Ok(Outcome::Failed { message }) => Ran::Failed(message),
+        Ok(Outcome::Raised {
+            message,
+            error,
+            position,
+        }) => Ran::Raised(message, error, position),
         Err(_) => {
             let (m, loc) = crate::process::worker_child::take_panic()
                 .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
@@ -173,6 +186,19 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
                     out.push(wire::TAG_FAILED);
                     wire::put_bytes(&mut out, m.as_bytes());
                 }
+                Ran::Raised(m, error, position) => {
+                    out.push(wire::TAG_RAISED);
+                    wire::put_bytes(&mut out, m.as_bytes());
+                    wire::put_bytes(&mut out, error.type_name().as_bytes());
+                    match error.value_bytes() {
+                        Some(v) => {
+                            out.push(1);
+                            wire::put_bytes(&mut out, v);
+                        }
+                        None => out.push(0),
+                    }
+                    wire::put_uint(&mut out, position as u64);
+                }
                 Ran::Panicked(m, loc) => {
                     out.push(wire::TAG_PANICKED);
                     wire::put_bytes(&mut out, m.as_bytes());
@@ -184,6 +210,39 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
         out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
         wire::end_frame(&mut out, at, out_fds.len());
         let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
-        send_parts(sock, &[&out], &raw)?;
+        match send_parts(sock, &[&out], &raw) {
+            // The pool is gone (its program ended, e.g. on Ctrl-C, or it terminated the pool)
+            // while this task ran: nobody is waiting for the result, and nothing went wrong
+            // here. End quietly, as at end of stream.
+            Err(Error::Closed) => return Ok(()),
+            other => other?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::socket::stream_pair;
+
+    /// The pool went away (its program ended on Ctrl-C, or it was terminated) while the worker
+    /// ran a task: the worker cannot send the result, and ends quietly instead of reporting a
+    /// failure of its own (which a terminal would show after the Ctrl-C).
+    #[test]
+    fn a_pool_gone_before_the_result_is_a_quiet_end() {
+        let (ours, theirs) = stream_pair().unwrap();
+        let mut job = Vec::new();
+        let at = wire::begin_frame(&mut job);
+        job.push(wire::JOB);
+        wire::put_uint(&mut job, 1);
+        wire::put_bytes(&mut job, b"no::such::worker");
+        job.push(wire::MODE_ITEMS);
+        wire::put_uint(&mut job, 1);
+        wire::put_uint(&mut job, 0);
+        wire::put_bytes(&mut job, &[]);
+        wire::end_frame(&mut job, at, 0);
+        send_parts(theirs.as_fd(), &[&job], &[]).unwrap();
+        drop(theirs);
+        assert!(matches!(serve(ours.as_fd()), Ok(())));
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::sys::pidfd::PidFd;
 use crate::sys::poll::{Deadline, readable, wait_readable};
 use crate::transport::frame::{DEFAULT_MAX_LEN, Frame, recv_frame};
+use crate::worker_error::WorkerError;
 
 /// The exit code reported when the fork server died before telling us a child's status
 /// (Python reports 255 in that case too).
@@ -25,10 +26,17 @@ pub(crate) const UNKNOWN_EXITCODE: i32 = 255;
 pub(crate) enum WireReport {
     /// The encoded return value; descriptors travel with the frame.
     Returned(Vec<u8>),
-    /// The worker returned `Err` (its text), or could not run.
+    /// The worker could not run (why).
     Failed(String),
     /// The worker panicked.
     Panicked { message: String, location: String },
+    /// The worker returned `Err`: its text, its type's name, and its encoding when the type is
+    /// `Serialize`.
+    Raised {
+        message: String,
+        type_name: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// A report as the parent keeps it.
@@ -39,6 +47,10 @@ pub(crate) enum Report {
         fds: Vec<OwnedFd>,
     },
     Failed(String),
+    Raised {
+        message: String,
+        error: WorkerError,
+    },
     Panicked {
         message: String,
         location: String,
@@ -169,6 +181,13 @@ impl ChildHandle {
             if exited {
                 let code = self.reap()?;
                 st.exitcode = Some(code);
+                crate::log::event!(
+                    debug,
+                    pid = self.pid,
+                    name = %self.name,
+                    exitcode = code,
+                    "process exited"
+                );
                 self.exited.store(true, Ordering::Release);
                 if st.result_sock.is_some() {
                     read_report(st, true);
@@ -243,6 +262,14 @@ impl ChildHandle {
                         fds: frame.fds,
                     },
                     Ok(WireReport::Failed(m)) => Report::Failed(m),
+                    Ok(WireReport::Raised {
+                        message,
+                        type_name,
+                        value,
+                    }) => Report::Raised {
+                        message,
+                        error: WorkerError::new(type_name, value),
+                    },
                     Ok(WireReport::Panicked { message, location }) => {
                         Report::Panicked { message, location }
                     }
@@ -276,12 +303,18 @@ pub(crate) fn describe_exit(code: i32) -> String {
         let name = nix::sys::signal::Signal::try_from(-code)
             .map(|s| s.as_str())
             .unwrap_or("unknown signal");
-        format!("killed by signal {} ({name})", -code)
+        format!(
+            "the process was killed by signal {} ({name}) before its worker returned a result",
+            -code
+        )
     } else if code == UNKNOWN_EXITCODE {
-        "exited with code 255 (or the fork server died and its status is unknown) before \
-         reporting a result"
+        "the process exited with code 255 (or the fork server died and its status is unknown) \
+         before its worker returned a result"
             .to_owned()
     } else {
-        format!("exited with code {code} before its worker returned")
+        format!(
+            "the process exited with code {code} before its worker returned a result (the worker \
+             or code it called ended the process, e.g. with `std::process::exit`)"
+        )
     }
 }

@@ -92,6 +92,12 @@ pub(crate) fn start(child_end: OwnedFd) -> Result<(i32, Waiter)> {
             Ok((pid, status)) => return Ok((pid, Waiter::Server(status))),
             Err(e) if attempt == 0 && server_gone(&e) => {
                 if let Some(dead) = guard.take() {
+                    crate::log::event!(
+                        warn,
+                        pid = dead.pid,
+                        error = %e,
+                        "the fork server is gone; starting a new one"
+                    );
                     retire(dead.pid);
                 }
             }
@@ -231,6 +237,7 @@ fn launch() -> Result<Server> {
         authkey: crate::identity::authkey(),
     })?;
     send_frame(control.as_fd(), &config.bytes, &[])?;
+    crate::log::event!(info, pid, "fork server started");
     Ok(Server {
         pid,
         address: name.into_bytes(),

@@ -139,7 +139,17 @@ impl<R: DeserializeOwned> Process<R> {
         let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
         match send_frame(parent_end.as_fd(), &encoded.bytes, &raw) {
             // A child that died before reading is reported by `join`.
-            Ok(()) | Err(Error::Closed) => Ok(()),
+            Ok(()) | Err(Error::Closed) => {
+                crate::log::event!(
+                    debug,
+                    pid,
+                    name = %self.name,
+                    method = %self.method,
+                    worker = self.worker,
+                    "process started"
+                );
+                Ok(())
+            }
             Err(e) => {
                 let _ = self.kill();
                 Err(e)
@@ -195,7 +205,15 @@ impl<R: DeserializeOwned> Process<R> {
             Some(Report::Returned { bytes, fds }) => codec::decode(&bytes, fds),
             Some(Report::Failed(message)) => Err(Error::ProcessFailed {
                 exitcode: code,
+                message: format!(
+                    "the process could not run its worker (exit code {code}): {message}"
+                ),
+                error: None,
+            }),
+            Some(Report::Raised { message, error }) => Err(Error::ProcessFailed {
+                exitcode: code,
                 message,
+                error: Some(error),
             }),
             Some(Report::Panicked { message, location }) => {
                 Err(Error::WorkerPanicked { message, location })
@@ -206,6 +224,7 @@ impl<R: DeserializeOwned> Process<R> {
             None => Err(Error::ProcessFailed {
                 exitcode: code,
                 message: describe_exit(code),
+                error: None,
             }),
         }
     }
@@ -510,7 +529,7 @@ pub(crate) fn raw_bootstrap(
         .ok_or_else(|| Error::state("the child did not exit"))?;
     let report = child.take_report().map(|r| match r {
         Report::Returned { .. } => "returned".to_owned(),
-        Report::Failed(m) => format!("failed: {m}"),
+        Report::Failed(m) | Report::Raised { message: m, .. } => format!("failed: {m}"),
         Report::Panicked { message, .. } => format!("panicked: {message}"),
         Report::Broken(m) => format!("broken: {m}"),
     });

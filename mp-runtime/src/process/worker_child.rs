@@ -157,8 +157,29 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
             }
         }
         Ok(Outcome::Failed { message }) => {
-            sys::stderr_line(&format!("mp: worker `{}` failed: {message}", boot.worker));
+            if registry::is_internal(&boot.worker) {
+                // The runtime's own workers say what they are in their message.
+                sys::stderr_line(&format!("mp: {message}"));
+            } else {
+                sys::stderr_line(&format!(
+                    "mp: worker `{}` could not run: {message}",
+                    boot.worker
+                ));
+            }
             let _ = send_report(&sock, &WireReport::Failed(message), &[]);
+            1
+        }
+        Ok(Outcome::Raised { message, error, .. }) => {
+            sys::stderr_line(&format!(
+                "mp: worker `{}` returned an error: {message}",
+                boot.worker
+            ));
+            let report = WireReport::Raised {
+                message,
+                type_name: error.type_name().to_owned(),
+                value: error.value_bytes().map(<[u8]>::to_vec),
+            };
+            let _ = send_report(&sock, &report, &[]);
             1
         }
         Err(_) => {

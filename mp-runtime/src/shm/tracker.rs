@@ -81,6 +81,7 @@ fn launch() -> Result<Client> {
             std::io::Error::other("the tracker process did not start"),
         ));
     }
+    crate::log::event!(info, pid, "resource tracker started");
     Ok(Client { pid, tx })
 }
 
@@ -110,6 +111,11 @@ pub(crate) fn register(name: &str) -> Result<()> {
         crate::sys::stderr_line(
             "mp: the resource tracker died unexpectedly; starting a new one and registering \
              this process's shared memory segments with it again",
+        );
+        crate::log::event!(
+            warn,
+            pid = c.pid,
+            "the resource tracker died; starting a new one"
         );
     }
     let client = launch()?;

@@ -242,7 +242,8 @@ impl Barrier {
         };
         match std::panic::catch_unwind(|| entry(input)) {
             Ok(crate::worker::Outcome::Returned { .. }) => Ok(()),
-            Ok(crate::worker::Outcome::Failed { .. }) | Err(_) => Err(Error::BrokenBarrier),
+            Ok(crate::worker::Outcome::Failed { .. } | crate::worker::Outcome::Raised { .. })
+            | Err(_) => Err(Error::BrokenBarrier),
         }
     }
 

@@ -81,11 +81,13 @@ pub(crate) fn apply(name: &str, value: &Stored, extra: &[u8]) -> Result<Stored, 
         Ok(Outcome::Returned { .. }) => Err(RemoteError::State(format!(
             "`{name}` returned handles, which a managed value cannot keep this way"
         ))),
-        Ok(Outcome::Failed { message }) => Err(RemoteError::Failed(message)),
+        Ok(Outcome::Failed { message } | Outcome::Raised { message, .. }) => {
+            Err(RemoteError::Failed(message))
+        }
         Err(_) => {
             let (message, location) = super::panic::take();
             Err(RemoteError::Panic {
-                method: name.to_owned(),
+                method: crate::registry::display_name(name).to_owned(),
                 message,
                 location,
             })
