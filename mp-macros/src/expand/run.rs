@@ -29,6 +29,14 @@ pub(crate) fn expand(args: &Args, item: syn::ItemImpl) -> TokenStream {
                     ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ty)),
                     __mp_entry,
                 )
+                .with_signature(::core::concat!(
+                    "run(",
+                    ::core::stringify!(#ty),
+                    ") @ ",
+                    ::core::env!("CARGO_PKG_NAME"),
+                    " ",
+                    ::core::env!("CARGO_PKG_VERSION"),
+                ))
             }
 
             impl #krate::RegisteredRun for #ty {

@@ -92,6 +92,13 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
                     ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
                     __mp_entry,
                 )
+                .with_signature(::core::concat!(
+                    ::core::stringify!(fn(#(#tys),*) -> #ret),
+                    " @ ",
+                    ::core::env!("CARGO_PKG_NAME"),
+                    " ",
+                    ::core::env!("CARGO_PKG_VERSION"),
+                ))
             }
 
             #krate::WorkerFn::new(

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use self::async_result::MapSink;
 pub use self::async_result::{AsyncResult, Callbacks};
 pub(crate) use self::async_result::{Cell, OneSink, Watcher};
-pub use self::backend::StartFaults;
+pub use self::backend::{Backend, StartFaults};
 pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;

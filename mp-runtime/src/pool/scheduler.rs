@@ -65,6 +65,8 @@ pub(crate) struct Chunk {
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) nitems: usize,
     pub(crate) batch: bool,
+    /// The type of the encoded items, for errors.
+    pub(crate) arg_type: &'static str,
 }
 
 /// A unit of work: one or more items (a chunk) for one registered worker.
@@ -149,10 +151,12 @@ pub(crate) struct Core {
     wake: EventFd,
     /// The scheduler thread, which must never wait for itself (a callback may drop the pool).
     scheduler: std::sync::OnceLock<std::thread::ThreadId>,
+    /// The workers run on other machines: tasks carrying OS handles are refused at submit.
+    portable_only: bool,
 }
 
 impl Core {
-    pub(crate) fn new(max_in_flight: Option<usize>) -> Result<Arc<Core>> {
+    pub(crate) fn new(max_in_flight: Option<usize>, portable_only: bool) -> Result<Arc<Core>> {
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
         Ok(Arc::new(Core {
@@ -164,6 +168,7 @@ impl Core {
             finished: Condvar::new(),
             wake,
             scheduler: std::sync::OnceLock::new(),
+            portable_only,
         }))
     }
 
@@ -202,6 +207,11 @@ impl Core {
     /// Blocks while the pool's bound on tasks in flight is reached ([`Error::InvalidState`]
     /// instead on the scheduler thread, which would wait for itself). Returns the task's id.
     pub(crate) fn submit(&self, mut task: Task, feeder: bool) -> Result<u64> {
+        if self.portable_only && !task.chunk.fds.is_empty() {
+            return Err(Error::NotPortable {
+                type_name: task.chunk.arg_type.trim_start_matches('&').to_owned(),
+            });
+        }
         let mut st = self.lock();
         loop {
             Self::check_open(&st, feeder)?;
@@ -1170,6 +1180,7 @@ mod tests {
             fds: Vec::new(),
             nitems: 1,
             batch: false,
+            arg_type: "test",
         };
         Task::new("test", 0, chunk, sink.clone())
     }
@@ -1226,7 +1237,7 @@ mod tests {
             workers: wtx,
         };
         let first = launcher.launch().unwrap();
-        let core = Core::new(None).unwrap();
+        let core = Core::new(None, false).unwrap();
         let cfg = Config {
             processes: 1,
             max_tasks_per_child: None,
