@@ -15,7 +15,10 @@
 #[mp::worker]
 fn slow_sum(n: u64) -> (u64, String) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    ((0..n).fold(0u64, |a, b| a.wrapping_add(b)), host.trim().to_owned())
+    (
+        (0..n).fold(0u64, |a, b| a.wrapping_add(b)),
+        host.trim().to_owned(),
+    )
 }
 
 #[cfg(feature = "mpi")]
@@ -45,7 +48,10 @@ fn main() -> mp::Result<()> {
     hosts.sort();
     hosts.dedup();
     let total = results.iter().fold(0u64, |a, (s, _)| a.wrapping_add(*s));
-    println!("64 tasks on {} host(s) {hosts:?}: checksum {total}", hosts.len());
+    println!(
+        "64 tasks on {} host(s) {hosts:?}: checksum {total}",
+        hosts.len()
+    );
     pool.close();
     pool.join()
 }

@@ -33,11 +33,11 @@
 use std::convert::Infallible;
 use std::panic::catch_unwind;
 
+#[cfg(feature = "mpi")]
+use crate::cluster;
 use crate::process::{forkserver, spawn::ROLE_ENV_PREFIX, worker_child};
 use crate::registry::{self, InternalWorkers};
 use crate::shm::tracker;
-#[cfg(feature = "mpi")]
-use crate::cluster;
 use crate::{manager, pool, sys};
 
 /// A role a process can be started in through its environment.

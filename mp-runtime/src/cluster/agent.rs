@@ -239,6 +239,8 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                     for (_, mut w) in workers.drain() {
                         w.link.reap();
                     }
+                    comm.send(0, Msg::Bye.encode());
+                    comm.flush();
                     return code;
                 }
                 other => crate::sys::stderr_line(&format!(
@@ -338,7 +340,11 @@ mod tests {
         assert_eq!(c.uint().unwrap(), 2);
         for _ in 0..2 {
             assert_eq!(c.u8().unwrap(), wire::TAG_FAILED);
-            assert!(c.string().unwrap().contains("cannot leave its node (rank 3)"));
+            assert!(
+                c.string()
+                    .unwrap()
+                    .contains("cannot leave its node (rank 3)")
+            );
         }
         assert!(without_handles(&[wire::INIT_FAILED], 3).is_none());
         assert!(without_handles(&[], 3).is_none());

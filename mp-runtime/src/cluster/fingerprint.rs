@@ -24,7 +24,12 @@ pub(crate) fn skew(line: &str) {
 /// This process's registry, as agents report it.
 pub(crate) fn lines() -> Vec<String> {
     let mut lines = registry::registry_lines();
-    lines.extend(SKEW.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+    lines.extend(
+        SKEW.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned(),
+    );
     lines
 }
 
@@ -87,7 +92,10 @@ mod tests {
         assert_eq!(differences(&ours, &ours.clone()), None);
         let theirs = v(&["mp-runtime 0.1.0", "a: fn(u32) -> u64", "c: fn() -> ()"]);
         let d = differences(&ours, &theirs).unwrap();
-        assert!(d.contains("`a: fn(u64) -> u64` here is `a: fn(u32) -> u64` there"), "{d}");
+        assert!(
+            d.contains("`a: fn(u64) -> u64` here is `a: fn(u32) -> u64` there"),
+            "{d}"
+        );
         assert!(d.contains("`b: fn() -> ()` is missing there"), "{d}");
         assert!(d.contains("`c: fn() -> ()` exists only there"), "{d}");
         let mut hellos = BTreeMap::new();

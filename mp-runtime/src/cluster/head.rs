@@ -23,6 +23,9 @@ use super::messages::{Hello, LaunchSpec, Msg, data_head};
 use super::mpi_io::{Backoff, Comm};
 use crate::error::{Error, Result};
 
+/// How long the agents have to say goodbye when `main` ended.
+const BYE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The most bytes read from one worker's socket per round.
 const READ_SIZE: usize = 1 << 20;
 
@@ -332,6 +335,20 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     for agent in 1..comm.size {
         comm.send(agent, Msg::Shutdown { code }.encode());
     }
+    // Everything the agents still send is received (their `Bye` comes last), so that no message
+    // is left unreceived when MPI is finalized.
+    let mut byes = 0;
+    let deadline = Instant::now() + BYE_TIMEOUT;
+    while byes + 1 < comm.size && Instant::now() < deadline {
+        match comm.try_recv() {
+            Some((_, bytes)) if matches!(Msg::decode(&bytes), Ok(Msg::Bye)) => byes += 1,
+            Some((from, bytes)) => receive(&head, &mut comm, &mut routes, from, &bytes),
+            None => {
+                comm.progress();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
     comm.flush();
     let leftovers = {
         let mut st = head.lock();
@@ -423,7 +440,10 @@ fn wait(head: &Head, routes: &HashMap<u64, Route>, timeout: Duration) -> Vec<u64
     if nix::poll::ppoll(&mut fds, Some(ts), None).is_err() {
         return Vec::new();
     }
-    if fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+    if fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+    {
         let _ = head.wake.read();
     }
     let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;

@@ -12,9 +12,7 @@ const RANK_VARIABLES: &[&str] = &["PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK
 
 /// Whether a launcher started this process as a rank of an MPI job.
 pub(crate) fn launched_as_rank() -> bool {
-    RANK_VARIABLES
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+    RANK_VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
 }
 
 #[cfg(test)]

@@ -9,7 +9,11 @@
 //! Kill:         6 worker                                      0 → agent
 //! Exited:       7 worker code(zigzag)                         agent → 0
 //! Shutdown:     8 code(zigzag)                                0 → agent, when main ended
+//! Bye:          9                                             agent → 0, its last message
 //! ```
+//!
+//! Rank 0 receives until every agent's `Bye` before it finalizes MPI: no message is left
+//! unreceived on either side, which MPI over TCP does not finalize cleanly.
 //!
 //! `worker` is a number rank 0 gives each worker it starts; integers are LEB128 varints (the
 //! pool's `wire` encoding). `Data` carries a piece of the byte stream between the pool's
@@ -29,6 +33,7 @@ const DATA: u8 = 5;
 const KILL: u8 = 6;
 const EXITED: u8 = 7;
 const SHUTDOWN: u8 = 8;
+const BYE: u8 = 9;
 
 /// What a node agent says about itself when it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +63,7 @@ pub(crate) enum Msg<'a> {
     Kill { worker: u64 },
     Exited { worker: u64, code: i32 },
     Shutdown { code: i32 },
+    Bye,
 }
 
 fn zigzag(v: i32) -> u64 {
@@ -139,6 +145,7 @@ impl Msg<'_> {
                 b.push(SHUTDOWN);
                 put_uint(&mut b, zigzag(*code));
             }
+            Msg::Bye => b.push(BYE),
         }
         b
     }
@@ -197,6 +204,7 @@ impl Msg<'_> {
             SHUTDOWN => Msg::Shutdown {
                 code: unzigzag(c.uint()?)?,
             },
+            BYE => Msg::Bye,
             k => return Err(Error::protocol(format!("unknown cluster message kind {k}"))),
         };
         Ok(msg)
@@ -249,6 +257,7 @@ mod tests {
             },
             Msg::Shutdown { code: 101 },
             Msg::Shutdown { code: 0 },
+            Msg::Bye,
         ];
         for m in &all {
             let bytes = m.encode();

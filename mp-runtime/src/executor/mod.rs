@@ -114,8 +114,9 @@ impl ExecutorBuilder {
 
     /// Makes the executor. No process starts until work is submitted.
     pub fn build(self) -> Result<ProcessPoolExecutor> {
-        let (core, launcher, _method, mut cfg) =
-            self.inner.into_parts(self.max_workers, "ProcessPoolWorker")?;
+        let (core, launcher, _method, mut cfg) = self
+            .inner
+            .into_parts(self.max_workers, "ProcessPoolWorker")?;
         cfg.lazy = true;
         let n = cfg.processes;
         let thread = scheduler::spawn(core.clone(), launcher, Vec::new(), cfg)?;
