@@ -1,6 +1,7 @@
 //! A tour of `mp`: workers, processes under every start method, results and errors that cross
 //! the process boundary, pipes, queues, locks and shared memory, the subclass style, children
-//! that die with their parent, and a pool that outlives a crashing worker.
+//! that die with their parent, a pool that outlives a crashing worker, and a manager whose
+//! objects every process can use.
 //!
 //! Run it with `cargo run --release --example tour`.
 
@@ -258,7 +259,35 @@ fn main() -> mp::Result<()> {
     pool.close();
     pool.join()?;
 
-    println!("\n9. Bookkeeping like Python's:");
+    println!("\n9. A manager: objects in a server process, used through typed proxies:");
+    let manager = mp::Manager::start()?;
+    let scores = manager.dict::<String, u64>()?;
+    let log = manager.list::<String>(["started".to_string()])?;
+    let total =
+        mp::Pool::new(2)?.starmap(record, (0..4u64).map(|i| (scores.clone(), log.clone(), i)))?;
+    println!("   4 workers recorded {} points", total.iter().sum::<u64>());
+    println!("   scores: {:?}", scores.items()?);
+    println!("   log:    {:?}", log.to_vec()?);
+    // Changes happen where the data lives: a registered function run in the server.
+    scores.modify(&"player 2".to_string(), double)?;
+    println!(
+        "   player 2 doubled in the server: {:?}",
+        scores.get(&"player 2".into())?
+    );
+    println!(
+        "   objects in the server: {} (each freed when its last proxy, anywhere, is dropped)",
+        manager.number_of_objects()?
+    );
+    manager.shutdown()?;
+    println!(
+        "   after shutdown: {}",
+        scores
+            .len()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| e.to_string())
+    );
+
+    println!("\n10. Bookkeeping like Python's:");
     let mut daemon = mp::Process::builder()
         .name("background")
         .daemon(true)
@@ -272,6 +301,29 @@ fn main() -> mp::Result<()> {
     println!("   the daemon is terminated when main returns; nothing is left behind.");
 
     Ok(())
+}
+
+/// Records a score and a log line in a manager's dict and list, from a pool's worker.
+#[mp::worker]
+fn record(
+    scores: mp::manager::DictProxy<String, u64>,
+    log: mp::manager::ListProxy<String>,
+    i: u64,
+) -> u64 {
+    let points = 10 * (i + 1);
+    scores.set(&format!("player {i}"), &points).unwrap();
+    log.append(&format!(
+        "player {i} scored {points} in pid {}",
+        std::process::id()
+    ))
+    .unwrap();
+    points
+}
+
+/// Runs inside the manager's server, on the stored value.
+#[mp::worker]
+fn double(points: u64) -> u64 {
+    2 * points
 }
 
 /// Kills its own process on 3: the pool fails that task alone and starts a new worker.

@@ -67,18 +67,23 @@
 //! `#[mp::worker]` registers the function in a static registry (via `inventory`) and defines a
 //! [`WorkerFn`] constant; it is generated because it names the function's types twice and
 //! builds its decode glue.
+//!
+//! `#[mp::managed]` on an `impl` block implements [`manager::Managed`] (a table of the exposed
+//! methods and a fingerprint of their signatures), registers the type for manager servers, and
+//! generates its typed proxy; [`managed`]'s documentation shows the equivalent code.
 
-pub use mp_macros::{main, worker};
+pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Backend, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
     JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, ParentProcess, Pipe, Pool,
     PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray,
-    RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod, Value,
-    ValueGuard, Worker, WorkerFn, active_children, connection, cpu_count, current_process,
-    default_context, forkserver, futures, get_all_start_methods, get_context, get_start_method,
-    manager, parent_process, set_authkey, set_start_method, set_start_method_force, shared_memory,
+    RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
+    TryPutError, Value, ValueGuard, Worker, WorkerFn, active_children, connection, cpu_count,
+    current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
+    get_start_method, manager, parent_process, set_authkey, set_start_method,
+    set_start_method_force, shared_memory,
 };
 
 /// Pools and executors on the ranks of an MPI job (the `mpi` feature): see

@@ -169,13 +169,6 @@ fn parent_of(pid: i32) -> i32 {
         .unwrap_or(0)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 /// The address of this worker's network interface (what tells the namespaces apart).
 #[mp::worker]
 fn where_am_i() -> String {
@@ -392,6 +385,12 @@ fn scenario_pool() -> ExitCode {
                 Err(Error::NotPortable { .. }) => {}
                 other => return Err(format!("map: {other:?}")),
             }
+            let (a, _b) = mp::Pipe::<u64>::duplex().map_err(e)?;
+            let first = pool.imap(takes_connection, vec![a]).map_err(e)?.next();
+            ensure(
+                matches!(first, Some(Err(Error::NotPortable { .. }))),
+                || format!("imap: {first:?}"),
+            )?;
             match pool.apply(returns_handle, ()) {
                 Err(Error::TaskFailed { message }) if message.contains("cannot leave its node") => {
                 }

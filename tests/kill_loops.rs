@@ -149,10 +149,11 @@ fn forkserver_killed_between_starts() {
             if p.start().is_ok() {
                 started_now.push((j, p));
             }
-            if j == 1 && random() % 2 == 0 {
-                if let Some(pid) = mp::forkserver::server_pid() {
-                    kill(pid);
-                }
+            if j == 1
+                && random().is_multiple_of(2)
+                && let Some(pid) = mp::forkserver::server_pid()
+            {
+                kill(pid);
             }
         }
         for (j, mut p) in started_now {
@@ -175,12 +176,13 @@ fn forkserver_killed_between_starts() {
 fn leak_segments(n: u64, kill_tracker: bool, ready: mp::Connection<()>) {
     for i in 0..n {
         let s = mp::shared_memory::SharedMemory::create(4096).unwrap();
-        if kill_tracker && i == n / 2 {
-            if let Some(pid) = mp::__private::resource_tracker_pid() {
-                kill(pid);
-                // Dead (a zombie of ours) before the next registration, which must notice.
-                assert!(eventually(LONG, || pid_gone(pid)));
-            }
+        if kill_tracker
+            && i == n / 2
+            && let Some(pid) = mp::__private::resource_tracker_pid()
+        {
+            kill(pid);
+            // Dead (a zombie of ours) before the next registration, which must notice.
+            assert!(eventually(LONG, || pid_gone(pid)));
         }
         std::mem::forget(s);
     }
@@ -208,9 +210,10 @@ fn leaked_segments_are_unlinked_after_kills() {
     for it in 0..iterations() {
         let (ours, theirs) = mp::Pipe::<()>::duplex().unwrap();
         let mut p = started(
-            mp::get_context(StartMethod::Spawn).process(leak_segments, (6, it % 2 == 0, theirs)),
+            mp::get_context(StartMethod::Spawn)
+                .process(leak_segments, (6, it.is_multiple_of(2), theirs)),
         );
-        if random() % 2 == 0 {
+        if random().is_multiple_of(2) {
             // Killed once every segment exists (and, when the tracker was killed, after the
             // next segment's registration started a new one).
             ours.recv_timeout(LONG).unwrap();

@@ -1,6 +1,8 @@
-//! Channel scenarios of bench.py: `queue_small` (§5), `queue_large` (§6), `pipe_pingpong` (§7),
-//! `pipe_bandwidth` (§8) and `joinable_queue` (§14), each with a raw OS baseline measured in the
-//! same run (`raw_*` metrics: a socketpair ping-pong, a socket byte stream).
+//! Channel scenarios of bench.py: `queue_small` (§5), `queue_small_mpmc` (§5b), `queue_large`
+//! (§6), `pipe_pingpong` (§7), `pipe_bandwidth` (§8) and `joinable_queue` (§14), with raw
+//! baselines measured in the same run (`raw_*` metrics: a plain shared-memory ring between two
+//! processes, a socketpair ping-pong, a socket byte stream). The Python side of
+//! `queue_small_mpmc` is also in `benches/python/queue_small_mpmc.py`.
 //!
 //! Mirroring notes: Python's `Barrier` that starts the timed region is a pipe handshake here (the
 //! child says ready, the parent starts the clock and says go); "small int" messages are `u64`;
@@ -19,6 +21,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "queue_small",
             run: queue_small,
+        },
+        Scenario {
+            name: "queue_small_mpmc",
+            run: queue_small_mpmc,
         },
         Scenario {
             name: "queue_large",
@@ -76,6 +82,176 @@ fn queue_small(o: &Options) -> Result<(), String> {
         }
     }
     emit("queue_small", "throughput", median(&mut samples), "msgs/s");
+    let mut raw = Vec::new();
+    for rep in 0..=o.reps {
+        let rate = raw_spsc_ring(n)?;
+        if rep > 0 {
+            raw.push(rate);
+        }
+    }
+    emit("queue_small", "raw_spsc_ring", median(&mut raw), "msgs/s");
+    Ok(())
+}
+
+/// The hardware's figure for `queue_small`: `n` u64s through a plain single-producer,
+/// single-consumer ring of 4,096 slots in shared memory, from a forked child to this process.
+/// Each side keeps its own index on a cache line of its own and reads the other's only when its
+/// cached copy says empty (or full); waiting is pure spinning (with a yield now and then, in
+/// case both processes share a CPU). Nothing here survives a crash or sleeps: it is the ceiling.
+fn raw_spsc_ring(n: u64) -> Result<f64, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const SLOTS: usize = 4096;
+    #[repr(C, align(64))]
+    struct Index(AtomicU64);
+    #[repr(C)]
+    struct Ring {
+        head: Index,
+        tail: Index,
+        slots: [AtomicU64; SLOTS],
+    }
+    let size = std::mem::size_of::<Ring>();
+    // SAFETY: a fresh anonymous shared mapping, zero-filled (a valid `Ring`: atomics only),
+    // unmapped below after the child is reaped.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err("mmap failed".into());
+    }
+    // SAFETY: the mapping is `size` bytes, page-aligned, and holds a zeroed `Ring`.
+    let ring = unsafe { &*(ptr as *const Ring) };
+    let wait = |spins: &mut u32| {
+        *spins += 1;
+        if spins.is_multiple_of(1024) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    let (mut gate, mut child_gate) = UnixStream::pair().map_err(|x| x.to_string())?;
+    // SAFETY: the child only spins on the shared ring, reads one byte and `_exit`s.
+    let child = match unsafe { nix::unistd::fork() }.map_err(|x| x.to_string())? {
+        nix::unistd::ForkResult::Child => {
+            let mut go = [0u8; 1];
+            let _ = child_gate.read_exact(&mut go);
+            let (mut tail, mut head_seen, mut spins) = (0u64, 0u64, 0u32);
+            while tail < n {
+                while tail - head_seen == SLOTS as u64 {
+                    head_seen = ring.head.0.load(Ordering::Acquire);
+                    wait(&mut spins);
+                }
+                ring.slots[tail as usize % SLOTS].store(tail, Ordering::Relaxed);
+                tail += 1;
+                ring.tail.0.store(tail, Ordering::Release);
+            }
+            // SAFETY: `_exit` ends the child without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let t = Instant::now();
+    gate.write_all(&[1]).map_err(|x| x.to_string())?;
+    let (mut head, mut tail_seen, mut spins, mut bad) = (0u64, 0u64, 0u32, None);
+    while head < n {
+        while head == tail_seen {
+            tail_seen = ring.tail.0.load(Ordering::Acquire);
+            wait(&mut spins);
+        }
+        let v = ring.slots[head as usize % SLOTS].load(Ordering::Relaxed);
+        if v != head && bad.is_none() {
+            bad = Some((head, v));
+        }
+        head += 1;
+        ring.head.0.store(head, Ordering::Release);
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let _ = nix::sys::wait::waitpid(child, None);
+    // SAFETY: the child is gone and `ring` is not used past this point.
+    unsafe { libc::munmap(ptr, size) };
+    match bad {
+        Some((i, v)) => Err(format!("raw ring: slot {i} held {v}")),
+        None => Ok(n as f64 / dt),
+    }
+}
+
+#[mp::worker]
+fn mpmc_producer(q: Queue<Option<u64>>, barrier: mp::Barrier, from: u64, to: u64) {
+    barrier.wait().unwrap();
+    for i in from..to {
+        q.put(Some(i)).unwrap();
+    }
+    q.put(None).unwrap();
+}
+
+#[mp::worker]
+fn mpmc_consumer(q: Queue<Option<u64>>, results: Queue<(u64, u64, u64)>, barrier: mp::Barrier) {
+    barrier.wait().unwrap();
+    let (mut count, mut sum, mut xor) = (0, 0, 0);
+    while let Some(v) = q.get().unwrap() {
+        count += 1;
+        sum += v;
+        xor ^= v;
+    }
+    results.put((count, sum, xor)).unwrap();
+}
+
+/// §5b: 4 producers put a quarter of the ints each, then `None`; 4 consumers take until their
+/// first `None` and report (count, sum, xor). Timed from the barrier to the 4th report.
+fn queue_small_mpmc(o: &Options) -> Result<(), String> {
+    let (n, k) = (o.size(200_000, 40_000) as u64, 4u64);
+    let per = n / k;
+    let expect_xor = (0..k * per).fold(0, |x, i| x ^ i);
+    let mut samples = Vec::new();
+    for rep in 0..=o.reps {
+        let q = Queue::<Option<u64>>::new().map_err(e)?;
+        let results = Queue::<(u64, u64, u64)>::new().map_err(e)?;
+        let barrier = mp::Barrier::new(2 * k as u32 + 1).map_err(e)?;
+        let mut children = Vec::new();
+        for i in 0..k {
+            let args = (q.clone(), barrier.clone(), i * per, (i + 1) * per);
+            let mut p = mp::Process::new(mpmc_producer, args);
+            p.start().map_err(e)?;
+            children.push(p);
+        }
+        for _ in 0..k {
+            let args = (q.clone(), results.clone(), barrier.clone());
+            let mut p = mp::Process::new(mpmc_consumer, args);
+            p.start().map_err(e)?;
+            children.push(p);
+        }
+        barrier.wait().map_err(e)?;
+        let t = Instant::now();
+        let mut got = Vec::new();
+        for _ in 0..k {
+            got.push(results.get().map_err(e)?);
+        }
+        let dt = t.elapsed().as_secs_f64();
+        for mut p in children {
+            p.join().map_err(e)?;
+        }
+        let count: u64 = got.iter().map(|g| g.0).sum();
+        let sum: u64 = got.iter().map(|g| g.1).sum();
+        let xor = got.iter().fold(0, |x, g| x ^ g.2);
+        if count != k * per || sum != k * per * (k * per - 1) / 2 || xor != expect_xor {
+            return Err(format!("consumers saw {got:?}, expected {} items", k * per));
+        }
+        if rep > 0 {
+            samples.push((k * per) as f64 / dt);
+        }
+    }
+    emit(
+        "queue_small_mpmc",
+        "throughput",
+        median(&mut samples),
+        "msgs/s",
+    );
     Ok(())
 }
 

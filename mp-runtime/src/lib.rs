@@ -1,5 +1,6 @@
-//! The runtime of [`mp`](https://docs.rs/mp): everything that runs. Use it through the `mp`
-//! facade crate, which adds the `#[mp::main]` and `#[mp::worker]` macros.
+//! The runtime of [`multiproc`](https://docs.rs/multiproc) (imported as `mp`): everything that
+//! runs. Use it through that facade crate, which adds the `#[mp::main]` and `#[mp::worker]`
+//! macros.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -41,7 +42,7 @@ pub use listener::{Address, Client, IntoAddress, Listener};
 pub use manager::{Manager, ManagerBuilder};
 pub use pool::{AsyncResult, Backend, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
-pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
 pub use start_method::{
     StartMethod, get_all_start_methods, get_start_method, set_start_method, set_start_method_force,
@@ -81,6 +82,7 @@ pub mod forkserver {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+    pub use serde;
 
     pub use crate::codec::{deserialize_fd, serialize_fd};
     pub use crate::registry::WorkerEntry;

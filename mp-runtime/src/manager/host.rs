@@ -8,7 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, OnceLock};
 
-use super::managed::Out;
+use super::managed::{Call, Out};
 use super::protocol::{ObjId, RemoteError, Ticket};
 
 /// The services of a running server.
@@ -34,6 +34,10 @@ pub(crate) trait Host: Send + Sync {
     ) -> Result<Out, RemoteError>;
     /// Whether the server is shutting down (blocking methods then give up).
     fn stopping(&self) -> bool;
+    /// Asks that `obj` be told when `session` ends; false if it has ended already.
+    fn watch_session(&self, obj: ObjId, session: u64) -> bool;
+    /// Whether `session` is open.
+    fn session_alive(&self, session: u64) -> bool;
 }
 
 static HOST: OnceLock<Arc<dyn Host>> = OnceLock::new();
@@ -51,4 +55,37 @@ pub(crate) fn current() -> Option<&'static Arc<dyn Host>> {
 /// Whether this process's server is shutting down.
 pub(crate) fn stopping() -> bool {
     current().is_some_and(|h| h.stopping())
+}
+
+/// The session of a call in progress, for an object that keeps something on the caller's
+/// behalf (a lock's holder) or waits for it (a blocked `get`): it can ask the server to tell it
+/// when that session ends, and check whether it still lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionWatch {
+    obj: ObjId,
+    session: u64,
+}
+
+impl SessionWatch {
+    /// Asks for [`Managed::session_ended`] when the caller's session ends. False if it has
+    /// ended already: then the object must not keep anything for it. Calls made by the server
+    /// itself (session 0) never end.
+    pub(crate) fn watch(&self) -> bool {
+        self.session == 0 || current().is_some_and(|h| h.watch_session(self.obj, self.session))
+    }
+
+    /// Whether the caller's session still lives (its process may have died during the call).
+    pub(crate) fn alive(&self) -> bool {
+        self.session == 0 || current().is_some_and(|h| h.session_alive(self.session))
+    }
+}
+
+impl SessionWatch {
+    /// The session of `call`.
+    pub(crate) fn of(call: &Call<'_>) -> SessionWatch {
+        SessionWatch {
+            obj: call.obj(),
+            session: call.caller().session,
+        }
+    }
 }

@@ -2,11 +2,12 @@
 //!
 //! A process talks to a manager in one *session*, which owns every reference the process holds:
 //! when the session's first connection (the *anchor*, kept by this `Link`) closes, because the
-//! process exited, was killed, or dropped its last proxy, the server drops them all. The thread
-//! that opened the session calls over the anchor; any other thread over a connection of its own
-//! (opened on its first call and joined to the session), so a call that blocks in one thread
-//! (`q.get()`) never holds up another. A connection belongs to the process that opened it:
-//! after `fork` the child opens its own.
+//! process exited, was killed, or dropped its last proxy, the server drops them all. The anchor
+//! carries no calls, so the server notices a dead client at once even while one of its calls is
+//! blocked (a `q.get()` holds its connection's server thread). Calls go over one connection per
+//! thread (opened on the thread's first call and joined to the session), so a call that blocks in
+//! one thread never holds up another. A connection belongs to the process that opened it: after
+//! `fork` the child opens its own.
 //!
 //! Once the manager is known to be gone (a connection was refused, or closed under a call), the
 //! link is dead: every later call fails at once with [`Error::ManagerGone`] (or
@@ -48,10 +49,6 @@ pub(crate) struct Link {
     /// The session's first connection: the session lives as long as it is open.
     anchor: Mutex<Wire>,
     state: AtomicU8,
-    /// The thread that opened the session, whose calls use the anchor while
-    /// `anchor_calls` holds.
-    creator: std::thread::ThreadId,
-    anchor_calls: std::sync::atomic::AtomicBool,
     /// References dropped while no connection could be used; sent before the next request.
     pending_release: Mutex<Vec<ObjId>>,
     next_request: AtomicU64,
@@ -84,8 +81,6 @@ impl Link {
             pid: std::process::id(),
             anchor: Mutex::new(wire),
             state: AtomicU8::new(ALIVE),
-            creator: std::thread::current().id(),
-            anchor_calls: std::sync::atomic::AtomicBool::new(true),
             pending_release: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
         });
@@ -211,23 +206,6 @@ impl Link {
     /// that waited. A connection that fails or times out is dropped: the next call opens a new
     /// one, so a late reply can never be taken for another call's.
     fn with_wire<T>(&self, f: impl FnOnce(&mut Wire) -> Result<T>) -> Result<T> {
-        // The thread that opened the session makes its calls on the anchor: a single-threaded
-        // process needs one connection. (`try_lock`: never wait on, or re-enter, a call in
-        // progress.)
-        if self.anchor_calls.load(Ordering::Relaxed)
-            && std::thread::current().id() == self.creator
-            && let Ok(mut anchor) = self.anchor.try_lock()
-        {
-            self.flush_releases(&mut anchor)?;
-            return f(&mut anchor).map_err(|e| {
-                if out_of_step(&e) {
-                    // The anchor must stay open (it is the session); calls move to a
-                    // connection of their own, which can be dropped.
-                    self.anchor_calls.store(false, Ordering::Relaxed);
-                }
-                self.lost(e)
-            });
-        }
         let mut f = Some(f);
         let result = WIRES.try_with(|wires| {
             let Ok(mut wires) = wires.try_borrow_mut() else {

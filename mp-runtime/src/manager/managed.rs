@@ -16,12 +16,17 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::protocol::RemoteError;
+use super::protocol::{ObjId, RemoteError};
 use crate::codec;
 
 /// A type whose values can live in a manager's server and be used through proxies.
 ///
 /// Implemented by `#[mp::managed]`; not meant to be implemented by hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a managed type",
+    label = "this type needs `#[mp::managed]` on one of its `impl` blocks",
+    note = "add `#[mp::managed]` to an `impl` block of `{Self}`"
+)]
 pub trait Managed: Send + Sync + Sized + 'static {
     /// The registered name (module path and type name).
     const TYPE_NAME: &'static str;
@@ -37,6 +42,13 @@ pub trait Managed: Send + Sync + Sized + 'static {
     /// Builds a value with constructor `ctor`.
     #[doc(hidden)]
     fn construct(ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError>;
+
+    /// Called when a client session that this object asked about ([`Call::watch_session`])
+    /// ends: its process exited or was killed. A lock held by that session lets go here.
+    #[doc(hidden)]
+    fn session_ended(this: &Shared<Self>, session: u64) {
+        let _ = (this, session);
+    }
 }
 
 /// A result on its way to the caller: encoded bytes and the descriptors they refer to, or a
@@ -96,6 +108,11 @@ impl<T> Shared<T> {
             poisoned: AtomicBool::new(false),
         }
     }
+
+    /// The value, shared (for hooks that run outside a call, like [`Managed::session_ended`]).
+    pub(crate) fn value(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Who made a call: the session (one per client process) and the connection (one per client
@@ -112,21 +129,29 @@ pub struct Call<'a> {
     args: &'a [u8],
     fds: Vec<OwnedFd>,
     caller: Caller,
+    /// The object called (0 for a constructor).
+    obj: ObjId,
     method_name: &'static str,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller) -> Self {
+    pub(crate) fn new(args: &'a [u8], fds: Vec<OwnedFd>, caller: Caller, obj: ObjId) -> Self {
         Call {
             args,
             fds,
             caller,
+            obj,
             method_name: "",
         }
     }
 
     pub(crate) fn caller(&self) -> Caller {
         self.caller
+    }
+
+    /// The object called (0 for a constructor).
+    pub(crate) fn obj(&self) -> ObjId {
+        self.obj
     }
 
     /// Decodes the argument tuple.
@@ -150,6 +175,42 @@ impl<'a> Call<'a> {
         })
     }
 
+    /// Decodes `A` and runs `f` under the object's shared lock (a panic is the call's error).
+    fn shared<T, A: DeserializeOwned, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&T, A) -> R,
+    ) -> Result<R, RemoteError> {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
+        self.guarded(|| f(&guard, args))
+    }
+
+    /// Decodes `A` and runs `f` under the object's exclusive lock; a panic poisons the object.
+    fn exclusive<T, A: DeserializeOwned, R>(
+        &mut self,
+        this: &Shared<T>,
+        method: &'static str,
+        f: impl FnOnce(&mut T, A) -> R,
+    ) -> Result<R, RemoteError> {
+        self.method_name = method;
+        let args: A = self.args()?;
+        if this.poisoned.load(Ordering::Acquire) {
+            return Err(RemoteError::Poisoned);
+        }
+        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
+        let result = self.guarded(|| f(&mut guard, args));
+        if result.is_err() {
+            this.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
     /// Runs a `&self` method: decodes `A`, calls `f` under a shared lock, encodes its result.
     pub fn read<T, A, R>(
         &mut self,
@@ -161,15 +222,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&guard, args))?;
-        drop(guard);
-        Out::of(&result)
+        Out::of(&self.shared(this, method, f)?)
     }
 
     /// Runs a `&mut self` method under the exclusive lock; a panic poisons the object.
@@ -183,18 +236,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&mut guard, args));
-        if result.is_err() {
-            this.poisoned.store(true, Ordering::Release);
-        }
-        drop(guard);
-        Out::of(&result?)
+        Out::of(&self.exclusive(this, method, f)?)
     }
 
     /// [`Call::read`] for a method that can refuse: its `Err` is the call's error.
@@ -208,15 +250,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let result = self.guarded(|| f(&guard, args))??;
-        drop(guard);
-        Out::of(&result)
+        Out::of(&self.shared(this, method, f)??)
     }
 
     /// Like [`Call::read`] or [`Call::write`] for a method that returns another managed value:
@@ -231,15 +265,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Managed,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let guard = this.value.read().unwrap_or_else(|p| p.into_inner());
-        let value = self.guarded(|| f(&guard, args))?;
-        drop(guard);
-        Ok(Out::adopt(value))
+        Ok(Out::adopt(self.shared(this, method, f)?))
     }
 
     /// [`Call::read_new`] for a `&mut self` method.
@@ -253,18 +279,7 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Managed,
     {
-        self.method_name = method;
-        let args: A = self.args()?;
-        if this.poisoned.load(Ordering::Acquire) {
-            return Err(RemoteError::Poisoned);
-        }
-        let mut guard = this.value.write().unwrap_or_else(|p| p.into_inner());
-        let value = self.guarded(|| f(&mut guard, args));
-        if value.is_err() {
-            this.poisoned.store(true, Ordering::Release);
-        }
-        drop(guard);
-        Ok(Out::adopt(value?))
+        Ok(Out::adopt(self.exclusive(this, method, f)?))
     }
 
     /// Runs a constructor: decodes `A` and calls `f`.
@@ -293,16 +308,16 @@ impl<'a> Call<'a> {
 /// An object in the server, whatever its type.
 pub(crate) trait Object: Send + Sync + 'static {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError>;
-    /// The name of method `method`, for error messages.
-    fn method_name(&self, method: u16) -> &'static str;
+    /// A session this object watches has ended.
+    fn session_ended(&self, session: u64);
 }
 
 impl<T: Managed> Object for Shared<T> {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError> {
         T::dispatch(self, method, call)
     }
-    fn method_name(&self, method: u16) -> &'static str {
-        T::METHODS.get(method as usize).copied().unwrap_or("?")
+    fn session_ended(&self, session: u64) {
+        T::session_ended(self, session)
     }
 }
 
@@ -311,8 +326,11 @@ impl<T: Managed> Object for Shared<T> {
 pub struct TypeEntry {
     pub(crate) name: &'static str,
     pub(crate) fingerprint: u64,
-    pub(crate) build: fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>,
+    pub(crate) build: Build,
 }
+
+/// What builds an object of a registered type from a constructor index and its arguments.
+pub(crate) type Build = fn(u16, &mut Call<'_>) -> Result<Arc<dyn Object>, RemoteError>;
 
 impl TypeEntry {
     /// The entry of `T`, for `inventory::submit!`.

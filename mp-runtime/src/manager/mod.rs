@@ -25,7 +25,7 @@
 //! - **No leaks from dead clients.** References belong to the session of the process that holds
 //!   them; when it exits or is killed, the server drops them.
 //! - **No endless errors once the manager died.** Every call then fails at once with
-//!   [`Error::ManagerGone`](crate::Error::ManagerGone).
+//!   [`Error::ManagerGone`].
 //! - **Nothing runs from the wire.** Methods are indices into tables generated at compile time
 //!   and types are registered names; the authkey (HMAC-SHA256 both ways) guards connections,
 //!   not code execution.
@@ -33,7 +33,8 @@
 //!   trip, with a short spin on both sides instead of a sleep when the other side keeps up.
 
 mod builtins;
-mod host;
+mod custom;
+pub(crate) mod host;
 mod link;
 mod managed;
 mod panic;
@@ -50,7 +51,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use self::builtins::DictProxy;
+pub use self::builtins::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy,
+    SemaphoreProxy, SetOperand, SetProxy, ValueProxy,
+};
+pub use self::custom::HasProxy;
+#[doc(hidden)]
+pub use self::custom::{assert_managed, call_method};
 pub use self::managed::{Call, Managed, Out, Shared, TypeEntry, fingerprint, label_of};
 #[doc(hidden)]
 pub use self::protocol::RemoteError;
@@ -280,12 +288,16 @@ impl<'de> Deserialize<'de> for Manager {
     }
 }
 
+/// Arguments encoded for another process: bytes and the descriptors they refer to.
+type EncodedArgs = (Vec<u8>, Vec<std::os::fd::OwnedFd>);
+
 /// Builds and starts a [`Manager`] server.
 #[derive(Default)]
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
-    initializer: Option<(&'static str, Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)>)>,
+    /// The initializer's registered name and encoded arguments.
+    initializer: Option<(&'static str, Result<EncodedArgs>)>,
     shutdown_timeout: Option<Duration>,
     context: Option<Context>,
     ticket_ttl: Option<Duration>,

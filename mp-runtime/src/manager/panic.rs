@@ -26,7 +26,7 @@ pub(crate) fn install_hook() {
         if std::thread::current().name() != Some(CONNECTION_THREAD) {
             return previous(info);
         }
-        let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+        let message = crate::process::worker_child::panic_message(info.payload());
         let location = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))

@@ -90,16 +90,6 @@ impl ObjRef {
         }
     }
 
-    /// This process's link for the reference (a fork child's own).
-    pub(crate) fn link(&self) -> Result<Arc<Link>> {
-        match &*self.0 {
-            Held::Client { link, .. } => link.current(),
-            Held::InServer { .. } => Err(Error::state(
-                "a proxy held by the manager's own server has no client link",
-            )),
-        }
-    }
-
     /// Calls method `method` with the argument tuple `args`, waiting as long as it takes.
     #[doc(hidden)]
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
@@ -168,6 +158,9 @@ impl ObjRef {
 
     /// The wire form of this reference, with a fresh ticket.
     fn wire(&self) -> Result<ProxyWire> {
+        if super::value::encoding_key() {
+            return Err(Error::state(super::value::PROXY_IN_KEY));
+        }
         match &*self.0 {
             Held::Client { link, obj, label } => {
                 let link = link.current()?;

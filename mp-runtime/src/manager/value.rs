@@ -12,7 +12,7 @@
 //!
 //! On the wire each is `(bytes, descriptor indices in the message's table, tickets)`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, OwnedFd};
 
 use serde::de::DeserializeOwned;
@@ -27,6 +27,14 @@ use crate::error::{Error, Result};
 thread_local! {
     /// Tickets of the proxies serialized by the innermost [`Encoded::of`] on this thread.
     static COLLECTOR: RefCell<Option<Vec<Ticket>>> = const { RefCell::new(None) };
+    /// Set while [`Encoded::key`] encodes on this thread: a proxy then refuses to serialize
+    /// before it asks the server for a ticket (which nobody would claim).
+    static ENCODING_KEY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a key is being encoded on this thread (a proxy inside it is refused).
+pub(crate) fn encoding_key() -> bool {
+    ENCODING_KEY.with(Cell::get)
 }
 
 /// Records a proxy's ticket in the value being encoded, if any (called by a proxy's
@@ -64,19 +72,32 @@ impl Encoded {
     /// Encodes `value` as a key: keys are compared by their bytes, so they may not carry
     /// handles or proxies.
     pub(crate) fn key<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        let e = Encoded::of(value)?;
+        let saved = ENCODING_KEY.with(|k| k.replace(true));
+        let e = Encoded::of(value);
+        ENCODING_KEY.with(|k| k.set(saved));
+        let refused = || Error::InvalidArgument {
+            message: format!(
+                "a `{}` cannot be a key of a managed dict or set, or compared with managed \
+                 items: keys are compared by their encoding and may not hold handles or proxies",
+                std::any::type_name::<T>()
+            ),
+        };
+        let e = match e {
+            Ok(e) => e,
+            Err(Error::Codec { message }) if message.contains(PROXY_IN_KEY) => {
+                return Err(refused());
+            }
+            Err(other) => return Err(other),
+        };
         if !e.fds.is_empty() || !e.tickets.is_empty() {
-            return Err(Error::InvalidArgument {
-                message: format!(
-                    "a `{}` cannot be a key of a managed dict or set: keys are compared by \
-                     their encoding and may not hold handles or proxies",
-                    std::any::type_name::<T>()
-                ),
-            });
+            return Err(refused());
         }
         Ok(e.bytes)
     }
 }
+
+/// What a proxy says when it refuses to be part of a key.
+pub(crate) const PROXY_IN_KEY: &str = "a proxy cannot be part of a key";
 
 /// The wire form shared by the three views.
 #[derive(Serialize)]
@@ -125,16 +146,6 @@ impl Stored {
         }
     }
 
-    /// Encodes a value in the server (for values the server makes, e.g. a queue's default).
-    pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Self> {
-        let (bytes, fds) = codec::encode_owned(value)?;
-        Ok(Stored {
-            bytes,
-            fds,
-            holds: Vec::new(),
-        })
-    }
-
     /// The encoded bytes (for values compared or combined in the server).
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -144,11 +155,6 @@ impl Stored {
     /// cannot be handed).
     pub(crate) fn is_plain(&self) -> bool {
         self.fds.is_empty() && self.holds.is_empty()
-    }
-
-    /// Decodes the value in the server (only for plain values: see [`Stored::is_plain`]).
-    pub(crate) fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        codec::decode(&self.bytes, Vec::new())
     }
 
     /// Another copy: descriptors duplicated, references held again.

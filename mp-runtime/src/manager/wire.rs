@@ -3,11 +3,12 @@
 //!
 //! A call is a request and its reply, in order; the caller is blocked in between. Sleeping in
 //! the kernel and being woken costs a round trip 10–25 µs here, most of the cost of a call, so a
-//! waiting side first polls the socket for a few tens of microseconds: when the peer is running
-//! on another CPU its answer usually arrives within that window and nobody sleeps. The window is
-//! adaptive: a side that had to sleep on its last wait (the peer was slow, blocked in a
-//! `get()`, or there are more runnable processes than CPUs) does not spin on the next one, and
-//! with a single CPU nobody spins.
+//! waiting side first polls the socket for a few tens of microseconds, yielding the CPU between
+//! looks: when the peer runs on another CPU its answer usually arrives within that window and
+//! nobody sleeps, and when it waits for this CPU the yield lets it run. The window is adaptive: a
+//! spin that ended in a sleep anyway (the peer was slow, blocked in a `get()`, or there are more
+//! runnable processes than CPUs) is left out for the next few waits, and with a single CPU nobody
+//! spins.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ const MAX_TCP: u64 = 64 << 20;
 
 /// The longest a side polls for an answer before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
+/// After a spin that ended in a sleep, how many waits sleep at once before spinning is tried
+/// again.
+const SPINLESS_AFTER_MISS: u32 = 16;
 
 /// A framed connection.
 pub(crate) struct Wire {
@@ -33,8 +37,8 @@ pub(crate) struct Wire {
     /// TCP carries no descriptors.
     tcp: bool,
     reader: FrameReader,
-    /// Whether the next wait may spin (the last one did not have to sleep).
-    spin: bool,
+    /// How many waits to go before spinning is tried again (0: spin).
+    skip_spins: u32,
     /// Bytes of the frame being built (reused).
     out: Vec<u8>,
 }
@@ -45,17 +49,13 @@ impl Wire {
             fd,
             tcp,
             reader: FrameReader::new(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
-            spin: spin_allowed(),
+            skip_spins: 0,
             out: Vec::with_capacity(256),
         }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-
-    pub(crate) fn is_tcp(&self) -> bool {
-        self.tcp
     }
 
     /// Sends `message` as one frame, with the descriptors its encoding refers to.
@@ -110,10 +110,13 @@ impl Wire {
             return Ok(f);
         }
         let started = Instant::now();
-        let mut slept = false;
+        let spin = self.skip_spins == 0 && spin_allowed();
+        let mut slept = !spin;
         loop {
-            let ready = if self.spin && !slept && started.elapsed() < SPIN {
-                std::hint::spin_loop();
+            let ready = if !slept && started.elapsed() < SPIN {
+                // Give the CPU away between looks: when the peer waits for this very CPU, it
+                // runs now; when it runs elsewhere, this returns at once.
+                std::thread::yield_now();
                 readable(self.fd.as_fd(), Deadline::after(Some(Duration::ZERO)))
             } else {
                 slept = true;
@@ -121,18 +124,22 @@ impl Wire {
             }
             .map_err(|e| Error::io("poll", e))?;
             if !ready {
-                if slept {
+                if slept && deadline.passed() {
                     return Err(Error::Timeout);
                 }
                 continue;
             }
-            match self.reader.fill(self.fd.as_fd())? {
-                Some(0) => return Err(Error::Closed),
-                Some(_) | None => {}
+            if self.reader.fill(self.fd.as_fd())? == Some(0) {
+                return Err(Error::Closed);
             }
             if let Some(f) = self.reader.next_frame()? {
-                // Spin next time only if this answer came within the window.
-                self.spin = spin_allowed() && started.elapsed() < SPIN;
+                self.skip_spins = match (spin, slept) {
+                    // The answer came within the window: keep spinning.
+                    (true, false) => 0,
+                    // The window was spent for nothing: leave it out for a while.
+                    (true, true) => SPINLESS_AFTER_MISS,
+                    (false, _) => self.skip_spins.saturating_sub(1),
+                };
                 return Ok(f);
             }
         }

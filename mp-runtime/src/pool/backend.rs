@@ -79,6 +79,7 @@ pub(crate) trait Remote: Send + Sync {
 }
 
 /// What a remote backend needs to start workers.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 pub(crate) struct RemoteSpec {
     /// The pool size asked for with `processes` (a local pool's), if any.
     pub(crate) processes: Option<usize>,

@@ -145,7 +145,7 @@ impl PoolBuilder {
         self,
         processes: Option<usize>,
         prefix: &'static str,
-    ) -> Result<(std::sync::Arc<Core>, Box<dyn Launcher>, StartMethod, Config)> {
+    ) -> Result<Parts> {
         let asked = processes.or(self.processes);
         let processes = asked.unwrap_or_else(crate::identity::cpu_count);
         if processes == 0 {
@@ -217,6 +217,10 @@ impl PoolBuilder {
         Ok((core, Box::new(launcher), method, cfg))
     }
 }
+
+/// What a builder makes: the state shared with the scheduler, the launcher of its workers,
+/// their start method and the scheduler's configuration.
+pub(crate) type Parts = (std::sync::Arc<Core>, Box<dyn Launcher>, StartMethod, Config);
 
 /// An initializer's registered name, encoded arguments, their descriptors and their type.
 type EncodedInit = (&'static str, Vec<u8>, Vec<OwnedFd>, &'static str);

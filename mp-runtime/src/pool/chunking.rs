@@ -31,7 +31,6 @@ pub(crate) fn encode_chunk<T: Serialize>(
         fds: Vec::new(),
         nitems: 0,
         batch: false,
-        arg_type: std::any::type_name::<T>(),
     };
     let mut first_error = None;
     for item in items.take(n) {
@@ -81,7 +80,6 @@ pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
         fds,
         nitems: items.len(),
         batch: true,
-        arg_type: std::any::type_name::<T>(),
     })
 }
 

@@ -65,8 +65,6 @@ pub(crate) struct Chunk {
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) nitems: usize,
     pub(crate) batch: bool,
-    /// The type of the encoded items, for errors.
-    pub(crate) arg_type: &'static str,
 }
 
 /// A unit of work: one or more items (a chunk) for one registered worker.
@@ -207,11 +205,6 @@ impl Core {
     /// Blocks while the pool's bound on tasks in flight is reached ([`Error::InvalidState`]
     /// instead on the scheduler thread, which would wait for itself). Returns the task's id.
     pub(crate) fn submit(&self, mut task: Task, feeder: bool) -> Result<u64> {
-        if self.portable_only && !task.chunk.fds.is_empty() {
-            return Err(Error::NotPortable {
-                type_name: task.chunk.arg_type.trim_start_matches('&').to_owned(),
-            });
-        }
         let mut st = self.lock();
         loop {
             Self::check_open(&st, feeder)?;
@@ -295,6 +288,17 @@ impl Core {
         let rest = partial.then_some((buf, sent));
         st.handed.push(Handed { key, task, rest });
         Ok(partial)
+    }
+
+    /// Fails with [`Error::NotPortable`] if the workers are on other machines and `chunk`, of
+    /// items of type `type_name`, carries OS handles. Checked before a chunk is submitted.
+    pub(crate) fn ensure_portable(&self, chunk: &Chunk, type_name: &str) -> Result<()> {
+        if self.portable_only && !chunk.fds.is_empty() {
+            return Err(Error::NotPortable {
+                type_name: type_name.trim_start_matches('&').to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Fails `err` unless new tasks may be submitted.
@@ -1180,7 +1184,6 @@ mod tests {
             fds: Vec::new(),
             nitems: 1,
             batch: false,
-            arg_type: "test",
         };
         Task::new("test", 0, chunk, sink.clone())
     }

@@ -20,11 +20,8 @@
 //! InitFailed: 4 message:bytes
 //! ```
 
-use std::collections::VecDeque;
-use std::os::fd::{BorrowedFd, OwnedFd};
-
 use crate::error::{Error, Result};
-use crate::transport::frame::{self, HEADER_LEN, header};
+use crate::transport::frame::{HEADER_LEN, header};
 
 pub(crate) const JOB: u8 = 1;
 pub(crate) const STOP: u8 = 2;

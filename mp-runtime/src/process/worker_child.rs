@@ -68,7 +68,7 @@ fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if WORKER_THREAD.get() == Some(&std::thread::current().id()) {
-            let message = info.payload_as_str().unwrap_or("Box<dyn Any>").to_owned();
+            let message = panic_message(info.payload());
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
@@ -201,4 +201,13 @@ pub(crate) fn finish(code: i32) -> ! {
         sys::exit_now(code)
     }
     std::process::exit(code)
+}
+
+/// The text of a panic's payload (`panic!` makes a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_owned())
 }

@@ -12,9 +12,15 @@
 //! items arrive; when the queue drains, all but its first 4 MiB are returned to the kernel. Items
 //! over 16 MiB live in memory of their own. Byte buffers are fastest as `serde_bytes::ByteBuf`
 //! (one bytes value instead of a sequence of `u8`).
-//! Handles inside items (connections, queues, `Handle`s) travel as descriptors.
+//! Handles inside items (connections, queues, `Handle`s) travel as descriptors, on a side
+//! channel that never blocks `put`: an unbounded queue takes items with handles until the
+//! kernel's limit on descriptors in flight (the open-file limit of the user, `ulimit -n`, unless
+//! privileged) and then fails at once with [`Error::Full`]; a bounded one waits for room.
 
+mod crash;
+mod put_error;
 mod ring;
+mod side;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -26,11 +32,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::put_error::TryPutError;
 use self::ring::{Ring, RingFds};
 use crate::codec;
 use crate::connection::{FdOwned, FdRef, Waitable};
 use crate::error::{Error, Result};
-use crate::sync::futex;
 use crate::sys::poll::Deadline;
 
 /// Encode buffers above this size are not kept for the next `put`.
@@ -70,10 +76,17 @@ struct Shared {
 
 /// A FIFO queue between any number of producer and consumer processes.
 ///
+/// Items are copied into shared memory by `put` itself: one whose `put` returned survives its
+/// producer's SIGKILL, and a consumer killed at any point loses at most the item it was taking.
+/// Handles inside items travel on a side channel: an unbounded queue takes items with handles
+/// until the kernel's limit on descriptors in flight for the user (the open-file limit,
+/// `ulimit -n`, unless privileged), then `put` fails at once with [`Error::Full`]; a bounded
+/// queue waits for room there as when it is full.
+///
 /// ```
 /// let q = mp::Queue::bounded(1)?;
 /// assert!(q.try_put(1).is_ok());
-/// assert!(matches!(q.try_put(2), Err(mp::Error::Full)));
+/// assert!(matches!(q.try_put(2), Err(mp::TryPutError::Full(2))));
 /// assert_eq!(q.qsize(), 1);
 /// assert_eq!(q.get()?, 1);
 /// assert!(matches!(q.try_get(), Err(mp::Error::Empty)));
@@ -97,19 +110,19 @@ impl<T> Clone for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// An unbounded queue.
     pub fn new() -> Result<Self> {
-        Self::with_limit(0, false)
+        Self::with_limit(0)
     }
 
     /// A queue that holds at most `max_items` items: `put` waits while it is full. Zero is an
     /// error (use [`Queue::new`] for an unbounded queue).
     pub fn bounded(max_items: usize) -> Result<Self> {
-        Self::with_limit(checked_limit(max_items)?, false)
+        Self::with_limit(checked_limit(max_items)?)
     }
 
-    fn with_limit(max_items: u64, joinable: bool) -> Result<Self> {
+    fn with_limit(max_items: u64) -> Result<Self> {
         Ok(Queue {
             shared: Arc::new(Shared {
-                ring: Ring::create(max_items, ring::DEFAULT_RING, joinable)?,
+                ring: Ring::create(max_items, ring::DEFAULT_RING)?,
                 closed: AtomicBool::new(false),
             }),
             _type: PhantomData,
@@ -123,13 +136,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(&self.shared.ring)
     }
 
-    fn put_with(&self, item: T, block: bool, timeout: Option<Duration>) -> Result<()> {
+    fn put_ref(&self, item: &T, block: bool, timeout: Option<Duration>) -> Result<()> {
         let ring = self.ring()?;
         let deadline = Deadline::after(timeout);
         with_scratch(|buf| {
-            let fds = codec::encode_into(&item, buf)?;
+            let fds = codec::encode_into(item, buf)?;
             ring.put(buf, &fds, block, deadline)
         })
+    }
+
+    fn put_or_give_back(
+        &self,
+        item: T,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), TryPutError<T>> {
+        match self.put_ref(&item, timeout != Some(Duration::ZERO), timeout) {
+            Ok(()) => Ok(()),
+            Err(Error::Full) => Err(TryPutError::Full(item)),
+            Err(e) => Err(TryPutError::Failed(item, e)),
+        }
     }
 
     fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<T> {
@@ -140,19 +165,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting while a bounded queue is full. An item that cannot be encoded is
-    /// [`Error::Codec`], and takes no room in the queue.
+    /// [`Error::Codec`], and takes no room in the queue. An unbounded queue never waits: at the
+    /// kernel's limit on handles in flight (see [`Queue`]) it is [`Error::Full`].
     pub fn put(&self, item: T) -> Result<()> {
-        self.put_with(item, true, None)
+        self.put_ref(&item, true, None)
     }
 
-    /// Puts `item`, waiting at most `timeout` for room; [`Error::Full`] if none came.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
-        self.put_with(item, true, Some(timeout))
+    /// Puts `item`, waiting at most `timeout` for room. [`TryPutError::Full`] if none came, with
+    /// the item; any other failure is [`TryPutError::Failed`], also with the item.
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TryPutError<T>> {
+        self.put_or_give_back(item, Some(timeout))
     }
 
-    /// Puts `item` if there is room now; [`Error::Full`] otherwise.
-    pub fn try_put(&self, item: T) -> Result<()> {
-        self.put_with(item, false, Some(Duration::ZERO))
+    /// Puts `item` if there is room now; [`TryPutError::Full`] with the item otherwise.
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        self.put_or_give_back(item, Some(Duration::ZERO))
     }
 
     /// Takes the oldest item, waiting until there is one.
@@ -220,10 +251,6 @@ impl<T> Queue<T> {
     pub(crate) fn hold_lock_forever(&self) {
         self.shared.ring.hold_lock_forever()
     }
-
-    fn unfinished(&self) -> &std::sync::atomic::AtomicU32 {
-        self.shared.ring.unfinished()
-    }
 }
 
 impl<T> Waitable for Queue<T> {
@@ -263,19 +290,19 @@ impl<T> fmt::Debug for Queue<T> {
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let ring = &self.shared.ring;
-        let [tx, rx, event] = ring.other_fds();
-        (FdRef(ring.region_fd()), FdRef(tx), FdRef(rx), FdRef(event)).serialize(s)
+        let [a, b, event] = ring.other_fds();
+        (FdRef(ring.region_fd()), FdRef(a), FdRef(b), FdRef(event)).serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (region, side_tx, side_rx, event): (FdOwned, FdOwned, FdOwned, FdOwned) =
+        let (region, side_a, side_b, event): (FdOwned, FdOwned, FdOwned, FdOwned) =
             Deserialize::deserialize(d)?;
         let ring = Ring::from_fds(RingFds {
             region: region.0,
-            side_tx: side_tx.0,
-            side_rx: side_rx.0,
+            side_a: side_a.0,
+            side_b: side_b.0,
             event: event.0,
         })
         .map_err(|e| codec::de_error::<D::Error>(&e))?;
@@ -312,39 +339,30 @@ impl<T> Clone for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// An unbounded joinable queue.
     pub fn new() -> Result<Self> {
-        Queue::with_limit(0, true).map(JoinableQueue)
+        Queue::with_limit(0).map(JoinableQueue)
     }
 
     /// A joinable queue of at most `max_items` items.
     pub fn bounded(max_items: usize) -> Result<Self> {
-        Queue::with_limit(checked_limit(max_items)?, true).map(JoinableQueue)
+        Queue::with_limit(checked_limit(max_items)?).map(JoinableQueue)
     }
 
     /// Marks one item taken with `get` as processed. Calling it more times than items were put
     /// is [`Error::InvalidState`].
     pub fn task_done(&self) -> Result<()> {
-        let counter = self.0.unfinished();
-        let mut v = counter.load(Ordering::Acquire);
-        loop {
-            if v == 0 {
-                return Err(Error::state(
-                    "task_done() called more times than there were items put",
-                ));
-            }
-            match counter.compare_exchange(v, v - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(now) => v = now,
-            }
+        if self.0.shared.ring.task_done() {
+            Ok(())
+        } else {
+            Err(Error::state(
+                "task_done() called more times than there were items put",
+            ))
         }
-        if v == 1 {
-            futex::wake_all(counter);
-        }
-        Ok(())
     }
 
-    /// Waits until every item put has been marked done.
+    /// Waits until every item put has been marked done (or discarded by an immediate
+    /// [`shutdown`](Queue::shutdown)).
     pub fn join(&self) -> Result<()> {
-        if self.join_deadline(Deadline::NEVER) {
+        if self.0.shared.ring.join(Deadline::NEVER) {
             Ok(())
         } else {
             Err(Error::Timeout)
@@ -353,23 +371,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Like [`join`](JoinableQueue::join), giving up after `timeout` with [`Error::Timeout`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.join_deadline(Deadline::after(Some(timeout))) {
+        if self.0.shared.ring.join(Deadline::after(Some(timeout))) {
             Ok(())
         } else {
             Err(Error::Timeout)
-        }
-    }
-
-    fn join_deadline(&self, deadline: Deadline) -> bool {
-        let counter = self.0.unfinished();
-        loop {
-            let v = counter.load(Ordering::Acquire);
-            if v == 0 {
-                return true;
-            }
-            if !futex::wait(counter, v, deadline) {
-                return counter.load(Ordering::Acquire) == 0;
-            }
         }
     }
 }

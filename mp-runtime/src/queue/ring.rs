@@ -2,18 +2,34 @@
 //! futex lock, with futex sequence words to sleep on.
 //!
 //! ```text
-//! page 0: Header (atomics)          pages 1..: data ring of `data_len` bytes
-//! record: len u32 | flags u32 | seq u64 | payload, padded to 8 bytes (may wrap around)
+//! page 0: Header (atomics)          pages 1..: data ring of `data_len` bytes (a power of two)
+//! record: len u32 | flags u32 | tag u64 | payload, padded to 8 bytes (may wrap around)
 //! ```
-//! `head` and `tail` are monotonically increasing byte offsets; a record becomes visible when
-//! `tail` is stored past it and is gone when `head` is. A put that dies before storing `tail`
-//! leaves nothing behind; a get that dies before storing `head` leaves the message in place. A
-//! message whose `put` returned is therefore in shared memory, whatever happens to its producer.
+//! **Every transition is one store.** The ring's state is two 64-bit words: `tail` holds the
+//! number of messages ever put and the byte offset where the next record goes, `head` the number
+//! ever taken and the offset of the oldest record (offsets count modulo 2^32 and map into the
+//! data area modulo `data_len`). A put writes its record past `tail` and then publishes it, with
+//! its count, in one store of `tail`; a get takes a record with one store of `head`. `qsize` is
+//! the difference of the two counts, so it is exact and needs no repair. A holder of the lock
+//! killed at any instruction leaves either the old or the new state, never a mix: a put that
+//! dies before its store leaves nothing behind, a get that dies before its store leaves the
+//! message in place, and a message whose `put` returned is in shared memory whatever happens to
+//! its producer. [`super::crash::point`] marks the place after each store; the unit tests below
+//! kill a process at every one of them and check what the others find.
+//!
+//! When a get drains the ring, the next records restart at the start of the data area, so that
+//! a steady flow reuses the same warm pages: a *skip* record (a filler that is not a message)
+//! is written at `tail` to cover the rest of the lap, `tail` moves past it, then `head` follows.
+//! Each of the three states is a consistent ring. Once the ring had grown past
+//! [`KEEP_RESIDENT`], the pages beyond are given back to the kernel at that point.
 //!
 //! Descriptors cannot live in shared memory: a message with handles, or one too large for the
-//! ring (stored in a memfd of its own), sends a side frame on a socket shared by all handles of
-//! the queue, tagged with the record's `seq`, before the record is published. Consumers take
-//! side frames in the same order, under the same lock.
+//! ring (stored in a memfd of its own), has a frame on the queue's side channel ([`super::side`]),
+//! named by the record's tag.
+//!
+//! JoinableQueue's count of unfinished items is `puts - done - discarded`: `done` counts
+//! `task_done` calls, and items dropped by an immediate shutdown are recorded in `discard`, whose
+//! open/closed encoding keeps that count exact across a death in the middle of the drop.
 //!
 //! Readiness for `connection::wait` costs nothing until someone waits: a waiter registers in
 //! `pollers` and polls an eventfd, which is kept readable exactly while the queue has items (or is
@@ -22,13 +38,14 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::super::sync::{futex, robust};
+use super::crash;
+use super::side::{Sent, Side, SideWords};
 use crate::error::{Error, Result};
+use crate::sync::{futex, robust};
 use crate::sys::mmap::SharedRegion;
-use crate::sys::poll::{Deadline, readable};
-use crate::transport::frame::{recv_frame, send_frame};
+use crate::sys::poll::Deadline;
 
-const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+const MAGIC: u64 = 0x6d70_7175_6575_6532; // "mpqueue2"
 const HEADER_LEN: usize = 4096;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 const RECORD_HEADER: u64 = 16;
@@ -46,20 +63,22 @@ const INLINE: usize = 256;
 
 const FLAG_FDS: u32 = 1;
 const FLAG_LARGE: u32 = 2;
+/// A filler record that is not a message: `len` is its whole size.
+const FLAG_SKIP: u32 = 4;
 
 /// The shared header, in cache lines grouped by who writes them: the state changed under the
-/// lock, the sequence words that consumers and producers sleep on, and the JoinableQueue counter.
+/// lock, the side channel's words, the sequence words that consumers and producers sleep on, and
+/// the JoinableQueue counters.
 #[repr(C)]
 struct Header {
     magic: AtomicU64,
     max_items: AtomicU64,
     data_len: AtomicU64,
-    /// Non-zero for a JoinableQueue: only then is `unfinished` counted.
-    joinable: AtomicU64,
     locked: Locked,
+    side: SideLine,
     items: Sleepable,
     space: Sleepable,
-    unfinished: Padded,
+    joins: Joins,
 }
 
 /// Changed only under `lock` (which lives on the same line, so a holder touches one line).
@@ -72,11 +91,18 @@ struct Locked {
     signaled: AtomicU32,
     /// Callers of `connection::wait` currently polling the eventfd (changed without the lock).
     pollers: AtomicU32,
-    count: AtomicU64,
-    head: AtomicU64,
+    /// [`End`] of the ring where records are added.
     tail: AtomicU64,
-    next_seq: AtomicU64,
+    /// [`End`] of the ring where records are taken.
+    head: AtomicU64,
+    /// The offset where the current lap of the ring began (where it last restarted).
+    lap_base: AtomicU64,
+    /// Messages dropped by immediate shutdowns (see [`Discard`]).
+    discard: AtomicU64,
 }
+
+#[repr(C, align(64))]
+struct SideLine(SideWords);
 
 /// A futex sequence word and the number of processes asleep on it.
 #[repr(C, align(64))]
@@ -85,17 +111,94 @@ struct Sleepable {
     sleepers: AtomicU32,
 }
 
-/// A counter on a line of its own.
+/// JoinableQueue's counters.
 #[repr(C, align(64))]
-struct Padded(AtomicU32);
+struct Joins {
+    /// `task_done` calls (wrapping).
+    done: AtomicU32,
+    /// Processes in `join`.
+    joiners: AtomicU32,
+    /// Bumped when the count of unfinished items may have reached zero; joiners sleep on it.
+    seq: AtomicU32,
+}
+
+/// One end of the ring as stored in one 64-bit word: how many messages went through it, and
+/// its byte offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct End {
+    count: u32,
+    off: u32,
+}
+
+impl End {
+    fn load(word: &AtomicU64, order: Ordering) -> End {
+        let w = word.load(order);
+        End {
+            count: (w >> 32) as u32,
+            off: w as u32,
+        }
+    }
+
+    fn word(self) -> u64 {
+        (u64::from(self.count) << 32) | u64::from(self.off)
+    }
+
+    /// This end moved past a record of `size` bytes, counting `messages` messages.
+    fn advanced(self, size: u64, messages: u32) -> End {
+        End {
+            count: self.count.wrapping_add(messages),
+            off: self.off.wrapping_add(size as u32),
+        }
+    }
+}
+
+/// The messages dropped by immediate shutdowns, as stored in `Locked::discard`: `total` is
+/// exact while the drop is closed; an open drop, begun when `head` had counted `from` messages
+/// (modulo 2^31), adds what `head` counted since. Opening, moving `head` and closing are one
+/// store each, so a dropper that dies leaves an exact total, which the next lock holder closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Discard {
+    total: u32,
+    open_from: Option<u32>,
+}
+
+impl Discard {
+    const OPEN: u64 = 1 << 63;
+    const FROM_MASK: u32 = (1 << 31) - 1;
+
+    fn load(word: &AtomicU64) -> Discard {
+        let w = word.load(Ordering::Acquire);
+        Discard {
+            total: w as u32,
+            open_from: (w & Discard::OPEN != 0).then_some((w >> 32) as u32 & Discard::FROM_MASK),
+        }
+    }
+
+    fn word(self) -> u64 {
+        let open = match self.open_from {
+            None => 0,
+            Some(from) => Discard::OPEN | (u64::from(from & Discard::FROM_MASK) << 32),
+        };
+        open | u64::from(self.total)
+    }
+
+    /// The total, given the messages `head` has counted.
+    fn total(self, head_count: u32) -> u32 {
+        match self.open_from {
+            None => self.total,
+            Some(from) => self
+                .total
+                .wrapping_add(head_count.wrapping_sub(from) & Discard::FROM_MASK),
+        }
+    }
+}
 
 /// One process's view of a shared ring.
 #[derive(Debug)]
 pub(crate) struct Ring {
     region: SharedRegion,
-    /// Side channel for descriptors: frames are sent on `side_tx` and received on `side_rx`.
-    side_tx: OwnedFd,
-    side_rx: OwnedFd,
+    /// Frames for descriptors and large messages.
+    side: Side,
     /// Readable while the queue has items and someone waits on it (see the module docs).
     event: OwnedFd,
 }
@@ -103,8 +206,8 @@ pub(crate) struct Ring {
 /// The descriptors that represent a ring in a message.
 pub(crate) struct RingFds {
     pub(crate) region: OwnedFd,
-    pub(crate) side_tx: OwnedFd,
-    pub(crate) side_rx: OwnedFd,
+    pub(crate) side_a: OwnedFd,
+    pub(crate) side_b: OwnedFd,
     pub(crate) event: OwnedFd,
 }
 
@@ -114,12 +217,13 @@ enum Step<T> {
 }
 
 impl Ring {
-    /// A new ring holding at most `max_items` messages (0: no limit but memory).
-    pub(crate) fn create(max_items: u64, data_len: usize, joinable: bool) -> Result<Ring> {
-        let data_len = data_len.next_multiple_of(4096);
+    /// A new ring holding at most `max_items` messages (0: no limit but memory). `data_len` is
+    /// rounded up to a power of two of at least a page.
+    pub(crate) fn create(max_items: u64, data_len: usize) -> Result<Ring> {
+        let data_len = data_len.max(4096).next_power_of_two().min(1 << 31);
         let region = SharedRegion::create(c"mp-queue", HEADER_LEN + data_len)
             .map_err(|e| Error::io("create queue memory", e))?;
-        let (side_tx, side_rx) = crate::transport::socket::stream_pair()?;
+        let side = Side::create()?;
         let event = nix::sys::eventfd::EventFd::from_value_and_flags(
             0,
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
@@ -127,14 +231,12 @@ impl Ring {
         .map_err(|e| Error::sys("create queue eventfd", e))?;
         let ring = Ring {
             region,
-            side_tx,
-            side_rx,
+            side,
             event: event.into(),
         };
         let h = ring.header();
         h.max_items.store(max_items, Ordering::Relaxed);
         h.data_len.store(data_len as u64, Ordering::Relaxed);
-        h.joinable.store(u64::from(joinable), Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(ring)
     }
@@ -150,15 +252,14 @@ impl Ring {
         }
         let ring = Ring {
             region,
-            side_tx: fds.side_tx,
-            side_rx: fds.side_rx,
+            side: Side::from_fds(fds.side_a, fds.side_b),
             event: fds.event,
         };
         let h = ring.header();
         let data_len = h.data_len.load(Ordering::Relaxed);
         if h.magic.load(Ordering::Acquire) != MAGIC
-            || data_len == 0
-            || !data_len.is_multiple_of(8)
+            || !data_len.is_power_of_two()
+            || !(4096..=1 << 31).contains(&data_len)
             || data_len > (ring.region.len() - HEADER_LEN) as u64
         {
             return Err(
@@ -171,13 +272,10 @@ impl Ring {
     pub(crate) fn region_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.region.as_fd()
     }
-    /// The side socket's ends and the eventfd, in that order.
+    /// The side channel's two ends and the eventfd, in that order.
     pub(crate) fn other_fds(&self) -> [std::os::fd::BorrowedFd<'_>; 3] {
-        [
-            self.side_tx.as_fd(),
-            self.side_rx.as_fd(),
-            self.event.as_fd(),
-        ]
+        let [a, b] = self.side.fds();
+        [a, b, self.event.as_fd()]
     }
 
     fn header(&self) -> &Header {
@@ -191,9 +289,9 @@ impl Ring {
     }
 
     /// Copies `src` into the ring at logical offset `off`, wrapping around the end.
-    fn write_at(&self, off: u64, src: &[u8]) {
+    fn write_at(&self, off: u32, src: &[u8]) {
         let len = self.data_len();
-        let start = (off % len) as usize;
+        let start = (u64::from(off) % len) as usize;
         let first = src.len().min(len as usize - start);
         // SAFETY: the data area is `len` bytes after the header; `start + first <= len` and the
         // wrapped rest fits at offset 0 (callers reserve at most `len` bytes). The lock is held,
@@ -206,9 +304,9 @@ impl Ring {
     }
 
     /// Copies from the ring at logical offset `off` into `dst`, wrapping around the end.
-    fn read_at(&self, off: u64, dst: &mut [u8]) {
+    fn read_at(&self, off: u32, dst: &mut [u8]) {
         let len = self.data_len();
-        let start = (off % len) as usize;
+        let start = (u64::from(off) % len) as usize;
         let first = dst.len().min(len as usize - start);
         // SAFETY: as in `write_at`, with the roles reversed; `dst` is a distinct Rust buffer.
         unsafe {
@@ -231,43 +329,41 @@ impl Ring {
         robust::unlock(&self.header().locked.lock);
     }
 
-    /// After a holder died: the ring itself is consistent (publication is one store), but the
-    /// message count may be off by one; count the records again. A ring whose records do not
-    /// add up is emptied (see [`Ring::discard_corrupt`]).
+    /// After a holder died. The ring is consistent (every transition is one store), but an
+    /// immediate shutdown may have been cut short, and the eventfd may disagree with its flag.
     fn repair(&self) {
         let h = self.header();
-        let (mut off, tail) = (
-            h.locked.head.load(Ordering::Relaxed),
-            h.locked.tail.load(Ordering::Relaxed),
-        );
-        let mut n = 0;
-        while off != tail {
-            match self.record_at(off, tail) {
-                Ok(r) => off += r.size,
-                Err(_) => {
-                    self.discard_corrupt();
-                    return;
-                }
-            }
-            n += 1;
+        let discard = Discard::load(&h.locked.discard);
+        if discard.open_from.is_some() {
+            let head = End::load(&h.locked.head, Ordering::Acquire);
+            let closed = Discard {
+                total: discard.total(head.count),
+                open_from: None,
+            };
+            h.locked.discard.store(closed.word(), Ordering::Release);
         }
-        h.locked.count.store(n, Ordering::Release);
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(&self.event, &mut buf);
+        h.locked.signaled.store(0, Ordering::Relaxed);
+        if h.locked.pollers.load(Ordering::SeqCst) > 0
+            && (self.count() > 0 || h.locked.shutdown.load(Ordering::Relaxed) != 0)
+        {
+            self.signal();
+        }
     }
 
-    /// The header of the record at `head`, checked against the published bytes up to `tail`:
-    /// shared memory written by another process is never trusted to stay inside the ring.
-    /// [`Error::Protocol`] if the offsets or the record do not fit (lock held).
-    fn record_at(&self, head: u64, tail: u64) -> Result<Record> {
-        let pending = tail
-            .checked_sub(head)
-            .filter(|p| *p >= RECORD_HEADER && *p <= self.data_len());
-        let Some(pending) = pending else {
+    /// The record at `head`, checked against the published bytes up to `tail`: shared memory
+    /// written by another process is never trusted to stay inside the ring. [`Error::Protocol`]
+    /// if the offsets or the record do not fit (lock held).
+    fn record_at(&self, head: u32, tail: u32) -> Result<Record> {
+        let pending = u64::from(tail.wrapping_sub(head));
+        if pending < RECORD_HEADER || pending > self.data_len() {
             return Err(corrupt());
-        };
+        }
         let mut rh = [0u8; RECORD_HEADER as usize];
         self.read_at(head, &mut rh);
         let record = Record::parse(&rh);
-        if record.size > pending {
+        if record.size > pending || record.size < RECORD_HEADER || !record.size.is_multiple_of(8) {
             return Err(corrupt());
         }
         Ok(record)
@@ -276,25 +372,70 @@ impl Ring {
     /// Drops every pending message of a ring whose offsets or records are corrupt, so that
     /// the queue stays usable (lock held).
     fn discard_corrupt(&self) {
+        self.drop_pending(false);
+    }
+
+    /// Drops every pending message in one store of `head`, counting them as discarded (lock
+    /// held); with `frames`, also the frames of those that have one. Returns how many.
+    fn drop_pending(&self, frames: bool) -> u32 {
         let h = self.header();
-        let tail = h.locked.tail.load(Ordering::Relaxed);
-        h.locked.head.store(tail, Ordering::Release);
-        h.locked.count.store(0, Ordering::Release);
+        let head = End::load(&h.locked.head, Ordering::Acquire);
+        let tail = End::load(&h.locked.tail, Ordering::Acquire);
+        let dropped = tail.count.wrapping_sub(head.count);
+        let before = Discard::load(&h.locked.discard);
+        let open = Discard {
+            total: before.total(head.count),
+            open_from: Some(head.count),
+        };
+        h.locked.discard.store(open.word(), Ordering::Release);
+        crash::point();
+        h.locked.head.store(tail.word(), Ordering::Release);
+        crash::point();
+        let closed = Discard {
+            total: open.total(tail.count),
+            open_from: None,
+        };
+        h.locked.discard.store(closed.word(), Ordering::Release);
+        crash::point();
+        if frames {
+            // The records stay readable until the next put: release their descriptors now
+            // rather than when a later consumer finds the frames stale.
+            let mut off = head.off;
+            while off != tail.off {
+                let Ok(r) = self.record_at(off, tail.off) else {
+                    break;
+                };
+                if r.flags & (FLAG_FDS | FLAG_LARGE) != 0 && r.flags & FLAG_SKIP == 0 {
+                    let _ = self.side.peek(&h.side.0, r.tag);
+                    self.side.consume(r.tag);
+                    crash::point();
+                }
+                off = off.wrapping_add(r.size as u32);
+            }
+        }
+        dropped
     }
 
     /// Messages in the ring.
     pub(crate) fn count(&self) -> u64 {
-        self.header().locked.count.load(Ordering::Acquire)
+        let h = self.header();
+        let head = End::load(&h.locked.head, Ordering::Acquire);
+        let tail = End::load(&h.locked.tail, Ordering::Acquire);
+        let n = tail.count.wrapping_sub(head.count);
+        // A head read before a get and a tail read after more puts never look negative; a
+        // wrapped difference would only come from a torn pair of loads.
+        if n > 1 << 31 { 0 } else { u64::from(n) }
     }
 
     /// Whether a bounded ring holds its maximum number of messages.
     pub(crate) fn is_full(&self) -> bool {
-        let h = self.header();
-        let max = h.max_items.load(Ordering::Relaxed);
-        max != 0 && h.locked.count.load(Ordering::Acquire) >= max
+        let max = self.header().max_items.load(Ordering::Relaxed);
+        max != 0 && self.count() >= max
     }
 
-    /// Puts one encoded message. `block == false` fails at once when full.
+    /// Puts one encoded message. `block == false` fails at once when full. A full bounded
+    /// queue, and an unbounded one whose handles reached the kernel's limits, is
+    /// [`Error::Full`].
     pub(crate) fn put(
         &self,
         bytes: &[u8],
@@ -327,8 +468,14 @@ impl Ring {
         } else {
             None
         };
+        let message = Message {
+            bytes,
+            fds,
+            memfd: memfd.as_ref(),
+            rec,
+        };
         loop {
-            let step = self.try_put(bytes, fds, memfd.as_ref(), rec, large, deadline)?;
+            let step = self.try_put(&message, deadline)?;
             let seen = match step {
                 Step::Done(()) => return Ok(()),
                 Step::Wait(seen) => seen,
@@ -343,81 +490,73 @@ impl Ring {
         }
     }
 
-    fn try_put(
-        &self,
-        bytes: &[u8],
-        fds: &[RawFd],
-        memfd: Option<&SharedRegion>,
-        rec: u64,
-        large: bool,
-        deadline: Deadline,
-    ) -> Result<Step<()>> {
+    fn try_put(&self, m: &Message<'_>, deadline: Deadline) -> Result<Step<()>> {
         let h = self.header();
         self.lock(deadline.at_least(LOCK_GRACE))
             .ok_or(Error::Full)?;
         let max = h.max_items.load(Ordering::Relaxed);
-        let (head, tail) = (
-            h.locked.head.load(Ordering::Relaxed),
-            h.locked.tail.load(Ordering::Relaxed),
-        );
-        let count = h.locked.count.load(Ordering::Relaxed);
+        let head = End::load(&h.locked.head, Ordering::Relaxed);
+        let tail = End::load(&h.locked.tail, Ordering::Relaxed);
         if h.locked.shutdown.load(Ordering::Relaxed) != 0 {
             self.unlock();
             return Err(Error::ShutDown);
         }
-        let used = tail.checked_sub(head).filter(|u| *u <= self.data_len());
-        let Some(used) = used else {
+        let used = u64::from(tail.off.wrapping_sub(head.off));
+        if used > self.data_len() {
             self.discard_corrupt();
             self.unlock();
             return Err(corrupt());
-        };
-        if (max != 0 && count >= max) || used + rec > self.data_len() {
+        }
+        let count = u64::from(tail.count.wrapping_sub(head.count));
+        if (max != 0 && count >= max) || used + m.rec > self.data_len() {
             let seen = h.space.seq.load(Ordering::SeqCst);
             self.unlock();
             return Ok(Step::Wait(seen));
         }
-        let seq = h.locked.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut flags = 0;
-        if large || !fds.is_empty() {
-            let mut side_fds: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
-            if let Some(m) = memfd {
-                side_fds.push(m.as_fd().as_raw_fd());
+        let mut tag = 0;
+        if m.memfd.is_some() || !m.fds.is_empty() {
+            let mut side_fds: Vec<RawFd> = Vec::with_capacity(m.fds.len() + 1);
+            if let Some(memfd) = m.memfd {
+                side_fds.push(memfd.as_fd().as_raw_fd());
                 flags |= FLAG_LARGE;
             }
-            if !fds.is_empty() {
+            if !m.fds.is_empty() {
                 flags |= FLAG_FDS;
             }
-            side_fds.extend_from_slice(fds);
-            // The side socket buffer holds thousands of these small frames; if it is ever full,
-            // give the lock back and let consumers drain it.
-            if !crate::sys::poll::writable(self.side_tx.as_fd()) {
-                self.unlock();
-                let writable = crate::sys::poll::wait_writable(self.side_tx.as_fd(), deadline)
-                    .map_err(|e| Error::io("wait for room in the queue's side socket", e))?;
-                if !writable {
+            side_fds.extend_from_slice(m.fds);
+            match self.side.send(&h.side.0, &side_fds) {
+                Ok(Sent::Tag(t)) => tag = t,
+                // A bounded queue waits for consumers to make room; an unbounded one must not
+                // block, and reports the limit.
+                Ok(Sent::NoRoom) if max != 0 => {
+                    let seen = h.space.seq.load(Ordering::SeqCst);
+                    self.unlock();
+                    return Ok(Step::Wait(seen));
+                }
+                Ok(Sent::NoRoom) => {
+                    self.unlock();
                     return Err(Error::Full);
                 }
-                return self.try_put(bytes, fds, memfd, rec, large, deadline);
-            }
-            if let Err(e) = send_frame(self.side_tx.as_fd(), &seq.to_le_bytes(), &side_fds) {
-                self.unlock();
-                return Err(e);
+                Err(e) => {
+                    self.unlock();
+                    return Err(e);
+                }
             }
         }
-        let len = bytes.len() as u32;
+        let len = m.bytes.len() as u32;
         let mut rh = [0u8; RECORD_HEADER as usize];
         rh[..4].copy_from_slice(&len.to_le_bytes());
         rh[4..8].copy_from_slice(&flags.to_le_bytes());
-        rh[8..].copy_from_slice(&seq.to_le_bytes());
-        self.write_at(tail, &rh);
-        if !large {
-            self.write_at(tail + RECORD_HEADER, bytes);
+        rh[8..].copy_from_slice(&tag.to_le_bytes());
+        self.write_at(tail.off, &rh);
+        if m.memfd.is_none() {
+            self.write_at(tail.off.wrapping_add(RECORD_HEADER as u32), m.bytes);
         }
-        h.locked.tail.store(tail + rec, Ordering::Release);
-        h.locked.count.store(count + 1, Ordering::Release);
-        if h.joinable.load(Ordering::Relaxed) != 0 {
-            h.unfinished.0.fetch_add(1, Ordering::SeqCst);
-        }
+        h.locked
+            .tail
+            .store(tail.advanced(m.rec, 1).word(), Ordering::Release);
+        crash::point();
         h.items.seq.fetch_add(1, Ordering::SeqCst);
         if h.locked.pollers.load(Ordering::SeqCst) > 0 {
             self.signal();
@@ -462,63 +601,80 @@ impl Ring {
         self.lock(deadline.at_least(LOCK_GRACE))
             .ok_or(Error::Empty)?;
         let held = Held(self);
-        let (head, tail) = (
-            h.locked.head.load(Ordering::Relaxed),
-            h.locked.tail.load(Ordering::Acquire),
-        );
-        if head == tail {
-            let seen = h.items.seq.load(Ordering::SeqCst);
-            let shut = h.locked.shutdown.load(Ordering::Relaxed) != 0;
-            drop(held);
-            return if shut {
-                Err(Error::ShutDown)
-            } else {
-                Ok(Step::Wait(seen))
+        let (head, tail, record) = loop {
+            let head = End::load(&h.locked.head, Ordering::Relaxed);
+            let tail = End::load(&h.locked.tail, Ordering::Acquire);
+            if head.off == tail.off {
+                let seen = h.items.seq.load(Ordering::SeqCst);
+                let shut = h.locked.shutdown.load(Ordering::Relaxed) != 0;
+                drop(held);
+                return if shut {
+                    Err(Error::ShutDown)
+                } else {
+                    Ok(Step::Wait(seen))
+                };
+            }
+            let record = match self.record_at(head.off, tail.off) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.discard_corrupt();
+                    return Err(e);
+                }
             };
-        }
+            if record.flags & FLAG_SKIP == 0 {
+                break (head, tail, record);
+            }
+            h.locked
+                .head
+                .store(head.advanced(record.size, 0).word(), Ordering::Release);
+            crash::point();
+        };
         let Record {
             len,
             flags,
-            seq,
+            tag,
             size,
-        } = match self.record_at(head, tail) {
-            Ok(r) => r,
-            Err(e) => {
-                self.discard_corrupt();
-                return Err(e);
-            }
-        };
+        } = record;
         let len = len as usize;
-        let fds = if flags & (FLAG_FDS | FLAG_LARGE) != 0 {
-            self.take_side_frame(seq)
+        let has_frame = flags & (FLAG_FDS | FLAG_LARGE) != 0;
+        let fds = if has_frame {
+            match self.side.peek(&h.side.0, tag) {
+                Ok(Some(fds)) => Ok(fds),
+                // Not there (only a process writing outside the protocol causes this): the
+                // message cannot be rebuilt, so it is taken with an error.
+                Ok(None) => Err(Error::protocol(
+                    "the handles of a queue item were lost (a process wrote outside the queue's \
+                     protocol)",
+                )),
+                // Nothing was taken (say, no descriptor left in this process): try again later.
+                Err(e) => return Err(e),
+            }
         } else {
             Ok(Vec::new())
         };
-        // Consume the record first: its bytes stay in place until the lock is released.
-        let new_head = head + size;
-        let drained = new_head == tail;
-        if drained {
-            // Empty: restart at the ring's start, so a steady flow reuses the same warm pages.
-            let restart = tail.checked_next_multiple_of(self.data_len()).unwrap_or(0);
-            h.locked.tail.store(restart, Ordering::Release);
-            h.locked.head.store(restart, Ordering::Release);
-            if h.locked.shutdown.load(Ordering::Relaxed) == 0 {
-                self.unsignal();
-            }
-        } else {
-            h.locked.head.store(new_head, Ordering::Release);
+        // Take the record: its bytes stay in place until the lock is released.
+        let new_head = head.advanced(size, 1);
+        let drained = new_head.off == tail.off;
+        let restart = drained && self.restart(tail);
+        if !restart {
+            h.locked.head.store(new_head.word(), Ordering::Release);
+            crash::point();
         }
-        let count = h.locked.count.load(Ordering::Relaxed);
-        h.locked
-            .count
-            .store(count.saturating_sub(1), Ordering::Release);
+        if has_frame {
+            self.side.consume(tag);
+            crash::point();
+        }
+        if drained && h.locked.shutdown.load(Ordering::Relaxed) == 0 {
+            self.unsignal();
+        }
         h.space.seq.fetch_add(1, Ordering::SeqCst);
         // A small message is copied out and decoded after the lock is released, which keeps
         // the critical section short for the next producer.
         let mut inline = [0u8; INLINE];
         let small = flags & FLAG_LARGE == 0 && len <= INLINE;
+        let body = head.off.wrapping_add(RECORD_HEADER as u32);
         if small {
-            self.read_at(head + RECORD_HEADER, &mut inline[..len]);
+            self.read_at(body, &mut inline[..len]);
         }
         let decoded = if small {
             Decoded::Later(fds)
@@ -531,12 +687,12 @@ impl Ring {
                     let memfd = fds.remove(0);
                     with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
                 } else {
-                    self.with_bytes_at(head + RECORD_HEADER, len, |bytes| decode(bytes, fds))
+                    self.with_bytes_at(body, len, |bytes| decode(bytes, fds))
                 }
             }))
         };
-        if drained {
-            self.give_back_memory(tail % self.data_len());
+        if restart {
+            self.give_back_memory(tail);
         }
         drop(held);
         if h.space.sleepers.load(Ordering::SeqCst) > 0 {
@@ -549,11 +705,42 @@ impl Ring {
         Ok(Step::Done(result))
     }
 
+    /// Takes the last record (the one before `tail`) and restarts the ring at the start of the
+    /// data area: a skip record covers the rest of the lap, `tail` moves past it, then `head`.
+    /// False (nothing stored) if `tail` is at a lap's start already or too close to its end
+    /// for a skip record; the caller then takes the record itself (lock held).
+    fn restart(&self, tail: End) -> bool {
+        let h = self.header();
+        let len = self.data_len();
+        let rest = (len - u64::from(tail.off) % len) % len;
+        if rest < RECORD_HEADER {
+            return false;
+        }
+        let mut rh = [0u8; RECORD_HEADER as usize];
+        rh[..4].copy_from_slice(&(rest as u32).to_le_bytes());
+        rh[4..8].copy_from_slice(&FLAG_SKIP.to_le_bytes());
+        self.write_at(tail.off, &rh);
+        let restarted = tail.advanced(rest, 0);
+        h.locked.tail.store(restarted.word(), Ordering::Release);
+        crash::point();
+        let head = End::load(&h.locked.head, Ordering::Relaxed);
+        h.locked.head.store(
+            End {
+                count: head.count.wrapping_add(1),
+                off: restarted.off,
+            }
+            .word(),
+            Ordering::Release,
+        );
+        crash::point();
+        true
+    }
+
     /// Calls `f` with the `len` bytes at logical offset `off`: in place if they do not wrap
     /// around the ring's end, else copied out. The lock must be held.
-    fn with_bytes_at<R>(&self, off: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    fn with_bytes_at<R>(&self, off: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         let data_len = self.data_len();
-        let start = (off % data_len) as usize;
+        let start = (u64::from(off) % data_len) as usize;
         if start + len <= data_len as usize {
             // SAFETY: the bytes lie inside the data area (checked just above) and belong to a
             // published record; the lock is held, so no producer writes them while `f` runs.
@@ -568,38 +755,19 @@ impl Ring {
         }
     }
 
-    /// The side frame tagged `seq`; older frames (left by a consumer that died) are dropped.
-    fn take_side_frame(&self, seq: u64) -> Result<Vec<OwnedFd>> {
-        loop {
-            if !readable(
-                self.side_rx.as_fd(),
-                Deadline::after(Some(std::time::Duration::ZERO)),
-            )
-            .unwrap_or(false)
-            {
-                return Err(Error::protocol(
-                    "the handles of a queue message were lost (a consumer died while taking it)",
-                ));
-            }
-            let f = recv_frame(self.side_rx.as_fd(), 64)?;
-            let tag = <[u8; 8]>::try_from(f.payload.as_slice())
-                .map(u64::from_le_bytes)
-                .map_err(|_| Error::protocol("bad queue side frame"))?;
-            if tag == seq {
-                return Ok(f.fds);
-            }
-            if tag > seq {
-                return Err(Error::protocol("queue side frames out of order"));
-            }
-        }
-    }
-
-    /// After the queue drained: if the ring had grown past [`KEEP_RESIDENT`] (`high` is how
-    /// far the last lap went), return the pages beyond it to the kernel, so that memory follows
-    /// the pending items, not the ring's size.
-    fn give_back_memory(&self, high: u64) {
+    /// After a restart (the ring is empty and the last lap ended at `tail`): if that lap went
+    /// past [`KEEP_RESIDENT`], return the pages beyond it to the kernel, so that memory follows
+    /// the pending items, not the ring's size (lock held).
+    fn give_back_memory(&self, tail: End) {
+        let h = self.header();
         let len = self.data_len();
-        if high <= KEEP_RESIDENT || len <= KEEP_RESIDENT {
+        let base = h.locked.lap_base.load(Ordering::Relaxed) as u32;
+        let lap = u64::from(tail.off.wrapping_sub(base));
+        let restarted = End::load(&h.locked.tail, Ordering::Relaxed).off;
+        h.locked
+            .lap_base
+            .store(u64::from(restarted), Ordering::Relaxed);
+        if lap <= KEEP_RESIDENT || len <= KEEP_RESIDENT {
             return;
         }
         let _ = nix::fcntl::fallocate(
@@ -609,6 +777,7 @@ impl Ring {
             (HEADER_LEN as u64 + KEEP_RESIDENT) as i64,
             (len - KEEP_RESIDENT) as i64,
         );
+        crash::point();
     }
 
     /// Makes the eventfd readable if it is not (lock held).
@@ -636,9 +805,7 @@ impl Ring {
         let h = self.header();
         if self.lock(Deadline::NEVER).is_some() {
             h.locked.pollers.fetch_add(1, Ordering::SeqCst);
-            if h.locked.count.load(Ordering::Relaxed) > 0
-                || h.locked.shutdown.load(Ordering::Relaxed) != 0
-            {
+            if self.count() > 0 || h.locked.shutdown.load(Ordering::Relaxed) != 0 {
                 self.signal();
             }
             self.unlock();
@@ -660,37 +827,9 @@ impl Ring {
             return;
         }
         h.locked.shutdown.store(1, Ordering::SeqCst);
-        if immediate {
-            let mut dropped = 0u32;
-            loop {
-                let (head, tail) = (
-                    h.locked.head.load(Ordering::Relaxed),
-                    h.locked.tail.load(Ordering::Relaxed),
-                );
-                if head == tail {
-                    break;
-                }
-                let Ok(record) = self.record_at(head, tail) else {
-                    self.discard_corrupt();
-                    break;
-                };
-                if record.flags & (FLAG_FDS | FLAG_LARGE) != 0 {
-                    let _ = self.take_side_frame(record.seq);
-                }
-                h.locked.head.store(head + record.size, Ordering::Release);
-                dropped += 1;
-            }
-            h.locked.count.store(0, Ordering::SeqCst);
-            let before = h
-                .unfinished
-                .0
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                    Some(v.saturating_sub(dropped))
-                })
-                .unwrap_or(0);
-            if before != 0 && before <= dropped {
-                futex::wake_all(&h.unfinished.0);
-            }
+        crash::point();
+        if immediate && self.drop_pending(true) > 0 {
+            self.wake_joiners();
         }
         self.signal();
         h.items.seq.fetch_add(1, Ordering::SeqCst);
@@ -710,10 +849,83 @@ impl Ring {
         let _ = self.lock(Deadline::NEVER);
     }
 
-    /// The JoinableQueue counter of messages put and not yet marked done.
-    pub(crate) fn unfinished(&self) -> &AtomicU32 {
-        &self.header().unfinished.0
+    /// JoinableQueue's items put and not yet marked done (nor discarded), with `done` as
+    /// the count of `task_done` calls (read before the other counts, so the difference is
+    /// never negative).
+    fn unfinished_with(&self, done: u32) -> u32 {
+        let h = self.header();
+        let head = End::load(&h.locked.head, Ordering::SeqCst);
+        let discarded = Discard::load(&h.locked.discard).total(head.count);
+        let tail = End::load(&h.locked.tail, Ordering::SeqCst);
+        tail.count.wrapping_sub(done).wrapping_sub(discarded)
     }
+
+    /// JoinableQueue's items put and not yet marked done (nor discarded).
+    pub(crate) fn unfinished(&self) -> u32 {
+        self.unfinished_with(self.header().joins.done.load(Ordering::SeqCst))
+    }
+
+    /// Marks one item done; false if none is unfinished.
+    pub(crate) fn task_done(&self) -> bool {
+        let h = self.header();
+        loop {
+            let done = h.joins.done.load(Ordering::SeqCst);
+            let unfinished = self.unfinished_with(done);
+            if unfinished == 0 || unfinished > 1 << 31 {
+                return false;
+            }
+            if h.joins
+                .done
+                .compare_exchange(
+                    done,
+                    done.wrapping_add(1),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            {
+                if unfinished == 1 {
+                    self.wake_joiners();
+                }
+                return true;
+            }
+        }
+    }
+
+    /// Wakes the processes in [`Ring::join`], if any, to look at the counts again.
+    fn wake_joiners(&self) {
+        let h = self.header();
+        if h.joins.joiners.load(Ordering::SeqCst) > 0 {
+            h.joins.seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_all(&h.joins.seq);
+        }
+    }
+
+    /// Waits until no item is unfinished; false if the deadline passed first.
+    pub(crate) fn join(&self, deadline: Deadline) -> bool {
+        let h = self.header();
+        h.joins.joiners.fetch_add(1, Ordering::SeqCst);
+        let finished = loop {
+            let seen = h.joins.seq.load(Ordering::SeqCst);
+            if self.unfinished() == 0 {
+                break true;
+            }
+            if !futex::wait(&h.joins.seq, seen, deadline) {
+                break self.unfinished() == 0;
+            }
+        };
+        h.joins.joiners.fetch_sub(1, Ordering::SeqCst);
+        finished
+    }
+}
+
+/// What `try_put` writes.
+struct Message<'a> {
+    bytes: &'a [u8],
+    fds: &'a [RawFd],
+    memfd: Option<&'a SharedRegion>,
+    /// Bytes its record takes in the ring.
+    rec: u64,
 }
 
 /// Polls of a sequence word before sleeping on it: a peer on another core usually moves it
@@ -737,11 +949,12 @@ fn wait_for_change(seq: &AtomicU32, seen: u32, sleepers: &AtomicU32, deadline: D
 
 /// A record's header, as read from the ring.
 struct Record {
-    /// The message's length in bytes (in the ring, or in its own memory if `FLAG_LARGE`).
+    /// The message's length in bytes (in the ring, or in its own memory if `FLAG_LARGE`); the
+    /// whole record's size for a skip record.
     len: u32,
     flags: u32,
     /// The tag of the record's side frame, if it has one.
-    seq: u64,
+    tag: u64,
     /// Bytes the record takes in the ring, header included.
     size: u64,
 }
@@ -751,16 +964,18 @@ impl Record {
         let [l0, l1, l2, l3, f0, f1, f2, f3, s @ ..] = *rh;
         let len = u32::from_le_bytes([l0, l1, l2, l3]);
         let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-        let in_ring = if flags & FLAG_LARGE != 0 {
-            0
-        } else {
+        let size = if flags & FLAG_SKIP != 0 {
             u64::from(len)
+        } else if flags & FLAG_LARGE != 0 {
+            RECORD_HEADER
+        } else {
+            RECORD_HEADER + u64::from(len).next_multiple_of(8)
         };
         Record {
             len,
             flags,
-            seq: u64::from_le_bytes(s),
-            size: RECORD_HEADER + in_ring.next_multiple_of(8),
+            tag: u64::from_le_bytes(s),
+            size,
         }
     }
 }
@@ -803,78 +1018,4 @@ impl Drop for Held<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(ring: &Ring, bytes: &[u8]) -> Result<()> {
-        ring.put(
-            bytes,
-            &[],
-            false,
-            Deadline::after(Some(std::time::Duration::ZERO)),
-        )
-    }
-
-    fn get(ring: &Ring) -> Result<Vec<u8>> {
-        ring.get(
-            false,
-            Deadline::after(Some(std::time::Duration::ZERO)),
-            |bytes, _| Ok(bytes.to_vec()),
-        )
-    }
-
-    /// Overwrites the length of the record at the ring's head, as a misbehaving process could.
-    fn corrupt_head_record(ring: &Ring, len: u32) {
-        let head = ring.header().locked.head.load(Ordering::Relaxed);
-        let mut rh = [0u8; RECORD_HEADER as usize];
-        ring.read_at(head, &mut rh);
-        rh[..4].copy_from_slice(&len.to_le_bytes());
-        ring.write_at(head, &rh);
-    }
-
-    #[test]
-    fn a_record_longer_than_the_ring_is_an_error_and_the_queue_recovers() {
-        let ring = Ring::create(0, 4096, false).unwrap();
-        put(&ring, b"first").unwrap();
-        put(&ring, b"second").unwrap();
-        corrupt_head_record(&ring, u32::MAX - 7);
-        assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
-        assert_eq!(ring.count(), 0);
-        put(&ring, b"third").unwrap();
-        assert_eq!(get(&ring).unwrap(), b"third");
-    }
-
-    #[test]
-    fn offsets_that_do_not_add_up_are_an_error_on_put_get_and_shutdown() {
-        let ring = Ring::create(0, 4096, false).unwrap();
-        put(&ring, b"x").unwrap();
-        let locked = &ring.header().locked;
-        // Head past tail: a subtraction that would underflow.
-        locked.head.store(u64::MAX - 3, Ordering::Relaxed);
-        assert!(matches!(put(&ring, b"y"), Err(Error::Protocol { .. })));
-        put(&ring, b"z").unwrap();
-        assert_eq!(get(&ring).unwrap(), b"z");
-        // Tail far beyond head: more pending bytes than the ring holds.
-        put(&ring, b"w").unwrap();
-        locked.tail.fetch_add(1 << 40, Ordering::Relaxed);
-        assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
-        put(&ring, b"v").unwrap();
-        corrupt_head_record(&ring, 1 << 20);
-        ring.shutdown(true);
-        assert!(matches!(get(&ring), Err(Error::ShutDown)));
-    }
-
-    #[test]
-    fn a_lock_taken_over_from_a_dead_holder_recounts_a_corrupt_ring_as_empty() {
-        let ring = Ring::create(0, 4096, false).unwrap();
-        put(&ring, b"x").unwrap();
-        corrupt_head_record(&ring, 1 << 20);
-        // A thread id beyond pid_max: a holder that cannot be alive.
-        ring.header()
-            .locked
-            .lock
-            .store(0x3FFF_FFF0, Ordering::Relaxed);
-        assert!(matches!(get(&ring), Err(Error::Empty)));
-        assert_eq!(ring.count(), 0);
-    }
-}
+mod tests;

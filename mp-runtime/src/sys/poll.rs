@@ -95,15 +95,6 @@ pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<boo
     Ok(wait_readable(&[fd], deadline)?[0])
 }
 
-/// Whether `fd` can be written without blocking, now.
-pub(crate) fn writable(fd: BorrowedFd<'_>) -> bool {
-    let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
-    matches!(nix::poll::poll(&mut p, PollTimeout::ZERO), Ok(1))
-        && p[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
-}
-
 /// Waits until `fd` is writable or the deadline passes.
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<bool> {
     loop {

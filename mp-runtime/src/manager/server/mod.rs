@@ -194,16 +194,19 @@ impl Server {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection of `session`; `None` if the server is full or stopping.
-    fn add_conn(&self, session: u64, sock: &OwnedFd) -> Option<u64> {
+    /// Registers a connection of `session`; why not if the server is stopping or full.
+    fn add_conn(&self, session: u64, sock: &OwnedFd) -> std::result::Result<u64, RemoteError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if conns.len() >= self.max_connections || self.stopping.load(Ordering::Acquire) {
-            return None;
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(RemoteError::ShuttingDown);
         }
-        let copy = sock.try_clone().ok()?;
+        if conns.len() >= self.max_connections {
+            return Err(RemoteError::Busy);
+        }
+        let copy = sock.try_clone().map_err(|_| RemoteError::Busy)?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         conns.insert(id, (session, copy));
-        Some(id)
+        Ok(id)
     }
 
     fn remove_conn(&self, id: u64) {
@@ -213,9 +216,13 @@ impl Server {
             .remove(&id);
     }
 
-    /// Ends `session`: its references go, and its other connections are closed.
+    /// Ends `session`: its references go, the objects watching it are told (after the table is
+    /// unlocked: they take their own locks), and its other connections are closed.
     fn end_session(&self, session: u64) {
-        let dropped = self.lock().end_session(session);
+        let (dropped, watchers) = self.lock().end_session(session);
+        for object in watchers {
+            object.session_ended(session);
+        }
         drop(dropped);
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         for (s, sock) in conns.values() {
@@ -314,6 +321,7 @@ impl Host for Server {
                 session: 0,
                 conn: 0,
             },
+            obj,
         );
         let out = object.dispatch(method, &mut call)?;
         self.finish(out)
@@ -321,6 +329,14 @@ impl Host for Server {
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    fn watch_session(&self, obj: ObjId, session: u64) -> bool {
+        self.lock().watch(obj, session)
+    }
+
+    fn session_alive(&self, session: u64) -> bool {
+        self.lock().has_session(session)
     }
 }
 

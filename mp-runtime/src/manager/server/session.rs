@@ -27,12 +27,15 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
     let Some((session, anchor)) = welcome(server, &mut wire) else {
         return;
     };
-    let Some(conn) = server.add_conn(session, &wire_fd(&wire)) else {
-        let _ = wire.send(&Welcome::Refused(RemoteError::Busy));
-        if anchor {
-            server.end_session(session);
+    let conn = match server.add_conn(session, &wire_fd(&wire)) {
+        Ok(conn) => conn,
+        Err(refused) => {
+            let _ = wire.send(&Welcome::Refused(refused));
+            if anchor {
+                server.end_session(session);
+            }
+            return;
         }
-        return;
     };
     let caller = Caller { session, conn };
     if wire
@@ -128,7 +131,7 @@ fn handle(
             // The table is locked only to find the object, never during the call.
             let object = server.lock().get(obj);
             let result = object.and_then(|object| {
-                let mut call = Call::new(args, fds, caller);
+                let mut call = Call::new(args, fds, caller, obj);
                 object.dispatch(method, &mut call)
             });
             let result = result.and_then(|out| server.finish(out));
@@ -169,7 +172,7 @@ fn handle(
                         .into(),
                 }),
                 Some(t) => {
-                    let mut call = Call::new(args, fds, caller);
+                    let mut call = Call::new(args, fds, caller, 0);
                     (t.build)(ctor, &mut call)
                         .map(|object| server.lock().insert(object, label.to_owned(), session))
                 }

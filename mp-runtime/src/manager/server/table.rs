@@ -13,7 +13,7 @@
 //! dropped after the table's lock is released: dropping an object drops the values it keeps,
 //! whose holds come back here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,9 @@ pub(super) struct Table {
     sessions: HashMap<u64, HashMap<ObjId, u32>>,
     tickets: HashMap<Ticket, TicketState>,
     names: HashMap<String, ObjId>,
+    /// Objects to tell when a session ends, with the sessions each asked about
+    /// (`SessionWatch::watch`): a lock held by a process that died lets go.
+    watchers: HashMap<ObjId, HashSet<u64>>,
 }
 
 /// A fresh random identifier not yet used as a key of `map`.
@@ -82,14 +85,34 @@ impl Table {
         self.sessions.contains_key(&session)
     }
 
-    /// Drops every reference of `session`.
-    pub(super) fn end_session(&mut self, session: u64) -> Dropped {
+    /// Drops every reference of `session`; also returns the objects that asked to be told,
+    /// to call after unlocking.
+    pub(super) fn end_session(&mut self, session: u64) -> (Dropped, Vec<Arc<dyn Object>>) {
+        let mut told = Vec::new();
+        for (obj, sessions) in &mut self.watchers {
+            if sessions.remove(&session)
+                && let Some(slot) = self.objects.get(obj)
+            {
+                told.push(slot.obj.clone());
+            }
+        }
         let held = self.sessions.remove(&session).unwrap_or_default();
         let mut dropped = Dropped::none();
         for (obj, count) in held {
             self.unref(obj, count as u64, &mut dropped);
         }
-        dropped
+        (dropped, told)
+    }
+
+    /// `obj` asks to be told when `session` ends; false if it has ended already.
+    pub(super) fn watch(&mut self, obj: ObjId, session: u64) -> bool {
+        if !self.sessions.contains_key(&session) {
+            return false;
+        }
+        if self.objects.contains_key(&obj) {
+            self.watchers.entry(obj).or_default().insert(session);
+        }
+        true
     }
 
     /// Adds a new object, referenced once by `session`.
@@ -144,6 +167,7 @@ impl Table {
             slot.refs = slot.refs.saturating_sub(count);
             if slot.refs == 0 {
                 let slot = self.objects.remove(&obj).expect("present");
+                self.watchers.remove(&obj);
                 dropped.0.push(slot.obj);
             }
         }
@@ -320,6 +344,7 @@ impl Table {
         self.sessions.clear();
         self.tickets.clear();
         self.names.clear();
+        self.watchers.clear();
         Dropped(self.objects.drain().map(|(_, s)| s.obj).collect())
     }
 }

@@ -1,0 +1,501 @@
+//! The ring's unit tests: corrupt shared memory, and a process killed at every crash point of
+//! every transition (see [`crash`]).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::*;
+use crate::queue::crash::{Ended, killed_at};
+
+fn put(ring: &Ring, bytes: &[u8]) -> Result<()> {
+    ring.put(bytes, &[], false, Deadline::after(Some(Duration::ZERO)))
+}
+
+fn get(ring: &Ring) -> Result<Vec<u8>> {
+    ring.get(false, Deadline::after(Some(Duration::ZERO)), |bytes, _| {
+        Ok(bytes.to_vec())
+    })
+}
+
+/// Overwrites the length of the record at the ring's head, as a misbehaving process could.
+fn corrupt_head_record(ring: &Ring, len: u32) {
+    let head = End::load(&ring.header().locked.head, Ordering::Relaxed);
+    let mut rh = [0u8; RECORD_HEADER as usize];
+    ring.read_at(head.off, &mut rh);
+    rh[..4].copy_from_slice(&len.to_le_bytes());
+    ring.write_at(head.off, &rh);
+}
+
+#[test]
+fn a_record_longer_than_the_ring_is_an_error_and_the_queue_recovers() {
+    let ring = Ring::create(0, 4096).unwrap();
+    put(&ring, b"first").unwrap();
+    put(&ring, b"second").unwrap();
+    corrupt_head_record(&ring, u32::MAX - 7);
+    assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
+    assert_eq!(ring.count(), 0);
+    put(&ring, b"third").unwrap();
+    assert_eq!(get(&ring).unwrap(), b"third");
+}
+
+#[test]
+fn offsets_that_do_not_add_up_are_an_error_on_put_get_and_shutdown() {
+    let ring = Ring::create(0, 4096).unwrap();
+    put(&ring, b"x").unwrap();
+    let locked = &ring.header().locked;
+    // Head past tail: a subtraction that would underflow.
+    let tail = End::load(&locked.tail, Ordering::Relaxed);
+    locked
+        .head
+        .store(tail.advanced(64, 0).word(), Ordering::Relaxed);
+    assert!(matches!(put(&ring, b"y"), Err(Error::Protocol { .. })));
+    put(&ring, b"z").unwrap();
+    assert_eq!(get(&ring).unwrap(), b"z");
+    // Tail far beyond head: more pending bytes than the ring holds.
+    put(&ring, b"w").unwrap();
+    let tail = End::load(&locked.tail, Ordering::Relaxed);
+    locked
+        .tail
+        .store(tail.advanced(1 << 20, 0).word(), Ordering::Relaxed);
+    assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
+    assert_eq!(ring.count(), 0);
+    put(&ring, b"v").unwrap();
+    corrupt_head_record(&ring, 1 << 20);
+    ring.shutdown(true);
+    assert!(matches!(get(&ring), Err(Error::ShutDown)));
+}
+
+#[test]
+fn a_lock_taken_over_from_a_dead_holder_finds_a_corrupt_ring_emptied_on_get() {
+    let ring = Ring::create(0, 4096).unwrap();
+    put(&ring, b"x").unwrap();
+    corrupt_head_record(&ring, 1 << 20);
+    // A thread id beyond pid_max: a holder that cannot be alive.
+    ring.header()
+        .locked
+        .lock
+        .store(0x3FFF_FFF0, Ordering::Relaxed);
+    assert!(matches!(get(&ring), Err(Error::Protocol { .. })));
+    assert_eq!(ring.count(), 0);
+    assert!(matches!(get(&ring), Err(Error::Empty)));
+}
+
+// ---- Crash points ------------------------------------------------------------------------
+
+/// An item of the crash tests: its number, in bytes padded to `pad` bytes, and optionally a
+/// pipe whose content is the number again (so that a handle delivered with the wrong item
+/// shows).
+#[derive(Clone, Copy)]
+struct Item {
+    id: u64,
+    pad: usize,
+    handle: bool,
+}
+
+impl Item {
+    fn small(id: u64) -> Item {
+        Item {
+            id,
+            pad: (id as usize * 7) % 40,
+            handle: false,
+        }
+    }
+
+    fn with_handle(id: u64) -> Item {
+        Item {
+            handle: true,
+            ..Item::small(id)
+        }
+    }
+
+    /// Over a sixteenth of a 4 KiB ring: travels in a memfd of its own.
+    fn large(id: u64) -> Item {
+        Item {
+            pad: 1000,
+            ..Item::small(id)
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = self.id.to_le_bytes().to_vec();
+        b.resize(8 + self.pad, self.id as u8);
+        b
+    }
+
+    /// The pipe's read end, holding the item's number.
+    fn handle(&self) -> Option<OwnedFd> {
+        self.handle.then(|| {
+            let (r, mut w) = std::io::pipe().unwrap();
+            w.write_all(&self.id.to_le_bytes()).unwrap();
+            OwnedFd::from(r)
+        })
+    }
+
+    fn put(&self, ring: &Ring) {
+        let fd = self.handle();
+        let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        ring.put(
+            &self.bytes(),
+            &fds,
+            false,
+            Deadline::after(Some(Duration::ZERO)),
+        )
+        .unwrap();
+    }
+}
+
+/// Takes one item and checks it: bytes as put, and its handle (if any) holding its number.
+fn take(ring: &Ring) -> Option<u64> {
+    let got = ring.get(
+        false,
+        Deadline::after(Some(Duration::ZERO)),
+        |bytes, fds| Ok((bytes.to_vec(), fds)),
+    );
+    let (bytes, fds) = match got {
+        Ok(g) => g,
+        Err(Error::Empty) | Err(Error::ShutDown) => return None,
+        Err(e) => panic!("get: {e}"),
+    };
+    let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert!(
+        bytes[8..].iter().all(|b| *b == id as u8),
+        "item {id} corrupt"
+    );
+    assert!(fds.len() <= 1, "item {id} came with {} handles", fds.len());
+    if let Some(fd) = fds.into_iter().next() {
+        let mut f = std::fs::File::from(fd);
+        let mut b = [0u8; 8];
+        f.read_exact(&mut b).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(b),
+            id,
+            "item {id} came with another's handle"
+        );
+    }
+    Some(id)
+}
+
+/// Takes every item; checks that `qsize` said how many there were.
+fn drain(ring: &Ring) -> Vec<u64> {
+    let before = ring.count();
+    let mut got = Vec::new();
+    while let Some(id) = take(ring) {
+        got.push(id);
+    }
+    assert_eq!(
+        before,
+        got.len() as u64,
+        "qsize {before} but {got:?} came out"
+    );
+    assert_eq!(ring.count(), 0);
+    got
+}
+
+/// The ring still works after whatever happened: a new item goes in and comes out alone.
+fn still_works(ring: &Ring) {
+    Item::with_handle(999).put(ring);
+    Item::small(998).put(ring);
+    assert_eq!(drain(ring), vec![999, 998]);
+}
+
+/// Runs `op` on a ring made by `setup` in a child killed at its first, second, … crash point,
+/// until the child finishes; after each, `check` looks at the ring the child left. Returns
+/// how many crash points there were.
+fn sweep(setup: impl Fn() -> Ring, op: impl Fn(&Ring), check: impl Fn(&Ring, Ended)) -> u32 {
+    for k in 1..10_000 {
+        let ring = setup();
+        let ended = killed_at(k, || op(&ring));
+        check(&ring, ended);
+        if ended == Ended::Finished {
+            return k - 1;
+        }
+    }
+    unreachable!("an operation without end")
+}
+
+fn ring_with(len: usize, items: &[Item]) -> Ring {
+    let ring = Ring::create(0, len).unwrap();
+    for i in items {
+        i.put(&ring);
+    }
+    ring
+}
+
+fn ids(items: &[Item]) -> Vec<u64> {
+    items.iter().map(|i| i.id).collect()
+}
+
+/// A producer killed during a sequence of puts: what it put is there in order, plus at most the
+/// one it was putting (whose `put` had not returned), each with its own handle.
+fn puts_survive_a_kill_anywhere(before: &[Item], puts: &[Item], len: usize) {
+    let points = sweep(
+        || ring_with(len, before),
+        |ring| {
+            for i in puts {
+                i.put(ring);
+            }
+        },
+        |ring, ended| {
+            let got = drain(ring);
+            let expect_min = ids(before);
+            assert!(got.starts_with(&expect_min), "{got:?}");
+            let rest = &got[before.len()..];
+            assert!(ids(puts).starts_with(rest), "{got:?}");
+            if ended == Ended::Finished {
+                assert_eq!(rest.len(), puts.len());
+            }
+            still_works(ring);
+        },
+    );
+    assert!(points >= puts.len() as u32);
+}
+
+/// A consumer killed during a sequence of gets: the items not taken are all there, in order,
+/// each with its own handle; at most the one being taken is gone.
+fn gets_survive_a_kill_anywhere(items: &[Item], gets: usize, len: usize) {
+    let points = sweep(
+        || ring_with(len, items),
+        |ring| {
+            for _ in 0..gets {
+                take(ring).unwrap();
+            }
+        },
+        |ring, ended| {
+            let got = drain(ring);
+            let all = ids(items);
+            assert!(all.ends_with(&got), "{got:?}");
+            if ended == Ended::Finished {
+                assert_eq!(got.len(), items.len() - gets);
+            }
+            still_works(ring);
+        },
+    );
+    assert!(points >= gets as u32);
+}
+
+#[test]
+fn crash_points_of_put() {
+    puts_survive_a_kill_anywhere(&[Item::small(1)], &[Item::small(2), Item::small(3)], 4096);
+}
+
+#[test]
+fn crash_points_of_put_with_handles_across_segments() {
+    // Unit tests give each side segment the smallest buffer: a few frames fill it.
+    let before: Vec<Item> = (1..4).map(Item::with_handle).collect();
+    let puts: Vec<Item> = (4..20).map(Item::with_handle).collect();
+    puts_survive_a_kill_anywhere(&before, &puts, 1 << 16);
+}
+
+#[test]
+fn crash_points_of_put_large() {
+    puts_survive_a_kill_anywhere(&[Item::small(1)], &[Item::large(2), Item::large(3)], 4096);
+}
+
+#[test]
+fn crash_points_of_get() {
+    let items: Vec<Item> = (1..5).map(Item::small).collect();
+    gets_survive_a_kill_anywhere(&items, 2, 4096);
+}
+
+#[test]
+fn crash_points_of_get_with_handles_across_segments() {
+    // The consumer of the review (qkill): killed right after taking a side frame, it must not
+    // cost any later item its handle.
+    let items: Vec<Item> = (1..20).map(Item::with_handle).collect();
+    gets_survive_a_kill_anywhere(&items, 12, 1 << 16);
+}
+
+#[test]
+fn crash_points_of_get_large() {
+    let items = [Item::large(1), Item::small(2), Item::large(3)];
+    gets_survive_a_kill_anywhere(&items, 2, 4096);
+}
+
+#[test]
+fn crash_points_of_the_restart_of_a_drained_ring() {
+    // The last get of a ring restarts it at the data area's start (skip record, tail, head).
+    // The review's case (qrestart): three items put and taken, one more put; the consumer of
+    // that one is killed between the stores of the restart.
+    let setup = || {
+        let ring = ring_with(4096, &[Item::small(1), Item::small(2), Item::small(3)]);
+        assert_eq!(drain(&ring), vec![1, 2, 3]);
+        Item::small(4).put(&ring);
+        ring
+    };
+    gets_after(setup, 1, 2);
+}
+
+/// Sweeps `gets` gets on the ring of `setup`, checking the leftovers against what it holds;
+/// there must be at least `points` crash points.
+fn gets_after(setup: impl Fn() -> Ring, gets: usize, points: u32) {
+    let found = sweep(
+        &setup,
+        |ring| {
+            for _ in 0..gets {
+                take(ring).unwrap();
+            }
+        },
+        |ring, ended| {
+            let all = drain(&setup());
+            let got = drain(ring);
+            assert!(all.ends_with(&got), "{got:?} is not a tail of {all:?}");
+            if ended == Ended::Finished {
+                assert_eq!(got.len(), all.len() - gets);
+            }
+            still_works(ring);
+        },
+    );
+    assert!(found >= points, "{found} crash points");
+}
+
+#[test]
+fn crash_points_of_records_that_wrap_around_the_end() {
+    // A 4 KiB ring with 4000 bytes taken: the next records straddle the end of the data area.
+    // One item stays pending, so the ring never drains (which would restart it).
+    let setup = || {
+        let ring = ring_with(4096, &[Item::small(0)]);
+        for i in 1.. {
+            Item::small(i).put(&ring);
+            take(&ring).unwrap();
+            let tail = End::load(&ring.header().locked.tail, Ordering::Relaxed);
+            if u64::from(tail.off) % 4096 > 3900 {
+                break;
+            }
+        }
+        ring
+    };
+    let tail = End::load(&setup().header().locked.tail, Ordering::Relaxed);
+    assert!(u64::from(tail.off) % 4096 > 3900, "{tail:?}");
+    puts_survive_a_kill_anywhere_on(&setup, &[Item::small(200), Item::with_handle(201)]);
+    gets_after(
+        || {
+            let ring = setup();
+            Item::small(200).put(&ring);
+            Item::small(201).put(&ring);
+            ring
+        },
+        3,
+        4,
+    );
+}
+
+fn puts_survive_a_kill_anywhere_on(setup: &impl Fn() -> Ring, puts: &[Item]) {
+    sweep(
+        setup,
+        |ring| {
+            for i in puts {
+                i.put(ring);
+            }
+        },
+        |ring, ended| {
+            let before = drain(&setup());
+            let got = drain(ring);
+            assert!(got.starts_with(&before), "{got:?}");
+            let rest = &got[before.len()..];
+            assert!(ids(puts).starts_with(rest), "{got:?}");
+            if ended == Ended::Finished {
+                assert_eq!(rest.len(), puts.len());
+            }
+            still_works(ring);
+        },
+    );
+}
+
+/// Bytes of memory the ring's pages take.
+fn resident(ring: &Ring) -> u64 {
+    nix::sys::stat::fstat(ring.region_fd()).unwrap().st_blocks as u64 * 512
+}
+
+#[test]
+fn crash_points_of_giving_memory_back() {
+    // 5 MiB of items on an 8 MiB ring; the last get gives all but the first 4 MiB back.
+    let item = Item {
+        id: 7,
+        pad: 200,
+        handle: false,
+    };
+    let setup = || {
+        let ring = Ring::create(0, 8 << 20).unwrap();
+        let n = (5 << 20) / 224 + 1;
+        for _ in 0..n {
+            item.put(&ring);
+        }
+        for _ in 0..n - 1 {
+            take(&ring).unwrap();
+        }
+        ring
+    };
+    assert!(resident(&setup()) > 5 << 20);
+    let points = sweep(
+        setup,
+        |ring| {
+            take(ring).unwrap();
+        },
+        |ring, _| {
+            assert!(drain(ring).len() <= 1);
+            still_works(ring);
+        },
+    );
+    assert!(points >= 3);
+    let ring = setup();
+    take(&ring).unwrap();
+    assert!(
+        resident(&ring) <= KEEP_RESIDENT + 4096,
+        "{}",
+        resident(&ring)
+    );
+}
+
+#[test]
+fn crash_points_of_an_immediate_shutdown() {
+    // Items with and without handles, two taken and one of those marked done; an immediate
+    // shutdown killed anywhere leaves the count of unfinished items exact.
+    let items = [
+        Item::with_handle(1),
+        Item::small(2),
+        Item::with_handle(3),
+        Item::large(4),
+        Item::with_handle(5),
+    ];
+    let setup = || {
+        let ring = ring_with(4096, &items);
+        take(&ring).unwrap();
+        take(&ring).unwrap();
+        assert!(ring.task_done());
+        ring
+    };
+    let points = sweep(
+        setup,
+        |ring| ring.shutdown(true),
+        |ring, ended| {
+            let pending = ring.count();
+            assert!(pending == 0 || pending == 3, "{pending}");
+            // One taken item is not done yet: it stays unfinished whatever was dropped.
+            assert_eq!(ring.unfinished(), pending as u32 + 1);
+            let got = drain(ring);
+            assert!(got.is_empty() || got == vec![3, 4, 5], "{got:?}");
+            assert_eq!(ring.unfinished(), 1 + got.len() as u32);
+            for _ in 0..=got.len() {
+                assert!(ring.task_done());
+            }
+            assert!(!ring.task_done());
+            assert!(ring.join(Deadline::after(Some(Duration::ZERO))));
+            if ended == Ended::Finished {
+                assert!(got.is_empty());
+            }
+            assert!(ring.is_shut_down() || ended == Ended::Killed);
+        },
+    );
+    assert!(points >= 4);
+}
+
+#[test]
+fn a_put_killed_after_its_frame_leaves_a_stale_frame_that_is_skipped() {
+    // The frame is sent, the record never published: the next item must get its own handle.
+    let ring = ring_with(4096, &[Item::with_handle(1)]);
+    let ended = killed_at(2, || Item::with_handle(2).put(&ring));
+    assert_eq!(ended, Ended::Killed);
+    Item::with_handle(3).put(&ring);
+    assert_eq!(drain(&ring), vec![1, 3]);
+}

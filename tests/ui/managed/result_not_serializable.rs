@@ -1,0 +1,16 @@
+pub struct NotSerde;
+
+pub struct Counter(u64);
+
+#[mp::managed]
+impl Counter {
+    pub fn new() -> Self {
+        Counter(0)
+    }
+
+    pub fn make(&self) -> NotSerde {
+        NotSerde
+    }
+}
+
+fn main() {}
