@@ -18,7 +18,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mp::cluster::{Auto, Mpi};
+
+#[path = "common/netns.rs"]
+mod netns;
 use mp::{Callbacks, Error, Pool, ProcessPoolExecutor};
+use netns::Hosts;
 
 const MPIEXEC: &str = "mpiexec.mpich";
 /// The bound of one `mpiexec` launch: a hang is a failure, not a stuck CI.
@@ -811,133 +815,15 @@ fn test_agent_killed(shm: &HashSet<String>) -> Result<(), String> {
     nothing_left(shm)
 }
 
-/// A bridge in a namespace of its own and three "hosts" (namespaces with one veth each, named
-/// eth0, on 10.231.N.0/24); every namespace is deleted on drop, with whatever runs in it.
-struct Hosts {
-    names: Vec<String>,
-    subnet: String,
-}
-
-impl Hosts {
-    fn create() -> Result<Hosts, String> {
-        let id = std::process::id();
-        let mut h = Hosts {
-            names: Vec::new(),
-            subnet: format!("10.231.{}", id % 200 + 20),
-        };
-        let bridge = format!("mpt{id}-br");
-        h.make_ns(&bridge)?;
-        ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &bridge, "link", "set", "br0", "up"])?;
-        for i in 1..=3 {
-            let ns = format!("mpt{id}-h{i}");
-            h.make_ns(&ns)?;
-            let peer = format!("v{i}");
-            ip(&[
-                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &peer,
-                "netns", &bridge,
-            ])?;
-            ip(&["-n", &bridge, "link", "set", &peer, "master", "br0"])?;
-            ip(&["-n", &bridge, "link", "set", &peer, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}.{i}/24", h.subnet),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(h)
-    }
-
-    fn make_ns(&mut self, name: &str) -> Result<(), String> {
-        ip(&["netns", "add", name])?;
-        self.names.push(name.to_owned());
-        Ok(())
-    }
-
-    fn host(&self, i: usize) -> String {
-        format!("{}.{i}", self.subnet)
-    }
-
-    fn ns(&self, i: usize) -> String {
-        format!("mpt{}-h{i}", std::process::id())
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|x| format!("ip: {x}"))?;
-    ensure(out.status.success(), || {
-        format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 fn test_namespaces(shm: &HashSet<String>) -> Result<(), String> {
-    let hosts = Hosts::create()?;
-    // Hydra reaches the other hosts through this script (as it would through ssh): it runs
-    // the proxy's command in the namespace of the host named.
-    let script = std::env::temp_dir().join(format!("mpt{}-launch.sh", std::process::id()));
-    let mut body = String::from(
-        "#!/bin/sh\nwhile [ \"${1#-}\" != \"$1\" ]; do shift; done\nhost=$1; shift\ncase $host in\n",
-    );
-    for i in 1..=3 {
-        body.push_str(&format!("  {}) ns={} ;;\n", hosts.host(i), hosts.ns(i)));
-    }
-    body.push_str("  *) echo \"unknown host $host\" >&2; exit 1 ;;\nesac\nexec ip netns exec \"$ns\" sh -c \"$*\"\n");
-    std::fs::write(&script, body).map_err(|x| x.to_string())?;
-    let _ = Command::new("chmod").arg("755").arg(&script).status();
-    let ns1 = hosts.ns(1);
-    let hostlist = (1..=3).map(|i| hosts.host(i)).collect::<Vec<_>>().join(",");
-    let mut args: Vec<String> = [
-        "-launcher",
-        "ssh",
-        "-launcher-exec",
-        &script.display().to_string(),
-        "-iface",
-        "eth0",
-        "-hosts",
-        &hostlist,
-        "-ppn",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut hosts = Hosts::create()?;
+    let mut args = hosts.mpiexec_args()?;
     args.extend(rank_args(3, "namespaces"));
     // Launch, PMI and the launcher's control traffic go over TCP through the bridge. MPI's own
     // messages take whatever UCX picks: its TCP transport hangs in MPI_Finalize in the UCX of
     // Debian 12 (1.13, openucx/ucx#8738), so it is not forced; the namespaces share /dev/shm.
+    let ns1 = hosts.ns(1);
     let l = launch(&["ip", "netns", "exec", &ns1], &args, &[]);
-    let _ = std::fs::remove_file(&script);
     print!("{}", indent(&l.output));
     drop(hosts);
     expect_success(&l)?;

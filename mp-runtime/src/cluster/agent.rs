@@ -36,6 +36,8 @@ struct Local {
     out_pos: usize,
     /// The worker's socket failed or ended: only its exit is awaited.
     broken: bool,
+    /// Bytes went to the worker since it last answered: it is (probably) working.
+    working: bool,
 }
 
 impl Local {
@@ -207,6 +209,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                                 out: Vec::new(),
                                 out_pos: 0,
                                 broken: false,
+                                working: false,
                             },
                         );
                         comm.send(0, Msg::Launched { worker, pid }.encode());
@@ -225,6 +228,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                         && !w.broken
                     {
                         w.out.extend_from_slice(bytes);
+                        w.working = true;
                     }
                 }
                 Msg::Kill { worker } => {
@@ -261,6 +265,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                 w.read(rank, &mut msg);
                 if msg.len() > head_len {
                     busy = true;
+                    w.working = false;
                     comm.send(0, msg);
                 }
             }
@@ -277,7 +282,9 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
         if busy {
             backoff.active();
         }
-        ready = wait(&workers, backoff.next_wait());
+        // While a worker works, its answer wakes this thread: no need to spin on MPI then.
+        let working = workers.values().any(|w| w.working && !w.broken);
+        ready = wait(&workers, backoff.next_wait(false, !working));
     }
 }
 

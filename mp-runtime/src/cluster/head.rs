@@ -206,6 +206,8 @@ struct Route {
     reply: Option<mpsc::Sender<std::result::Result<i32, String>>>,
     /// The agent reported the worker's exit.
     exited: Option<i32>,
+    /// Bytes went to the worker since it last sent any: an answer is awaited.
+    awaiting: bool,
     /// The scheduler closed its end: nothing more to read or write.
     closed: bool,
 }
@@ -273,6 +275,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                             exit,
                             reply: Some(reply),
                             exited: None,
+                            awaiting: true,
                             closed: false,
                         },
                     );
@@ -297,6 +300,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                     }
                     Ok(n) => {
                         busy = true;
+                        r.awaiting = true;
                         let mut msg = data_head(worker, n);
                         msg.extend_from_slice(&buf[..n]);
                         comm.send(r.agent, msg);
@@ -330,7 +334,8 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
         if busy {
             backoff.active();
         }
-        readable = wait(&head, &routes, backoff.next_wait());
+        let expecting = routes.values().any(|r| r.awaiting && r.exited.is_none());
+        readable = wait(&head, &routes, backoff.next_wait(expecting, true));
     };
     for agent in 1..comm.size {
         comm.send(agent, Msg::Shutdown { code }.encode());
@@ -402,10 +407,11 @@ fn receive(
             }
         }
         Msg::Data { worker, bytes } => {
-            if let Some(r) = routes.get_mut(&worker)
-                && !r.closed
-            {
-                r.out.extend_from_slice(bytes);
+            if let Some(r) = routes.get_mut(&worker) {
+                r.awaiting = false;
+                if !r.closed {
+                    r.out.extend_from_slice(bytes);
+                }
             }
         }
         Msg::Exited { worker, code } => {

@@ -7,7 +7,7 @@
 //! messages (`MPI_Iprobe`) between polls of its sockets; [`Backoff`] makes those polls longer
 //! the longer nothing happens, so that an idle rank costs almost no CPU (see `Backoff`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source, Status};
@@ -84,16 +84,19 @@ impl Comm {
         !self.sending.is_empty()
     }
 
-    /// The next message that arrived, from any rank, if there is one.
+    /// The next message that arrived, from any rank, if there is one. (`MPI_Iprobe` drives
+    /// MPI's progress engine when nothing has arrived yet; a matched probe does not in MPICH's
+    /// UCX device, where a message then waits for UCX's own timer. This thread is the only one
+    /// that receives, so the probed message is the one received.)
     pub(crate) fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
-        let (message, status): (mpi::point_to_point::Message, Status) = self
-            .world
-            .any_process()
-            .immediate_matched_probe_with_tag(TAG)?;
+        let status: Status = self.world.any_process().immediate_probe_with_tag(TAG)?;
         let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
         let mut buf = vec![0u8; len];
-        message.matched_receive_into(&mut buf[..]);
-        Some((status.source_rank() as usize, buf))
+        let source = status.source_rank();
+        self.world
+            .process_at_rank(source)
+            .receive_into_with_tag(&mut buf[..], TAG);
+        Some((source as usize, buf))
     }
 
     /// Waits for every send in progress to complete.
@@ -119,39 +122,53 @@ fn free(buffer: *const [u8]) {
     drop(unsafe { Box::from_raw(buffer as *mut [u8]) });
 }
 
-/// How long to wait for the sockets between two looks at MPI: nothing for the first rounds
-/// after something happened (the answer to a job usually follows within microseconds), then
-/// 10 µs doubling up to [`MAX_WAIT`]. An idle rank then looks at MPI [`MAX_WAIT`] apart: a
-/// few hundred cheap calls a second, well under 1 % of a core; an answer arriving while it
-/// waits the longest waits at most that long. Traffic on the sockets ends the wait at once.
+/// How long to wait for the sockets between two looks at MPI, which has no descriptor to wait
+/// on. Right after something happened, not at all ([`SPIN`]: the next message usually follows
+/// within microseconds: the answer to a job, or the next job after an answer); the thread yields
+/// the CPU between looks. Then a quarter of the time since, from 20 µs up to [`MAX_WAIT`]: an
+/// idle rank looks at MPI [`MAX_WAIT`] apart, a few hundred cheap calls a second, well under
+/// 1 % of a core. While an answer is awaited, waits stay under [`EXPECTING_WAIT`]. Traffic on
+/// the sockets ends a wait at once.
 pub(crate) struct Backoff {
-    idle_rounds: u32,
+    last: Instant,
 }
 
-/// Rounds without waiting after activity.
-const EAGER_ROUNDS: u32 = 16;
+/// How long after activity MPI is looked at without waiting.
+const SPIN: Duration = Duration::from_micros(200);
+/// The shortest wait after [`SPIN`].
+const MIN_WAIT: Duration = Duration::from_micros(20);
+/// The longest wait while an answer from another rank is awaited.
+pub(crate) const EXPECTING_WAIT: Duration = Duration::from_micros(100);
 /// The longest wait between two looks at MPI.
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(2);
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        Backoff { idle_rounds: 0 }
+        Backoff {
+            last: Instant::now(),
+        }
     }
 
     /// Something happened: look again at once.
     pub(crate) fn active(&mut self) {
-        self.idle_rounds = 0;
+        self.last = Instant::now();
     }
 
-    /// The wait before the next look (and counts this round as idle).
-    pub(crate) fn next_wait(&mut self) -> Duration {
-        let r = self.idle_rounds;
-        self.idle_rounds = r.saturating_add(1);
-        if r < EAGER_ROUNDS {
+    /// The wait before the next look; `expecting` if an answer from another rank is awaited,
+    /// `spin` if looking without waiting right after activity is worth it (no local process
+    /// is about to wake this thread anyway). Yields the CPU when it returns zero.
+    pub(crate) fn next_wait(&self, expecting: bool, spin: bool) -> Duration {
+        let idle = self.last.elapsed();
+        if idle < SPIN && spin {
+            std::thread::yield_now();
             return Duration::ZERO;
         }
-        let shift = (r - EAGER_ROUNDS).min(16);
-        (Duration::from_micros(10) * (1u32 << shift)).min(MAX_WAIT)
+        let wait = (idle / 4).clamp(MIN_WAIT, MAX_WAIT);
+        if expecting {
+            wait.min(EXPECTING_WAIT)
+        } else {
+            wait
+        }
     }
 }
 
@@ -162,17 +179,19 @@ mod tests {
     #[test]
     fn backoff_is_eager_after_activity_then_grows_to_its_bound() {
         let mut b = Backoff::new();
-        for _ in 0..EAGER_ROUNDS {
-            assert_eq!(b.next_wait(), Duration::ZERO);
-        }
-        let mut last = Duration::ZERO;
-        for _ in 0..64 {
-            let w = b.next_wait();
-            assert!(w >= last && w <= MAX_WAIT);
-            last = w;
-        }
-        assert_eq!(last, MAX_WAIT);
+        assert_eq!(b.next_wait(false, true), Duration::ZERO);
+        assert_eq!(b.next_wait(false, false), MIN_WAIT);
+        b.last = Instant::now() - Duration::from_millis(1);
+        let w = b.next_wait(false, true);
+        assert!(
+            w >= Duration::from_micros(250) && w < Duration::from_millis(1),
+            "{w:?}"
+        );
+        assert_eq!(b.next_wait(true, true), EXPECTING_WAIT);
+        b.last = Instant::now() - Duration::from_secs(5);
+        assert_eq!(b.next_wait(false, true), MAX_WAIT);
+        assert_eq!(b.next_wait(true, true), EXPECTING_WAIT);
         b.active();
-        assert_eq!(b.next_wait(), Duration::ZERO);
+        assert_eq!(b.next_wait(false, true), Duration::ZERO);
     }
 }
