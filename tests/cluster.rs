@@ -628,6 +628,7 @@ fn rank_main(scenario: &str) -> ExitCode {
         "agent-killed" => scenario_agent_killed(),
         "namespaces" => scenario_namespaces(),
         "exit-code" => ExitCode::from(3),
+        "panic" => panic!("rank 0's main panics (expected by the test)"),
         other => {
             println!("FAILED unknown scenario {other}");
             ExitCode::from(2)
@@ -849,7 +850,7 @@ fn driver() -> ExitCode {
         ("pool_behaviours_on_three_ranks", test_pool_on_three_ranks),
         ("single_rank_is_no_cluster_peers", test_single_rank),
         ("mismatched_registry_fails_build", test_mismatch),
-        ("agents_exit_with_rank_0s_code", test_exit_code),
+        ("agents_exit_with_rank_0s_code_or_panic", test_exit_code),
         ("sigkilled_agent_rank_ends_the_job", test_agent_killed),
         ("pool_across_network_namespaces", test_namespaces),
     ];

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
 use crate::pool::wire::{self, Cursor};
 use crate::registry;
-use crate::transport::frame::header;
+use crate::transport::frame::{HEADER_LEN, header};
 use crate::transport::reader::FrameReader;
 
 /// One local worker process and its stream.
@@ -36,8 +36,45 @@ struct Local {
     out_pos: usize,
     /// The worker's socket failed or ended: only its exit is awaited.
     broken: bool,
-    /// Bytes went to the worker since it last answered: it is (probably) working.
-    working: bool,
+    /// Frames from rank 0 to the worker, counted as they pass.
+    jobs: FrameCounter,
+    /// `Done` frames the worker sent back.
+    answered: u64,
+}
+
+/// Counts the frames in a byte stream that arrives in pieces (the jobs rank 0 sends a worker),
+/// from their headers, without copying them.
+#[derive(Default)]
+struct FrameCounter {
+    frames: u64,
+    /// Bytes of the current frame's payload still to come.
+    skip: u64,
+    /// A header that arrived in part.
+    head: Vec<u8>,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() as u64);
+                self.skip -= n;
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            let need = HEADER_LEN - self.head.len();
+            let take = need.min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() == HEADER_LEN {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&self.head[..8]);
+                self.skip = u64::from_le_bytes(len);
+                self.frames += 1;
+                self.head.clear();
+            }
+        }
+    }
 }
 
 impl Local {
@@ -85,11 +122,17 @@ impl Local {
         loop {
             match self.reader.next_frame() {
                 Ok(Some(frame)) if frame.fds.is_empty() => {
+                    if frame.payload.first() == Some(&wire::DONE) {
+                        self.answered += 1;
+                    }
                     msg.extend_from_slice(&header(frame.payload.len(), 0));
                     msg.extend_from_slice(&frame.payload);
                 }
                 Ok(Some(frame)) => match without_handles(&frame.payload, rank) {
-                    Some(answer) => msg.extend_from_slice(&answer),
+                    Some(answer) => {
+                        self.answered += 1;
+                        msg.extend_from_slice(&answer);
+                    }
                     None => {
                         self.broken = true;
                         self.link.kill();
@@ -209,7 +252,8 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                                 out: Vec::new(),
                                 out_pos: 0,
                                 broken: false,
-                                working: false,
+                                jobs: FrameCounter::default(),
+                                answered: 0,
                             },
                         );
                         comm.send(0, Msg::Launched { worker, pid }.encode());
@@ -228,7 +272,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                         && !w.broken
                     {
                         w.out.extend_from_slice(bytes);
-                        w.working = true;
+                        w.jobs.feed(bytes);
                     }
                 }
                 Msg::Kill { worker } => {
@@ -265,7 +309,6 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                 w.read(rank, &mut msg);
                 if msg.len() > head_len {
                     busy = true;
-                    w.working = false;
                     comm.send(0, msg);
                 }
             }
@@ -282,8 +325,11 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
         if busy {
             backoff.active();
         }
-        // While a worker works, its answer wakes this thread: no need to spin on MPI then.
-        let working = workers.values().any(|w| w.working && !w.broken);
+        // While a worker has jobs in hand, its answer wakes this thread: no need to spin on MPI
+        // for the next job then.
+        let working = workers
+            .values()
+            .any(|w| !w.broken && w.jobs.frames > w.answered);
         ready = wait(&workers, backoff.next_wait(false, !working));
     }
 }
@@ -328,6 +374,26 @@ fn wait(workers: &HashMap<u64, Local>, timeout: std::time::Duration) -> Vec<(u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_are_counted_across_pieces() {
+        let mut stream = Vec::new();
+        for len in [0usize, 5, 70_000] {
+            stream.extend_from_slice(&header(len, 0));
+            stream.extend(std::iter::repeat_n(7u8, len));
+        }
+        for piece in [1, 3, 16, 17, 4096, stream.len()] {
+            let mut c = FrameCounter::default();
+            for part in stream.chunks(piece) {
+                c.feed(part);
+            }
+            assert_eq!(
+                (c.frames, c.skip, c.head.len()),
+                (3, 0, 0),
+                "pieces of {piece}"
+            );
+        }
+    }
 
     #[test]
     fn an_answer_with_handles_becomes_a_failure_of_each_item() {
