@@ -20,6 +20,13 @@ use crate::transport::socket::stream_pair;
 pub(crate) trait Launcher: Send {
     /// Starts one worker, running the pool's initializer (if any) before its first job.
     fn launch(&mut self) -> Result<Box<dyn Link>>;
+
+    /// How much work a worker should hold so that it never waits for its next job, as run time
+    /// in nanoseconds and at most that many jobs: about one round trip to it. A local worker is
+    /// a socket away; a remote one further.
+    fn work_ahead(&self) -> (u64, usize) {
+        (200_000, 64)
+    }
 }
 
 /// The scheduler's hold on one started worker.

@@ -10,7 +10,8 @@
 //!
 //! A worker may hold several jobs at once (sent ahead, so that it never waits for a round trip
 //! between short jobs): up to 64 when jobs take microseconds, 2 when they take 100 µs or more,
-//! so that long jobs still spread evenly over the workers.
+//! so that long jobs still spread evenly over the workers (a backend whose workers are further
+//! than a socket away asks for more, `Launcher::work_ahead`).
 //!
 //! A worker that cannot be started (process or descriptor limit) is tried again after a backoff
 //! (10 ms doubling to 1 s), timed by the scheduler's own poll, until the pool is whole again (or,
@@ -652,9 +653,10 @@ pub(crate) fn spawn(
 
 impl Scheduler {
     fn depth(&self) -> usize {
+        let (ahead_ns, most) = self.launcher.work_ahead();
         match self.job_ns {
             0 => 2,
-            ns => (200_000 / ns).clamp(2, 64) as usize,
+            ns => ((ahead_ns / ns) as usize).clamp(2, most.max(2)),
         }
     }
 
