@@ -85,18 +85,35 @@ fn returns_handle() -> mp::Handle {
     mp::Handle::from(f)
 }
 
-/// A worker process's view of itself: pid, variables from an MPI launcher it has, and whether
-/// it holds its node agent's PMI socket (the descriptor `PMI_FD` names in the agent).
+/// The launcher's variables among `vars`.
+fn launcher_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
+    vars.filter(|k| {
+        ["PMI_", "PMIX_", "HYDRA_", "OMPI_", "MPI_LOCAL"]
+            .iter()
+            .any(|p| k.starts_with(p))
+    })
+    .collect()
+}
+
+/// A worker process's view of itself: pid, variables from an MPI launcher it or its parent (the
+/// node agent's fork server, started before MPI) has, and whether it holds its node agent's PMI
+/// socket (the descriptor `PMI_FD` names in the agent).
 #[mp::worker]
 fn inspect(_i: u64) -> (i32, Vec<String>, Result<bool, String>) {
-    let bad = std::env::vars()
-        .map(|(k, _)| k)
-        .filter(|k| {
-            ["PMI_", "PMIX_", "HYDRA_", "OMPI_", "MPI_LOCAL"]
-                .iter()
-                .any(|p| k.starts_with(p))
-        })
-        .collect();
+    let mut bad = launcher_vars(std::env::vars().map(|(k, _)| k));
+    let parent = nix::unistd::getppid().as_raw();
+    if Some(parent) != rank_ancestor() {
+        let environ = std::fs::read(format!("/proc/{parent}/environ")).unwrap_or_default();
+        let names = environ.split(|b| *b == 0).map(|v| {
+            let v = String::from_utf8_lossy(v);
+            v.split('=').next().unwrap_or_default().to_owned()
+        });
+        bad.extend(
+            launcher_vars(names)
+                .into_iter()
+                .map(|v| format!("parent {parent}: {v}")),
+        );
+    }
     let pmi = (|| {
         let agent = rank_ancestor().ok_or("no ancestor is an MPI rank")?;
         let fd = env_of(agent, "PMI_FD").ok_or("the agent has no PMI_FD")?;
@@ -831,6 +848,25 @@ fn test_namespaces(shm: &HashSet<String>) -> Result<(), String> {
     nothing_left(shm)
 }
 
+/// This process's open descriptors and what they are.
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    // The directory being read is itself open while it is listed.
+                    (!target.starts_with("/proc")).then(|| {
+                        format!("{}={}", e.file_name().to_string_lossy(), target.display())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -859,9 +895,15 @@ fn driver() -> ExitCode {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let (mut passed, mut failed) = (0, 0);
+    let mut fds_before = None;
     for (name, test) in tests {
         if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
             continue;
+        }
+        if fds_before.is_none() && *name != "outside_mpi_is_no_cluster_peers_and_auto_is_local" {
+            // After the local pool's test, whose fork server stays: the launches open nothing
+            // that outlives them.
+            fds_before = Some(open_fds());
         }
         let t = Instant::now();
         match test(&shm) {
@@ -873,6 +915,18 @@ fn driver() -> ExitCode {
                 failed += 1;
                 println!("test {name} ... FAILED ({:.1?})\n{why}", t.elapsed());
             }
+        }
+    }
+    if let Some(before) = fds_before {
+        let after = open_fds();
+        if after == before {
+            passed += 1;
+            println!("test no_descriptors_left_by_the_launches ... ok");
+        } else {
+            failed += 1;
+            println!(
+                "test no_descriptors_left_by_the_launches ... FAILED\n{before:?} -> {after:?}"
+            );
         }
     }
     println!(
