@@ -7,6 +7,8 @@
 //! exits with rank 0's exit code when `main` ends. MPI does launch, placement and transport.
 //!
 //! ```no_run
+//! # // This doctest builds `mp` without its `mpi` feature: the module comes from the runtime.
+//! # mod mp { pub use ::mp::*; pub use mp_runtime::cluster; }
 //! #[mp::worker]
 //! fn square(x: u64) -> u64 {
 //!     x * x
