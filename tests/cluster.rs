@@ -804,6 +804,13 @@ fn test_single_rank(shm: &HashSet<String>) -> Result<(), String> {
     nothing_left(shm)
 }
 
+fn test_without_mp_main(shm: &HashSet<String>) -> Result<(), String> {
+    let args: Vec<String> = ["-n", "2", &exe(), "--plain"].map(String::from).to_vec();
+    let l = launch(&[], &args, &[]);
+    expect_success(&l)?;
+    nothing_left(shm)
+}
+
 fn test_mismatch(shm: &HashSet<String>) -> Result<(), String> {
     let mut args = rank_args(1, "mismatch");
     args.push(":".into());
@@ -885,6 +892,10 @@ fn driver() -> ExitCode {
         }),
         ("pool_behaviours_on_three_ranks", test_pool_on_three_ranks),
         ("single_rank_is_no_cluster_peers", test_single_rank),
+        (
+            "rank_without_mp_main_is_told_to_add_it",
+            test_without_mp_main,
+        ),
         ("mismatched_registry_fails_build", test_mismatch),
         ("agents_exit_with_rank_0s_code_or_panic", test_exit_code),
         ("sigkilled_agent_rank_ends_the_job", test_agent_killed),
@@ -942,6 +953,18 @@ fn driver() -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--plain") {
+        // Every rank runs this `main`, which is not `#[mp::main]`: no rank is an agent.
+        return match cluster_pool(1) {
+            Err(why) if why.contains("NoClusterPeers") && why.contains("#[mp::main]") => {
+                ExitCode::SUCCESS
+            }
+            other => {
+                println!("FAILED without #[mp::main]: {:?}", other.map(|_| ()));
+                ExitCode::from(2)
+            }
+        };
+    }
     match args.iter().position(|a| a == "--rank") {
         Some(i) => {
             let scenario = args.get(i + 1).cloned().unwrap_or_default();
