@@ -476,3 +476,65 @@ fn bad_input_affects_only_its_connection() {
     assert_eq!(found.get(&"still".into()).unwrap(), Some(1));
     assert_eq!(d.get(&"still".into()).unwrap(), Some(1));
 }
+
+#[mp::worker]
+fn tcp_queue_client(address: String, key: Vec<u8>) -> Vec<String> {
+    let m = Manager::connect(address.as_str(), &key).unwrap();
+    let q: mp::manager::QueueProxy<String> = m.lookup("q").unwrap();
+    q.put("from tcp".into()).unwrap();
+    (0..2).map(|_| q.get_timeout(LONG).unwrap()).collect()
+}
+
+/// A local client (on the native queue) and a TCP client (through the server) share one
+/// managed queue, both ways.
+#[test]
+fn local_and_tcp_clients_share_one_queue() {
+    let _g = shared();
+    let key = b"queue key".to_vec();
+    let m = Manager::serve("127.0.0.1:0", &key).unwrap();
+    let q = m.queue::<String>().unwrap();
+    m.expose("q", &q).unwrap();
+    q.put("from local 1".into()).unwrap();
+    q.put("from local 2".into()).unwrap();
+    let mut p = started(
+        mp::get_context(StartMethod::Spawn)
+            .process(tcp_queue_client, (m.address().to_string(), key.clone())),
+    );
+    assert_eq!(join(&mut p).unwrap(), ["from local 1", "from local 2"]);
+    assert_eq!(q.get_timeout(LONG).unwrap(), "from tcp");
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[mp::worker]
+fn get_forever(q: mp::manager::QueueProxy<u8>, waiting: mp::Event) -> String {
+    waiting.set();
+    match q.get() {
+        Err(Error::ManagerGone { .. }) => "gone".into(),
+        other => format!("unexpected: {other:?}"),
+    }
+}
+
+/// A local client blocked on the native queue (which lives on in shared memory) still learns
+/// that the manager was killed, and so do its later calls.
+#[test]
+fn killed_manager_wakes_a_native_get() {
+    let _g = shared();
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u8>().unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    let waiting = mp::Event::new().unwrap();
+    let mut p = started(mp::Process::new(get_forever, (q.clone(), waiting.clone())));
+    assert!(waiting.wait_timeout(LONG));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(join(&mut p).unwrap(), "gone");
+    assert!(eventually(LONG, || matches!(
+        q.try_get(),
+        Err(Error::ManagerGone { .. })
+    )));
+    assert!(matches!(q.put(2), Err(Error::ManagerGone { .. })));
+}

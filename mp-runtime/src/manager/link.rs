@@ -49,6 +49,11 @@ pub(crate) struct Link {
     /// The session's first connection: the session lives as long as it is open.
     anchor: Mutex<Wire>,
     state: AtomicU8,
+    /// Whether the manager is reached over TCP (which carries no descriptors).
+    tcp: bool,
+    /// When [`Link::check_alive`] last looked at the anchor, in ms since `epoch`.
+    last_check: AtomicU64,
+    epoch: std::time::Instant,
     /// References dropped while no connection could be used; sent before the next request.
     pending_release: Mutex<Vec<ObjId>>,
     next_request: AtomicU64,
@@ -72,6 +77,7 @@ impl Link {
     pub(crate) fn connect(address: &Address, authkey: &[u8]) -> Result<Arc<Link>> {
         let (wire, session, manager) =
             open(address, authkey, None).map_err(|e| gone_on_connect(e, address))?;
+        let tcp = wire.is_tcp();
         let link = Arc::new(Link {
             id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
             manager,
@@ -81,6 +87,9 @@ impl Link {
             pid: std::process::id(),
             anchor: Mutex::new(wire),
             state: AtomicU8::new(ALIVE),
+            tcp,
+            last_check: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             pending_release: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
         });
@@ -137,6 +146,40 @@ impl Link {
 
     pub(crate) fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// Whether the manager is reached over TCP.
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.tcp
+    }
+
+    /// Fails if the manager is known to be gone or shut down. At most once a millisecond it
+    /// also looks at the session's anchor (which carries no calls): the server's end of it
+    /// closes when the server dies, and says so when it shuts down. For work that does not go
+    /// through the server (a native queue), so that it too stops once the manager is gone.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if let Some(e) = self.dead_error() {
+            return Err(e);
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if self.last_check.swap(now, Ordering::Relaxed) == now {
+            return Ok(());
+        }
+        let Ok(mut anchor) = self.anchor.try_lock() else {
+            // Someone is using it: that use will notice.
+            return Ok(());
+        };
+        match anchor.recv(Deadline::after(Some(Duration::ZERO))) {
+            Err(Error::Timeout) => Ok(()),
+            Ok(frame) => {
+                drop(anchor);
+                match codec::decode_borrowed::<Reply<'_>>(&frame.payload) {
+                    Ok(Reply::ShuttingDown) => Err(self.mark(SHUT_DOWN)),
+                    _ => Ok(()),
+                }
+            }
+            Err(_) => Err(self.mark(GONE)),
+        }
     }
 
     /// The error every call gets once the manager is known to be gone, if it is.

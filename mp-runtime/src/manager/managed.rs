@@ -121,6 +121,8 @@ impl<T> Shared<T> {
 pub(crate) struct Caller {
     pub(crate) session: u64,
     pub(crate) conn: u64,
+    /// The call came over TCP (no descriptors can go back).
+    pub(crate) tcp: bool,
 }
 
 /// One call being served: its encoded arguments and what the server knows of the caller.

@@ -90,6 +90,15 @@ impl ObjRef {
         }
     }
 
+    /// This process's link to the object's manager; `None` for a proxy held by the server
+    /// itself.
+    pub(crate) fn link(&self) -> Option<Result<Arc<Link>>> {
+        match &*self.0 {
+            Held::Client { link, .. } => Some(link.current()),
+            Held::InServer { .. } => None,
+        }
+    }
+
     /// Calls method `method` with the argument tuple `args`, waiting as long as it takes.
     #[doc(hidden)]
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(

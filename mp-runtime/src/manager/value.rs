@@ -5,7 +5,8 @@
 //! descriptors they refer to, and the proxies inside them. Three views of one wire form:
 //!
 //! - [`Encoded`]: a client's value on its way to the server (bytes, owned descriptors, and the
-//!   tickets of the proxies it contains, each a reference held for the trip);
+//!   tickets of the proxies it contains, each a reference held for the trip), or through a
+//!   managed queue, which carries it as it is;
 //! - [`Stored`]: the server's copy, which turns those tickets into references it keeps for as
 //!   long as it keeps the value (see `README.md`, "Proxies inside managed values");
 //! - [`Received`]: a client's copy of a stored value, decoded into the caller's type.
@@ -93,6 +94,26 @@ impl Encoded {
             return Err(refused());
         }
         Ok(e.bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoded {
+    /// Keeps the tickets as they are (nobody claims them here): an item passing through a
+    /// queue, whose reader claims its proxies.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        Ok(Encoded {
+            bytes: w.bytes,
+            fds: w.fds.into_iter().map(|f| f.0).collect(),
+            tickets: w.tickets,
+        })
+    }
+}
+
+impl Encoded {
+    /// Decodes the value; proxies inside it attach to their managers as they are decoded.
+    pub(crate) fn decode<T: DeserializeOwned>(self) -> Result<T> {
+        codec::decode(&self.bytes, self.fds)
     }
 }
 

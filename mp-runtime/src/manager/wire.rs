@@ -54,6 +54,11 @@ impl Wire {
         }
     }
 
+    /// Whether this is a TCP connection (which carries no descriptors).
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.tcp
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

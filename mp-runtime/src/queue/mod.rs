@@ -5,22 +5,39 @@
 //! by `put` itself) and copies it into shared memory before returning, so an item whose `put`
 //! returned `Ok` is delivered even if its producer exits or is SIGKILLed right after. The queue
 //! lives in anonymous shared memory passed as a file descriptor, so nothing is left behind by a
-//! `kill -9`. A holder of the queue's lock that dies does not block the others (the lock is
-//! robust). `qsize` is an exact count kept in shared memory.
+//! `kill -9`. `qsize` is exact: the difference of two counters that move with the items.
+//!
+//! **Design** (details in `ring.rs`, `wake.rs`, `side.rs`). Items are records in a shared ring.
+//! Producers serialize on one robust futex lock and consumers on another, and each side writes
+//! only its own cache lines and the one word that publishes its progress (count and offset
+//! together, so every transition is a single store and a process killed at any instruction
+//! leaves a consistent ring). A producer looks at the consumers' progress only when the room it
+//! last saw runs out; a consumer looks at the producers' only when the records it last saw run
+//! out, and then takes the whole run. A waiting side spins on an adaptive budget, looking only
+//! every couple of microseconds so as not to pull the other side's cache line away, then sleeps
+//! on a futex word that the busy side reads (never writes) while nobody sleeps; the store/load
+//! ordering between the two is paid by the sleeper (`membarrier`), not by every `put` and `get`.
+//! A holder of either lock that dies does not block the others (the locks are robust).
+//! `docs/PERFORMANCE.md` has the figures.
 //!
 //! An unbounded queue keeps pending items in a 256 MiB shared ring whose pages are allocated as
-//! items arrive; when the queue drains, all but its first 4 MiB are returned to the kernel. Items
-//! over 16 MiB live in memory of their own. Byte buffers are fastest as `serde_bytes::ByteBuf`
-//! (one bytes value instead of a sequence of `u8`).
+//! items arrive; a steady flow keeps reusing the ring's first pages, and when the queue drains
+//! after growing, all but its first 4 MiB are returned to the kernel. Items over 16 MiB live in
+//! memory of their own. Byte buffers are fastest as `serde_bytes::ByteBuf` (one bytes value
+//! instead of a sequence of `u8`).
+//!
 //! Handles inside items (connections, queues, `Handle`s) travel as descriptors, on a side
 //! channel that never blocks `put`: an unbounded queue takes items with handles until the
 //! kernel's limit on descriptors in flight (the open-file limit of the user, `ulimit -n`, unless
 //! privileged) and then fails at once with [`Error::Full`]; a bounded one waits for room.
 
+mod barrier;
 mod crash;
 mod put_error;
+mod ready;
 mod ring;
 mod side;
+mod wake;
 
 use std::fmt;
 use std::marker::PhantomData;

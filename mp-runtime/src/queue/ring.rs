@@ -1,5 +1,5 @@
-//! The shared ring behind every queue: messages in anonymous shared memory, guarded by a robust
-//! futex lock, with futex sequence words to sleep on.
+//! The shared ring behind every queue: messages in anonymous shared memory, with one robust
+//! futex lock for producers and one for consumers.
 //!
 //! ```text
 //! page 0: Header (atomics)          pages 1..: data ring of `data_len` bytes (a power of two)
@@ -10,42 +10,60 @@
 //! ever taken and the offset of the oldest record (offsets count modulo 2^32 and map into the
 //! data area modulo `data_len`). A put writes its record past `tail` and then publishes it, with
 //! its count, in one store of `tail`; a get takes a record with one store of `head`. `qsize` is
-//! the difference of the two counts, so it is exact and needs no repair. A holder of the lock
-//! killed at any instruction leaves either the old or the new state, never a mix: a put that
-//! dies before its store leaves nothing behind, a get that dies before its store leaves the
-//! message in place, and a message whose `put` returned is in shared memory whatever happens to
-//! its producer. [`super::crash::point`] marks the place after each store; the unit tests below
-//! kill a process at every one of them and check what the others find.
+//! the difference of the two counts, so it is exact and needs no repair. A process killed at any
+//! instruction leaves either the old or the new state, never a mix: a put that dies before its
+//! store leaves nothing behind, a get that dies before its store leaves the message in place,
+//! and a message whose `put` returned is in shared memory whatever happens to its producer.
+//! [`super::crash::point`] marks the place after each store; the unit tests kill a process at
+//! every one of them and check what the others find.
 //!
-//! When a get drains the ring, the next records restart at the start of the data area, so that
-//! a steady flow reuses the same warm pages: a *skip* record (a filler that is not a message)
-//! is written at `tail` to cover the rest of the lap, `tail` moves past it, then `head` follows.
-//! Each of the three states is a consistent ring. Once the ring had grown past
-//! [`KEEP_RESIDENT`], the pages beyond are given back to the kernel at that point.
+//! **Two locks.** Producers serialize on their lock and write only `tail` and their own cache
+//! line; consumers serialize on theirs and write only `head` and their line (see
+//! [`header`]). A producer reads `head` only when the room it last saw runs out, a consumer reads
+//! `tail` only when the records it last saw run out, so in a steady flow the two sides share no
+//! written cache line but the one word each publishes, and a consumer that fell behind takes a
+//! whole run of records per read of `tail`. A consumer decodes a large record where it lies and
+//! gives the bytes back with its store of `head`, so the next producer writes meanwhile.
+//!
+//! **Restart and memory.** Records go forward through the data area; once they are past
+//! [`RESTART_AT`] and the ring is empty, the ring restarts at the start of the data area, so that
+//! a steady flow keeps reusing the same warm pages. A *skip* record (a filler that is not a
+//! message) covers the rest of the lap. Either side may do it: a producer that finds the ring
+//! empty (it looks once per page of records) puts the skip record and its own record in one
+//! publication; a consumer that drains the ring takes the producers' lock if it is free, moves
+//! `tail` past a skip record, then `head`. Every intermediate state is a consistent ring. A
+//! producer short of room with skip records at `head` takes them itself, so a restart never
+//! costs room even if no consumer runs. If the lap went past [`KEEP_RESIDENT`], the pages beyond
+//! are given back to the kernel at the restart.
+//!
+//! **Waiting** spins on an adaptive budget, then sleeps on a futex word that the other side
+//! only reads while nobody sleeps (see [`super::wake`]).
 //!
 //! Descriptors cannot live in shared memory: a message with handles, or one too large for the
 //! ring (stored in a memfd of its own), has a frame on the queue's side channel ([`super::side`]),
 //! named by the record's tag.
 //!
 //! JoinableQueue's count of unfinished items is `puts - done - discarded`: `done` counts
-//! `task_done` calls, and items dropped by an immediate shutdown are recorded in `discard`, whose
-//! open/closed encoding keeps that count exact across a death in the middle of the drop.
-//!
-//! Readiness for `connection::wait` costs nothing until someone waits: a waiter registers in
-//! `pollers` and polls an eventfd, which is kept readable exactly while the queue has items (or is
-//! shut down) and `pollers` was non-zero at some point, all under the lock.
+//! `task_done` calls, and items dropped by an immediate shutdown are recorded in a discard word
+//! whose open/closed encoding keeps that count exact across a death in the middle of the drop.
+
+mod header;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+use self::header::{Discard, End, Header};
+use super::barrier;
 use super::crash;
-use super::side::{Sent, Side, SideWords};
+use super::ready::{self, Ready};
+use super::side::{Sent, Side};
+use super::wake::{self, Spin};
 use crate::error::{Error, Result};
 use crate::sync::{futex, robust};
 use crate::sys::mmap::SharedRegion;
 use crate::sys::poll::Deadline;
 
-const MAGIC: u64 = 0x6d70_7175_6575_6532; // "mpqueue2"
+const MAGIC: u64 = 0x6d70_7175_6575_6533; // "mpqueue3"
 const HEADER_LEN: usize = 4096;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 const RECORD_HEADER: u64 = 16;
@@ -53,8 +71,17 @@ const RECORD_HEADER: u64 = 16;
 pub(crate) const DEFAULT_RING: usize = 256 << 20;
 /// Ring memory kept allocated when the queue drains; the rest is given back to the kernel.
 const KEEP_RESIDENT: u64 = 4 << 20;
+/// A ring that drains with its records this far into the data area (or a quarter of a smaller
+/// ring) restarts at the start: far enough to make restarts rare, near enough to keep a steady
+/// flow within the CPU's caches.
+const RESTART_AT: u64 = 256 << 10;
 
-/// How long even a non-blocking `put` or `get` waits for the lock: it is only held for a copy,
+/// Where a ring restarts: [`RESTART_AT`], or a quarter of a smaller ring.
+fn restart_at(len: u64) -> u64 {
+    RESTART_AT.min(len >> 2)
+}
+
+/// How long even a non-blocking `put` or `get` waits for a lock: it is only held for a copy,
 /// so "the queue is busy" must not read as "the queue is empty" (or full).
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -66,141 +93,17 @@ const FLAG_LARGE: u32 = 2;
 /// A filler record that is not a message: `len` is its whole size.
 const FLAG_SKIP: u32 = 4;
 
-/// The shared header, in cache lines grouped by who writes them: the state changed under the
-/// lock, the side channel's words, the sequence words that consumers and producers sleep on, and
-/// the JoinableQueue counters.
-#[repr(C)]
-struct Header {
-    magic: AtomicU64,
-    max_items: AtomicU64,
-    data_len: AtomicU64,
-    locked: Locked,
-    side: SideLine,
-    items: Sleepable,
-    space: Sleepable,
-    joins: Joins,
-}
-
-/// Changed only under `lock` (which lives on the same line, so a holder touches one line).
-#[repr(C, align(64))]
-struct Locked {
-    lock: robust::Word,
-    /// Non-zero once `shutdown` was called.
-    shutdown: AtomicU32,
-    /// Whether the eventfd is readable.
-    signaled: AtomicU32,
-    /// Callers of `connection::wait` currently polling the eventfd (changed without the lock).
-    pollers: AtomicU32,
-    /// [`End`] of the ring where records are added.
-    tail: AtomicU64,
-    /// [`End`] of the ring where records are taken.
-    head: AtomicU64,
-    /// The offset where the current lap of the ring began (where it last restarted).
-    lap_base: AtomicU64,
-    /// Messages dropped by immediate shutdowns (see [`Discard`]).
-    discard: AtomicU64,
-}
-
-#[repr(C, align(64))]
-struct SideLine(SideWords);
-
-/// A futex sequence word and the number of processes asleep on it.
-#[repr(C, align(64))]
-struct Sleepable {
-    seq: AtomicU32,
-    sleepers: AtomicU32,
-}
-
-/// JoinableQueue's counters.
-#[repr(C, align(64))]
-struct Joins {
-    /// `task_done` calls (wrapping).
-    done: AtomicU32,
-    /// Processes in `join`.
-    joiners: AtomicU32,
-    /// Bumped when the count of unfinished items may have reached zero; joiners sleep on it.
-    seq: AtomicU32,
-}
-
-/// One end of the ring as stored in one 64-bit word: how many messages went through it, and
-/// its byte offset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct End {
-    count: u32,
-    off: u32,
-}
-
-impl End {
-    fn load(word: &AtomicU64, order: Ordering) -> End {
-        let w = word.load(order);
-        End {
-            count: (w >> 32) as u32,
-            off: w as u32,
-        }
-    }
-
-    fn word(self) -> u64 {
-        (u64::from(self.count) << 32) | u64::from(self.off)
-    }
-
-    /// This end moved past a record of `size` bytes, counting `messages` messages.
-    fn advanced(self, size: u64, messages: u32) -> End {
-        End {
-            count: self.count.wrapping_add(messages),
-            off: self.off.wrapping_add(size as u32),
-        }
-    }
-}
-
-/// The messages dropped by immediate shutdowns, as stored in `Locked::discard`: `total` is
-/// exact while the drop is closed; an open drop, begun when `head` had counted `from` messages
-/// (modulo 2^31), adds what `head` counted since. Opening, moving `head` and closing are one
-/// store each, so a dropper that dies leaves an exact total, which the next lock holder closes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Discard {
-    total: u32,
-    open_from: Option<u32>,
-}
-
-impl Discard {
-    const OPEN: u64 = 1 << 63;
-    const FROM_MASK: u32 = (1 << 31) - 1;
-
-    fn load(word: &AtomicU64) -> Discard {
-        let w = word.load(Ordering::Acquire);
-        Discard {
-            total: w as u32,
-            open_from: (w & Discard::OPEN != 0).then_some((w >> 32) as u32 & Discard::FROM_MASK),
-        }
-    }
-
-    fn word(self) -> u64 {
-        let open = match self.open_from {
-            None => 0,
-            Some(from) => Discard::OPEN | (u64::from(from & Discard::FROM_MASK) << 32),
-        };
-        open | u64::from(self.total)
-    }
-
-    /// The total, given the messages `head` has counted.
-    fn total(self, head_count: u32) -> u32 {
-        match self.open_from {
-            None => self.total,
-            Some(from) => self
-                .total
-                .wrapping_add(head_count.wrapping_sub(from) & Discard::FROM_MASK),
-        }
-    }
-}
-
 /// One process's view of a shared ring.
 #[derive(Debug)]
 pub(crate) struct Ring {
     region: SharedRegion,
     /// Frames for descriptors and large messages.
     side: Side,
-    /// Readable while the queue has items and someone waits on it (see the module docs).
-    event: OwnedFd,
+    /// Readiness for `connection::wait`.
+    ready: Ready,
+    /// This process's spin budgets: consumers waiting for items, producers waiting for room.
+    spin_items: Spin,
+    spin_space: Spin,
 }
 
 /// The descriptors that represent a ring in a message.
@@ -213,26 +116,24 @@ pub(crate) struct RingFds {
 
 enum Step<T> {
     Done(T),
-    Wait(u32),
+    /// Not now: wait until the other side's word moves from this value.
+    Wait(u64),
 }
 
 impl Ring {
     /// A new ring holding at most `max_items` messages (0: no limit but memory). `data_len` is
     /// rounded up to a power of two of at least a page.
     pub(crate) fn create(max_items: u64, data_len: usize) -> Result<Ring> {
+        barrier::register();
         let data_len = data_len.max(4096).next_power_of_two().min(1 << 31);
         let region = SharedRegion::create(c"mp-queue", HEADER_LEN + data_len)
             .map_err(|e| Error::io("create queue memory", e))?;
-        let side = Side::create()?;
-        let event = nix::sys::eventfd::EventFd::from_value_and_flags(
-            0,
-            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )
-        .map_err(|e| Error::sys("create queue eventfd", e))?;
         let ring = Ring {
             region,
-            side,
-            event: event.into(),
+            side: Side::create()?,
+            ready: Ready::create()?,
+            spin_items: Spin::default(),
+            spin_space: Spin::default(),
         };
         let h = ring.header();
         h.max_items.store(max_items, Ordering::Relaxed);
@@ -243,6 +144,7 @@ impl Ring {
 
     /// The ring described by descriptors received from another process.
     pub(crate) fn from_fds(fds: RingFds) -> std::result::Result<Ring, String> {
+        barrier::register();
         let region = SharedRegion::from_fd(fds.region)
             .map_err(|e| format!("cannot map the memory of the queue received: {e}"))?;
         if region.len() <= HEADER_LEN {
@@ -253,7 +155,9 @@ impl Ring {
         let ring = Ring {
             region,
             side: Side::from_fds(fds.side_a, fds.side_b),
-            event: fds.event,
+            ready: Ready::from_fd(fds.event),
+            spin_items: Spin::default(),
+            spin_space: Spin::default(),
         };
         let h = ring.header();
         let data_len = h.data_len.load(Ordering::Relaxed);
@@ -272,10 +176,11 @@ impl Ring {
     pub(crate) fn region_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.region.as_fd()
     }
+
     /// The side channel's two ends and the eventfd, in that order.
     pub(crate) fn other_fds(&self) -> [std::os::fd::BorrowedFd<'_>; 3] {
         let [a, b] = self.side.fds();
-        [a, b, self.event.as_fd()]
+        [a, b, self.ready.fd()]
     }
 
     fn header(&self) -> &Header {
@@ -289,72 +194,121 @@ impl Ring {
     }
 
     /// Copies `src` into the ring at logical offset `off`, wrapping around the end.
+    #[inline]
     fn write_at(&self, off: u32, src: &[u8]) {
-        let len = self.data_len();
-        let start = (u64::from(off) % len) as usize;
-        let first = src.len().min(len as usize - start);
-        // SAFETY: the data area is `len` bytes after the header; `start + first <= len` and the
-        // wrapped rest fits at offset 0 (callers reserve at most `len` bytes). The lock is held,
-        // so no other process writes these bytes; readers only read published records.
+        let len = self.data_len() as usize;
+        let start = (off as usize) & (len - 1);
+        // SAFETY: the data area is `len` bytes after the header; the first copy ends at
+        // `start + first <= len` and the wrapped rest fits at offset 0 (callers reserve at most
+        // `len` bytes). The producers' lock is held and the bytes lie past `tail`, where no
+        // consumer reads.
         unsafe {
             let base = self.region.as_ptr().add(HEADER_LEN);
-            std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(start), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, src.len() - first);
+            if start + src.len() <= len {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(start), src.len());
+            } else {
+                let first = len - start;
+                std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(start), first);
+                std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, src.len() - first);
+            }
         }
     }
 
     /// Copies from the ring at logical offset `off` into `dst`, wrapping around the end.
+    #[inline]
     fn read_at(&self, off: u32, dst: &mut [u8]) {
-        let len = self.data_len();
-        let start = (u64::from(off) % len) as usize;
-        let first = dst.len().min(len as usize - start);
-        // SAFETY: as in `write_at`, with the roles reversed; `dst` is a distinct Rust buffer.
+        let len = self.data_len() as usize;
+        let start = (off as usize) & (len - 1);
+        // SAFETY: as in `write_at`, with the roles reversed: the consumers' lock is held and the
+        // bytes belong to a published record before `head`'s next store, which no producer
+        // writes; `dst` is a distinct Rust buffer.
         unsafe {
             let base = self.region.as_ptr().add(HEADER_LEN);
-            std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
+            if start + dst.len() <= len {
+                std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), dst.len());
+            } else {
+                let first = len - start;
+                std::ptr::copy_nonoverlapping(base.add(start), dst.as_mut_ptr(), first);
+                std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
+            }
         }
     }
 
-    fn lock(&self, deadline: Deadline) -> Option<()> {
-        let h = self.header();
-        match robust::lock(&h.locked.lock, deadline)? {
-            robust::Acquired::Clean => {}
-            robust::Acquired::OwnerDied => self.repair(),
+    /// Calls `f` with the `len` bytes at logical offset `off`: in place if they do not wrap
+    /// around the ring's end, else copied out (consumers' lock held, record not yet taken).
+    fn with_bytes_at<R>(&self, off: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let data_len = self.data_len();
+        let start = (u64::from(off) & (data_len - 1)) as usize;
+        if start + len <= data_len as usize {
+            // SAFETY: the bytes lie inside the data area (checked just above) and belong to a
+            // published record that `head` has not passed, so no producer writes them while
+            // `f` runs.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.region.as_ptr().add(HEADER_LEN + start), len)
+            };
+            f(bytes)
+        } else {
+            let mut bytes = vec![0u8; len];
+            self.read_at(off, &mut bytes);
+            f(&bytes)
         }
-        Some(())
     }
 
-    fn unlock(&self) {
-        robust::unlock(&self.header().locked.lock);
+    fn ready_words(&self) -> ready::Words<'_> {
+        let r = &self.header().ready;
+        ready::Words {
+            lock: &r.lock,
+            signaled: &r.signaled,
+            pollers: &r.pollers,
+        }
     }
 
-    /// After a holder died. The ring is consistent (every transition is one store), but an
-    /// immediate shutdown may have been cut short, and the eventfd may disagree with its flag.
-    fn repair(&self) {
+    /// Whether a waiter of `connection::wait` should find the queue ready.
+    fn has_items_or_shut_down(&self) -> bool {
+        self.count() > 0 || self.is_shut_down()
+    }
+
+    // ---- Locks ------------------------------------------------------------------------------
+
+    fn lock_producers(&self, deadline: Deadline) -> Option<Producers<'_>> {
         let h = self.header();
-        let discard = Discard::load(&h.locked.discard);
+        // A producer that died holding the lock left at most a record past `tail` (invisible)
+        // and a frame nobody will claim (dropped as stale): nothing to repair.
+        robust::lock(&h.producers.lock, deadline)?;
+        Some(Producers(self))
+    }
+
+    fn lock_consumers(&self, deadline: Deadline) -> Option<Consumers<'_>> {
+        let h = self.header();
+        if robust::lock(&h.consumers.lock, deadline)? == robust::Acquired::OwnerDied {
+            self.close_discard();
+        }
+        Some(Consumers {
+            ring: self,
+            take_on_drop: None,
+        })
+    }
+
+    /// After a consumer died: an immediate shutdown it had begun dropping items for is closed
+    /// at the count `head` shows (consumers' lock held).
+    fn close_discard(&self) {
+        let h = self.header();
+        let discard = Discard::load(&h.consumers.discard);
         if discard.open_from.is_some() {
-            let head = End::load(&h.locked.head, Ordering::Acquire);
+            let head = End::load(&h.head.0, Ordering::Acquire);
             let closed = Discard {
                 total: discard.total(head.count),
                 open_from: None,
             };
-            h.locked.discard.store(closed.word(), Ordering::Release);
-        }
-        let mut buf = [0u8; 8];
-        let _ = nix::unistd::read(&self.event, &mut buf);
-        h.locked.signaled.store(0, Ordering::Relaxed);
-        if h.locked.pollers.load(Ordering::SeqCst) > 0
-            && (self.count() > 0 || h.locked.shutdown.load(Ordering::Relaxed) != 0)
-        {
-            self.signal();
+            h.consumers.discard.store(closed.word(), Ordering::Release);
         }
     }
 
+    // ---- Records ----------------------------------------------------------------------------
+
     /// The record at `head`, checked against the published bytes up to `tail`: shared memory
     /// written by another process is never trusted to stay inside the ring. [`Error::Protocol`]
-    /// if the offsets or the record do not fit (lock held).
+    /// if the offsets or the record do not fit.
     fn record_at(&self, head: u32, tail: u32) -> Result<Record> {
         let pending = u64::from(tail.wrapping_sub(head));
         if pending < RECORD_HEADER || pending > self.data_len() {
@@ -370,32 +324,34 @@ impl Ring {
     }
 
     /// Drops every pending message of a ring whose offsets or records are corrupt, so that
-    /// the queue stays usable (lock held).
+    /// the queue stays usable (consumers' lock held).
     fn discard_corrupt(&self) {
         self.drop_pending(false);
     }
 
-    /// Drops every pending message in one store of `head`, counting them as discarded (lock
-    /// held); with `frames`, also the frames of those that have one. Returns how many.
+    /// Drops every pending message in one store of `head`, counting them as discarded
+    /// (consumers' lock held); with `frames`, also the frames of those that have one. Returns
+    /// how many.
     fn drop_pending(&self, frames: bool) -> u32 {
         let h = self.header();
-        let head = End::load(&h.locked.head, Ordering::Acquire);
-        let tail = End::load(&h.locked.tail, Ordering::Acquire);
+        let head = End::load(&h.head.0, Ordering::Acquire);
+        let tail = End::load(&h.tail.0, Ordering::Acquire);
         let dropped = tail.count.wrapping_sub(head.count);
-        let before = Discard::load(&h.locked.discard);
+        let before = Discard::load(&h.consumers.discard);
         let open = Discard {
             total: before.total(head.count),
             open_from: Some(head.count),
         };
-        h.locked.discard.store(open.word(), Ordering::Release);
+        h.consumers.discard.store(open.word(), Ordering::Release);
         crash::point();
-        h.locked.head.store(tail.word(), Ordering::Release);
+        h.consumers.tail_seen.store(tail.word(), Ordering::Relaxed);
+        h.head.0.store(tail.word(), Ordering::SeqCst);
         crash::point();
         let closed = Discard {
             total: open.total(tail.count),
             open_from: None,
         };
-        h.locked.discard.store(closed.word(), Ordering::Release);
+        h.consumers.discard.store(closed.word(), Ordering::Release);
         crash::point();
         if frames {
             // The records stay readable until the next put: release their descriptors now
@@ -405,8 +361,8 @@ impl Ring {
                 let Ok(r) = self.record_at(off, tail.off) else {
                     break;
                 };
-                if r.flags & (FLAG_FDS | FLAG_LARGE) != 0 && r.flags & FLAG_SKIP == 0 {
-                    let _ = self.side.peek(&h.side.0, r.tag);
+                if r.flags & FLAG_SKIP == 0 && r.flags & (FLAG_FDS | FLAG_LARGE) != 0 {
+                    let _ = self.side.peek(&h.producers.side, r.tag);
                     self.side.consume(r.tag);
                     crash::point();
                 }
@@ -416,14 +372,16 @@ impl Ring {
         dropped
     }
 
+    // ---- Counts -----------------------------------------------------------------------------
+
     /// Messages in the ring.
     pub(crate) fn count(&self) -> u64 {
         let h = self.header();
-        let head = End::load(&h.locked.head, Ordering::Acquire);
-        let tail = End::load(&h.locked.tail, Ordering::Acquire);
+        let head = End::load(&h.head.0, Ordering::SeqCst);
+        let tail = End::load(&h.tail.0, Ordering::SeqCst);
         let n = tail.count.wrapping_sub(head.count);
-        // A head read before a get and a tail read after more puts never look negative; a
-        // wrapped difference would only come from a torn pair of loads.
+        // `head` is read first and only grows, so the difference is never negative; a huge
+        // one could only come from memory written outside the protocol.
         if n > 1 << 31 { 0 } else { u64::from(n) }
     }
 
@@ -432,6 +390,8 @@ impl Ring {
         let max = self.header().max_items.load(Ordering::Relaxed);
         max != 0 && self.count() >= max
     }
+
+    // ---- Put --------------------------------------------------------------------------------
 
     /// Puts one encoded message. `block == false` fails at once when full. A full bounded
     /// queue, and an unbounded one whose handles reached the kernel's limits, is
@@ -474,17 +434,19 @@ impl Ring {
             memfd: memfd.as_ref(),
             rec,
         };
+        let h = self.header();
         loop {
-            let step = self.try_put(&message, deadline)?;
-            let seen = match step {
+            let seen = match self.try_put(&message, deadline)? {
                 Step::Done(()) => return Ok(()),
                 Step::Wait(seen) => seen,
             };
             if !block {
                 return Err(Error::Full);
             }
-            let h = self.header();
-            if !wait_for_change(&h.space.seq, seen, &h.space.sleepers, deadline) {
+            let moved = || {
+                h.head.0.load(Ordering::SeqCst) != seen || h.shutdown.load(Ordering::SeqCst) != 0
+            };
+            if !wake::wait(&self.spin_space, &h.space, deadline, moved) {
                 return Err(Error::Full);
             }
         }
@@ -492,26 +454,52 @@ impl Ring {
 
     fn try_put(&self, m: &Message<'_>, deadline: Deadline) -> Result<Step<()>> {
         let h = self.header();
-        self.lock(deadline.at_least(LOCK_GRACE))
-            .ok_or(Error::Full)?;
-        let max = h.max_items.load(Ordering::Relaxed);
-        let head = End::load(&h.locked.head, Ordering::Relaxed);
-        let tail = End::load(&h.locked.tail, Ordering::Relaxed);
-        if h.locked.shutdown.load(Ordering::Relaxed) != 0 {
-            self.unlock();
+        let Some(lock) = self.lock_producers(deadline.at_least(LOCK_GRACE)) else {
+            return Err(Error::Full);
+        };
+        if h.shutdown.load(Ordering::Relaxed) != 0 {
             return Err(Error::ShutDown);
         }
-        let used = u64::from(tail.off.wrapping_sub(head.off));
-        if used > self.data_len() {
-            self.discard_corrupt();
-            self.unlock();
-            return Err(corrupt());
+        let max = h.max_items.load(Ordering::Relaxed);
+        let len = self.data_len();
+        let tail = End::load(&h.tail.0, Ordering::Relaxed);
+        let fits = |head: End, skip: u64| {
+            let used = u64::from(tail.off.wrapping_sub(head.off));
+            let count = tail.count.wrapping_sub(head.count);
+            used + skip + m.rec <= len && (max == 0 || u64::from(count) < max)
+        };
+        let mut head = End::load(&h.producers.head_seen, Ordering::Relaxed);
+        // Far into the ring, look (once a page, or a sixteenth of a small ring) whether consumers
+        // took everything: then the record goes to the start of the data area, after a skip
+        // record, so that a steady flow stays on the same warm pages (see `restart` for the
+        // consumers' side of this). Sizes are powers of two: remainders are masks.
+        let pos = u64::from(tail.off) & (len - 1);
+        let mut skip = 0;
+        let every = (restart_at(len) >> 2).min(4096) as u32;
+        if pos >= restart_at(len) && (tail.off ^ tail.off.wrapping_add(m.rec as u32)) >= every {
+            head = self.refresh_head();
+            if len - pos >= RECORD_HEADER
+                && fits(head, len - pos)
+                && self.nothing_left_behind(head, tail)
+            {
+                skip = len - pos;
+            }
         }
-        let count = u64::from(tail.count.wrapping_sub(head.count));
-        if (max != 0 && count >= max) || used + m.rec > self.data_len() {
-            let seen = h.space.seq.load(Ordering::SeqCst);
-            self.unlock();
-            return Ok(Step::Wait(seen));
+        if !fits(head, skip) {
+            head = self.refresh_head();
+            if u64::from(tail.off.wrapping_sub(head.off)) > len {
+                // Only a process writing outside the protocol puts `tail` a lap past `head`.
+                if let Some(_consumers) = self.lock_consumers(deadline.at_least(LOCK_GRACE)) {
+                    self.discard_corrupt();
+                }
+                return Err(corrupt());
+            }
+            if !fits(head, skip) {
+                head = self.take_skips(head, tail, deadline);
+                if !fits(head, skip) {
+                    return Ok(Step::Wait(head.word()));
+                }
+            }
         }
         let mut flags = 0;
         let mut tag = 0;
@@ -525,248 +513,117 @@ impl Ring {
                 flags |= FLAG_FDS;
             }
             side_fds.extend_from_slice(m.fds);
-            match self.side.send(&h.side.0, &side_fds) {
-                Ok(Sent::Tag(t)) => tag = t,
+            match self.side.send(&h.producers.side, &side_fds)? {
+                Sent::Tag(t) => tag = t,
                 // A bounded queue waits for consumers to make room; an unbounded one must not
                 // block, and reports the limit.
-                Ok(Sent::NoRoom) if max != 0 => {
-                    let seen = h.space.seq.load(Ordering::SeqCst);
-                    self.unlock();
-                    return Ok(Step::Wait(seen));
-                }
-                Ok(Sent::NoRoom) => {
-                    self.unlock();
-                    return Err(Error::Full);
-                }
-                Err(e) => {
-                    self.unlock();
-                    return Err(e);
-                }
+                Sent::NoRoom if max != 0 => return Ok(Step::Wait(self.refresh_head().word())),
+                Sent::NoRoom => return Err(Error::Full),
             }
+        }
+        let mut at = tail.off;
+        if skip > 0 {
+            if head.off == tail.off {
+                // The ring is empty: the pages past what is kept can go back to the kernel.
+                // (Not while a consumer still decodes a record: consumers give memory back
+                // when they drain the ring.)
+                self.give_back_memory(tail);
+            }
+            self.write_skip(tail.off, skip);
+            at = tail.off.wrapping_add(skip as u32);
+            h.producers.lap_base.store(at, Ordering::Relaxed);
         }
         let len = m.bytes.len() as u32;
         let mut rh = [0u8; RECORD_HEADER as usize];
         rh[..4].copy_from_slice(&len.to_le_bytes());
         rh[4..8].copy_from_slice(&flags.to_le_bytes());
         rh[8..].copy_from_slice(&tag.to_le_bytes());
-        self.write_at(tail.off, &rh);
+        self.write_at(at, &rh);
         if m.memfd.is_none() {
-            self.write_at(tail.off.wrapping_add(RECORD_HEADER as u32), m.bytes);
+            self.write_at(at.wrapping_add(RECORD_HEADER as u32), m.bytes);
         }
-        h.locked
-            .tail
-            .store(tail.advanced(m.rec, 1).word(), Ordering::Release);
+        let published = End {
+            count: tail.count.wrapping_add(1),
+            off: at.wrapping_add(m.rec as u32),
+        };
+        h.tail.0.store(published.word(), Ordering::Release);
         crash::point();
-        h.items.seq.fetch_add(1, Ordering::SeqCst);
-        if h.locked.pollers.load(Ordering::SeqCst) > 0 {
-            self.signal();
-        }
-        self.unlock();
-        if h.items.sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake(&h.items.seq, 1);
-        }
+        drop(lock);
+        barrier::light();
+        h.items.wake();
+        self.ready
+            .changed(&self.ready_words(), || self.has_items_or_shut_down());
         Ok(Step::Done(()))
     }
 
-    /// Takes one message and returns what `decode` makes of its bytes and descriptors.
-    /// `decode` runs under the lock, on the bytes where they lie in shared memory (no copy
-    /// unless the record wraps around the ring's end). `block == false` fails at once if empty.
-    pub(crate) fn get<R>(
-        &self,
-        block: bool,
-        deadline: Deadline,
-        mut decode: impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
-    ) -> Result<R> {
+    /// Whether a restart at `tail` leaves no record behind that a consumer may not come for:
+    /// the ring is empty, or holds one record that a consumer is taking right now (it holds
+    /// the consumers' lock, so it will take the skip record next). Otherwise a consumer that
+    /// stopped would leave the skip record's room unusable until it comes back.
+    fn nothing_left_behind(&self, head: End, tail: End) -> bool {
+        if head.off == tail.off {
+            return true;
+        }
+        let h = self.header();
+        robust::is_locked(&h.consumers.lock)
+            && self.record_at(head.off, tail.off).is_ok_and(|r| {
+                r.flags & FLAG_SKIP == 0 && r.size == u64::from(tail.off.wrapping_sub(head.off))
+            })
+    }
+
+    /// Reads `head` and remembers it as the producers' idea of it (producers' lock held).
+    fn refresh_head(&self) -> End {
+        let h = self.header();
+        let head = End::load(&h.head.0, Ordering::SeqCst);
+        h.producers.head_seen.store(head.word(), Ordering::Relaxed);
+        head
+    }
+
+    /// Producers short of room, with skip records at `head` (left by a restart that no
+    /// consumer has passed yet, say because none is running): take them on the consumers'
+    /// behalf, so that a restart never costs the ring its room. Returns `head` after
+    /// (producers' lock held).
+    fn take_skips(&self, head: End, tail: End, deadline: Deadline) -> End {
+        let skip_at = |head: End| {
+            self.record_at(head.off, tail.off)
+                .is_ok_and(|r| r.flags & FLAG_SKIP != 0)
+        };
+        if !skip_at(head) {
+            return head;
+        }
+        let Some(_consumers) = self.lock_consumers(deadline.at_least(LOCK_GRACE)) else {
+            return head;
+        };
+        let h = self.header();
+        // Consumers' idea of `tail` must never fall behind `head`.
+        h.consumers.tail_seen.store(tail.word(), Ordering::Relaxed);
         loop {
-            let seen = match self.try_get(deadline, &mut decode)? {
-                Step::Done(m) => return m,
-                Step::Wait(seen) => seen,
-            };
-            if !block {
-                return Err(Error::Empty);
-            }
-            let h = self.header();
-            if !wait_for_change(&h.items.seq, seen, &h.items.sleepers, deadline) {
-                return Err(Error::Empty);
+            let head = End::load(&h.head.0, Ordering::SeqCst);
+            match self.record_at(head.off, tail.off) {
+                Ok(r) if r.flags & FLAG_SKIP != 0 => self.take(head.advanced(r.size, 0)),
+                _ => return self.refresh_head(),
             }
         }
     }
 
-    fn try_get<R>(
-        &self,
-        deadline: Deadline,
-        decode: &mut impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
-    ) -> Result<Step<Result<R>>> {
-        let h = self.header();
-        self.lock(deadline.at_least(LOCK_GRACE))
-            .ok_or(Error::Empty)?;
-        let held = Held(self);
-        let (head, tail, record) = loop {
-            let head = End::load(&h.locked.head, Ordering::Relaxed);
-            let tail = End::load(&h.locked.tail, Ordering::Acquire);
-            if head.off == tail.off {
-                let seen = h.items.seq.load(Ordering::SeqCst);
-                let shut = h.locked.shutdown.load(Ordering::Relaxed) != 0;
-                drop(held);
-                return if shut {
-                    Err(Error::ShutDown)
-                } else {
-                    Ok(Step::Wait(seen))
-                };
-            }
-            let record = match self.record_at(head.off, tail.off) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.discard_corrupt();
-                    return Err(e);
-                }
-            };
-            if record.flags & FLAG_SKIP == 0 {
-                break (head, tail, record);
-            }
-            h.locked
-                .head
-                .store(head.advanced(record.size, 0).word(), Ordering::Release);
-            crash::point();
-        };
-        let Record {
-            len,
-            flags,
-            tag,
-            size,
-        } = record;
-        let len = len as usize;
-        let has_frame = flags & (FLAG_FDS | FLAG_LARGE) != 0;
-        let fds = if has_frame {
-            match self.side.peek(&h.side.0, tag) {
-                Ok(Some(fds)) => Ok(fds),
-                // Not there (only a process writing outside the protocol causes this): the
-                // message cannot be rebuilt, so it is taken with an error.
-                Ok(None) => Err(Error::protocol(
-                    "the handles of a queue item were lost (a process wrote outside the queue's \
-                     protocol)",
-                )),
-                // Nothing was taken (say, no descriptor left in this process): try again later.
-                Err(e) => return Err(e),
-            }
-        } else {
-            Ok(Vec::new())
-        };
-        // Take the record: its bytes stay in place until the lock is released.
-        let new_head = head.advanced(size, 1);
-        let drained = new_head.off == tail.off;
-        let restart = drained && self.restart(tail);
-        if !restart {
-            h.locked.head.store(new_head.word(), Ordering::Release);
-            crash::point();
-        }
-        if has_frame {
-            self.side.consume(tag);
-            crash::point();
-        }
-        if drained && h.locked.shutdown.load(Ordering::Relaxed) == 0 {
-            self.unsignal();
-        }
-        h.space.seq.fetch_add(1, Ordering::SeqCst);
-        // A small message is copied out and decoded after the lock is released, which keeps
-        // the critical section short for the next producer.
-        let mut inline = [0u8; INLINE];
-        let small = flags & FLAG_LARGE == 0 && len <= INLINE;
-        let body = head.off.wrapping_add(RECORD_HEADER as u32);
-        if small {
-            self.read_at(body, &mut inline[..len]);
-        }
-        let decoded = if small {
-            Decoded::Later(fds)
-        } else {
-            Decoded::Now(fds.and_then(|mut fds| {
-                if flags & FLAG_LARGE != 0 {
-                    if fds.is_empty() {
-                        return Err(Error::protocol("a large queue message lost its memory"));
-                    }
-                    let memfd = fds.remove(0);
-                    with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
-                } else {
-                    self.with_bytes_at(body, len, |bytes| decode(bytes, fds))
-                }
-            }))
-        };
-        if restart {
-            self.give_back_memory(tail);
-        }
-        drop(held);
-        if h.space.sleepers.load(Ordering::SeqCst) > 0 {
-            futex::wake_all(&h.space.seq);
-        }
-        let result = match decoded {
-            Decoded::Now(r) => r,
-            Decoded::Later(fds) => fds.and_then(|fds| decode(&inline[..len], fds)),
-        };
-        Ok(Step::Done(result))
-    }
-
-    /// Takes the last record (the one before `tail`) and restarts the ring at the start of the
-    /// data area: a skip record covers the rest of the lap, `tail` moves past it, then `head`.
-    /// False (nothing stored) if `tail` is at a lap's start already or too close to its end
-    /// for a skip record; the caller then takes the record itself (lock held).
-    fn restart(&self, tail: End) -> bool {
-        let h = self.header();
-        let len = self.data_len();
-        let rest = (len - u64::from(tail.off) % len) % len;
-        if rest < RECORD_HEADER {
-            return false;
-        }
+    /// Writes a skip record of `size` bytes at `off`.
+    fn write_skip(&self, off: u32, size: u64) {
         let mut rh = [0u8; RECORD_HEADER as usize];
-        rh[..4].copy_from_slice(&(rest as u32).to_le_bytes());
+        rh[..4].copy_from_slice(&(size as u32).to_le_bytes());
         rh[4..8].copy_from_slice(&FLAG_SKIP.to_le_bytes());
-        self.write_at(tail.off, &rh);
-        let restarted = tail.advanced(rest, 0);
-        h.locked.tail.store(restarted.word(), Ordering::Release);
-        crash::point();
-        let head = End::load(&h.locked.head, Ordering::Relaxed);
-        h.locked.head.store(
-            End {
-                count: head.count.wrapping_add(1),
-                off: restarted.off,
-            }
-            .word(),
-            Ordering::Release,
-        );
-        crash::point();
-        true
+        self.write_at(off, &rh);
     }
 
-    /// Calls `f` with the `len` bytes at logical offset `off`: in place if they do not wrap
-    /// around the ring's end, else copied out. The lock must be held.
-    fn with_bytes_at<R>(&self, off: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
-        let data_len = self.data_len();
-        let start = (u64::from(off) % data_len) as usize;
-        if start + len <= data_len as usize {
-            // SAFETY: the bytes lie inside the data area (checked just above) and belong to a
-            // published record; the lock is held, so no producer writes them while `f` runs.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(self.region.as_ptr().add(HEADER_LEN + start), len)
-            };
-            f(bytes)
-        } else {
-            let mut bytes = vec![0u8; len];
-            self.read_at(off, &mut bytes);
-            f(&bytes)
-        }
-    }
-
-    /// After a restart (the ring is empty and the last lap ended at `tail`): if that lap went
-    /// past [`KEEP_RESIDENT`], return the pages beyond it to the kernel, so that memory follows
-    /// the pending items, not the ring's size (lock held).
+    /// The ring is empty with `tail` at `tail` and about to restart (producers' lock held): if
+    /// the lap since the last restart went past [`KEEP_RESIDENT`], gives the pages beyond it
+    /// back to the kernel, so that memory follows the pending items, not the ring's size.
     fn give_back_memory(&self, tail: End) {
         let h = self.header();
         let len = self.data_len();
-        let base = h.locked.lap_base.load(Ordering::Relaxed) as u32;
-        let lap = u64::from(tail.off.wrapping_sub(base));
-        let restarted = End::load(&h.locked.tail, Ordering::Relaxed).off;
-        h.locked
-            .lap_base
-            .store(u64::from(restarted), Ordering::Relaxed);
+        let lap = u64::from(
+            tail.off
+                .wrapping_sub(h.producers.lap_base.load(Ordering::Relaxed)),
+        );
         if lap <= KEEP_RESIDENT || len <= KEEP_RESIDENT {
             return;
         }
@@ -780,42 +637,200 @@ impl Ring {
         crash::point();
     }
 
-    /// Makes the eventfd readable if it is not (lock held).
-    fn signal(&self) {
+    // ---- Get --------------------------------------------------------------------------------
+
+    /// Takes one message and returns what `decode` makes of its bytes and descriptors.
+    /// `decode` runs on the bytes where they lie in shared memory (no copy unless the record
+    /// wraps around the ring's end). `block == false` fails at once if empty.
+    pub(crate) fn get<R>(
+        &self,
+        block: bool,
+        deadline: Deadline,
+        mut decode: impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<R> {
         let h = self.header();
-        if h.locked.signaled.load(Ordering::Relaxed) == 0 {
-            let _ = nix::unistd::write(&self.event, &1u64.to_ne_bytes());
-            h.locked.signaled.store(1, Ordering::Relaxed);
+        loop {
+            let seen = match self.try_get(deadline, &mut decode)? {
+                Step::Done(m) => return m,
+                Step::Wait(seen) => seen,
+            };
+            if !block {
+                return Err(Error::Empty);
+            }
+            let moved = || {
+                h.tail.0.load(Ordering::SeqCst) != seen || h.shutdown.load(Ordering::SeqCst) != 0
+            };
+            if !wake::wait(&self.spin_items, &h.items, deadline, moved) {
+                return Err(Error::Empty);
+            }
         }
     }
 
-    /// Makes the eventfd unreadable if it is readable (lock held).
-    fn unsignal(&self) {
+    fn try_get<R>(
+        &self,
+        deadline: Deadline,
+        decode: &mut impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
+    ) -> Result<Step<Result<R>>> {
         let h = self.header();
-        if h.locked.signaled.load(Ordering::Relaxed) != 0 {
-            let mut buf = [0u8; 8];
-            let _ = nix::unistd::read(&self.event, &mut buf);
-            h.locked.signaled.store(0, Ordering::Relaxed);
+        let Some(mut lock) = self.lock_consumers(deadline.at_least(LOCK_GRACE)) else {
+            return Err(Error::Empty);
+        };
+        let (head, tail, record) = loop {
+            let head = End::load(&h.head.0, Ordering::Relaxed);
+            let mut tail = End::load(&h.consumers.tail_seen, Ordering::Relaxed);
+            if head.off == tail.off {
+                tail = End::load(&h.tail.0, Ordering::SeqCst);
+                h.consumers.tail_seen.store(tail.word(), Ordering::Relaxed);
+                if head.off == tail.off {
+                    return if h.shutdown.load(Ordering::SeqCst) != 0 {
+                        Err(Error::ShutDown)
+                    } else {
+                        Ok(Step::Wait(tail.word()))
+                    };
+                }
+            }
+            let record = match self.record_at(head.off, tail.off) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.discard_corrupt();
+                    return Err(e);
+                }
+            };
+            if record.flags & FLAG_SKIP == 0 {
+                break (head, tail, record);
+            }
+            self.take(head.advanced(record.size, 0));
+        };
+        let Record {
+            len,
+            flags,
+            tag,
+            size,
+        } = record;
+        let len = len as usize;
+        let has_frame = flags & (FLAG_FDS | FLAG_LARGE) != 0;
+        let fds = if has_frame {
+            match self.side.peek(&h.producers.side, tag) {
+                Ok(Some(fds)) => Ok(fds),
+                // Not there (only a process writing outside the protocol causes this): the
+                // message cannot be rebuilt, so it is taken with an error.
+                Ok(None) => Err(Error::protocol(
+                    "the handles of a queue item were lost (a process wrote outside the queue's \
+                     protocol)",
+                )),
+                // Nothing was taken (say, no descriptor left in this process): try again later.
+                Err(e) => return Err(e),
+            }
+        } else {
+            Ok(Vec::new())
+        };
+        let taken = head.advanced(size, 1);
+        let body = head.off.wrapping_add(RECORD_HEADER as u32);
+        let mut inline = [0u8; INLINE];
+        let decoded = if flags & FLAG_LARGE != 0 {
+            Decoded::Memfd(fds)
+        } else if len <= INLINE {
+            // Copied out and decoded after the lock is released, which keeps the critical
+            // section short for the next consumer.
+            self.read_at(body, &mut inline[..len]);
+            Decoded::Later(fds)
+        } else {
+            // Decoded in place before the bytes are given back; taken even if decoding panics.
+            lock.take_on_drop = Some(taken);
+            let r = fds.and_then(|fds| self.with_bytes_at(body, len, |b| decode(b, fds)));
+            lock.take_on_drop = None;
+            Decoded::Now(r)
+        };
+        self.take(taken);
+        if has_frame {
+            self.side.consume(tag);
+            crash::point();
         }
+        if taken.off == tail.off {
+            let now = End::load(&h.tail.0, Ordering::SeqCst);
+            h.consumers.tail_seen.store(now.word(), Ordering::Relaxed);
+            if now.off == taken.off {
+                self.restart(taken);
+            }
+        }
+        drop(lock);
+        barrier::light();
+        h.space.wake();
+        self.ready
+            .changed(&self.ready_words(), || self.has_items_or_shut_down());
+        let result = match decoded {
+            Decoded::Now(r) => r,
+            Decoded::Later(fds) => fds.and_then(|fds| decode(&inline[..len], fds)),
+            Decoded::Memfd(fds) => fds.and_then(|mut fds| {
+                if fds.is_empty() {
+                    return Err(Error::protocol("a large queue message lost its memory"));
+                }
+                let memfd = fds.remove(0);
+                with_memfd_bytes(memfd, len, |bytes| decode(bytes, fds))
+            }),
+        };
+        Ok(Step::Done(result))
     }
+
+    /// Moves `head` to `to` (consumers' lock held).
+    fn take(&self, to: End) {
+        self.header().head.0.store(to.word(), Ordering::Release);
+        crash::point();
+    }
+
+    /// The ring just drained at `at` (consumers' lock held): if the lap went past
+    /// [`KEEP_RESIDENT`], restarts it at the start of the data area and gives the memory
+    /// beyond back (see the module docs). Skipped if a producer holds its lock: producers look
+    /// for an empty ring themselves (and leave the ring alone otherwise, so that a steady flow
+    /// does not pull their cache line to the consumers).
+    fn restart(&self, at: End) {
+        let h = self.header();
+        let len = self.data_len();
+        let pos = u64::from(at.off) & (len - 1);
+        let lap = u64::from(
+            at.off
+                .wrapping_sub(h.producers.lap_base.load(Ordering::Relaxed)),
+        );
+        if lap <= KEEP_RESIDENT || pos == 0 {
+            return;
+        }
+        if !robust::try_lock_free(&h.producers.lock) {
+            return;
+        }
+        let _producers = Producers(self);
+        let tail = End::load(&h.tail.0, Ordering::Relaxed);
+        let rest = (len - pos) & (len - 1);
+        if tail != at || (rest != 0 && rest < RECORD_HEADER) {
+            return;
+        }
+        self.give_back_memory(tail);
+        let restarted = tail.advanced(rest, 0);
+        if rest != 0 {
+            self.write_skip(tail.off, rest);
+            // Producers' idea of `head` must never be ahead of it.
+            h.producers.head_seen.store(at.word(), Ordering::Relaxed);
+            h.tail.0.store(restarted.word(), Ordering::SeqCst);
+            crash::point();
+            h.consumers
+                .tail_seen
+                .store(restarted.word(), Ordering::Relaxed);
+            self.take(restarted);
+        }
+        h.producers.lap_base.store(restarted.off, Ordering::Relaxed);
+    }
+
+    // ---- Waiting, shutdown, JoinableQueue ---------------------------------------------------
 
     /// Registers a waiter and returns the descriptor to poll: readable once the queue has an
     /// item or is shut down. Pair with [`Ring::end_wait`].
     pub(crate) fn begin_wait(&self) -> std::os::fd::BorrowedFd<'_> {
-        let h = self.header();
-        if self.lock(Deadline::NEVER).is_some() {
-            h.locked.pollers.fetch_add(1, Ordering::SeqCst);
-            if self.count() > 0 || h.locked.shutdown.load(Ordering::Relaxed) != 0 {
-                self.signal();
-            }
-            self.unlock();
-        }
-        self.event.as_fd()
+        self.ready
+            .begin_wait(&self.ready_words(), || self.has_items_or_shut_down())
     }
 
     /// Unregisters a waiter of [`Ring::begin_wait`].
     pub(crate) fn end_wait(&self) {
-        self.header().locked.pollers.fetch_sub(1, Ordering::SeqCst);
+        self.ready.end_wait(&self.ready_words());
     }
 
     /// Shuts the queue down: every later `put` and every `get` of an empty queue is
@@ -823,30 +838,34 @@ impl Ring {
     /// Wakes everyone blocked on the queue.
     pub(crate) fn shutdown(&self, immediate: bool) {
         let h = self.header();
-        if self.lock(Deadline::NEVER).is_none() {
-            return;
+        {
+            let Some(_producers) = self.lock_producers(Deadline::NEVER) else {
+                return;
+            };
+            let Some(_consumers) = self.lock_consumers(Deadline::NEVER) else {
+                return;
+            };
+            h.shutdown.store(1, Ordering::SeqCst);
+            crash::point();
+            if immediate && self.drop_pending(true) > 0 {
+                self.wake_joiners();
+            }
         }
-        h.locked.shutdown.store(1, Ordering::SeqCst);
-        crash::point();
-        if immediate && self.drop_pending(true) > 0 {
-            self.wake_joiners();
-        }
-        self.signal();
-        h.items.seq.fetch_add(1, Ordering::SeqCst);
-        h.space.seq.fetch_add(1, Ordering::SeqCst);
-        self.unlock();
-        futex::wake_all(&h.items.seq);
-        futex::wake_all(&h.space.seq);
+        h.items.wake_everyone();
+        h.space.wake_everyone();
+        self.ready
+            .changed(&self.ready_words(), || self.has_items_or_shut_down());
     }
 
     /// Whether [`Ring::shutdown`] was called.
     pub(crate) fn is_shut_down(&self) -> bool {
-        self.header().locked.shutdown.load(Ordering::Acquire) != 0
+        self.header().shutdown.load(Ordering::SeqCst) != 0
     }
 
-    /// Takes the lock and keeps it (test support for holder death).
+    /// Takes both locks and keeps them (test support for holder death).
     pub(crate) fn hold_lock_forever(&self) {
-        let _ = self.lock(Deadline::NEVER);
+        std::mem::forget(self.lock_producers(Deadline::NEVER));
+        std::mem::forget(self.lock_consumers(Deadline::NEVER));
     }
 
     /// JoinableQueue's items put and not yet marked done (nor discarded), with `done` as
@@ -854,9 +873,9 @@ impl Ring {
     /// never negative).
     fn unfinished_with(&self, done: u32) -> u32 {
         let h = self.header();
-        let head = End::load(&h.locked.head, Ordering::SeqCst);
-        let discarded = Discard::load(&h.locked.discard).total(head.count);
-        let tail = End::load(&h.locked.tail, Ordering::SeqCst);
+        let head = End::load(&h.head.0, Ordering::SeqCst);
+        let discarded = Discard::load(&h.consumers.discard).total(head.count);
+        let tail = End::load(&h.tail.0, Ordering::SeqCst);
         tail.count.wrapping_sub(done).wrapping_sub(discarded)
     }
 
@@ -870,9 +889,18 @@ impl Ring {
         let h = self.header();
         loop {
             let done = h.joins.done.load(Ordering::SeqCst);
-            let unfinished = self.unfinished_with(done);
-            if unfinished == 0 || unfinished > 1 << 31 {
-                return false;
+            // Fewer done than taken means some are unfinished, without reading `tail`, which
+            // producers keep writing.
+            let head = End::load(&h.head.0, Ordering::SeqCst);
+            let taken = head
+                .count
+                .wrapping_sub(Discard::load(&h.consumers.discard).total(head.count));
+            let surely = taken.wrapping_sub(done).wrapping_sub(1) < 1 << 30;
+            if !surely {
+                let unfinished = self.unfinished_with(done);
+                if unfinished == 0 || unfinished > 1 << 31 {
+                    return false;
+                }
             }
             if h.joins
                 .done
@@ -884,7 +912,7 @@ impl Ring {
                 )
                 .is_ok()
             {
-                if unfinished == 1 {
+                if h.joins.joiners.load(Ordering::SeqCst) > 0 && self.unfinished() == 0 {
                     self.wake_joiners();
                 }
                 return true;
@@ -919,6 +947,32 @@ impl Ring {
     }
 }
 
+/// The producers' lock, released when dropped.
+struct Producers<'a>(&'a Ring);
+
+impl Drop for Producers<'_> {
+    fn drop(&mut self) {
+        robust::unlock(&self.0.header().producers.lock);
+    }
+}
+
+/// The consumers' lock, released when dropped, also if decoding a message panics; the record
+/// being decoded in place is then taken first, so that a message that cannot be decoded does
+/// not block the queue.
+struct Consumers<'a> {
+    ring: &'a Ring,
+    take_on_drop: Option<End>,
+}
+
+impl Drop for Consumers<'_> {
+    fn drop(&mut self) {
+        if let Some(to) = self.take_on_drop.take() {
+            self.ring.take(to);
+        }
+        robust::unlock(&self.ring.header().consumers.lock);
+    }
+}
+
 /// What `try_put` writes.
 struct Message<'a> {
     bytes: &'a [u8],
@@ -926,25 +980,6 @@ struct Message<'a> {
     memfd: Option<&'a SharedRegion>,
     /// Bytes its record takes in the ring.
     rec: u64,
-}
-
-/// Polls of a sequence word before sleeping on it: a peer on another core usually moves it
-/// within microseconds, which is cheaper to watch than to sleep through (two system calls).
-const SEQ_SPINS: u32 = 1000;
-
-/// Waits until `seq` moves past `seen`, registered in `sleepers` while asleep. False if the
-/// deadline passed first.
-fn wait_for_change(seq: &AtomicU32, seen: u32, sleepers: &AtomicU32, deadline: Deadline) -> bool {
-    for _ in 0..SEQ_SPINS {
-        if seq.load(Ordering::Acquire) != seen {
-            return true;
-        }
-        std::hint::spin_loop();
-    }
-    sleepers.fetch_add(1, Ordering::SeqCst);
-    let woke = futex::wait(seq, seen, deadline);
-    sleepers.fetch_sub(1, Ordering::SeqCst);
-    woke
 }
 
 /// A record's header, as read from the ring.
@@ -1001,20 +1036,12 @@ fn with_memfd_bytes<R>(fd: OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> Result<
     f(unsafe { std::slice::from_raw_parts(region.as_ptr(), len) })
 }
 
-/// A message decoded under the lock, or its descriptors kept for decoding a copied-out small
-/// message after the lock is released.
+/// A message taken under the lock, for decoding: done already (in place), or its bytes copied
+/// out, or in its own memory, with its descriptors.
 enum Decoded<R> {
     Now(Result<R>),
     Later(Result<Vec<OwnedFd>>),
-}
-
-/// Releases the ring's lock when dropped, also if decoding a message panics.
-struct Held<'a>(&'a Ring);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.unlock();
-    }
+    Memfd(Result<Vec<OwnedFd>>),
 }
 
 #[cfg(test)]

@@ -1,18 +1,25 @@
 //! A managed queue, plain or joinable (Python's `manager.Queue(maxsize)` and
-//! `manager.JoinableQueue(maxsize)`, both a `queue.Queue` in the server).
+//! `manager.JoinableQueue(maxsize)`).
 //!
-//! The items live in the server (encoded, so they may be other proxies); a blocked `get` or
-//! `put` blocks its connection's thread there, with the caller's timeout. This is the path every
-//! client can use, also over TCP. Each proxy method goes through [`QueueProxy::put_with`] or
-//! [`QueueProxy::get_with`], the one place where a local client could be handed a native
-//! shared-memory queue instead.
+//! The server keeps the items in a native `mp::JoinableQueue` (shared memory) of encoded items.
+//! A client on this machine asks once for that queue's descriptors and then puts and gets
+//! without a round trip to the server, at the native queue's speed; a client over TCP (which
+//! carries no descriptors), or a proxy held inside the server, calls the server, which works on
+//! the same queue. Either way the items are the same encoded values, so both kinds of client
+//! share one queue.
+//!
+//! A local client that waits checks every 100 ms that the manager still lives
+//! ([`Link::check_alive`](super::super::link::Link::check_alive)), so a dead manager is
+//! `Error::ManagerGone`, never a hang; a non-blocking call checks at most once a millisecond. A
+//! proxy inside an item in the queue is a transfer in flight: it must be taken out within the
+//! manager's transfer timeout (60 s by default), as for a proxy sent through any channel.
 
 use crate::manager::host::SessionWatch;
-use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,10 +27,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::super::managed::{Call, Managed, Out, Shared};
 use super::super::protocol::RemoteError;
 use super::super::proxy::{ObjRef, Proxy, deserialize_proxy, serialize_proxy};
-use super::super::value::{Encoded, Received, Stored};
-use super::{Refused, Wait, builtin, call_answer, deadline, label, lock, proxy_type, wait_until};
+use super::super::value::Encoded;
+use super::{Refused, Wait, builtin, call_answer, deadline, label};
 use crate::error::{Error, Result};
 use crate::manager::Manager;
+use crate::queue::{JoinableQueue, TryPutError};
 
 const PUT: u16 = 0;
 const GET: u16 = 1;
@@ -32,27 +40,62 @@ const IS_EMPTY: u16 = 3;
 const IS_FULL: u16 = 4;
 const TASK_DONE: u16 = 5;
 const JOIN: u16 = 6;
+const NATIVE: u16 = 7;
 
-struct Items {
-    items: VecDeque<Stored>,
-    /// The most items it holds; 0 for no bound.
-    max: usize,
-    /// Items put and not yet marked done (for `join`).
-    unfinished: u64,
-}
+/// How long a blocked call waits on the native queue before it looks again at the manager (in
+/// a client) or at a shutdown and its caller (in the server).
+const SLICE: Duration = Duration::from_millis(100);
 
-impl Items {
-    fn is_full(&self) -> bool {
-        self.max > 0 && self.items.len() >= self.max
-    }
-}
+/// The items of a managed queue: encoded values, as clients put them.
+type Items = JoinableQueue<Encoded>;
 
 /// The server's queue.
 pub(crate) struct QueueObj {
-    state: Mutex<Items>,
-    not_empty: Condvar,
-    not_full: Condvar,
-    all_done: Condvar,
+    q: Items,
+}
+
+impl Drop for QueueObj {
+    /// Nobody holds a proxy any more; local clients may still hold the native queue: wake
+    /// them (the queue is shut down, which they report as the manager's shutdown).
+    fn drop(&mut self) {
+        self.q.shutdown(true);
+    }
+}
+
+/// Waits in slices until `attempt` gives an answer: between slices, the server's shutdown, the
+/// caller's death and the deadline end the wait.
+fn sliced<R>(
+    wait: Wait,
+    caller: SessionWatch,
+    mut attempt: impl FnMut(Duration) -> Option<R>,
+) -> std::result::Result<Option<R>, RemoteError> {
+    let deadline = deadline(wait);
+    loop {
+        let slice = match deadline {
+            None => SLICE,
+            Some(d) => SLICE.min(d.saturating_duration_since(Instant::now())),
+        };
+        if let Some(r) = attempt(slice) {
+            return Ok(Some(r));
+        }
+        if super::super::host::stopping() {
+            return Err(RemoteError::ShuttingDown);
+        }
+        if !caller.alive() {
+            return Err(RemoteError::State("the caller is gone".into()));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+/// A native queue's error in the server's terms.
+fn remote(e: Error) -> RemoteError {
+    match e {
+        Error::ShutDown => RemoteError::ShuttingDown,
+        other => RemoteError::State(other.to_string()),
+    }
 }
 
 impl Managed for QueueObj {
@@ -67,6 +110,7 @@ impl Managed for QueueObj {
             "Queue::is_full",
             "Queue::task_done",
             "Queue::join",
+            "Queue::native",
         ]
     );
 
@@ -76,136 +120,307 @@ impl Managed for QueueObj {
             .copied()
             .unwrap_or("Queue::?");
         let caller = SessionWatch::of(call);
+        let tcp = call.caller().tcp;
         match method {
-            PUT => call.read_try(this, name, |q, (item, wait): (Stored, Wait)| {
-                let guard = lock(&q.state);
-                let (mut items, r) =
-                    wait_until(&q.not_full, guard, deadline(wait), caller, |s| !s.is_full());
-                let refused = match r {
-                    Ok(()) => {
-                        items.items.push_back(item);
-                        items.unfinished += 1;
-                        drop(items);
-                        q.not_empty.notify_one();
-                        return Ok(Ok(()));
+            PUT => call.read_try(this, name, |q, (item, wait): (Encoded, Wait)| {
+                let mut item = Some(item);
+                let mut failed = None;
+                let put = sliced(wait, caller, |slice| {
+                    match q.q.put_timeout(item.take().expect("kept"), slice) {
+                        Ok(()) => Some(()),
+                        Err(TryPutError::Full(back)) => {
+                            item = Some(back);
+                            None
+                        }
+                        Err(TryPutError::Failed(_, e)) => {
+                            failed = Some(e);
+                            Some(())
+                        }
                     }
-                    Err(RemoteError::Timeout) => Ok(Err(Refused::Full)),
-                    Err(e) => Err(e),
-                };
-                // The item (and the references it holds) goes after the queue is unlocked.
-                drop(items);
-                drop(item);
-                refused
+                })?;
+                match (put, failed) {
+                    (_, Some(e)) => Err(remote(e)),
+                    (Some(()), None) => Ok(Ok(())),
+                    (None, None) => Ok(Err(Refused::Full)),
+                }
             }),
             GET => call.read_try(this, name, |q, (wait,): (Wait,)| {
-                let guard = lock(&q.state);
-                let (mut items, r) = wait_until(&q.not_empty, guard, deadline(wait), caller, |s| {
-                    !s.items.is_empty()
-                });
-                match r {
-                    Ok(()) => {
-                        let item = items.items.pop_front();
-                        drop(items);
-                        q.not_full.notify_one();
-                        Ok(item.ok_or(Refused::Empty))
+                let mut failed = None;
+                let got = sliced(wait, caller, |slice| match q.q.get_timeout(slice) {
+                    Ok(item) => Some(item),
+                    Err(Error::Empty) => None,
+                    Err(e) => {
+                        failed = Some(e);
+                        None
                     }
-                    Err(RemoteError::Timeout) => Ok(Err(Refused::Empty)),
+                });
+                if let Some(e) = failed {
+                    return Err(remote(e));
+                }
+                match got {
+                    Ok(Some(item)) if !caller.alive() => {
+                        // Its taker died while it waited: the item goes back for another.
+                        let _ = q.q.put(item);
+                        Err(RemoteError::State("the caller is gone".into()))
+                    }
+                    Ok(Some(item)) => Ok(Ok(item)),
+                    Ok(None) => Ok(Err(Refused::Empty)),
                     Err(e) => Err(e),
                 }
             }),
-            QSIZE => call.read(this, name, |q, ()| lock(&q.state).items.len()),
-            IS_EMPTY => call.read(this, name, |q, ()| lock(&q.state).items.is_empty()),
-            IS_FULL => call.read(this, name, |q, ()| lock(&q.state).is_full()),
-            TASK_DONE => call.read_try(this, name, |q, ()| {
-                let mut items = lock(&q.state);
-                if items.unfinished == 0 {
+            QSIZE => call.read(this, name, |q, ()| q.q.qsize()),
+            IS_EMPTY => call.read(this, name, |q, ()| q.q.is_empty()),
+            IS_FULL => call.read(this, name, |q, ()| q.q.is_full()),
+            TASK_DONE => call.read_try(this, name, |q, ()| q.q.task_done().map_err(remote)),
+            JOIN => call.read_try(this, name, |q, (wait,): (Wait,)| {
+                let mut failed = None;
+                let joined = sliced(wait, caller, |slice| match q.q.join_timeout(slice) {
+                    Ok(()) => Some(()),
+                    Err(Error::Timeout) => None,
+                    Err(e) => {
+                        failed = Some(e);
+                        Some(())
+                    }
+                })?;
+                match (joined, failed) {
+                    (_, Some(e)) => Err(remote(e)),
+                    (Some(()), None) => Ok(()),
+                    (None, None) => Err(RemoteError::Timeout),
+                }
+            }),
+            NATIVE => call.read_try(this, name, |q, ()| {
+                if tcp {
                     return Err(RemoteError::State(
-                        "task_done() called more times than there were items put".into(),
+                        "a queue's descriptors cannot cross TCP".into(),
                     ));
                 }
-                items.unfinished -= 1;
-                if items.unfinished == 0 {
-                    q.all_done.notify_all();
-                }
-                Ok(())
-            }),
-            JOIN => call.read_try(this, name, |q, (wait,): (Wait,)| {
-                let guard = lock(&q.state);
-                wait_until(&q.all_done, guard, deadline(wait), caller, |s| {
-                    s.unfinished == 0
-                })
-                .1
+                Ok(q.q.clone())
             }),
             other => Err(call.no_such_method::<Self>(other)),
         }
     }
 
     fn construct(_ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError> {
-        call.construct("Queue::new", |(max,): (usize,)| QueueObj {
-            state: Mutex::new(Items {
-                items: VecDeque::new(),
-                max,
-                unfinished: 0,
-            }),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
-            all_done: Condvar::new(),
-        })
+        call.construct("Queue::new", |(max,): (usize,)| {
+            let q = if max == 0 {
+                JoinableQueue::new()
+            } else {
+                JoinableQueue::bounded(max)
+            };
+            q.map(|q| QueueObj { q })
+        })?
+        .map_err(|e| RemoteError::State(format!("the manager cannot make a queue: {e}")))
     }
 }
 
-proxy_type!(
-    /// A proxy of a managed queue (Python's `manager.Queue(maxsize)`), with the methods of
-    /// [`mp::Queue`](crate::Queue): items are any `serde` type, including other proxies.
-    ///
-    /// Python programs use a manager's queue where `multiprocessing.Queue` cannot go (a pool's
-    /// arguments, another machine); here an `mp::Queue` can be passed to any worker, so a
-    /// managed queue is for sharing through a manager: by name with a remote client, or inside
-    /// another managed object (`ListProxy<QueueProxy<String>>`).
-    ///
-    /// ```
-    /// # fn main() -> mp::Result<()> {
-    /// use std::time::Duration;
-    /// let m = mp::Manager::start()?;
-    /// let q = m.bounded_queue::<String>(1)?;
-    /// q.put("a".into())?;
-    /// assert!(q.is_full()?);
-    /// assert!(matches!(q.try_put("b".into()), Err(mp::Error::Full)));
-    /// assert_eq!(q.get()?, "a");
-    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(mp::Error::Empty)));
-    /// # Ok(())
-    /// # }
-    /// ```
-    QueueProxy<T>,
-    "Queue"
-);
+/// A proxy of a managed queue (Python's `manager.Queue(maxsize)`), with the methods of
+/// [`mp::Queue`](crate::Queue): items are any `serde` type, including other proxies.
+///
+/// Python programs use a manager's queue where `multiprocessing.Queue` cannot go (a pool's
+/// arguments, another machine); here an `mp::Queue` can be passed to any worker, so a
+/// managed queue is for sharing through a manager: by name with a remote client, or inside
+/// another managed object (`ListProxy<QueueProxy<String>>`).
+///
+/// ```
+/// # fn main() -> mp::Result<()> {
+/// use std::time::Duration;
+/// let m = mp::Manager::start()?;
+/// let q = m.bounded_queue::<String>(1)?;
+/// q.put("a".into())?;
+/// assert!(q.is_full()?);
+/// assert!(matches!(q.try_put("b".into()), Err(mp::TryPutError::Full(b)) if b == "b"));
+/// assert_eq!(q.get()?, "a");
+/// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(mp::Error::Empty)));
+/// # Ok(())
+/// # }
+/// ```
+pub struct QueueProxy<T> {
+    r: ObjRef,
+    /// The server's native queue, once asked for (`None`: reached over TCP or from inside the
+    /// server, where every call goes to the server).
+    native: Arc<OnceLock<Option<Items>>>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for QueueProxy<T> {
+    fn clone(&self) -> Self {
+        QueueProxy {
+            r: self.r.clone(),
+            native: self.native.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for QueueProxy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueProxy({:?})", self.r)
+    }
+}
+
+impl<T> Proxy for QueueProxy<T> {
+    fn label() -> String {
+        label("Queue", &[std::any::type_name::<T>()])
+    }
+    fn from_ref(r: ObjRef) -> Self {
+        QueueProxy {
+            r,
+            native: Arc::new(OnceLock::new()),
+            _type: PhantomData,
+        }
+    }
+    fn obj_ref(&self) -> &ObjRef {
+        &self.r
+    }
+}
+
+impl<T> Serialize for QueueProxy<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_proxy(self, s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for QueueProxy<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        deserialize_proxy(d)
+    }
+}
+
+impl<T> QueueProxy<T> {
+    /// The native queue for this process, with its manager's link, if it is local.
+    fn native(&self) -> Result<Option<(&Items, Arc<super::super::link::Link>)>> {
+        let Some(link) = self.r.link() else {
+            return Ok(None);
+        };
+        let link = link?;
+        if link.is_tcp() {
+            return Ok(None);
+        }
+        if self.native.get().is_none() {
+            let q: Items = self.r.call(NATIVE, &())?;
+            let _ = self.native.set(Some(q));
+        }
+        Ok(self
+            .native
+            .get()
+            .and_then(Option::as_ref)
+            .map(|q| (q, link)))
+    }
+}
+
+/// A native queue's error in the proxy's terms: the queue is shut down when the manager drops
+/// it or shuts down.
+fn native_error(e: Error) -> Error {
+    match e {
+        Error::ShutDown => Error::ManagerShutdown,
+        other => other,
+    }
+}
+
+/// Waits in slices on the native queue until `attempt` answers: between slices the manager's
+/// life and the deadline are checked.
+fn native_sliced<R>(
+    link: &super::super::link::Link,
+    wait: Wait,
+    mut attempt: impl FnMut(Duration) -> Option<Result<R>>,
+) -> Result<Option<R>> {
+    let deadline = deadline(wait);
+    loop {
+        let slice = match deadline {
+            None => SLICE,
+            Some(d) => SLICE.min(d.saturating_duration_since(Instant::now())),
+        };
+        if let Some(r) = attempt(slice) {
+            return r.map(Some);
+        }
+        link.check_alive()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    /// Puts `item`, waiting up to `wait` for room (`None`: as long as it takes).
-    fn put_with(&self, item: &T, wait: Wait) -> Result<()> {
-        call_answer(&self.r, PUT, &(Encoded::of(item)?, wait))
+    /// Puts `item`, waiting up to `wait` for room (`None`: as long as it takes); gives it back
+    /// when the queue stayed full.
+    fn put_with(&self, item: T, wait: Wait) -> std::result::Result<(), TryPutError<T>> {
+        let encoded = match Encoded::of(&item) {
+            Ok(e) => e,
+            Err(e) => return Err(TryPutError::Failed(item, e)),
+        };
+        let native = match self.native() {
+            Ok(n) => n,
+            Err(e) => return Err(TryPutError::Failed(item, e)),
+        };
+        let Some((q, link)) = native else {
+            return match call_answer::<_, ()>(&self.r, PUT, &(encoded, wait)) {
+                Ok(()) => Ok(()),
+                Err(Error::Full) => Err(TryPutError::Full(item)),
+                Err(e) => Err(TryPutError::Failed(item, e)),
+            };
+        };
+        if let Err(e) = link.check_alive() {
+            return Err(TryPutError::Failed(item, e));
+        }
+        let mut encoded = Some(encoded);
+        let put = native_sliced(&link, wait, |slice| {
+            match q.put_timeout(encoded.take().expect("kept"), slice) {
+                Ok(()) => Some(Ok(())),
+                Err(TryPutError::Full(back)) => {
+                    encoded = Some(back);
+                    None
+                }
+                Err(TryPutError::Failed(_, e)) => Some(Err(native_error(e))),
+            }
+        });
+        match put {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(TryPutError::Full(item)),
+            Err(e) => Err(TryPutError::Failed(item, e)),
+        }
     }
 
     /// Takes the oldest item, waiting up to `wait` for one.
     fn get_with(&self, wait: Wait) -> Result<T> {
-        let item: Received = call_answer(&self.r, GET, &(wait,))?;
-        item.decode()
+        let Some((q, link)) = self.native()? else {
+            let item: Encoded = call_answer(&self.r, GET, &(wait,))?;
+            return item.decode();
+        };
+        link.check_alive()?;
+        // An item there now is taken without a look at the clock.
+        match q.try_get() {
+            Ok(item) => return item.decode(),
+            Err(Error::Empty) if wait == Some(Duration::ZERO) => return Err(Error::Empty),
+            Err(Error::Empty) => {}
+            Err(e) => return Err(native_error(e)),
+        }
+        let got = native_sliced(&link, wait, |slice| match q.get_timeout(slice) {
+            Ok(item) => Some(Ok(item)),
+            Err(Error::Empty) => None,
+            Err(e) => Some(Err(native_error(e))),
+        })?;
+        got.ok_or(Error::Empty)?.decode()
     }
 
     /// Puts `item`, waiting while a bounded queue is full. An item that cannot be encoded is
     /// [`Error::Codec`], and takes no room in the queue.
     pub fn put(&self, item: T) -> Result<()> {
-        self.put_with(&item, None)
+        self.put_with(item, None).map_err(Error::from)
     }
 
-    /// Puts `item`, waiting at most `timeout` for room; [`Error::Full`] if none came.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<()> {
-        self.put_with(&item, Some(timeout))
+    /// Puts `item`, waiting at most `timeout` for room; [`TryPutError::Full`], with the item, if
+    /// none came (`?` turns it into [`Error::Full`]).
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TryPutError<T>> {
+        self.put_with(item, Some(timeout))
     }
 
-    /// Puts `item` if there is room now; [`Error::Full`] otherwise.
-    pub fn try_put(&self, item: T) -> Result<()> {
-        self.put_with(&item, Some(Duration::ZERO))
+    /// Puts `item` if there is room now; [`TryPutError::Full`] with the item otherwise.
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        self.put_with(item, Some(Duration::ZERO))
     }
 
     /// Takes the oldest item, waiting until there is one. If the manager shuts down meanwhile,
@@ -226,17 +441,26 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// The number of items in the queue.
     pub fn qsize(&self) -> Result<usize> {
-        self.r.call(QSIZE, &())
+        match self.native()? {
+            Some((q, link)) => link.check_alive().map(|()| q.qsize()),
+            None => self.r.call(QSIZE, &()),
+        }
     }
 
     /// Whether the queue holds no items.
     pub fn is_empty(&self) -> Result<bool> {
-        self.r.call(IS_EMPTY, &())
+        match self.native()? {
+            Some((q, link)) => link.check_alive().map(|()| q.is_empty()),
+            None => self.r.call(IS_EMPTY, &()),
+        }
     }
 
     /// Whether a bounded queue holds its maximum (always false when unbounded).
     pub fn is_full(&self) -> Result<bool> {
-        self.r.call(IS_FULL, &())
+        match self.native()? {
+            Some((q, link)) => link.check_alive().map(|()| q.is_full()),
+            None => self.r.call(IS_FULL, &()),
+        }
     }
 }
 
@@ -312,18 +536,36 @@ impl<T> JoinableQueueProxy<T> {
     /// Marks one item taken with `get` as processed. Calling it more times than items were put
     /// is [`Error::InvalidState`].
     pub fn task_done(&self) -> Result<()> {
-        self.q.r.call(TASK_DONE, &())
+        match self.q.native()? {
+            Some((q, link)) => {
+                link.check_alive()?;
+                q.task_done().map_err(native_error)
+            }
+            None => self.q.r.call(TASK_DONE, &()),
+        }
     }
 
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<()> {
-        self.q.r.call(JOIN, &(None::<Duration>,))
+        self.join_with(None)
     }
 
     /// Like [`join`](JoinableQueueProxy::join), giving up after `timeout` with
     /// [`Error::Timeout`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.q.r.call(JOIN, &(Some(timeout),))
+        self.join_with(Some(timeout))
+    }
+
+    fn join_with(&self, wait: Wait) -> Result<()> {
+        let Some((q, link)) = self.q.native()? else {
+            return self.q.r.call(JOIN, &(wait,));
+        };
+        let joined = native_sliced(&link, wait, |slice| match q.join_timeout(slice) {
+            Ok(()) => Some(Ok(())),
+            Err(Error::Timeout) => None,
+            Err(e) => Some(Err(native_error(e))),
+        })?;
+        joined.ok_or(Error::Timeout)
     }
 }
 

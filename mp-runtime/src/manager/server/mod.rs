@@ -320,6 +320,7 @@ impl Host for Server {
             Caller {
                 session: 0,
                 conn: 0,
+                tcp: false,
             },
             obj,
         );

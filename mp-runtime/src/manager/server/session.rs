@@ -37,7 +37,11 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
             return;
         }
     };
-    let caller = Caller { session, conn };
+    let caller = Caller {
+        session,
+        conn,
+        tcp: wire.is_tcp(),
+    };
     if wire
         .send(&Welcome::Accepted {
             session,
