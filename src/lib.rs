@@ -109,7 +109,7 @@ pub mod coming_from_rayon {}
 
 pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
-    ActiveChild, Address, Array, ArrayGuard, AsyncResult, Barrier, BarrierBuilder,
+    ActiveChild, Address, Array, ArrayGuard, AsyncResult, Backend, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
     JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, OneArg, ParentProcess, Pipe,
@@ -120,6 +120,11 @@ pub use mp_runtime::{
     get_context, get_start_method, manager, parent_process, set_authkey, set_start_method,
     set_start_method_force, shared_memory,
 };
+
+/// Pools and executors on the ranks of an MPI job (the `mpi` feature): see
+/// [`mp::cluster`](mp_runtime::cluster).
+#[cfg(feature = "mpi")]
+pub use mp_runtime::cluster;
 
 /// The traits `Pod` and `Zeroable` (bytemuck's, for [`Value`] and [`Array`]) come in through a
 /// glob so that the derive macros of the same names are `mp`'s own, which name the traits by

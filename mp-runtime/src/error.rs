@@ -252,6 +252,38 @@ pub enum Error {
         /// Which argument and why.
         message: String,
     },
+
+    /// A cluster pool (`mp::cluster`, `mpi` feature) has no node agents to run on: the program
+    /// was not started by `mpiexec`/`srun`, was started with one rank, or its `main` is not
+    /// marked `#[mp::main]`. `hint` says which and how to launch it.
+    #[error("no cluster peers to run workers on: {hint}")]
+    NoClusterPeers {
+        /// What was found and what to do.
+        hint: String,
+    },
+
+    /// A node agent of a cluster pool runs a program whose registered workers differ from
+    /// this one's (another build, or another binary given to `mpiexec`). Returned by `build`,
+    /// before any task runs; launch the same build on every rank.
+    #[error("rank {rank} runs a different build of the program: {message}")]
+    ClusterMismatch {
+        /// The MPI rank of the agent that differs.
+        rank: usize,
+        /// What differs (workers missing, extra, or with other types).
+        message: String,
+    },
+
+    /// A task (or initializer) for a cluster pool carries OS handles (connections, queues,
+    /// locks, shared memory, `Handle`), which mean nothing on another machine. Returned at
+    /// submit; nothing was sent. Pass plain data to cluster workers.
+    #[error(
+        "`{type_name}` carries OS handles (connections, queues, locks, shared memory), which \
+         cannot cross to another node; pass plain data to workers of a cluster pool"
+    )]
+    NotPortable {
+        /// The type of the arguments that carried them.
+        type_name: String,
+    },
 }
 
 /// `Result<T, mp::Error>`.

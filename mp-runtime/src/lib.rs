@@ -53,6 +53,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "mpi")]
+pub mod cluster;
 mod codec;
 pub mod connection;
 mod context;
@@ -89,7 +91,7 @@ pub use identity::{
 };
 pub use listener::{Address, Client, IntoAddress, Listener};
 pub use manager::{Manager, ManagerBuilder};
-pub use pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder};
+pub use pool::{AsyncResult, Backend, Callbacks, IMap, Pool, PoolBuilder};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
@@ -142,18 +144,44 @@ pub mod __private {
     };
 
     /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the
-    /// constructor did not run), runs `main`, then joins non-daemon children and terminates
-    /// daemon ones, even if `main` panics.
-    pub fn main<T>(body: impl FnOnce() -> T) -> T {
+    /// constructor did not run), or the role its launcher gave it (an MPI rank other than 0
+    /// serves as a node agent and never runs `main`), runs `main`, then joins non-daemon
+    /// children and terminates daemon ones, even if `main` panics.
+    pub fn main<T: std::process::Termination>(body: impl FnOnce() -> T) -> T {
         crate::roles::enter_if_requested();
-        struct AtExit;
+        struct AtExit(Vec<crate::roles::AtMainEnd>);
         impl Drop for AtExit {
             fn drop(&mut self) {
                 crate::process::children::shutdown();
+                // Only reached with ends left when `main` panicked.
+                for end in self.0.drain(..) {
+                    end(101);
+                }
             }
         }
-        let _at_exit = AtExit;
-        body()
+        let mut at_exit = AtExit(crate::roles::enter_at_main());
+        let out = body();
+        if at_exit.0.is_empty() {
+            return out;
+        }
+        // A role needs `main`'s exit code: report it here (as returning would) and exit with it.
+        let code = exit_code(out.report());
+        let ends = std::mem::take(&mut at_exit.0);
+        drop(at_exit);
+        for end in ends {
+            end(code);
+        }
+        std::process::exit(code)
+    }
+
+    /// The number in an `ExitCode` (which does not expose it): the one code it equals.
+    fn exit_code(code: std::process::ExitCode) -> i32 {
+        if code == std::process::ExitCode::SUCCESS {
+            return 0;
+        }
+        (1..=255u8)
+            .find(|n| std::process::ExitCode::from(*n) == code)
+            .map_or(1, i32::from)
     }
 
     /// Test support: starts a child with a hand-made bootstrap frame (`payload` as the frame
@@ -205,6 +233,13 @@ pub mod __private {
         faults: &StartFaults,
     ) -> crate::ExecutorBuilder {
         builder.start_faults(faults)
+    }
+
+    /// Test support: this process's registry differs by `line` from the other ranks' (call it
+    /// before `main` starts on the ranks that are to differ).
+    #[cfg(feature = "mpi")]
+    pub fn cluster_skew_registry(line: &str) {
+        crate::cluster::skew_registry(line)
     }
 
     /// Test support: takes `queue`'s internal lock and never gives it back, so that a test can

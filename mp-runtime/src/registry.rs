@@ -15,12 +15,25 @@ pub type EntryFn = fn(Input<'_>) -> Outcome;
 pub struct WorkerEntry {
     name: &'static str,
     entry: EntryFn,
+    signature: &'static str,
 }
 
 impl WorkerEntry {
     #[doc(hidden)]
     pub const fn new(name: &'static str, entry: EntryFn) -> Self {
-        WorkerEntry { name, entry }
+        WorkerEntry {
+            name,
+            entry,
+            signature: "",
+        }
+    }
+
+    /// The worker's argument and result types as written, and its crate's version: what a
+    /// cluster compares between ranks (`registry_lines`).
+    #[doc(hidden)]
+    pub const fn with_signature(mut self, signature: &'static str) -> Self {
+        self.signature = signature;
+        self
     }
 }
 
@@ -47,6 +60,32 @@ fn table() -> &'static HashMap<&'static str, Slot> {
         }
         map
     })
+}
+
+/// Every registered worker as `name: signature`, sorted, with the runtime's version: equal on
+/// two processes exactly when they run the same workers with the same types (a cluster's
+/// registry check).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn registry_lines() -> Vec<String> {
+    let mut lines: Vec<String> = inventory::iter::<WorkerEntry>
+        .into_iter()
+        .map(|w| format!("{}: {}", w.name, w.signature))
+        .collect();
+    lines.sort();
+    lines.insert(0, format!("mp-runtime {}", env!("CARGO_PKG_VERSION")));
+    lines
+}
+
+/// The `'static` name of a registered worker (runtime workers included), if there is one.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn static_name(name: &str) -> Option<&'static str> {
+    if let Some((n, _)) = INTERNAL
+        .get()
+        .and_then(|table| table.iter().find(|(n, _)| *n == name))
+    {
+        return Some(n);
+    }
+    table().get_key_value(name).map(|(n, _)| *n)
 }
 
 /// The runtime's own workers (the pool's worker loop, ...), by name.
@@ -111,7 +150,10 @@ mod tests {
     fn display_names_drop_only_the_location() {
         assert_eq!(display_name("app::square@12:1"), "app::square");
         assert_eq!(display_name("app::square"), "app::square");
-        assert_eq!(display_name("mp::pool::worker_loop"), "mp::pool::worker_loop");
+        assert_eq!(
+            display_name("mp::pool::worker_loop"),
+            "mp::pool::worker_loop"
+        );
         assert_eq!(display_name("odd@name"), "odd@name");
     }
 }

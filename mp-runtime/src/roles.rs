@@ -15,6 +15,13 @@
 //! | pool worker | the internal worker `mp::pool::worker_loop`, run by a worker child | `pool::worker_loop` |
 //! | manager server | the internal worker `mp::manager::server`, run by a worker child | `manager::server` |
 //!
+//! A process started by another launcher takes its role where `#[mp::main]` begins instead
+//! (`enter_at_main`): that launcher, not `mp`, says what it is.
+//!
+//! | role | entered through | module |
+//! |---|---|---|
+//! | cluster node agent (`mpi` feature) | an MPI rank other than 0, at `#[mp::main]` | `cluster::session` |
+//!
 //! Fork and fork-server children skip the environment: they call
 //! `process::worker_child::run_child` right after `fork`. The runtime's own workers are listed
 //! here too and handed to the registry, which cannot name them itself.
@@ -26,6 +33,8 @@
 use std::convert::Infallible;
 use std::panic::catch_unwind;
 
+#[cfg(feature = "mpi")]
+use crate::cluster;
 use crate::process::{forkserver, spawn::ROLE_ENV_PREFIX, worker_child};
 use crate::registry::{self, InternalWorkers};
 use crate::shm::tracker;
@@ -51,6 +60,24 @@ const ROLES: &[Role] = &[
     Role {
         env: tracker::ENV_TRACKER,
         enter: tracker::enter,
+    },
+];
+
+/// Called with `main`'s exit code (101 if it panicked) once it has returned and this process's
+/// children are joined, by a role entered at `main` whose process runs `main` (MPI rank 0).
+pub(crate) type AtMainEnd = Box<dyn FnOnce(i32)>;
+
+/// A role entered where `#[mp::main]` begins, for processes another launcher started.
+struct MainRole {
+    /// Becomes the role (never returns) if this process is to take it; otherwise returns, with
+    /// what to do when `main` ends, if anything.
+    enter: fn() -> Option<AtMainEnd>,
+}
+
+const MAIN_ROLES: &[MainRole] = &[
+    #[cfg(feature = "mpi")]
+    MainRole {
+        enter: cluster::session::enter_at_main,
     },
 ];
 
@@ -112,6 +139,12 @@ pub fn enter_if_requested() {
             sys::exit_now(1);
         }
     }
+}
+
+/// Enters the role another launcher gave this process, if any (never returns then); else
+/// returns what must run when `main` ends. Called by `#[mp::main]` before the user's code.
+pub fn enter_at_main() -> Vec<AtMainEnd> {
+    MAIN_ROLES.iter().filter_map(|r| (r.enter)()).collect()
 }
 
 fn take_env(name: &str) -> Option<String> {

@@ -27,6 +27,14 @@ pub(crate) fn expand(args: &Args, item: syn::ItemImpl) -> TokenStream {
 
             #krate::__private::inventory::submit! {
                 #krate::__private::WorkerEntry::new(#registered, __mp_entry)
+                .with_signature(::core::concat!(
+                    "run(",
+                    ::core::stringify!(#ty),
+                    ") @ ",
+                    ::core::env!("CARGO_PKG_NAME"),
+                    " ",
+                    ::core::env!("CARGO_PKG_VERSION"),
+                ))
             }
 
             impl #krate::RegisteredRun for #ty {

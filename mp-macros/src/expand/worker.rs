@@ -112,6 +112,13 @@ pub(crate) fn expand(args: &Args, f: syn::ItemFn) -> TokenStream {
 
             #krate::__private::inventory::submit! {
                 #krate::__private::WorkerEntry::new(#registered, __mp_entry)
+                .with_signature(::core::concat!(
+                    ::core::stringify!(fn(#(#tys),*) -> #ret),
+                    " @ ",
+                    ::core::env!("CARGO_PKG_NAME"),
+                    " ",
+                    ::core::env!("CARGO_PKG_VERSION"),
+                ))
             }
 
             #krate::WorkerFn::new(#registered, #fn_name as fn(#(#tys),*) -> #ret)

@@ -91,6 +91,21 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Where the workers run (see [`PoolBuilder::backend`]): on an MPI cluster, the executor
+    /// has up to [`processes_per_node`](ExecutorBuilder::processes_per_node) workers on each
+    /// node agent, and `max_workers` is not given.
+    pub fn backend(mut self, backend: impl Into<crate::pool::Backend>) -> Self {
+        self.inner = self.inner.backend(backend);
+        self
+    }
+
+    /// Worker processes on each node of a cluster backend (see
+    /// [`PoolBuilder::processes_per_node`]).
+    pub fn processes_per_node(mut self, n: usize) -> Self {
+        self.inner = self.inner.processes_per_node(n);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &crate::pool::StartFaults) -> Self {
         self.inner = self.inner.start_faults(faults);
@@ -99,10 +114,12 @@ impl ExecutorBuilder {
 
     /// Makes the executor. No process starts until work is submitted.
     pub fn build(self) -> Result<ProcessPoolExecutor> {
-        let n = self.max_workers.unwrap_or_else(crate::identity::cpu_count);
-        let (core, launcher, _method, mut cfg) = self.inner.into_parts(n, "ProcessPoolWorker")?;
+        let (core, launcher, _method, mut cfg) = self
+            .inner
+            .into_parts(self.max_workers, "ProcessPoolWorker")?;
         cfg.lazy = true;
-        let thread = scheduler::spawn(core.clone(), Box::new(launcher), Vec::new(), cfg)?;
+        let n = cfg.processes;
+        let thread = scheduler::spawn(core.clone(), launcher, Vec::new(), cfg)?;
         Ok(ProcessPoolExecutor {
             core,
             thread: Mutex::new(Some(thread)),

@@ -1,7 +1,8 @@
 //! Where pool workers come from. The scheduler only sees [`Launcher`] and [`Link`]: a stream
 //! socket to send jobs and read results on, a descriptor that becomes readable when the worker is
 //! gone, and a way to kill and reap it. [`LocalLauncher`] starts local processes with any start
-//! method; another backend (workers on other machines) implements the same two traits.
+//! method; another backend (workers on other machines) implements the same two traits, and
+//! [`Remote`] to be chosen with [`Backend`] (the cluster module, with the `mpi` feature).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -19,6 +20,13 @@ use crate::transport::socket::stream_pair;
 pub(crate) trait Launcher: Send {
     /// Starts one worker, running the pool's initializer (if any) before its first job.
     fn launch(&mut self) -> Result<Box<dyn Link>>;
+
+    /// How much work a worker should hold so that it never waits for its next job, as run time
+    /// in nanoseconds and at most that many jobs: about one round trip to it. A local worker is
+    /// a socket away; a remote one further.
+    fn work_ahead(&self) -> (u64, usize) {
+        (200_000, 64)
+    }
 }
 
 /// The scheduler's hold on one started worker.
@@ -33,6 +41,61 @@ pub(crate) trait Link: Send {
     fn kill(&self);
     /// Waits for the worker to exit and returns Python's exit code (`-N` for signal `N`).
     fn reap(&mut self) -> i32;
+}
+
+/// Where a pool's (or an executor's) workers run: on this machine (the default,
+/// [`Backend::local`]), or on the ranks of an MPI job (`mp::cluster::Mpi`, with the `mpi`
+/// feature). Given to [`PoolBuilder::backend`](crate::PoolBuilder::backend).
+#[derive(Clone, Default)]
+pub struct Backend(Option<Arc<dyn Remote>>);
+
+impl Backend {
+    /// Worker processes on this machine: an ordinary pool.
+    pub fn local() -> Backend {
+        Backend(None)
+    }
+
+    /// Workers on other machines, started through `remote`.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn remote(remote: Arc<dyn Remote>) -> Backend {
+        Backend(Some(remote))
+    }
+
+    pub(crate) fn as_remote(&self) -> Option<&dyn Remote> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Backend::local()"),
+            Some(r) => f.write_str(r.name()),
+        }
+    }
+}
+
+/// A backend whose workers are not this machine's processes.
+pub(crate) trait Remote: Send + Sync {
+    /// How the user named it (`Debug` of [`Backend`]).
+    fn name(&self) -> &'static str;
+    /// Checks that the workers can be had and makes their launcher, with the number of workers
+    /// a full pool has; `None` when the pool is to run locally after all (an automatic choice
+    /// outside a cluster).
+    fn connect(&self, spec: RemoteSpec) -> Result<Option<(Box<dyn Launcher>, usize)>>;
+}
+
+/// What a remote backend needs to start workers.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) struct RemoteSpec {
+    /// The pool size asked for with `processes` (a local pool's), if any.
+    pub(crate) processes: Option<usize>,
+    /// Workers per node (`processes_per_node`), if given.
+    pub(crate) per_node: Option<usize>,
+    /// The start method of the worker processes on each node.
+    pub(crate) method: StartMethod,
+    /// The pool's initializer (without descriptors: refused before).
+    pub(crate) init: Option<(&'static str, Vec<u8>)>,
 }
 
 /// An initializer: registered worker name and encoded arguments.

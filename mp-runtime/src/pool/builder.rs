@@ -3,7 +3,7 @@
 use std::os::fd::OwnedFd;
 
 use super::Pool;
-use super::backend::{InitSpec, Launcher, Link, LocalLauncher, StartFaults};
+use super::backend::{Backend, InitSpec, Launcher, Link, LocalLauncher, RemoteSpec, StartFaults};
 use super::scheduler::{self, Config, Core};
 use crate::codec;
 use crate::context::Context;
@@ -42,6 +42,8 @@ pub struct PoolBuilder {
     method: Option<StartMethod>,
     max_in_flight: Option<usize>,
     faults: Option<StartFaults>,
+    backend: Backend,
+    per_node: Option<usize>,
 }
 
 impl PoolBuilder {
@@ -56,7 +58,8 @@ impl PoolBuilder {
     /// `initializer`/`initargs`). If it fails (panics or returns `Err`), the pool is broken:
     /// every task fails with [`Error::PoolBroken`] carrying the initializer's error.
     pub fn initializer<W: Worker>(mut self, worker: W, args: W::Args) -> Self {
-        self.init = Some(codec::encode_owned(&args).map(|(b, f)| (worker.name(), b, f)));
+        let type_name = std::any::type_name::<W::Args>();
+        self.init = Some(codec::encode_owned(&args).map(|(b, f)| (worker.name(), b, f, type_name)));
         self
     }
 
@@ -86,6 +89,24 @@ impl PoolBuilder {
         self
     }
 
+    /// Where the workers run: [`Backend::local`] (the default), or the ranks of an MPI job
+    /// (`mp::cluster::Mpi::world()`, with the `mpi` feature), with the same methods and
+    /// semantics. A cluster pool has [`processes_per_node`](PoolBuilder::processes_per_node)
+    /// workers on each node agent; its tasks' arguments must not carry OS handles
+    /// ([`Error::NotPortable`]).
+    pub fn backend(mut self, backend: impl Into<Backend>) -> Self {
+        self.backend = backend.into();
+        self
+    }
+
+    /// Worker processes on each node of a cluster backend (default: this machine's
+    /// [`cpu_count()`](crate::cpu_count)). Zero is [`Error::InvalidArgument`]. A local pool
+    /// ignores it: its size is [`processes`](PoolBuilder::processes).
+    pub fn processes_per_node(mut self, n: usize) -> Self {
+        self.per_node = Some(n);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &StartFaults) -> Self {
         self.faults = Some(faults.clone());
@@ -95,10 +116,10 @@ impl PoolBuilder {
     /// Starts the worker processes. If one cannot be started, those already started are killed
     /// and the error is returned.
     pub fn build(self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::identity::cpu_count);
-        let parts = self.into_parts(processes, "PoolWorker")?;
-        let mut links = Vec::with_capacity(processes);
+        let parts = self.into_parts(None, "PoolWorker")?;
         let (core, mut launcher, method, cfg) = parts;
+        let processes = cfg.processes;
+        let mut links = Vec::with_capacity(processes);
         for _ in 0..processes {
             match launcher.launch() {
                 Ok(l) => links.push(l),
@@ -108,7 +129,7 @@ impl PoolBuilder {
                 }
             }
         }
-        let thread = scheduler::spawn(core.clone(), Box::new(launcher), links, cfg)?;
+        let thread = scheduler::spawn(core.clone(), launcher, links, cfg)?;
         Ok(Pool {
             core,
             thread: std::sync::Mutex::new(Some(thread)),
@@ -118,12 +139,15 @@ impl PoolBuilder {
     }
 
     /// Validates the options and makes the shared state and launcher (also used by the
-    /// executor, whose workers start on demand).
+    /// executor, whose workers start on demand). `processes` overrides the builder's (the
+    /// executor's `max_workers`); the pool's size is `Config::processes`.
     pub(crate) fn into_parts(
         self,
-        processes: usize,
+        processes: Option<usize>,
         prefix: &'static str,
-    ) -> Result<(std::sync::Arc<Core>, LocalLauncher, StartMethod, Config)> {
+    ) -> Result<Parts> {
+        let asked = processes.or(self.processes);
+        let processes = asked.unwrap_or_else(crate::identity::cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument {
                 message: "processes must be at least 1".into(),
@@ -139,20 +163,49 @@ impl PoolBuilder {
                 message: "max_tasks_in_flight must be at least 1".into(),
             });
         }
+        if self.per_node == Some(0) {
+            return Err(Error::InvalidArgument {
+                message: "processes_per_node must be at least 1".into(),
+            });
+        }
         let init = match self.init {
             None => None,
             Some(r) => {
-                let (name, args, fds) = r?;
+                let (name, args, fds, type_name) = r?;
                 crate::registry::find(name)?;
-                Some(InitSpec { name, args, fds })
+                Some((InitSpec { name, args, fds }, type_name))
             }
         };
         let method = self.method.unwrap_or_else(get_start_method);
-        let core = Core::new(self.max_in_flight)?;
+        if let Some(remote) = self.backend.as_remote() {
+            let spec = RemoteSpec {
+                processes: asked,
+                per_node: self.per_node,
+                method,
+                init: init.as_ref().map(|(i, _)| (i.name, i.args.clone())),
+            };
+            if let Some((launcher, workers)) = remote.connect(spec)? {
+                if let Some((i, type_name)) = &init
+                    && !i.fds.is_empty()
+                {
+                    return Err(Error::NotPortable {
+                        type_name: (*type_name).to_owned(),
+                    });
+                }
+                let core = Core::new(self.max_in_flight, true)?;
+                let cfg = Config {
+                    processes: workers,
+                    max_tasks_per_child: self.max_tasks_per_child,
+                    lazy: false,
+                };
+                return Ok((core, launcher, method, cfg));
+            }
+        }
+        let core = Core::new(self.max_in_flight, false)?;
         let launcher = LocalLauncher {
             method,
             prefix,
-            init,
+            init: init.map(|(spec, _)| spec),
             started: 0,
             faults: self.faults,
         };
@@ -161,12 +214,16 @@ impl PoolBuilder {
             max_tasks_per_child: self.max_tasks_per_child,
             lazy: false,
         };
-        Ok((core, launcher, method, cfg))
+        Ok((core, Box::new(launcher), method, cfg))
     }
 }
 
-/// An initializer's registered name, encoded arguments and their descriptors.
-type EncodedInit = (&'static str, Vec<u8>, Vec<OwnedFd>);
+/// What a builder makes: the state shared with the scheduler, the launcher of its workers,
+/// their start method and the scheduler's configuration.
+pub(crate) type Parts = (std::sync::Arc<Core>, Box<dyn Launcher>, StartMethod, Config);
+
+/// An initializer's registered name, encoded arguments, their descriptors and their type.
+type EncodedInit = (&'static str, Vec<u8>, Vec<OwnedFd>, &'static str);
 
 fn kill_all(links: Vec<Box<dyn Link>>) {
     for l in &links {

@@ -146,12 +146,15 @@ where
             let sink: Arc<dyn Sink> = self.sink.clone();
             let submitted = super::encode_part(&items).and_then(|c| {
                 self.core
+                    .ensure_portable(&c, std::any::type_name::<I::Item>())?;
+                self.core
                     .submit(Task::new(self.worker, index, c, sink), true)
             });
             if let Err(e) = submitted {
-                // An item that cannot be encoded fails its chunk; a terminated pool also ends
-                // the iteration (an endless input would otherwise yield errors forever).
-                if !matches!(e, Error::Codec { .. }) {
+                // An item that cannot be encoded (or not sent to another machine) fails its
+                // chunk; a terminated pool also ends the iteration (an endless input would
+                // otherwise yield errors forever).
+                if !matches!(e, Error::Codec { .. } | Error::NotPortable { .. }) {
                     self.exhausted = true;
                 }
                 let text = e.to_string();
@@ -159,6 +162,9 @@ where
                     Err(match &e {
                         Error::Codec { message } => Error::Codec {
                             message: message.clone(),
+                        },
+                        Error::NotPortable { type_name } => Error::NotPortable {
+                            type_name: type_name.clone(),
                         },
                         _ => Error::state(text.clone()),
                     })

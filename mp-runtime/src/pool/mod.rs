@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use self::async_result::MapSink;
 pub use self::async_result::{AsyncResult, Callbacks};
 pub(crate) use self::async_result::{Cell, OneSink, Watcher};
-pub use self::backend::StartFaults;
+pub use self::backend::{Backend, StartFaults};
 pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;
@@ -292,6 +292,8 @@ impl Pool {
         // submitted still run, their results are dropped.
         for (index, part) in items.chunks(chunksize).enumerate() {
             let chunk = encode_part(part)?;
+            self.core
+                .ensure_portable(&chunk, std::any::type_name::<T>())?;
             let sink: Arc<dyn Sink> = sink.clone();
             self.core
                 .submit(Task::new(name, index, chunk, sink), false)?;
@@ -462,7 +464,9 @@ pub(crate) fn submit_one<A: Serialize>(
 ) -> Result<u64> {
     let mut scratch = Vec::new();
     let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1, &mut scratch);
-    let mut task = Task::new(name, 0, chunk?, sink);
+    let chunk = chunk?;
+    core.ensure_portable(&chunk, std::any::type_name::<A>())?;
+    let mut task = Task::new(name, 0, chunk, sink);
     task.started = started;
     core.submit(task, false)
 }

@@ -10,7 +10,8 @@
 //!
 //! A worker may hold several jobs at once (sent ahead, so that it never waits for a round trip
 //! between short jobs): up to 64 when jobs take microseconds, 2 when they take 100 µs or more,
-//! so that long jobs still spread evenly over the workers.
+//! so that long jobs still spread evenly over the workers (a backend whose workers are further
+//! than a socket away asks for more, `Launcher::work_ahead`).
 //!
 //! A worker that cannot be started (process or descriptor limit) is tried again after a backoff
 //! (10 ms doubling to 1 s), timed by the scheduler's own poll, until the pool is whole again (or,
@@ -149,10 +150,12 @@ pub(crate) struct Core {
     wake: EventFd,
     /// The scheduler thread, which must never wait for itself (a callback may drop the pool).
     scheduler: std::sync::OnceLock<std::thread::ThreadId>,
+    /// The workers run on other machines: tasks carrying OS handles are refused at submit.
+    portable_only: bool,
 }
 
 impl Core {
-    pub(crate) fn new(max_in_flight: Option<usize>) -> Result<Arc<Core>> {
+    pub(crate) fn new(max_in_flight: Option<usize>, portable_only: bool) -> Result<Arc<Core>> {
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
         Ok(Arc::new(Core {
@@ -164,6 +167,7 @@ impl Core {
             finished: Condvar::new(),
             wake,
             scheduler: std::sync::OnceLock::new(),
+            portable_only,
         }))
     }
 
@@ -285,6 +289,17 @@ impl Core {
         let rest = partial.then_some((buf, sent));
         st.handed.push(Handed { key, task, rest });
         Ok(partial)
+    }
+
+    /// Fails with [`Error::NotPortable`] if the workers are on other machines and `chunk`, of
+    /// items of type `type_name`, carries OS handles. Checked before a chunk is submitted.
+    pub(crate) fn ensure_portable(&self, chunk: &Chunk, type_name: &str) -> Result<()> {
+        if self.portable_only && !chunk.fds.is_empty() {
+            return Err(Error::NotPortable {
+                type_name: type_name.trim_start_matches('&').to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Fails `err` unless new tasks may be submitted.
@@ -654,9 +669,10 @@ pub(crate) fn spawn(
 
 impl Scheduler {
     fn depth(&self) -> usize {
+        let (ahead_ns, most) = self.launcher.work_ahead();
         match self.job_ns {
             0 => 2,
-            ns => (200_000 / ns).clamp(2, 64) as usize,
+            ns => ((ahead_ns / ns) as usize).clamp(2, most.max(2)),
         }
     }
 
@@ -1279,7 +1295,7 @@ mod tests {
             workers: wtx,
         };
         let first = launcher.launch().unwrap();
-        let core = Core::new(None).unwrap();
+        let core = Core::new(None, false).unwrap();
         let cfg = Config {
             processes: 1,
             max_tasks_per_child: None,

@@ -124,6 +124,12 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
 
+    /// How many bytes were read so far.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     pub(crate) fn string(&mut self) -> Result<String> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
     }

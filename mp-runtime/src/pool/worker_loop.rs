@@ -74,6 +74,7 @@ fn run_initializer(
     fds: Vec<OwnedFd>,
 ) -> std::result::Result<(), String> {
     let f = registry::find(name).map_err(|e| e.to_string())?;
+    let name = registry::display_name(name);
     match run_one(
         f,
         Input {

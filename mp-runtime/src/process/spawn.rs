@@ -15,6 +15,19 @@ use crate::sys::posix_spawn;
 /// this; a spawned process never inherits one from its parent, only gets the one it is given.
 pub(crate) const ROLE_ENV_PREFIX: &str = "MP_RUNTIME_";
 
+/// Variables a spawned process never inherits: the role variables, and those through which an
+/// MPI launcher (MPICH's Hydra, PMIx, Open MPI) tells a process that it is a rank. A process of
+/// `mp` is never a rank: with them, an MPI library in it would try to join the job (and its
+/// `PMI_FD` names a descriptor it does not have).
+const NOT_INHERITED: &[&str] = &[
+    ROLE_ENV_PREFIX,
+    "PMI_",
+    "PMIX_",
+    "HYDRA_",
+    "OMPI_",
+    "MPI_LOCAL",
+];
+
 /// The descriptor number the child finds its bootstrap socket at.
 pub(crate) const CHILD_FD: i32 = 3;
 
@@ -37,7 +50,11 @@ pub(crate) fn spawn_self(extra: &[(&str, String)], fds: &[(OwnedFd, i32)]) -> Re
     let argv = vec![cstring(argv0.into_vec())?];
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k.as_encoded_bytes().starts_with(ROLE_ENV_PREFIX.as_bytes()) {
+        let k_bytes = k.as_encoded_bytes();
+        if NOT_INHERITED
+            .iter()
+            .any(|p| k_bytes.starts_with(p.as_bytes()))
+        {
             continue;
         }
         let mut kv = k.into_vec();

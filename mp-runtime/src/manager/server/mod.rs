@@ -149,6 +149,7 @@ fn fresh_name() -> String {
 
 fn run_initializer(name: &str, args: &[u8], fds: Vec<OwnedFd>) -> std::result::Result<(), String> {
     let f = crate::registry::find(name).map_err(|e| e.to_string())?;
+    let name = crate::registry::display_name(name);
     let input = Input {
         bytes: args,
         fds,

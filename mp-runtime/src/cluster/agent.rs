@@ -1,0 +1,425 @@
+//! A node agent: what a rank other than 0 runs instead of `main`. It keeps an ordinary local
+//! pool of worker processes, started as rank 0 asks (with the local backend's launcher), and
+//! relays each worker's byte stream to and from rank 0. It decides nothing: rank 0's scheduler
+//! does (which job goes where, retries, replacements), as it does for a local pool.
+//!
+//! A worker's answers are forwarded frame by frame. A frame that carries descriptors (a result
+//! holding an OS handle) cannot leave the node: it is replaced by an answer that fails each of
+//! its items with a message that says so. When a worker process exits (killed, crashed, or
+//! stopped), the agent reaps it and reports its exit code after the last of its answers, so
+//! that rank 0 fails only the job it was running.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::{MsgFlags, send};
+use nix::sys::time::TimeSpec;
+
+use super::fingerprint;
+use super::messages::{Hello, LaunchSpec, Msg, data_head};
+use super::mpi_io::{Backoff, Comm};
+use crate::error::{Error, Result};
+use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
+use crate::pool::wire::{self, Cursor};
+use crate::registry;
+use crate::transport::frame::{HEADER_LEN, header};
+use crate::transport::reader::FrameReader;
+
+/// One local worker process and its stream.
+struct Local {
+    link: Box<dyn Link>,
+    reader: FrameReader,
+    /// Bytes from rank 0 not yet written to the worker.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The worker's socket failed or ended: only its exit is awaited.
+    broken: bool,
+    /// Frames from rank 0 to the worker, counted as they pass.
+    jobs: FrameCounter,
+    /// `Done` frames the worker sent back.
+    answered: u64,
+}
+
+/// Counts the frames in a byte stream that arrives in pieces (the jobs rank 0 sends a worker),
+/// from their headers, without copying them.
+#[derive(Default)]
+struct FrameCounter {
+    frames: u64,
+    /// Bytes of the current frame's payload still to come.
+    skip: u64,
+    /// A header that arrived in part.
+    head: Vec<u8>,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() as u64);
+                self.skip -= n;
+                bytes = &bytes[n as usize..];
+                continue;
+            }
+            let need = HEADER_LEN - self.head.len();
+            let take = need.min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() == HEADER_LEN {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&self.head[..8]);
+                self.skip = u64::from_le_bytes(len);
+                self.frames += 1;
+                self.head.clear();
+            }
+        }
+    }
+}
+
+impl Local {
+    /// Writes what the socket takes; true if it took something.
+    fn write(&mut self) -> bool {
+        let mut wrote = false;
+        while self.out_pos < self.out.len() && !self.broken {
+            match send(
+                self.link.channel().as_raw_fd(),
+                &self.out[self.out_pos..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => {
+                    self.out_pos += n;
+                    wrote = true;
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(_) => self.broken = true,
+            }
+        }
+        if self.out_pos >= self.out.len() || self.broken {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        wrote
+    }
+
+    /// Reads what the worker sent and appends its frames to `msg` (a `Data` message).
+    fn read(&mut self, rank: usize, msg: &mut Vec<u8>) {
+        if self.broken {
+            return;
+        }
+        loop {
+            match self.reader.fill(self.link.channel()) {
+                Ok(Some(0)) | Ok(None) | Err(Error::Closed) => break,
+                Ok(Some(_)) if self.reader.drained() => break,
+                Ok(Some(_)) => {}
+                Err(_) => {
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        loop {
+            match self.reader.next_frame() {
+                Ok(Some(frame)) if frame.fds.is_empty() => {
+                    if frame.payload.first() == Some(&wire::DONE) {
+                        self.answered += 1;
+                    }
+                    msg.extend_from_slice(&header(frame.payload.len(), 0));
+                    msg.extend_from_slice(&frame.payload);
+                }
+                Ok(Some(frame)) => match without_handles(&frame.payload, rank) {
+                    Some(answer) => {
+                        self.answered += 1;
+                        msg.extend_from_slice(&answer);
+                    }
+                    None => {
+                        self.broken = true;
+                        self.link.kill();
+                        return;
+                    }
+                },
+                Ok(None) => return,
+                Err(_) => {
+                    // Not a frame of the pool's protocol: nothing after it can be trusted.
+                    self.broken = true;
+                    self.link.kill();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A `Done` frame whose results carried descriptors, answered instead with a failure of each
+/// item (`None` if the frame is not a `Done`).
+fn without_handles(payload: &[u8], rank: usize) -> Option<Vec<u8>> {
+    let mut c = Cursor::new(payload);
+    if c.u8().ok()? != wire::DONE {
+        return None;
+    }
+    let id = c.uint().ok()?;
+    let mut elapsed = [0u8; 8];
+    for b in &mut elapsed {
+        *b = c.u8().ok()?;
+    }
+    let count = c.uint().ok()?;
+    let message = format!(
+        "the result carries OS handles (a connection, queue, lock, shared memory or Handle), \
+         which cannot leave its node (rank {rank}); return plain data from workers of a \
+         cluster pool"
+    );
+    let mut out = Vec::new();
+    let at = wire::begin_frame(&mut out);
+    out.push(wire::DONE);
+    wire::put_uint(&mut out, id);
+    out.extend_from_slice(&elapsed);
+    wire::put_uint(&mut out, count);
+    for _ in 0..count.min(1 << 20) {
+        out.push(wire::TAG_FAILED);
+        wire::put_bytes(&mut out, message.as_bytes());
+    }
+    wire::end_frame(&mut out, at, 0);
+    Some(out)
+}
+
+/// Starts a local worker process as `spec` says.
+fn launch_local(spec: &LaunchSpec, started: usize) -> Result<Box<dyn Link>> {
+    let init = match &spec.init {
+        None => None,
+        Some((name, args)) => Some(InitSpec {
+            name: registry::static_name(name).ok_or_else(|| Error::UnknownWorker {
+                name: name.clone(),
+                hint: " on this node agent".into(),
+            })?,
+            args: args.clone(),
+            fds: Vec::new(),
+        }),
+    };
+    LocalLauncher {
+        method: spec.method,
+        prefix: "ClusterWorker",
+        init,
+        started,
+        faults: None,
+    }
+    .launch()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Serves rank 0 until it says `main` ended; returns the exit code it sent.
+pub(crate) fn serve(comm: &mut Comm) -> i32 {
+    let rank = comm.rank;
+    let hello = Hello {
+        cpus: crate::identity::cpu_count(),
+        host: hostname(),
+        lines: fingerprint::lines(),
+    };
+    comm.send(0, Msg::Hello(hello).encode());
+    let mut workers: HashMap<u64, Local> = HashMap::new();
+    let mut started = 0usize;
+    let mut backoff = Backoff::new();
+    let mut ready: Vec<(u64, bool, bool)> = Vec::new();
+    loop {
+        let mut busy = false;
+        while let Some((from, bytes)) = comm.try_recv() {
+            busy = true;
+            let msg = match Msg::decode(&bytes) {
+                Ok(m) if from == 0 => m,
+                Ok(_) => continue,
+                Err(e) => {
+                    crate::sys::stderr_line(&format!(
+                        "mp: node agent {rank}: bad message ignored: {e}"
+                    ));
+                    continue;
+                }
+            };
+            match msg {
+                Msg::Launch { worker, spec } => match launch_local(&spec, started) {
+                    Ok(link) => {
+                        started += 1;
+                        let pid = link.pid();
+                        workers.insert(
+                            worker,
+                            Local {
+                                link,
+                                reader: FrameReader::new(wire::MAX_FRAME),
+                                out: Vec::new(),
+                                out_pos: 0,
+                                broken: false,
+                                jobs: FrameCounter::default(),
+                                answered: 0,
+                            },
+                        );
+                        comm.send(0, Msg::Launched { worker, pid }.encode());
+                    }
+                    Err(e) => comm.send(
+                        0,
+                        Msg::LaunchFailed {
+                            worker,
+                            message: e.to_string(),
+                        }
+                        .encode(),
+                    ),
+                },
+                Msg::Data { worker, bytes } => {
+                    if let Some(w) = workers.get_mut(&worker)
+                        && !w.broken
+                    {
+                        w.out.extend_from_slice(bytes);
+                        w.jobs.feed(bytes);
+                    }
+                }
+                Msg::Kill { worker } => {
+                    if let Some(w) = workers.get(&worker) {
+                        w.link.kill();
+                    }
+                }
+                Msg::Shutdown { code } => {
+                    for w in workers.values() {
+                        w.link.kill();
+                    }
+                    for (_, mut w) in workers.drain() {
+                        w.link.reap();
+                    }
+                    comm.send(0, Msg::Bye.encode());
+                    comm.flush();
+                    return code;
+                }
+                other => crate::sys::stderr_line(&format!(
+                    "mp: node agent {rank}: unexpected message ignored: {other:?}"
+                )),
+            }
+        }
+        for w in workers.values_mut() {
+            busy |= w.write();
+        }
+        for &(worker, readable, exited) in &ready {
+            let Some(w) = workers.get_mut(&worker) else {
+                continue;
+            };
+            if readable || exited {
+                let mut msg = data_head(worker, 0);
+                let head_len = msg.len();
+                w.read(rank, &mut msg);
+                if msg.len() > head_len {
+                    busy = true;
+                    comm.send(0, msg);
+                }
+            }
+            if exited {
+                busy = true;
+                let mut w = workers.remove(&worker).expect("present");
+                let code = w.link.reap();
+                comm.send(0, Msg::Exited { worker, code }.encode());
+            }
+        }
+        if comm.progress() {
+            busy = true;
+        }
+        if busy {
+            backoff.active();
+        }
+        // While a worker has jobs in hand, its answer wakes this thread: no need to spin on MPI
+        // for the next job then.
+        let working = workers
+            .values()
+            .any(|w| !w.broken && w.jobs.frames > w.answered);
+        ready = wait(&workers, backoff.next_wait(false, !working));
+    }
+}
+
+/// Polls the workers' sockets and sentinels for up to `timeout`: (worker, readable, exited).
+fn wait(workers: &HashMap<u64, Local>, timeout: std::time::Duration) -> Vec<(u64, bool, bool)> {
+    let mut ids = Vec::with_capacity(workers.len());
+    let mut fds = Vec::with_capacity(2 * workers.len());
+    for (&id, w) in workers {
+        let mut flags = PollFlags::empty();
+        if !w.broken {
+            flags |= PollFlags::POLLIN;
+            if !w.out.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+        }
+        ids.push(id);
+        fds.push(PollFd::new(w.link.channel(), flags));
+        fds.push(PollFd::new(w.link.sentinel(), PollFlags::POLLIN));
+    }
+    let ts = TimeSpec::from_duration(timeout);
+    if nix::poll::ppoll(&mut fds, Some(ts), None).is_err() {
+        return Vec::new();
+    }
+    let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+    let hit = |f: &PollFd<'_>, m: PollFlags| f.revents().is_some_and(|r| r.intersects(m));
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let c = &fds[2 * i];
+            let s = &fds[2 * i + 1];
+            (
+                id,
+                hit(c, rd) && !workers[&id].broken,
+                hit(s, rd | PollFlags::POLLNVAL),
+            )
+        })
+        .filter(|(_, r, e)| *r || *e)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_counted_across_pieces() {
+        let mut stream = Vec::new();
+        for len in [0usize, 5, 70_000] {
+            stream.extend_from_slice(&header(len, 0));
+            stream.extend(std::iter::repeat_n(7u8, len));
+        }
+        for piece in [1, 3, 16, 17, 4096, stream.len()] {
+            let mut c = FrameCounter::default();
+            for part in stream.chunks(piece) {
+                c.feed(part);
+            }
+            assert_eq!(
+                (c.frames, c.skip, c.head.len()),
+                (3, 0, 0),
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_with_handles_becomes_a_failure_of_each_item() {
+        let mut payload = vec![wire::DONE];
+        wire::put_uint(&mut payload, 42);
+        payload.extend_from_slice(&7u64.to_le_bytes());
+        wire::put_uint(&mut payload, 2);
+        payload.extend_from_slice(&[wire::TAG_OK, 1, 0]);
+        let frame = without_handles(&payload, 3).unwrap();
+        let body = &frame[crate::transport::frame::HEADER_LEN..];
+        let mut c = Cursor::new(body);
+        assert_eq!(c.u8().unwrap(), wire::DONE);
+        assert_eq!(c.uint().unwrap(), 42);
+        for _ in 0..8 {
+            c.u8().unwrap();
+        }
+        assert_eq!(c.uint().unwrap(), 2);
+        for _ in 0..2 {
+            assert_eq!(c.u8().unwrap(), wire::TAG_FAILED);
+            assert!(
+                c.string()
+                    .unwrap()
+                    .contains("cannot leave its node (rank 3)")
+            );
+        }
+        assert!(without_handles(&[wire::INIT_FAILED], 3).is_none());
+        assert!(without_handles(&[], 3).is_none());
+    }
+}

@@ -1,0 +1,461 @@
+//! Rank 0's side: the MPI thread that joins the pools' schedulers to the node agents, and how
+//! other threads ask things of it.
+//!
+//! Each remote worker is a stream socket pair on rank 0, exactly like a local worker's: the
+//! scheduler holds one end (through `remote::RemoteLink`), this thread the other. What the
+//! scheduler writes goes to the worker's agent as `Data` messages, and what the agent sends back
+//! is written to the socket in order. When the agent reports the worker's exit, the rest of its
+//! stream is written first, then the worker's exit cell (its sentinel) is set: the scheduler
+//! reads every answer the worker gave before it learns of its death, as with a local process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::time::TimeSpec;
+
+use super::messages::{Hello, LaunchSpec, Msg, data_head};
+use super::mpi_io::{Backoff, Comm};
+use crate::error::{Error, Result};
+
+/// How long the agents have to say goodbye when `main` ended.
+const BYE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes read from one worker's socket per round.
+const READ_SIZE: usize = 1 << 20;
+
+/// What rank 0's MPI thread shares with the threads that use the cluster.
+pub(crate) struct Head {
+    /// The number of ranks in the job (agents: `size - 1`).
+    pub(crate) size: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+    wake: EventFd,
+}
+
+#[derive(Default)]
+struct State {
+    commands: Vec<Command>,
+    hellos: BTreeMap<usize, Hello>,
+    /// Why the MPI thread ended, once it has.
+    ended: Option<String>,
+}
+
+/// What other threads ask of the MPI thread.
+pub(crate) enum Command {
+    /// Start a worker on `agent`, whose stream is `sock` and whose end goes to `exit`.
+    Launch {
+        worker: u64,
+        agent: usize,
+        spec: LaunchSpec,
+        sock: OwnedFd,
+        exit: Arc<ExitCell>,
+        reply: mpsc::Sender<std::result::Result<i32, String>>,
+    },
+    /// Kill a worker (SIGKILL on its node).
+    Kill { worker: u64, agent: usize },
+    /// `main` ended with `code`: stop the agents and MPI.
+    Finish { code: i32 },
+}
+
+static HEAD: OnceLock<Arc<Head>> = OnceLock::new();
+
+/// Rank 0's head, if this process is rank 0 of an MPI job that `#[mp::main]` joined.
+pub(crate) fn installed() -> Option<Arc<Head>> {
+    HEAD.get().cloned()
+}
+
+pub(crate) fn install(head: Arc<Head>) {
+    let _ = HEAD.set(head);
+}
+
+impl Head {
+    pub(crate) fn new(size: usize) -> Result<Arc<Head>> {
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::io("eventfd", e))?;
+        Ok(Arc::new(Head {
+            size,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            wake,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands `command` to the MPI thread; the text says why not if it has ended.
+    pub(crate) fn ask(&self, command: Command) -> std::result::Result<(), String> {
+        let mut st = self.lock();
+        if let Some(why) = &st.ended {
+            return Err(why.clone());
+        }
+        st.commands.push(command);
+        drop(st);
+        let _ = self.wake.write(1);
+        Ok(())
+    }
+
+    /// Every agent's `Hello`, waiting up to `timeout` for those that have not come yet.
+    pub(crate) fn hellos(&self, timeout: Duration) -> Result<BTreeMap<usize, Hello>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            if st.hellos.len() + 1 >= self.size {
+                return Ok(st.hellos.clone());
+            }
+            if let Some(why) = &st.ended {
+                return Err(Error::PoolBroken {
+                    message: format!("the cluster has ended: {why}"),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let missing: Vec<String> = (1..self.size)
+                    .filter(|r| !st.hellos.contains_key(r))
+                    .map(|r| r.to_string())
+                    .collect();
+                return Err(Error::NoClusterPeers {
+                    hint: format!(
+                        "node agents on ranks {} did not report within {timeout:?}; are those \
+                         ranks running this program under #[mp::main]?",
+                        missing.join(", ")
+                    ),
+                });
+            }
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Ends the MPI thread: the agents exit with `code`.
+    pub(crate) fn finish(&self, code: i32) {
+        let _ = self.ask(Command::Finish { code });
+    }
+}
+
+/// Where a remote worker's exit becomes known on rank 0: its code, and a descriptor that is
+/// readable from then on (the worker's sentinel for the scheduler).
+pub(crate) struct ExitCell {
+    code: Mutex<Option<i32>>,
+    cv: Condvar,
+    fd: EventFd,
+}
+
+impl ExitCell {
+    pub(crate) fn new() -> Result<ExitCell> {
+        Ok(ExitCell {
+            code: Mutex::new(None),
+            cv: Condvar::new(),
+            fd: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::io("eventfd", e))?,
+        })
+    }
+
+    /// Records the exit (the first one counts).
+    pub(crate) fn set(&self, code: i32) {
+        let mut c = self.code.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(code);
+            let _ = self.fd.write(1);
+        }
+        drop(c);
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.code
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The exit code, waiting up to `timeout` for it.
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<i32> {
+        let c = self.code.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, _) = self
+            .cv
+            .wait_timeout_while(c, timeout, |c| c.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *c
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// One remote worker's stream, as the MPI thread holds it.
+struct Route {
+    agent: usize,
+    sock: OwnedFd,
+    /// Bytes from the worker not yet written to the socket.
+    out: Vec<u8>,
+    out_pos: usize,
+    exit: Arc<ExitCell>,
+    /// Waiting for the agent's answer to the launch.
+    reply: Option<mpsc::Sender<std::result::Result<i32, String>>>,
+    /// The agent reported the worker's exit.
+    exited: Option<i32>,
+    /// Bytes went to the worker since it last sent any: an answer is awaited.
+    awaiting: bool,
+    /// The scheduler closed its end: nothing more to read or write.
+    closed: bool,
+}
+
+impl Route {
+    /// Writes what the socket takes; true if it took something.
+    fn write(&mut self) -> bool {
+        let mut wrote = false;
+        while self.out_pos < self.out.len() && !self.closed {
+            match send(
+                self.sock.as_raw_fd(),
+                &self.out[self.out_pos..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => {
+                    self.out_pos += n;
+                    wrote = true;
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(_) => self.closed = true,
+            }
+        }
+        if self.out_pos >= self.out.len() || self.closed {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        wrote
+    }
+
+    /// Everything the agent sent has been handed to the scheduler.
+    fn drained(&self) -> bool {
+        self.out.is_empty() || self.closed
+    }
+}
+
+/// The MPI thread of rank 0, until `main` ends.
+pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
+    let mut routes: HashMap<u64, Route> = HashMap::new();
+    let mut backoff = Backoff::new();
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut readable: Vec<u64> = Vec::new();
+    let code = 'run: loop {
+        let mut busy = false;
+        let commands = std::mem::take(&mut head.lock().commands);
+        for c in commands {
+            busy = true;
+            match c {
+                Command::Launch {
+                    worker,
+                    agent,
+                    spec,
+                    sock,
+                    exit,
+                    reply,
+                } => {
+                    comm.send(agent, Msg::Launch { worker, spec }.encode());
+                    routes.insert(
+                        worker,
+                        Route {
+                            agent,
+                            sock,
+                            out: Vec::new(),
+                            out_pos: 0,
+                            exit,
+                            reply: Some(reply),
+                            exited: None,
+                            awaiting: true,
+                            closed: false,
+                        },
+                    );
+                }
+                Command::Kill { worker, agent } => comm.send(agent, Msg::Kill { worker }.encode()),
+                Command::Finish { code } => break 'run code,
+            }
+        }
+        while let Some((from, bytes)) = comm.try_recv() {
+            busy = true;
+            receive(&head, &mut comm, &mut routes, from, &bytes);
+        }
+        for (&worker, r) in routes.iter_mut() {
+            if !readable.contains(&worker) || r.closed {
+                continue;
+            }
+            loop {
+                match recv(r.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => {
+                        r.closed = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        busy = true;
+                        r.awaiting = true;
+                        let mut msg = data_head(worker, n);
+                        msg.extend_from_slice(&buf[..n]);
+                        comm.send(r.agent, msg);
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(Errno::EINTR) => {}
+                    Err(Errno::EAGAIN) => break,
+                    Err(_) => {
+                        r.closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for r in routes.values_mut() {
+            busy |= r.write();
+        }
+        routes.retain(|_, r| match r.exited {
+            Some(code) if r.drained() => {
+                r.exit.set(code);
+                false
+            }
+            _ => true,
+        });
+        if comm.progress() {
+            // Sends in progress need MPI to be called to move on.
+            busy = true;
+        }
+        if busy {
+            backoff.active();
+        }
+        let expecting = routes.values().any(|r| r.awaiting && r.exited.is_none());
+        readable = wait(&head, &routes, backoff.next_wait(expecting, true));
+    };
+    for agent in 1..comm.size {
+        comm.send(agent, Msg::Shutdown { code }.encode());
+    }
+    // Everything the agents still send is received (their `Bye` comes last), so that no message
+    // is left unreceived when MPI is finalized.
+    let mut byes = 0;
+    let deadline = Instant::now() + BYE_TIMEOUT;
+    while byes + 1 < comm.size && Instant::now() < deadline {
+        match comm.try_recv() {
+            Some((_, bytes)) if matches!(Msg::decode(&bytes), Ok(Msg::Bye)) => byes += 1,
+            Some((from, bytes)) => receive(&head, &mut comm, &mut routes, from, &bytes),
+            None => {
+                comm.progress();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+    comm.flush();
+    let leftovers = {
+        let mut st = head.lock();
+        st.ended = Some(format!("main returned (exit code {code})"));
+        std::mem::take(&mut st.commands)
+    };
+    head.changed.notify_all();
+    // Launches asked for too late fail when their reply channel drops with the commands.
+    drop(leftovers);
+    for (_, r) in routes.drain() {
+        r.exit.set(crate::process::child::UNKNOWN_EXITCODE);
+    }
+    drop(comm);
+}
+
+/// Handles one message from an agent.
+fn receive(
+    head: &Head,
+    comm: &mut Comm,
+    routes: &mut HashMap<u64, Route>,
+    from: usize,
+    bytes: &[u8],
+) {
+    let msg = match Msg::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            crate::sys::stderr_line(&format!("mp: bad message from rank {from} ignored: {e}"));
+            return;
+        }
+    };
+    match msg {
+        Msg::Hello(h) => {
+            head.lock().hellos.insert(from, h);
+            head.changed.notify_all();
+        }
+        Msg::Launched { worker, pid } => {
+            let taken = routes
+                .get_mut(&worker)
+                .and_then(|r| r.reply.take())
+                .is_some_and(|reply| reply.send(Ok(pid)).is_ok());
+            if !taken {
+                // Nobody waits for this worker any more (the launch timed out): stop it.
+                comm.send(from, Msg::Kill { worker }.encode());
+            }
+        }
+        Msg::LaunchFailed { worker, message } => {
+            if let Some(mut r) = routes.remove(&worker)
+                && let Some(reply) = r.reply.take()
+            {
+                let _ = reply.send(Err(message));
+            }
+        }
+        Msg::Data { worker, bytes } => {
+            if let Some(r) = routes.get_mut(&worker) {
+                r.awaiting = false;
+                if !r.closed {
+                    r.out.extend_from_slice(bytes);
+                }
+            }
+        }
+        Msg::Exited { worker, code } => {
+            if let Some(r) = routes.get_mut(&worker) {
+                r.exited = Some(code);
+            }
+        }
+        other => crate::sys::stderr_line(&format!(
+            "mp: unexpected message from rank {from} ignored: {other:?}"
+        )),
+    }
+}
+
+/// Polls the wake-up descriptor and the workers' sockets for up to `timeout`; returns the
+/// workers whose sockets are readable.
+fn wait(head: &Head, routes: &HashMap<u64, Route>, timeout: Duration) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(routes.len());
+    let mut fds = Vec::with_capacity(routes.len() + 1);
+    fds.push(PollFd::new(head.wake.as_fd(), PollFlags::POLLIN));
+    for (&w, r) in routes {
+        if r.closed {
+            continue;
+        }
+        let mut flags = PollFlags::POLLIN;
+        if !r.out.is_empty() {
+            flags |= PollFlags::POLLOUT;
+        }
+        ids.push(w);
+        fds.push(PollFd::new(r.sock.as_fd(), flags));
+    }
+    let ts = TimeSpec::from_duration(timeout);
+    if nix::poll::ppoll(&mut fds, Some(ts), None).is_err() {
+        return Vec::new();
+    }
+    if fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+    {
+        let _ = head.wake.read();
+    }
+    let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+    ids.into_iter()
+        .zip(&fds[1..])
+        .filter(|(_, f)| f.revents().is_some_and(|r| r.intersects(rd)))
+        .map(|(w, _)| w)
+        .collect()
+}

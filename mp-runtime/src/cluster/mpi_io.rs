@@ -1,0 +1,197 @@
+//! The one place that calls MPI, on one thread per rank: initialization, messages out without
+//! blocking, messages in, finalization, and the wait between two looks at the network.
+//!
+//! Sends are non-blocking (`MPI_Isend`): two ranks that send each other a large message at the
+//! same time would both wait in a blocking send for the other's receive. A sent buffer is owned
+//! here until its request completes. MPI has no descriptor to poll, so the thread looks for
+//! messages (`MPI_Iprobe`) between polls of its sockets; [`Backoff`] makes those polls longer
+//! the longer nothing happens, so that an idle rank costs almost no CPU (see `Backoff`).
+
+use std::time::{Duration, Instant};
+
+use mpi::environment::Universe;
+use mpi::point_to_point::{Destination, Source, Status};
+use mpi::request::{Request, StaticScope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::Equivalence;
+use mpi::{Tag, Threading};
+
+/// The one tag of `mp`'s messages: MPI keeps the order of messages with one tag between two
+/// ranks, which `messages` relies on.
+const TAG: Tag = 0x6d70;
+
+/// A send in progress: its request, and the buffer it owns until then.
+struct Sending {
+    request: Request<'static, [u8], StaticScope>,
+    buffer: *const [u8],
+}
+
+/// This rank's MPI: world communicator, rank and size, and the sends in progress.
+pub(crate) struct Comm {
+    sending: Vec<Sending>,
+    world: SimpleCommunicator,
+    pub(crate) rank: usize,
+    pub(crate) size: usize,
+    /// Dropped last: finalizes MPI.
+    _universe: Universe,
+}
+
+impl Comm {
+    /// Initializes MPI on the calling thread, the only one that will call it.
+    pub(crate) fn init() -> Result<Comm, String> {
+        let (universe, _) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or("MPI was already initialized in this process")?;
+        let world = universe.world();
+        let rank = usize::try_from(world.rank()).map_err(|_| "negative MPI rank")?;
+        let size = usize::try_from(world.size()).map_err(|_| "negative MPI size")?;
+        Ok(Comm {
+            sending: Vec::new(),
+            world,
+            rank,
+            size,
+            _universe: universe,
+        })
+    }
+
+    /// Starts sending `bytes` to `rank`; returns at once.
+    pub(crate) fn send(&mut self, rank: usize, bytes: Vec<u8>) {
+        let buffer: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        let request = self
+            .world
+            .process_at_rank(rank as i32)
+            .immediate_send_with_tag(StaticScope, buffer, TAG);
+        self.sending.push(Sending {
+            request,
+            buffer: buffer as *const [u8],
+        });
+        // Small messages often complete at once; frees their buffers early.
+        self.progress();
+    }
+
+    /// Completes the sends that are done and frees their buffers; true if some are pending.
+    pub(crate) fn progress(&mut self) -> bool {
+        let mut pending = Vec::with_capacity(self.sending.len());
+        for s in self.sending.drain(..) {
+            match s.request.test() {
+                Ok(_) => free(s.buffer),
+                Err(request) => pending.push(Sending {
+                    request,
+                    buffer: s.buffer,
+                }),
+            }
+        }
+        self.sending = pending;
+        !self.sending.is_empty()
+    }
+
+    /// The next message that arrived, from any rank, if there is one. (`MPI_Iprobe` drives
+    /// MPI's progress engine when nothing has arrived yet; a matched probe does not in MPICH's
+    /// UCX device, where a message then waits for UCX's own timer. This thread is the only one
+    /// that receives, so the probed message is the one received.)
+    pub(crate) fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
+        let status: Status = self.world.any_process().immediate_probe_with_tag(TAG)?;
+        let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        let source = status.source_rank();
+        self.world
+            .process_at_rank(source)
+            .receive_into_with_tag(&mut buf[..], TAG);
+        Some((source as usize, buf))
+    }
+
+    /// Waits for every send in progress to complete.
+    pub(crate) fn flush(&mut self) {
+        for s in self.sending.drain(..) {
+            s.request.wait_without_status();
+            free(s.buffer);
+        }
+    }
+}
+
+impl Drop for Comm {
+    fn drop(&mut self) {
+        // A buffer must outlive its send: finish them before MPI is finalized.
+        self.flush();
+    }
+}
+
+/// Frees the buffer of a completed send.
+fn free(buffer: *const [u8]) {
+    // SAFETY: `buffer` came from `Box::leak` in `send`, and its request has completed (and was
+    // consumed), so neither MPI nor any reference uses it any more; it is freed exactly once.
+    drop(unsafe { Box::from_raw(buffer as *mut [u8]) });
+}
+
+/// How long to wait for the sockets between two looks at MPI, which has no descriptor to wait
+/// on. Right after something happened, not at all ([`SPIN`]: the next message usually follows
+/// within microseconds: the answer to a job, or the next job after an answer); the thread yields
+/// the CPU between looks. Then a quarter of the time since, from 20 µs up to [`MAX_WAIT`]: an
+/// idle rank looks at MPI [`MAX_WAIT`] apart, a few hundred cheap calls a second, well under
+/// 1 % of a core. While an answer is awaited, waits stay under [`EXPECTING_WAIT`]. Traffic on
+/// the sockets ends a wait at once.
+pub(crate) struct Backoff {
+    last: Instant,
+}
+
+/// How long after activity MPI is looked at without waiting.
+const SPIN: Duration = Duration::from_micros(200);
+/// The shortest wait after [`SPIN`].
+const MIN_WAIT: Duration = Duration::from_micros(20);
+/// The longest wait while an answer from another rank is awaited.
+pub(crate) const EXPECTING_WAIT: Duration = Duration::from_micros(100);
+/// The longest wait between two looks at MPI.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(2);
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff {
+            last: Instant::now(),
+        }
+    }
+
+    /// Something happened: look again at once.
+    pub(crate) fn active(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// The wait before the next look; `expecting` if an answer from another rank is awaited,
+    /// `spin` if looking without waiting right after activity is worth it (no local process
+    /// is about to wake this thread anyway). Yields the CPU when it returns zero.
+    pub(crate) fn next_wait(&self, expecting: bool, spin: bool) -> Duration {
+        let idle = self.last.elapsed();
+        if idle < SPIN && spin {
+            std::thread::yield_now();
+            return Duration::ZERO;
+        }
+        let wait = (idle / 4).clamp(MIN_WAIT, MAX_WAIT);
+        if expecting {
+            wait.min(EXPECTING_WAIT)
+        } else {
+            wait
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_eager_after_activity_then_grows_to_its_bound() {
+        let mut b = Backoff::new();
+        assert_eq!(b.next_wait(false, true), Duration::ZERO);
+        assert_eq!(b.next_wait(false, false), MIN_WAIT);
+        b.last = Instant::now() - Duration::from_millis(1);
+        let w = b.next_wait(false, true);
+        assert!(
+            w >= Duration::from_micros(250) && w < Duration::from_millis(1),
+            "{w:?}"
+        );
+        assert_eq!(b.next_wait(true, true), EXPECTING_WAIT);
+        b.last = Instant::now() - Duration::from_secs(5);
+        assert_eq!(b.next_wait(false, true), MAX_WAIT);
+        assert_eq!(b.next_wait(true, true), EXPECTING_WAIT);
+        b.active();
+        assert_eq!(b.next_wait(false, true), Duration::ZERO);
+    }
+}
