@@ -251,7 +251,7 @@ for_each_method!(
                 let c = mp::Client::connect::<String>(a, b"k").unwrap();
                 c.recv_timeout(LONG).unwrap()
             });
-            let accepted = l.accept::<String>().unwrap();
+            let accepted = l.accept_timeout::<String>(LONG).unwrap();
             let mut p = started(ctx.process(send_one, (accepted, "via child".into())));
             join(&mut p).unwrap();
             assert_eq!(t.join().unwrap(), "via child");

@@ -418,27 +418,9 @@ impl Listener {
                 if !ready[1 + i] {
                     continue;
                 }
-                let p = &mut pending[i];
-                match advance(p.fd.as_fd(), &mut p.hs) {
-                    Ok(Wait::Finished) => {
-                        let p = pending.remove(i).expect("index in range");
-                        ended.push(ready_connection(p.fd));
-                    }
-                    Ok(wait) => p.wait = wait,
-                    // A peer that hung up halfway is no one's business.
-                    Err(Error::Closed) => drop(pending.remove(i)),
-                    Err(e) => {
-                        let p = pending.remove(i).expect("index in range");
-                        crate::log::event!(
-                            warn,
-                            peer = %p.peer,
-                            error = %e,
-                            "handshake with a connecting peer failed"
-                        );
-                        drop(p);
-                        ended.push(Err(e));
-                    }
-                }
+                let mut p = pending.remove(i).expect("index in range");
+                let step = advance(p.fd.as_fd(), &mut p.hs);
+                settle(p, step, pending, i, &mut ended);
             }
             // Found newest first.
             ended.reverse();
@@ -489,31 +471,51 @@ impl Listener {
                     continue;
                 }
             };
-            // Sends the challenge now: the peer waits for it.
-            match advance(fd.as_fd(), &mut hs) {
-                Ok(wait) => {
-                    if pending.len() >= MAX_PENDING_HANDSHAKES {
-                        pending.pop_front();
-                    }
-                    pending.push_back(Pending {
-                        fd,
-                        hs,
-                        wait,
-                        deadline: Instant::now() + self.handshake_timeout,
-                        peer,
-                    });
-                }
-                Err(Error::Closed) => {}
-                Err(e) => {
-                    crate::log::event!(
-                        warn,
-                        %peer,
-                        error = %e,
-                        "handshake with a connecting peer failed"
-                    );
-                    ended.push(Err(e));
-                }
+            // Sends the challenge now: the peer waits for it. A quick peer may answer while
+            // this step still reads, and the handshake may even end in it.
+            let step = advance(fd.as_fd(), &mut hs);
+            if matches!(step, Ok(Wait::Read | Wait::Write))
+                && pending.len() >= MAX_PENDING_HANDSHAKES
+            {
+                pending.pop_front();
             }
+            let p = Pending {
+                fd,
+                hs,
+                wait: Wait::Read,
+                deadline: Instant::now() + self.handshake_timeout,
+                peer,
+            };
+            settle(p, step, pending, pending.len(), ended);
+        }
+    }
+}
+
+/// What becomes of a connection after a step of its handshake: a finished one is ready (to
+/// `ended`), one still going goes back to `pending` at `at` (oldest first), a failed one ends
+/// with its error, and one whose peer hung up halfway is dropped (no one's business).
+fn settle(
+    mut p: Pending,
+    step: Result<Wait>,
+    pending: &mut VecDeque<Pending>,
+    at: usize,
+    ended: &mut Vec<Result<OwnedFd>>,
+) {
+    match step {
+        Ok(Wait::Finished) => ended.push(ready_connection(p.fd)),
+        Ok(wait) => {
+            p.wait = wait;
+            pending.insert(at.min(pending.len()), p);
+        }
+        Err(Error::Closed) => {}
+        Err(e) => {
+            crate::log::event!(
+                warn,
+                peer = %p.peer,
+                error = %e,
+                "handshake with a connecting peer failed"
+            );
+            ended.push(Err(e));
         }
     }
 }
@@ -631,6 +633,77 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    fn pending_for_test() -> Pending {
+        let (ours, _theirs) = crate::transport::socket::stream_pair().unwrap();
+        Pending {
+            fd: ours,
+            hs: Handshake::server(b"k").unwrap(),
+            wait: Wait::Read,
+            deadline: Instant::now() + Duration::from_secs(60),
+            peer: Peer::Tcp("127.0.0.1:9".parse().unwrap()),
+        }
+    }
+
+    /// A quick client can complete the whole handshake while the listener's first step (which
+    /// sends the challenge) still reads: that connection is ready, not left waiting for bytes
+    /// that will never come (it was, and `accept` then hung while the client thought itself
+    /// connected).
+    #[test]
+    fn a_handshake_finished_in_any_step_is_ready() {
+        let mut pending = VecDeque::new();
+        let mut ended = Vec::new();
+        settle(
+            pending_for_test(),
+            Ok(Wait::Finished),
+            &mut pending,
+            0,
+            &mut ended,
+        );
+        assert!(pending.is_empty());
+        assert!(matches!(ended.as_slice(), [Ok(_)]));
+    }
+
+    #[test]
+    fn a_handshake_still_going_keeps_its_place_and_one_whose_peer_left_is_dropped() {
+        let mut pending = VecDeque::new();
+        let mut ended = Vec::new();
+        settle(
+            pending_for_test(),
+            Ok(Wait::Read),
+            &mut pending,
+            0,
+            &mut ended,
+        );
+        settle(
+            pending_for_test(),
+            Ok(Wait::Write),
+            &mut pending,
+            0,
+            &mut ended,
+        );
+        assert_eq!(
+            pending.iter().map(|p| p.wait).collect::<Vec<_>>(),
+            [Wait::Write, Wait::Read]
+        );
+        settle(
+            pending_for_test(),
+            Err(Error::Closed),
+            &mut pending,
+            1,
+            &mut ended,
+        );
+        assert_eq!(pending.len(), 2);
+        assert!(ended.is_empty());
+        settle(
+            pending_for_test(),
+            Err(Error::Timeout),
+            &mut pending,
+            0,
+            &mut ended,
+        );
+        assert!(matches!(ended.as_slice(), [Err(Error::Timeout)]));
+    }
 
     /// A listener that answers one byte every 50 ms: the client gives up when its deadline for
     /// the whole handshake passes, not when the listener stops (after seconds).

@@ -10,16 +10,14 @@
 //! that rank 0 fails only the job it was running.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 
-use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
-use nix::sys::socket::{MsgFlags, send};
 use nix::sys::time::TimeSpec;
 
 use super::fingerprint;
 use super::messages::{Hello, LaunchSpec, Msg, data_head};
 use super::mpi_io::{Backoff, Comm};
+use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
 use crate::pool::wire::{self, Cursor};
@@ -32,8 +30,7 @@ struct Local {
     link: Box<dyn Link>,
     reader: FrameReader,
     /// Bytes from rank 0 not yet written to the worker.
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Outbox,
     /// The worker's socket failed or ended: only its exit is awaited.
     broken: bool,
     /// Frames from rank 0 to the worker, counted as they pass.
@@ -80,27 +77,17 @@ impl FrameCounter {
 impl Local {
     /// Writes what the socket takes; true if it took something.
     fn write(&mut self) -> bool {
-        let mut wrote = false;
-        while self.out_pos < self.out.len() && !self.broken {
-            match send(
-                self.link.channel().as_raw_fd(),
-                &self.out[self.out_pos..],
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            ) {
-                Ok(n) => {
-                    self.out_pos += n;
-                    wrote = true;
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
-                Err(_) => self.broken = true,
+        if self.broken {
+            return false;
+        }
+        match self.out.flush(self.link.channel()) {
+            Flushed::Wrote => true,
+            Flushed::Idle => false,
+            Flushed::Gone => {
+                self.broken = true;
+                false
             }
         }
-        if self.out_pos >= self.out.len() || self.broken {
-            self.out.clear();
-            self.out_pos = 0;
-        }
-        wrote
     }
 
     /// Reads what the worker sent and appends its frames to `msg` (a `Data` message).
@@ -249,8 +236,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                             Local {
                                 link,
                                 reader: FrameReader::new(wire::MAX_FRAME),
-                                out: Vec::new(),
-                                out_pos: 0,
+                                out: Outbox::default(),
                                 broken: false,
                                 jobs: FrameCounter::default(),
                                 answered: 0,
@@ -271,7 +257,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                     if let Some(w) = workers.get_mut(&worker)
                         && !w.broken
                     {
-                        w.out.extend_from_slice(bytes);
+                        w.out.push(bytes);
                         w.jobs.feed(bytes);
                     }
                 }

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::time::TimeSpec;
 
 use super::messages::{Hello, LaunchSpec, Msg, data_head};
 use super::mpi_io::{Backoff, Comm};
+use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 
 /// How long the agents have to say goodbye when `main` ended.
@@ -199,8 +200,7 @@ struct Route {
     agent: usize,
     sock: OwnedFd,
     /// Bytes from the worker not yet written to the socket.
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Outbox,
     exit: Arc<ExitCell>,
     /// Waiting for the agent's answer to the launch.
     reply: Option<mpsc::Sender<std::result::Result<i32, String>>>,
@@ -215,27 +215,17 @@ struct Route {
 impl Route {
     /// Writes what the socket takes; true if it took something.
     fn write(&mut self) -> bool {
-        let mut wrote = false;
-        while self.out_pos < self.out.len() && !self.closed {
-            match send(
-                self.sock.as_raw_fd(),
-                &self.out[self.out_pos..],
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            ) {
-                Ok(n) => {
-                    self.out_pos += n;
-                    wrote = true;
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => break,
-                Err(_) => self.closed = true,
+        if self.closed {
+            return false;
+        }
+        match self.out.flush(self.sock.as_fd()) {
+            Flushed::Wrote => true,
+            Flushed::Idle => false,
+            Flushed::Gone => {
+                self.closed = true;
+                false
             }
         }
-        if self.out_pos >= self.out.len() || self.closed {
-            self.out.clear();
-            self.out_pos = 0;
-        }
-        wrote
     }
 
     /// Everything the agent sent has been handed to the scheduler.
@@ -270,8 +260,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                         Route {
                             agent,
                             sock,
-                            out: Vec::new(),
-                            out_pos: 0,
+                            out: Outbox::default(),
                             exit,
                             reply: Some(reply),
                             exited: None,
@@ -410,7 +399,7 @@ fn receive(
             if let Some(r) = routes.get_mut(&worker) {
                 r.awaiting = false;
                 if !r.closed {
-                    r.out.extend_from_slice(bytes);
+                    r.out.push(bytes);
                 }
             }
         }

@@ -58,6 +58,7 @@ mod head;
 mod launch_env;
 mod messages;
 mod mpi_io;
+mod outbox;
 mod remote;
 pub(crate) mod session;
 
