@@ -1,22 +1,17 @@
 //! [`WorkerError`]: the `Err` a worker returned, as it reaches the parent.
 //!
 //! A worker declared `-> Result<T, E>` that returns `Err(e)` fails its process or task. The
-//! parent always gets `e`'s `Display` text (the `message` of [`Error::TaskFailed`] and
-//! [`Error::ProcessFailed`]). When `E` implements `serde::Serialize`, the child also sends `e`
-//! itself, encoded, and the parent decodes it on demand with [`Error::downcast`]. Which of the
+//! parent always gets `e`'s `Display` text (the `message` of [`Error::TaskFailed`](crate::Error::TaskFailed) and
+//! [`Error::ProcessFailed`](crate::Error::ProcessFailed)). When `E` implements `serde::Serialize`, the child also sends `e`
+//! itself, encoded, and the parent decodes it on demand with [`Error::downcast`](crate::Error::downcast). Which of the
 //! two a worker does is chosen at compile time by `#[mp::worker]` (see
 //! `__private::error_codec`), so an error type that is only `Display` needs nothing more.
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-
-use crate::codec;
-use crate::error::{Error, Result};
-
 /// The `Err` value a worker returned: its type's name and, when the type implements
-/// `serde::Serialize`, its encoding. Found in [`Error::TaskFailed`] and
-/// [`Error::ProcessFailed`]; get the value back with [`Error::downcast`] (or
+/// `serde::Serialize`, its encoding. Found in [`Error::TaskFailed`](crate::Error::TaskFailed) and
+/// [`Error::ProcessFailed`](crate::Error::ProcessFailed); get the value back with [`Error::downcast`](crate::Error::downcast) (or
 /// [`WorkerError::decode`]).
 ///
 /// ```no_run
@@ -78,32 +73,6 @@ impl WorkerError {
     /// The encoded value, if it came along.
     pub(crate) fn value_bytes(&self) -> Option<&[u8]> {
         self.0.value.as_deref()
-    }
-
-    /// Decodes the error as `E`. [`Error::InvalidArgument`] if the worker's error is of another
-    /// type, or if its type is not `Serialize` (then only its text came along); [`Error::Codec`]
-    /// if the bytes do not decode.
-    pub fn decode<E: DeserializeOwned>(&self) -> Result<E> {
-        let wanted = std::any::type_name::<E>();
-        if wanted != self.0.type_name {
-            return Err(Error::InvalidArgument {
-                message: format!(
-                    "cannot downcast the worker's error to `{wanted}`: the worker returned a `{}`",
-                    self.0.type_name
-                ),
-            });
-        }
-        let Some(bytes) = &self.0.value else {
-            return Err(Error::InvalidArgument {
-                message: format!(
-                    "cannot downcast the worker's error to `{wanted}`: the type does not \
-                     implement `serde::Serialize`, so only its text (the error's `message`) \
-                     reached this process; derive `serde::Serialize` and `serde::Deserialize` \
-                     for it to get the value back"
-                ),
-            });
-        };
-        codec::decode(bytes, Vec::new())
     }
 }
 

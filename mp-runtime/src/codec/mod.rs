@@ -8,6 +8,7 @@
 //! one at the written index, checking bounds and that no index is taken twice.
 
 mod fd_table;
+mod typed_error;
 
 pub(crate) use fd_table::{de_error, ser_error};
 pub use fd_table::{deserialize_fd, serialize_fd};
