@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::chunking::decode_results;
+use super::chunking::{decode_chunk, decode_results};
 use super::scheduler::{ChunkResult, Sink};
 use crate::error::{Error, Result};
 
@@ -412,10 +412,10 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
         let mut error = None;
         let base = chunk * self.chunksize;
         let n = self.chunksize.min(self.len.saturating_sub(base));
-        let decoded = decode_results::<R>(results, n, Some(base));
+        let decoded = decode_chunk::<R>(results, n, Some(base));
         let finished = {
             let mut p = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, r) in decoded.into_iter().enumerate() {
+            for (i, r) in decoded.enumerate() {
                 if p.failed || error.is_some() {
                     break;
                 }

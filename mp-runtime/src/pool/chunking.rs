@@ -83,21 +83,27 @@ pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
     })
 }
 
-/// A task's results as one `Result` per item: a batch is decoded as a `Vec` of `n`; an error
-/// that failed the whole chunk is given to its first item and repeated for the others.
+/// A task's results as one `Result` per item, in order: a batch is decoded as a `Vec` of `n`;
+/// an error that failed the whole chunk is given to its first item and repeated for the others.
 /// `first` is the input index of the task's first item (`None` for a single call): a worker's
 /// `Err` reports the input index of the item that returned it.
-pub(crate) fn decode_results<R: DeserializeOwned>(
+///
+/// A batch that succeeded yields its values without building a `Vec` of `Result`s first: an
+/// `Error` is several words, and for small items that copy cost more than the decode.
+pub(crate) fn decode_chunk<R: DeserializeOwned>(
     r: ChunkResult<'_>,
     n: usize,
     first: Option<usize>,
-) -> Vec<Result<R>> {
+) -> Decoded<R> {
     match r {
-        ChunkResult::Items(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| decode_item(r).map_err(|e| e.rebase_index(first.map(|f| f + i))))
-            .collect(),
+        ChunkResult::Items(items) => Decoded::Each(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| decode_item(r).map_err(|e| e.rebase_index(first.map(|f| f + i))))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
         ChunkResult::Batch(r) => {
             let all = decode_item::<Vec<R>>(r.map_err(|e| e.rebase_index(first))).and_then(|v| {
                 if v.len() == n {
@@ -110,13 +116,48 @@ pub(crate) fn decode_results<R: DeserializeOwned>(
                 }
             });
             match all {
-                Ok(v) => v.into_iter().map(Ok).collect(),
+                Ok(v) => Decoded::All(v.into_iter()),
                 Err(e) => {
                     let mut out: Vec<Result<R>> = (1..n).map(|_| Err(e.replicate())).collect();
                     out.insert(0, Err(e));
-                    out
+                    Decoded::Each(out.into_iter())
                 }
             }
+        }
+    }
+}
+
+/// [`decode_chunk`] collected.
+pub(crate) fn decode_results<R: DeserializeOwned>(
+    r: ChunkResult<'_>,
+    n: usize,
+    first: Option<usize>,
+) -> Vec<Result<R>> {
+    decode_chunk(r, n, first).collect()
+}
+
+/// The results of one task, item by item (see [`decode_chunk`]).
+pub(crate) enum Decoded<R> {
+    /// Every item succeeded.
+    All(std::vec::IntoIter<R>),
+    /// Item by item, failures included.
+    Each(std::vec::IntoIter<Result<R>>),
+}
+
+impl<R> Iterator for Decoded<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        match self {
+            Decoded::All(values) => values.next().map(Ok),
+            Decoded::Each(results) => results.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Decoded::All(values) => values.size_hint(),
+            Decoded::Each(results) => results.size_hint(),
         }
     }
 }

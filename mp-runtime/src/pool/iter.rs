@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunking::decode_results;
+use super::chunking::{Decoded, decode_chunk};
 use super::scheduler::{ChunkResult, Core, Sink, Task};
 use crate::error::{Error, Result};
 
 #[derive(Default)]
 struct Ready<R> {
     /// Finished chunks by chunk index (ordered) ...
-    ordered: BTreeMap<usize, Vec<Result<R>>>,
+    ordered: BTreeMap<usize, Decoded<R>>,
     /// ... or in the order they finished.
-    arrived: VecDeque<Vec<Result<R>>>,
+    arrived: VecDeque<Decoded<R>>,
 }
 
 /// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
@@ -42,7 +42,7 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
                 .remove(&chunk)
                 .unwrap_or(self.chunksize),
         };
-        let decoded: Vec<Result<R>> = decode_results(results, n, Some(chunk * self.chunksize));
+        let decoded = decode_chunk(results, n, Some(chunk * self.chunksize));
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if self.ordered {
             r.ordered.insert(chunk, decoded);
@@ -74,7 +74,7 @@ pub struct IMap<R, I> {
     yielded: usize,
     exhausted: bool,
     /// The chunk being yielded.
-    current: std::vec::IntoIter<Result<R>>,
+    current: Decoded<R>,
     /// The next chunk to yield, in ordered mode.
     next_out: usize,
     _r: PhantomData<fn() -> R>,
@@ -116,7 +116,7 @@ where
             submitted: 0,
             yielded: 0,
             exhausted: false,
-            current: Vec::new().into_iter(),
+            current: Decoded::Each(Vec::new().into_iter()),
             next_out: 0,
             _r: PhantomData,
         }
@@ -188,7 +188,7 @@ where
         };
         match chunk {
             Some(c) => {
-                self.current = c.into_iter();
+                self.current = c;
                 true
             }
             None => false,
