@@ -163,7 +163,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
             } else {
                 sys::stderr_line(&format!(
                     "mp: worker `{}` could not run: {message}",
-                    boot.worker
+                    registry::display_name(&boot.worker)
                 ));
             }
             let _ = send_report(&sock, &WireReport::Failed(message), &[]);
@@ -172,7 +172,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
         Ok(Outcome::Raised { message, error, .. }) => {
             sys::stderr_line(&format!(
                 "mp: worker `{}` returned an error: {message}",
-                boot.worker
+                registry::display_name(&boot.worker)
             ));
             let report = WireReport::Raised {
                 message,
