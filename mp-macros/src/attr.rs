@@ -31,24 +31,32 @@ pub(crate) fn parse(macro_name: &str, tokens: TokenStream) -> syn::Result<Args> 
             });
             Ok(())
         } else {
-            let name = meta
-                .path
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "argument".into());
             let accepted = if worker {
                 "the accepted arguments are `crate = \"path::to::mp\"` and `fallible` \
                  (or `fallible = false`)"
             } else {
                 "the accepted argument is `crate = \"path::to::mp\"`"
             };
-            Err(meta.error(format!(
-                "unknown `{macro_name}` argument `{name}`; {accepted}"
-            )))
+            Err(unknown(&meta, macro_name, "argument", accepted))
         }
     });
     parser.parse2(tokens)?;
     Ok(Args { krate, fallible })
+}
+
+/// The error for an argument `what` does not accept: "unknown `what` kind `name`; accepted"
+/// (a path that is not a plain name is called by its `kind`).
+fn unknown(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    what: &str,
+    kind: &str,
+    accepted: &str,
+) -> syn::Error {
+    let name = meta
+        .path
+        .get_ident()
+        .map_or_else(|| kind.to_owned(), |i| i.to_string());
+    meta.error(format!("unknown `{what}` {kind} `{name}`; {accepted}"))
 }
 
 /// Arguments of `#[mp::managed]`.
@@ -79,14 +87,12 @@ pub(crate) fn parse_managed(tokens: TokenStream) -> syn::Result<ManagedArgs> {
             })?);
             Ok(())
         } else {
-            let name = meta
-                .path
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "argument".into());
-            Err(meta.error(format!(
-                "unknown `mp::managed` argument `{name}`; the accepted arguments are `crate = \"path::to::mp\"` and `proxy_name = \"NameOfTheProxy\"`"
-            )))
+            Err(unknown(
+                &meta,
+                "mp::managed",
+                "argument",
+                "the accepted arguments are `crate = \"path::to::mp\"` and `proxy_name = \"NameOfTheProxy\"`",
+            ))
         }
     });
     parser.parse2(tokens)?;
@@ -116,14 +122,12 @@ pub(crate) fn method_options(attrs: &[syn::Attribute]) -> syn::Result<MethodOpti
                 options.proxy = Some(syn::spanned::Spanned::span(&meta.path));
                 Ok(())
             } else {
-                let name = meta
-                    .path
-                    .get_ident()
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "option".into());
-                Err(meta.error(format!(
-                    "unknown `#[mp(...)]` option `{name}`; the accepted option is `#[mp(proxy)]`, on a method that returns another managed type"
-                )))
+                Err(unknown(
+                    &meta,
+                    "#[mp(...)]",
+                    "option",
+                    "the accepted option is `#[mp(proxy)]`, on a method that returns another managed type",
+                ))
             }
         });
         if let Err(e) = result {
