@@ -117,6 +117,13 @@ impl Table {
 
     /// Adds a new object, referenced once by `session`.
     pub(super) fn insert(&mut self, obj: Arc<dyn Object>, label: String, session: u64) -> ObjId {
+        let id = self.add(obj, label);
+        self.add_session_ref(id, session);
+        id
+    }
+
+    /// Stores a new object under a fresh id, referenced by nothing yet.
+    fn add(&mut self, obj: Arc<dyn Object>, label: String) -> ObjId {
         let id = fresh(&self.objects);
         self.objects.insert(
             id,
@@ -126,7 +133,6 @@ impl Table {
                 label,
             },
         );
-        self.add_session_ref(id, session);
         id
     }
 
@@ -138,15 +144,7 @@ impl Table {
         label: String,
         ttl: Duration,
     ) -> Ticket {
-        let id = fresh(&self.objects);
-        self.objects.insert(
-            id,
-            Slot {
-                obj,
-                refs: 0,
-                label,
-            },
-        );
+        let id = self.add(obj, label);
         self.retain(id, ttl).expect("just inserted")
     }
 
