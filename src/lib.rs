@@ -111,13 +111,14 @@ pub use mp_macros::{main, managed, worker};
 pub use mp_runtime::{
     ActiveChild, Address, Array, ArrayGuard, AsyncResult, Backend, Barrier, BarrierBuilder,
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
-    CurrentProcess, Error, Event, ExecutorBuilder, ExecutorMap, Handle, IMap, IntoAddress,
-    JoinableQueue, Listener, Lock, LockGuard, Manager, ManagerBuilder, OneArg, ParentProcess, Pipe,
-    Pool, PoolBuilder, Process, ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard,
-    RawArray, RawValue, RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod,
-    TryPutError, Value, ValueGuard, Worker, WorkerError, WorkerFn, active_children, connection,
-    cpu_count, current_process, default_context, forkserver, futures, get_all_start_methods,
-    get_context, get_start_method, manager, parent_process, set_authkey, set_start_method,
+    CurrentProcess, DEFAULT_MAX_DECODE_DEPTH, Error, Event, ExecutorBuilder, ExecutorMap, Handle,
+    IMap, IntoAddress, JoinableQueue, Listener, Lock, LockGuard, MAX_DECODE_DEPTH_CEILING, Manager,
+    ManagerBuilder, OneArg, ParentProcess, Pipe, Pool, PoolBuilder, Process, ProcessBuilder,
+    ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray, RawValue, RegisteredRun, Result, Run,
+    Semaphore, Sendable, SimpleQueue, StartMethod, TryPutError, Value, ValueGuard, Worker,
+    WorkerError, WorkerFn, active_children, connection, cpu_count, current_process,
+    default_context, forkserver, futures, get_all_start_methods, get_context, get_start_method,
+    manager, max_decode_depth, parent_process, set_authkey, set_max_decode_depth, set_start_method,
     set_start_method_force, shared_memory,
 };
 

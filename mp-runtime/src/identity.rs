@@ -24,6 +24,8 @@ pub(crate) struct ChildIdentity {
     pub(crate) parent_name: String,
     pub(crate) start_method: StartMethod,
     pub(crate) default_method: StartMethod,
+    /// The parent's [`max_decode_depth`](crate::max_decode_depth).
+    pub(crate) max_decode_depth: u32,
 }
 
 impl ChildIdentity {
@@ -44,6 +46,7 @@ impl ChildIdentity {
             parent_name: self::name(),
             start_method,
             default_method: start_method::get_start_method(),
+            max_decode_depth: crate::codec::max_decode_depth(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub(crate) fn install(id: &ChildIdentity) {
         *PARENT_PIDFD.lock() = Some(std::sync::Arc::new(fd));
     }
     start_method::inherit_default(id.default_method);
+    crate::codec::inherit_max_decode_depth(id.max_decode_depth);
 }
 
 /// The identity a new child of this process gets: `Process-1`, `Process-1:2`, …

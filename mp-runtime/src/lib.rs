@@ -81,6 +81,9 @@ mod transport;
 mod worker;
 mod worker_error;
 
+pub use codec::{
+    DEFAULT_MAX_DECODE_DEPTH, MAX_DECODE_DEPTH_CEILING, max_decode_depth, set_max_decode_depth,
+};
 pub use connection::{Connection, Pipe};
 pub use context::{Context, default_context, get_context};
 pub use error::{Error, Result, WorkerError};

@@ -7,9 +7,14 @@
 //! [`decode`] installs the received descriptors as the table, and [`deserialize_fd`] takes the
 //! one at the written index, checking bounds and that no index is taken twice.
 
+mod depth;
 mod fd_table;
 mod typed_error;
 
+pub(crate) use depth::inherit_max_decode_depth;
+pub use depth::{
+    DEFAULT_MAX_DECODE_DEPTH, MAX_DECODE_DEPTH_CEILING, max_decode_depth, set_max_decode_depth,
+};
 pub(crate) use fd_table::{de_error, ser_error};
 pub use fd_table::{deserialize_fd, serialize_fd};
 
@@ -103,18 +108,44 @@ pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) ->
     decode_slice(bytes)
 }
 
-/// Decodes all of `bytes` as a `T`; on failure, an error that says what was expected and what
-/// arrived, as far as the encoding tells (it does not name types, so the sender's type cannot
-/// be read back: only where the bytes stopped fitting `T`).
-fn decode_slice<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+/// Decodes all of `bytes` as a `T`, nested no deeper than [`max_decode_depth`]; on failure, an
+/// error that says what was expected and what arrived, as far as the encoding tells (it does
+/// not name types, so the sender's type cannot be read back: only where the bytes stopped
+/// fitting `T`).
+pub(crate) fn decode_slice<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    decode_slice_within(bytes, depth::Budget::new())
+}
+
+/// [`decode_slice`] within the given nesting budget.
+fn decode_slice_within<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    budget: depth::Budget,
+) -> Result<T> {
     let mut de = postcard::Deserializer::from_bytes(bytes);
-    let outcome = T::deserialize(&mut de);
+    let outcome = T::deserialize(depth::Limited::new(&mut de, &budget));
     let rest = de.finalize().map(<[u8]>::len).unwrap_or(0);
     match outcome {
         Ok(value) if rest == 0 => Ok(value),
         Ok(_) => Err(leftover::<T>(bytes, rest)),
-        Err(e) => Err(mismatch::<T>(bytes, rest, e)),
+        Err(e) => Err(match budget.exceeded() {
+            Some(limit) => too_deep::<T>(bytes, rest, limit),
+            None => mismatch::<T>(bytes, rest, e),
+        }),
     }
+}
+
+/// The bytes nest deeper than this process accepts.
+#[cold]
+fn too_deep<T>(bytes: &[u8], rest: usize, limit: u32) -> Error {
+    let _ = fd_table::take_error_text();
+    let at = bytes.len() - rest.min(bytes.len());
+    Error::codec(format!(
+        "cannot decode {} as the expected `{}`: the value nests deeper than the limit of {limit} \
+         levels at byte {at} (raise it with `mp::set_max_decode_depth` if such deep data is \
+         expected)",
+        describe_bytes(bytes),
+        std::any::type_name::<T>(),
+    ))
 }
 
 /// A complete `T` was read and bytes are left over.

@@ -80,3 +80,69 @@ fn trailing_and_truncated_bytes_are_errors() {
     assert!(decode::<u64>(&e.bytes, vec![]).is_err());
     assert!(decode::<(u64, String)>(&e.bytes[..1], vec![]).is_err());
 }
+
+/// Nested `Option`s `n` deep as postcard writes them: `n` ones (Some) then a zero (None).
+fn nested_options(n: usize) -> Vec<u8> {
+    let mut bytes = vec![1u8; n];
+    bytes.push(0);
+    bytes
+}
+
+/// `Option<Option<…<u8>…>>` with every level an `Option`: decoded generically by recursion.
+#[derive(Deserialize, Debug)]
+struct Nest(#[allow(dead_code)] Option<Box<Nest>>);
+
+#[test]
+fn nesting_up_to_the_limit_decodes_and_one_more_level_is_an_error() {
+    let limit = max_decode_depth() as usize;
+    // Each level of `Nest` is two compound values (the newtype and its Option).
+    let fits = nested_options(limit / 2 - 1);
+    assert!(decode::<Nest>(&fits, vec![]).is_ok());
+    let over = nested_options(limit / 2 + 1);
+    let err = decode::<Nest>(&over, vec![]).unwrap_err().to_string();
+    assert!(
+        err.contains("nests deeper than the limit of 256 levels"),
+        "{err}"
+    );
+    assert!(err.contains("set_max_decode_depth"), "{err}");
+}
+
+#[test]
+fn a_million_levels_is_an_error_not_a_stack_overflow() {
+    let err = decode::<Nest>(&nested_options(1_000_000), vec![]).unwrap_err();
+    assert!(matches!(err, Error::Codec { .. }), "{err}");
+}
+
+#[test]
+fn long_flat_sequences_do_not_count_as_depth() {
+    let v: Vec<Vec<u8>> = vec![vec![1, 2, 3]; 100_000];
+    let e = encode(&v).unwrap();
+    assert_eq!(decode::<Vec<Vec<u8>>>(&e.bytes, vec![]).unwrap(), v);
+}
+
+#[test]
+fn the_limit_must_be_positive_and_below_the_ceiling() {
+    assert!(set_max_decode_depth(0).is_err());
+    assert!(set_max_decode_depth(MAX_DECODE_DEPTH_CEILING + 1).is_err());
+    assert_eq!(max_decode_depth(), DEFAULT_MAX_DECODE_DEPTH);
+}
+
+#[test]
+fn the_ceiling_fits_on_a_two_mebibyte_thread_stack() {
+    // Thread stacks of the runtime are at least 2 MiB; this test is built without optimisation,
+    // where frames are largest.
+    let limit = MAX_DECODE_DEPTH_CEILING;
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let fits = nested_options(limit as usize / 2 - 1);
+            let ok = decode_slice_within::<Nest>(&fits, depth::Budget::of(limit)).is_ok();
+            let over = nested_options(limit as usize);
+            let err = decode_slice_within::<Nest>(&over, depth::Budget::of(limit)).is_err();
+            ok && err
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(outcome);
+}

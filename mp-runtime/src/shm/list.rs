@@ -184,12 +184,8 @@ impl<T: Serialize + DeserializeOwned> ShareableList<T> {
         let (off, _, used) = self.slot(i)?;
         let mut bytes = vec![0u8; used];
         self.shm.read_at(off, &mut bytes)?;
-        postcard::from_bytes(&bytes).map_err(|e| {
-            Error::codec(format!(
-                "ShareableList item {i} does not decode as `{}`: {e}",
-                std::any::type_name::<T>()
-            ))
-        })
+        crate::codec::decode_slice(&bytes)
+            .map_err(|e| Error::codec(format!("ShareableList item {i}: {e}")))
     }
 
     /// Replaces item `i`. A value whose encoding exceeds the slot's capacity is
