@@ -27,6 +27,9 @@ const MAX_TCP: u64 = 64 << 20;
 
 /// The longest a side polls for an answer before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
+/// The reply buffer a large reply grew is given back above this size.
+const OUT_KEEP: usize = 256 << 10;
+
 /// After a spin that ended in a sleep, how many waits sleep at once before spinning is tried
 /// again.
 const SPINLESS_AFTER_MISS: u32 = 16;
@@ -105,7 +108,11 @@ impl Wire {
         }
         let head = frame::header(self.out.len() - HEADER_LEN, fds.len());
         self.out[..HEADER_LEN].copy_from_slice(&head);
-        frame::send_parts(self.fd.as_fd(), &[&self.out], fds)
+        let sent = frame::send_parts(self.fd.as_fd(), &[&self.out], fds);
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::with_capacity(256);
+        }
+        sent
     }
 
     /// Receives the next frame, waiting until `deadline` ([`Error::Timeout`] after it; nothing
@@ -117,6 +124,7 @@ impl Wire {
         let started = Instant::now();
         let spin = self.skip_spins == 0 && spin_allowed();
         let mut slept = !spin;
+        let mut released = false;
         loop {
             let ready = if !slept && started.elapsed() < SPIN {
                 // Give the CPU away between looks: when the peer waits for this very CPU, it
@@ -124,6 +132,11 @@ impl Wire {
                 std::thread::yield_now();
                 readable(self.fd.as_fd(), Deadline::after(Some(Duration::ZERO)))
             } else {
+                if !released {
+                    // About to sleep, maybe for long: a large frame's buffer is not kept.
+                    self.reader.release_if_idle();
+                    released = true;
+                }
                 slept = true;
                 readable(self.fd.as_fd(), deadline)
             }

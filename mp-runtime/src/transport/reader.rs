@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 /// Read size of the buffered reader.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The largest buffer [`FrameReader::release_if_idle`] keeps.
+const IDLE_KEEP: usize = 4 * READ_CHUNK;
+
 /// Takes `n` descriptors from the front of `fds`.
 pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
     if n == 0 {
@@ -86,6 +89,23 @@ impl FrameReader {
         self.short = n < self.buf.len() - self.end;
         self.end += n;
         Ok(Some(n))
+    }
+
+    /// Gives back a buffer that a large frame grew, when nothing is buffered: for a connection
+    /// about to wait a long time (a manager's), so that one large message does not pin its size
+    /// in memory for the connection's life.
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.start == self.end && self.buf.len() > IDLE_KEEP {
+            self.buf = vec![0; READ_CHUNK];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The bytes the buffer holds now (for tests).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
     }
 
     /// Whether the last read drained the socket (it returned less than there was room for), so
@@ -179,6 +199,22 @@ mod tests {
         let mut r = FrameReader::new(MAX);
         assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
         assert!(r.buf.len() <= 4 * READ_CHUNK, "reserved {}", r.buf.len());
+    }
+
+    #[test]
+    fn an_idle_reader_gives_back_what_a_large_frame_grew() {
+        let (a, b) = stream_pair().unwrap();
+        let body = vec![7u8; 40 * READ_CHUNK];
+        let mut frame = header(body.len(), 0).to_vec();
+        frame.extend_from_slice(&body);
+        let writer = std::thread::spawn(move || write_all(a.as_fd(), &frame));
+        let mut r = FrameReader::new(MAX);
+        let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
+        writer.join().unwrap();
+        assert_eq!(f.payload.len(), body.len());
+        assert!(r.capacity() > body.len());
+        r.release_if_idle();
+        assert_eq!(r.capacity(), READ_CHUNK);
     }
 
     #[test]
