@@ -390,10 +390,29 @@ fn empty_key_on_a_public_address_is_refused() {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
+/// A connection that cannot be made is the OS's error, naming the address (not `ManagerGone`,
+/// which says a manager that was there is gone). `&String` is an address too.
 #[test]
-fn nothing_listening_is_manager_gone() {
+fn nothing_listening_is_an_io_error_naming_the_address() {
     let err = Manager::connect("@mp-test-no-manager-here", b"k").unwrap_err();
-    assert!(matches!(err, Error::ManagerGone { .. }), "{err}");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(
+        err.to_string().contains("@mp-test-no-manager-here"),
+        "{err}"
+    );
+    let tcp = String::from("127.0.0.1:1");
+    let err = Manager::connect(&tcp, b"k").unwrap_err();
+    match &err {
+        Error::Io { source, .. } => {
+            assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{err}"
+            )
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
 
 /// `modify` runs a registered function in the server; a panic there comes back as an error

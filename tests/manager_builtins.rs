@@ -1143,3 +1143,100 @@ for_each_method!(a_killed_getter_takes_no_item, |ctx: mp::Context| {
     drop(q);
     finish(m);
 });
+
+// ---- Taking nested proxies out, a consumer killed in `get` over TCP (issue 17) ----------------
+
+/// Python's `d.pop(k)` of a proxy: a nested proxy taken out of its container (`remove`,
+/// `insert` returning the value it replaces, `popitem`, `ListProxy::pop`) reaches the caller
+/// and works, whether or not another proxy of it is alive; nothing is left behind.
+#[test]
+fn nested_proxies_can_be_taken_out_of_their_containers() {
+    let _g = shared();
+    let m = manager();
+    let d = m.dict::<String, ListProxy<u32>>().unwrap();
+    let a = m.list([1u32]).unwrap();
+    d.set(&"a".into(), &a).unwrap();
+    // Another proxy of the list is alive (`a`).
+    let taken = d.remove(&"a".into()).unwrap().expect("present");
+    taken.append(&2).unwrap();
+    assert_eq!(a.to_vec().unwrap(), vec![1, 2]);
+    drop(a);
+    // Only the dict holds it.
+    d.set(&"b".into(), &taken).unwrap();
+    drop(taken);
+    let fresh = m.list([9u32]).unwrap();
+    let old = d.insert(&"b".into(), &fresh).unwrap().expect("replaced");
+    assert_eq!(old.to_vec().unwrap(), vec![1, 2]);
+    drop((old, fresh));
+    let (k, v) = d.popitem().unwrap().expect("an item");
+    assert_eq!(k, "b");
+    assert_eq!(v.to_vec().unwrap(), vec![9]);
+    assert_eq!(d.popitem().unwrap().map(|(k, _)| k), None);
+    drop(v);
+    let l = m
+        .list([m.list([5u32]).unwrap(), m.list([6u32]).unwrap()])
+        .unwrap();
+    let last = l.pop(None).unwrap().expect("an item");
+    let first = l.pop(Some(0)).unwrap().expect("an item");
+    assert_eq!(last.to_vec().unwrap(), vec![6]);
+    assert_eq!(first.to_vec().unwrap(), vec![5]);
+    drop((d, l, last, first));
+    finish(m);
+}
+
+#[mp::worker]
+fn hold_and_get_joinable(
+    m: Manager,
+    q: JoinableQueueProxy<u32>,
+    waiting: mp::Event,
+) -> mp::Result<u32> {
+    let _marker = m.list::<u8>([])?;
+    waiting.set();
+    q.get()
+}
+
+/// A manager over TCP serves `get` in the server: a consumer killed while its `get` waits
+/// there takes no item. If the server took one for it before it knew, the item goes back
+/// first in line, counted once: the order holds and `join` returns after every `task_done`.
+/// (Several rounds: the server notices the death between two looks at the queue.)
+#[test]
+fn a_consumer_killed_in_a_tcp_get_loses_no_order_and_no_count() {
+    let _g = shared();
+    let m = Manager::builder()
+        .address("127.0.0.1:0")
+        .unwrap()
+        .transfer_timeout(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    for round in 0..4 {
+        let q = if round % 2 == 0 {
+            m.joinable_queue::<u32>().unwrap()
+        } else {
+            m.bounded_joinable_queue::<u32>(2).unwrap()
+        };
+        let waiting = mp::Event::new().unwrap();
+        let mut p = started(mp::Process::new(
+            hold_and_get_joinable,
+            (m.clone(), q.clone(), waiting.clone()),
+        ));
+        assert!(waiting.wait_timeout(LONG));
+        p.kill().unwrap();
+        assert!(join(&mut p).is_err());
+        // The child's session has ended once its marker list is gone.
+        assert!(eventually(LONG, || m.number_of_objects().unwrap() == 1));
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        assert_eq!(q.qsize().unwrap(), 2, "round {round}");
+        if round % 2 == 1 {
+            assert!(q.is_full().unwrap(), "round {round}");
+            assert!(matches!(q.try_put(3), Err(mp::TryPutError::Full(3))));
+        }
+        assert_eq!(q.get_timeout(LONG).unwrap(), 1, "round {round}");
+        assert_eq!(q.get_timeout(LONG).unwrap(), 2, "round {round}");
+        q.task_done().unwrap();
+        q.task_done().unwrap();
+        q.join_timeout(LONG).unwrap();
+        assert!(matches!(q.task_done(), Err(Error::InvalidState { .. })));
+    }
+    finish(m);
+}

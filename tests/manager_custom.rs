@@ -620,3 +620,160 @@ fn timeout_variants_give_up_and_the_proxy_goes_on() {
     drop(c);
     m.shutdown().unwrap();
 }
+
+// ---- Sessions, owners and results (issue 17) ----
+
+/// An object whose constructor says it started and then waits for `go` (at most `LONG`); its
+/// destructor sets `dropped`.
+pub struct SlowBuilt {
+    dropped: mp::Event,
+}
+
+#[mp::managed]
+impl SlowBuilt {
+    /// Built once `go` is set.
+    pub fn new(started: mp::Event, go: mp::Event, dropped: mp::Event) -> Self {
+        started.set();
+        go.wait_timeout(LONG);
+        SlowBuilt { dropped }
+    }
+
+    /// Answers.
+    pub fn ping(&self) -> u32 {
+        1
+    }
+}
+
+impl Drop for SlowBuilt {
+    fn drop(&mut self) {
+        self.dropped.set();
+    }
+}
+
+#[mp::worker]
+fn build_slowly(
+    m: mp::Manager,
+    started: mp::Event,
+    go: mp::Event,
+    dropped: mp::Event,
+) -> mp::Result<()> {
+    let _marker = m.list::<u8>([])?;
+    let _slow = SlowBuiltProxy::new(&m, started, go, dropped)?;
+    Ok(())
+}
+
+/// A client killed while the server builds its object: once built, the object is dropped
+/// (the session it was for has ended), not kept for the manager's life.
+#[test]
+fn an_object_built_for_a_killed_client_is_dropped() {
+    let _g = shared();
+    let m = mp::Manager::builder()
+        .transfer_timeout(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    let (started_ev, go, dropped) = (
+        mp::Event::new().unwrap(),
+        mp::Event::new().unwrap(),
+        mp::Event::new().unwrap(),
+    );
+    let mut p = started(mp::Process::new(
+        build_slowly,
+        (m.clone(), started_ev.clone(), go.clone(), dropped.clone()),
+    ));
+    assert!(started_ev.wait_timeout(LONG));
+    p.kill().unwrap();
+    assert!(join(&mut p).is_err());
+    // The child's session has ended once its marker list is gone.
+    assert!(eventually(LONG, || m.number_of_objects().unwrap() == 0));
+    go.set();
+    assert!(
+        dropped.wait_timeout(LONG),
+        "the object built for the dead client was kept"
+    );
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    // The server goes on serving new clients.
+    assert_eq!(CounterProxy::new(&m, 2).unwrap().get().unwrap(), 2);
+    m.shutdown().unwrap();
+}
+
+#[mp::worker]
+fn take_rlock(lock: mp::manager::RLockProxy) -> mp::Result<bool> {
+    let got = lock.acquire_timeout(LONG)?;
+    lock.release()?;
+    Ok(got)
+}
+
+/// A `_timeout` call that times out makes the thread open a new connection: the re-entrant
+/// lock and the condition it holds stay its own (owners are client threads, not connections).
+#[test]
+fn a_timed_out_call_keeps_the_threads_locks() {
+    let _g = shared();
+    let m = mp::Manager::start().unwrap();
+    let c = CounterProxy::new(&m, 1).unwrap();
+    let lock = m.rlock().unwrap();
+    let cond = m.condition().unwrap();
+    lock.acquire().unwrap();
+    cond.acquire().unwrap();
+    let release = mp::Event::new().unwrap();
+    let r = c.wait_for_timeout(release.clone(), Duration::from_millis(50));
+    assert!(matches!(r, Err(mp::Error::Timeout)), "{r:?}");
+    assert!(lock.try_acquire().unwrap(), "the owner takes it again");
+    lock.release().unwrap();
+    lock.release().unwrap();
+    assert!(!cond.wait_timeout(Duration::from_millis(1)).unwrap());
+    cond.release().unwrap();
+    release.set();
+    let mut p = started(mp::Process::new(take_rlock, (lock.clone(),)));
+    assert!(join(&mut p).unwrap());
+    drop((c, lock, cond));
+    m.shutdown().unwrap();
+}
+
+/// A result whose `Serialize` panics.
+#[derive(Debug, Deserialize)]
+pub struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("this value cannot be encoded");
+    }
+}
+
+/// Returns what cannot be encoded.
+pub struct BadResult;
+
+#[mp::managed]
+impl BadResult {
+    /// The object.
+    pub fn new() -> Self {
+        BadResult
+    }
+
+    /// A result that panics as it is encoded.
+    pub fn bad(&self) -> Unencodable {
+        Unencodable
+    }
+}
+
+/// A result that panics while it is encoded is a `RemotePanic` naming the method, like a panic
+/// in the method; the connection and the manager go on.
+#[test]
+fn a_result_that_panics_as_it_is_encoded_is_a_remote_panic() {
+    let _g = shared();
+    let m = mp::Manager::start().unwrap();
+    let b = BadResultProxy::new(&m).unwrap();
+    match b.bad() {
+        Err(mp::Error::RemotePanic {
+            method, message, ..
+        }) => {
+            assert!(method.contains("bad"), "{method}");
+            assert!(message.contains("cannot be encoded"), "{message}");
+        }
+        other => panic!("expected a remote panic, got {other:?}"),
+    }
+    assert!(matches!(b.bad(), Err(mp::Error::RemotePanic { .. })));
+    assert_eq!(m.number_of_objects().unwrap(), 1);
+    drop(b);
+    m.shutdown().unwrap();
+    assert_eq!(m.exitcode(), Some(0));
+}

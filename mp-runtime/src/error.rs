@@ -196,8 +196,12 @@ pub enum Error {
     },
 
     /// The manager was shut down (`Manager::shutdown`, or the drop of the handle that started
-    /// it) while the call waited, or before it.
-    #[error("the manager was shut down")]
+    /// it) while the call waited, or before it. Keep the `Manager` that started the server
+    /// alive for as long as its proxies are used.
+    #[error(
+        "the manager was shut down (by `Manager::shutdown`, or because the `Manager` handle \
+         that started it was dropped); its objects are gone"
+    )]
     ManagerShutdown,
 
     /// A managed method panicked in the manager's server. The server keeps serving; an object

@@ -138,6 +138,12 @@ impl IntoAddress for String {
     }
 }
 
+impl IntoAddress for &String {
+    fn into_address(self) -> Result<Address> {
+        self.parse()
+    }
+}
+
 impl IntoAddress for SocketAddr {
     fn into_address(self) -> Result<Address> {
         Ok(Address::Tcp(self))

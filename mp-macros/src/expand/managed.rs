@@ -55,7 +55,7 @@ pub(crate) fn expand(args: &ManagedArgs, m: &Managed) -> TokenStream {
         let (vars, tys) = decode_glue(&x.f);
         quote_spanned! {span=>
             #(#cfgs)*
-            #index => call.#verb(this, #name, |__mp_this: #this_ty, (#(#vars,)*): (#(#tys,)*)| {
+            #index => __mp_call.#verb(__mp_shared, #name, |__mp_this: #this_ty, (#(#vars,)*): (#(#tys,)*)| {
                 <#self_ty>::#method(__mp_this, #(#vars),*)
             }),
         }
@@ -69,7 +69,7 @@ pub(crate) fn expand(args: &ManagedArgs, m: &Managed) -> TokenStream {
         let span = glue_span(c);
         quote_spanned! {span=>
             #(#cfgs)*
-            #index => call.construct(#name, |(#(#vars,)*): (#(#tys,)*)| <#self_ty>::#ctor(#(#vars),*)),
+            #index => __mp_call.construct(#name, |(#(#vars,)*): (#(#tys,)*)| <#self_ty>::#ctor(#(#vars),*)),
         }
     });
 
@@ -123,8 +123,8 @@ pub(crate) fn expand(args: &ManagedArgs, m: &Managed) -> TokenStream {
             fn label() -> ::std::string::String {
                 #krate::manager::label_of::<#self_ty>()
             }
-            fn from_ref(r: #krate::manager::ObjRef) -> Self {
-                #proxy(r)
+            fn from_ref(__mp_ref: #krate::manager::ObjRef) -> Self {
+                #proxy(__mp_ref)
             }
             fn obj_ref(&self) -> &#krate::manager::ObjRef {
                 &self.0
@@ -138,25 +138,25 @@ pub(crate) fn expand(args: &ManagedArgs, m: &Managed) -> TokenStream {
         }
 
         impl ::core::fmt::Debug for #proxy {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                ::core::write!(f, "{}({:?})", ::core::stringify!(#proxy), self.0)
+            fn fmt(&self, __mp_f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::write!(__mp_f, "{}({:?})", ::core::stringify!(#proxy), self.0)
             }
         }
 
         impl #krate::__private::serde::Serialize for #proxy {
             fn serialize<S: #krate::__private::serde::Serializer>(
                 &self,
-                s: S,
+                __mp_s: S,
             ) -> ::core::result::Result<S::Ok, S::Error> {
-                #krate::manager::serialize_proxy(self, s)
+                #krate::manager::serialize_proxy(self, __mp_s)
             }
         }
 
         impl<'de> #krate::__private::serde::Deserialize<'de> for #proxy {
             fn deserialize<D: #krate::__private::serde::Deserializer<'de>>(
-                d: D,
+                __mp_d: D,
             ) -> ::core::result::Result<Self, D::Error> {
-                #krate::manager::deserialize_proxy(d)
+                #krate::manager::deserialize_proxy(__mp_d)
             }
         }
 
@@ -168,23 +168,27 @@ pub(crate) fn expand(args: &ManagedArgs, m: &Managed) -> TokenStream {
             const METHODS: &'static [&'static str] = &[#(#method_names),*];
 
             fn dispatch(
-                this: &#krate::manager::Shared<Self>,
-                method: u16,
-                call: &mut #krate::manager::Call<'_>,
+                __mp_shared: &#krate::manager::Shared<Self>,
+                __mp_method: u16,
+                __mp_call: &mut #krate::manager::Call<'_>,
             ) -> ::core::result::Result<#krate::manager::Out, #krate::manager::RemoteError> {
-                match method {
+                match __mp_method {
                     #(#dispatch_arms)*
-                    other => ::core::result::Result::Err(call.no_such_method::<Self>(other)),
+                    __mp_other => ::core::result::Result::Err(
+                        __mp_call.no_such_method::<Self>(__mp_other),
+                    ),
                 }
             }
 
             fn construct(
-                ctor: u16,
-                call: &mut #krate::manager::Call<'_>,
+                __mp_ctor: u16,
+                __mp_call: &mut #krate::manager::Call<'_>,
             ) -> ::core::result::Result<Self, #krate::manager::RemoteError> {
-                match ctor {
+                match __mp_ctor {
                     #(#construct_arms)*
-                    other => ::core::result::Result::Err(call.no_such_method::<Self>(other)),
+                    __mp_other => ::core::result::Result::Err(
+                        __mp_call.no_such_method::<Self>(__mp_other),
+                    ),
                 }
             }
         }
@@ -280,14 +284,16 @@ fn proxy_ctor(
     let vis = &c.vis;
     let cfgs = &c.cfgs;
     let name = &c.name;
-    let manager = free_name("manager", &c.args);
+    // Generated names start with `__mp_`: any other could be a constant of the user's module
+    // (a `#[mp::worker]` is one), which a parameter cannot shadow.
+    let manager = free_name("__mp_manager", &c.args);
     let names: Vec<_> = c.args.iter().map(|a| &a.name).collect();
     let tys: Vec<_> = c.args.iter().map(|a| &a.ty).collect();
     let docs = docs_then(
         c,
         format!(
-            " Builds a `{ident}` with `{ident}::{name}` in `{manager}`'s server and returns a \
-             proxy of it."
+            " Builds a `{ident}` with `{ident}::{name}` in the given manager's server and \
+             returns a proxy of it."
         ),
     );
     let span = glue_span(c);
@@ -310,7 +316,7 @@ fn proxy_method(krate: &syn::Path, ident: &syn::Ident, i: usize, x: &Method) -> 
     let cfgs = &f.cfgs;
     let name = &f.name;
     let name_timeout = format_ident!("{}_timeout", name, span = name.span());
-    let timeout = free_name("timeout", &f.args);
+    let timeout = free_name("__mp_timeout", &f.args);
     let names: Vec<_> = f.args.iter().map(|a| &a.name).collect();
     let tys: Vec<_> = f.args.iter().map(|a| &a.ty).collect();
     let ret = &x.ret;
@@ -334,8 +340,8 @@ fn proxy_method(krate: &syn::Path, ident: &syn::Ident, i: usize, x: &Method) -> 
         ),
     );
     let timeout_doc = format!(
-        " Like [`{name}`](Self::{name}), waiting at most `{timeout}` for the reply: an \
-         `Error::Timeout` after it (the call may still complete in the server)."
+        " Like [`{name}`](Self::{name}), waiting at most the given duration for the \
+         reply: an `Error::Timeout` after it (the call may still complete in the server)."
     );
     let span = glue_span(f);
     let krate = krate_at(krate, span);

@@ -164,6 +164,15 @@ fn leftover<T>(bytes: &[u8], rest: usize) -> Error {
 #[cold]
 fn mismatch<T>(bytes: &[u8], rest: usize, e: postcard::Error) -> Error {
     let at = bytes.len() - rest.min(bytes.len());
+    if let Some(reason) = recorded_text(&e) {
+        // A `Deserialize` impl of this crate refused a value it read (a proxy whose object is
+        // gone, a handle out of range): the bytes fit the type, so the types are not in doubt.
+        return Error::codec(format!(
+            "cannot decode {} as the expected `{}`: {reason}",
+            describe_bytes(bytes),
+            std::any::type_name::<T>(),
+        ));
+    }
     Error::codec(format!(
         "cannot decode {} as the expected `{}`: {} at byte {at} (was a value of another type \
          sent? both ends must use the same type)",
@@ -194,9 +203,7 @@ fn describe_bytes(bytes: &[u8]) -> String {
 /// where this crate recorded one.
 fn detail(e: postcard::Error) -> String {
     use postcard::Error as P;
-    if matches!(e, P::SerdeSerCustom | P::SerdeDeCustom)
-        && let Some(text) = fd_table::take_error_text()
-    {
+    if let Some(text) = recorded_text(&e) {
         return text;
     }
     match e {
@@ -211,6 +218,16 @@ fn detail(e: postcard::Error) -> String {
                              does not have, or a value its Deserialize impl refuses)"
             .into(),
         other => other.to_string(),
+    }
+}
+
+/// The text this crate recorded for a custom serde error, if `e` is one.
+fn recorded_text(e: &postcard::Error) -> Option<String> {
+    use postcard::Error as P;
+    if matches!(e, P::SerdeSerCustom | P::SerdeDeCustom) {
+        fd_table::take_error_text()
+    } else {
+        None
     }
 }
 

@@ -145,4 +145,33 @@ fn the_ceiling_fits_on_a_two_mebibyte_thread_stack() {
         .join()
         .unwrap();
     assert!(outcome);
+
+/// A value whose `Deserialize` refuses what it read, with a reason of its own (as a proxy whose
+/// object is gone does).
+#[derive(Debug)]
+struct Refuses;
+
+impl Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u32(7)
+    }
+}
+
+impl<'de> Deserialize<'de> for Refuses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let _ = u32::deserialize(d)?;
+        Err(de_error("the object it names is gone"))
+    }
+}
+
+#[test]
+fn a_value_refused_by_its_own_deserialize_does_not_blame_the_types() {
+    let enc = encode(&(1u8, Refuses)).unwrap();
+    let e = decode::<(u8, Refuses)>(&enc.bytes, Vec::new()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("the object it names is gone"), "{text}");
+    assert!(!text.contains("another type"), "{text}");
+    // A real mismatch still says what to check.
+    let e = decode::<(u8, String)>(&enc.bytes, Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("another type"), "{e}");
 }

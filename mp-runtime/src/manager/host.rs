@@ -19,6 +19,11 @@ pub(crate) trait Host: Send + Sync {
     fn address(&self) -> String;
     /// A value takes over `ticket` (or another copy holds it again): returns its object.
     fn hold(&self, ticket: Ticket) -> Result<ObjId, RemoteError>;
+    /// Another copy of a value holds `ticket` again.
+    fn hold_again(&self, ticket: Ticket);
+    /// A copy of a value holding `ticket` is on its way to a client, which will claim the
+    /// ticket (as a transfer, alive until claimed or expired).
+    fn lend(&self, ticket: Ticket) -> Result<(), RemoteError>;
     /// A copy of a value holding `ticket` is gone.
     fn unhold(&self, ticket: Ticket);
     /// A transfer ticket for `obj` (a proxy the server itself sends).

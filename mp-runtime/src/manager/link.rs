@@ -62,6 +62,17 @@ pub(crate) struct Link {
 thread_local! {
     /// This thread's connection to each manager it calls, by `Link::id`.
     static WIRES: RefCell<HashMap<u64, Wire>> = RefCell::new(HashMap::new());
+    /// This thread's identity for managers (see [`Hello::thread`]).
+    static THREAD: u64 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Identities of this process's threads, from 1 (0 is the anchor's).
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+/// The calling thread's identity for managers: the same on every connection it opens, so that
+/// what it owns in a server (a re-entrant lock) stays its own after a reconnection.
+fn thread_identity() -> u64 {
+    THREAD.try_with(|t| *t).unwrap_or(0)
 }
 
 /// Links of this process, by manager identity: a proxy arriving from another process finds the
@@ -73,10 +84,10 @@ static KEYS: Global<HashMap<String, Vec<u8>>> = Global::new(HashMap::new);
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 impl Link {
-    /// Opens a new session with the manager at `address`.
+    /// Opens a new session with the manager at `address`. A connection that cannot be made is
+    /// the transport's error, as it came.
     pub(crate) fn connect(address: &Address, authkey: &[u8]) -> Result<Arc<Link>> {
-        let (wire, session, manager) =
-            open(address, authkey, None).map_err(|e| gone_on_connect(e, address))?;
+        let (wire, session, manager) = open(address, authkey, None, 0)?;
         let tcp = wire.is_tcp();
         let link = Arc::new(Link {
             id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
@@ -116,7 +127,8 @@ impl Link {
             .get(&address.to_string())
             .cloned()
             .unwrap_or_else(crate::identity::authkey);
-        let link = Link::connect(address, &key)?;
+        // A proxy names a manager that was there: one that cannot be reached now is gone.
+        let link = Link::connect(address, &key).map_err(|e| gone_on_connect(e, address))?;
         if link.manager != manager {
             return Err(Error::ManagerGone {
                 address: address.to_string(),
@@ -258,8 +270,13 @@ impl Link {
             let wire = match wires.entry(self.id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let (wire, _, _) = open(&self.address, &self.authkey, Some(self.session))
-                        .map_err(|e| self.lost_on_open(e))?;
+                    let (wire, _, _) = open(
+                        &self.address,
+                        &self.authkey,
+                        Some(self.session),
+                        thread_identity(),
+                    )
+                    .map_err(|e| self.lost_on_open(e))?;
                     v.insert(wire)
                 }
             };
@@ -443,7 +460,8 @@ fn out_of_step(e: &Error) -> bool {
     !matches!(e, Error::InvalidArgument { .. } | Error::Codec { .. })
 }
 
-/// A connection that could not be made means the manager is not there.
+/// A connection that could not be made, for a proxy of a manager that was there, means the
+/// manager is gone.
 fn gone_on_connect(e: Error, address: &Address) -> Error {
     match e {
         Error::Io { ref source, .. }
@@ -460,8 +478,14 @@ fn gone_on_connect(e: Error, address: &Address) -> Error {
     }
 }
 
-/// Connects, authenticates and joins `session` (or opens a new one).
-fn open(address: &Address, authkey: &[u8], session: Option<u64>) -> Result<(Wire, u64, u64)> {
+/// Connects, authenticates and joins `session` (or opens a new one), for client thread
+/// `thread`.
+fn open(
+    address: &Address,
+    authkey: &[u8],
+    session: Option<u64>,
+    thread: u64,
+) -> Result<(Wire, u64, u64)> {
     let conn = Client::connect::<()>(address.clone(), authkey)?;
     let (fd, tcp) = conn.into_socket()?;
     let mut wire = Wire::new(fd, tcp);
@@ -469,6 +493,7 @@ fn open(address: &Address, authkey: &[u8], session: Option<u64>) -> Result<(Wire
         protocol: PROTOCOL,
         pid: std::process::id(),
         session,
+        thread,
     })?;
     let frame = wire.recv(Deadline::after(Some(
         crate::transport::auth::HANDSHAKE_TIMEOUT,

@@ -115,12 +115,13 @@ impl<T> Shared<T> {
     }
 }
 
-/// Who made a call: the session (one per client process) and the connection (one per client
-/// thread), for objects whose methods depend on the caller (an `RLock`'s owner).
+/// Who made a call: the session (one per client process) and the client thread (which keeps
+/// its identity across connections: a call that timed out makes it open a new one), for
+/// objects whose methods depend on the caller (an `RLock`'s owner).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Caller {
     pub(crate) session: u64,
-    pub(crate) conn: u64,
+    pub(crate) thread: u64,
     /// The call came over TCP (no descriptors can go back).
     pub(crate) tcp: bool,
 }
@@ -156,14 +157,21 @@ impl<'a> Call<'a> {
         self.obj
     }
 
-    /// Decodes the argument tuple.
+    /// Decodes the argument tuple (a panicking `Deserialize` is the call's error).
     pub(crate) fn args<A: DeserializeOwned>(&mut self) -> Result<A, RemoteError> {
-        codec::decode(self.args, std::mem::take(&mut self.fds)).map_err(|e| {
+        let (args, fds) = (self.args, std::mem::take(&mut self.fds));
+        self.guarded(|| codec::decode(args, fds))?.map_err(|e| {
             RemoteError::Codec(format!(
                 "the arguments of `{}` could not be decoded: {e}",
                 self.method_name
             ))
         })
+    }
+
+    /// Encodes a method's result; a panicking `Serialize` is the call's error, as a panic in
+    /// the method is (the object is not poisoned: the method completed).
+    fn encode<R: Serialize>(&self, result: &R) -> Result<Out, RemoteError> {
+        self.guarded(|| Out::of(result))?
     }
 
     fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, RemoteError> {
@@ -224,7 +232,8 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        Out::of(&self.shared(this, method, f)?)
+        let result = self.shared(this, method, f)?;
+        self.encode(&result)
     }
 
     /// Runs a `&mut self` method under the exclusive lock; a panic poisons the object.
@@ -238,7 +247,8 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        Out::of(&self.exclusive(this, method, f)?)
+        let result = self.exclusive(this, method, f)?;
+        self.encode(&result)
     }
 
     /// [`Call::read`] for a method that can refuse: its `Err` is the call's error.
@@ -252,7 +262,8 @@ impl<'a> Call<'a> {
         A: DeserializeOwned,
         R: Serialize,
     {
-        Out::of(&self.shared(this, method, f)??)
+        let result = self.shared(this, method, f)??;
+        self.encode(&result)
     }
 
     /// Like [`Call::read`] or [`Call::write`] for a method that returns another managed value:

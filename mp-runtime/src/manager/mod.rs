@@ -53,8 +53,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use self::builtins::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
-    JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy,
-    SemaphoreProxy, SetOperand, SetProxy, ValueProxy,
+    JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, ProxyLockGuard, QueueProxy,
+    RLockProxy, SemaphoreProxy, SetOperand, SetProxy, ValueProxy,
 };
 pub use self::custom::HasProxy;
 #[doc(hidden)]
@@ -148,13 +148,37 @@ impl Manager {
     /// Connects to a running manager (started with [`serve`](Manager::serve) by another
     /// program, or on another machine). The key is also remembered for proxies of that manager
     /// that reach this process later.
+    ///
+    /// Nothing listening there (or no route to it) is [`Error::Io`] naming the address, as the
+    /// OS reported it ("connection refused"); a wrong key is [`Error::Authentication`].
+    ///
+    /// ```
+    /// # fn main() -> mp::Result<()> {
+    /// let m = mp::Manager::serve("127.0.0.1:0", b"key")?;
+    /// let address = m.address().to_string();
+    /// let client = mp::Manager::connect(&address, b"key")?;
+    /// assert_eq!(client.number_of_objects()?, 0);
+    /// m.shutdown()?;
+    /// let e = mp::Manager::connect(&address, b"key").unwrap_err();
+    /// assert!(matches!(e, mp::Error::Io { .. }));
+    /// assert!(e.to_string().contains(&address));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connect(address: impl IntoAddress, authkey: impl AsRef<[u8]>) -> Result<Manager> {
         let address = address.into_address()?;
         Link::remember_key(&address, authkey.as_ref());
-        Ok(Manager {
-            link: Link::connect(&address, authkey.as_ref())?,
-            owner: None,
-        })
+        let link = Link::connect(&address, authkey.as_ref()).map_err(|e| match e {
+            Error::Io { context, source } => Error::Io {
+                context,
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("no manager reached at {address}: {source}"),
+                ),
+            },
+            other => other,
+        })?;
+        Ok(Manager { link, owner: None })
     }
 
     /// The address the server listens on (with the real port when started on port 0).

@@ -17,7 +17,7 @@ pub(crate) type ObjId = u64;
 pub(crate) type Ticket = u64;
 
 /// The version of this protocol; a server refuses clients of another.
-pub(crate) const PROTOCOL: u16 = 1;
+pub(crate) const PROTOCOL: u16 = 2;
 
 /// The first frame on a new connection, after the authentication handshake.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +27,10 @@ pub(crate) struct Hello {
     /// `None` opens a new session (a process's first connection to this manager); `Some(id)`
     /// joins the session of another connection of the same process.
     pub(crate) session: Option<u64>,
+    /// The client thread this connection calls for (unique within its process, kept when the
+    /// thread opens a new connection after a timeout; 0 for the session's anchor): what owns
+    /// a re-entrant lock.
+    pub(crate) thread: u64,
 }
 
 /// The server's answer to [`Hello`].

@@ -24,6 +24,9 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::listener::Address;
 
+/// How long after a blocking call's own deadline the client stops waiting for the server.
+const CLIENT_GRACE: Duration = Duration::from_secs(1);
+
 /// A proxy of a managed object: the typed wrapper `#[mp::managed]` and the built-ins generate
 /// around an [`ObjRef`].
 pub trait Proxy: Sized {
@@ -121,6 +124,18 @@ impl ObjRef {
         self.call_within(method, args, Some(timeout))
     }
 
+    /// Calls a built-in's blocking method whose arguments carry `wait`, the server's own
+    /// deadline: the client gives up too, a little after it, so that a server that stopped
+    /// answering (stopped with `SIGSTOP`, or stuck) cannot keep a bounded call waiting.
+    pub(crate) fn call_bounded<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: u16,
+        args: &A,
+        wait: Option<Duration>,
+    ) -> Result<R> {
+        self.call_within(method, args, wait.map(|w| w.saturating_add(CLIENT_GRACE)))
+    }
+
     pub(crate) fn call_within<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: u16,
@@ -145,6 +160,7 @@ impl ObjRef {
     pub(crate) fn receive<P: Proxy>(wire: ProxyWire) -> Result<P> {
         let expected = P::label();
         if wire.label != expected {
+            decline(&wire);
             return Err(Error::Incompatible {
                 type_name: expected,
                 message: format!("the proxy received is a `{}`", wire.label),
@@ -193,6 +209,25 @@ impl ObjRef {
                 })
             }
         }
+    }
+}
+
+/// A received proxy refused (read as another type): its ticket is claimed and let go at once,
+/// so that the transfer does not keep its object alive until it expires.
+fn decline(wire: &ProxyWire) {
+    if let Some(host) = host::current()
+        && host.manager() == wire.manager
+    {
+        drop(TicketHold::claim(wire.ticket));
+        return;
+    }
+    let Ok(address) = wire.address.parse::<Address>() else {
+        return;
+    };
+    if let Ok(link) = Link::find_or_connect(wire.manager, &address)
+        && let Ok((obj, label)) = link.attach(wire.ticket)
+    {
+        drop(ObjRef::client(link, obj, label));
     }
 }
 

@@ -193,7 +193,21 @@ impl Stored {
 }
 
 impl Serialize for Stored {
+    /// Runs in the server, for a reply: the copy goes to a client, which claims each ticket as
+    /// it decodes the value, so each becomes a transfer in flight. The holds stay with this
+    /// copy; a value taken out of its container (`remove`, `pop`) is dropped after it is
+    /// encoded, and its proxies still reach the reader.
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if let Some(host) = host::current() {
+            for h in &self.holds {
+                host.lend(h.ticket()).map_err(|e| {
+                    codec::ser_error::<S::Error>(&format!(
+                        "cannot send a proxy inside a value: {}",
+                        super::remote_error(e)
+                    ))
+                })?;
+            }
+        }
         let tickets: Vec<Ticket> = self.holds.iter().map(|h| h.ticket()).collect();
         WireOut {
             bytes: &self.bytes,
@@ -267,7 +281,7 @@ impl TicketHold {
     /// Another hold on the same ticket (a copy of the value).
     pub(crate) fn again(&self) -> TicketHold {
         if let Some(host) = host::current() {
-            let _ = host.hold(self.ticket);
+            host.hold_again(self.ticket);
         }
         TicketHold {
             ticket: self.ticket,

@@ -55,6 +55,9 @@ unsafe impl Header for LockHeader {
 /// If a holder dies (even by `kill -9`), the lock is not locked forever: the next acquirer gets
 /// [`Error::OwnerDied`] and the lock is free again, so the one after that gets it normally.
 /// The data the lock protected may be half-updated; repair it after taking the lock again.
+/// (A manager's lock, [`LockProxy`](crate::manager::LockProxy), is released silently when its
+/// holder dies, as its doc explains: the data it guards lives elsewhere, and Python's manager
+/// locks report nothing either.)
 /// A holder is recognized by its thread id and a tag that a later thread given the same id
 /// does not share, so a dead holder's lock is recovered even when another process has its id
 /// by then.

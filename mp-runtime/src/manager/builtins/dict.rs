@@ -79,6 +79,7 @@ const UPDATE: u16 = 10;
 const SETDEFAULT: u16 = 11;
 const POPITEM: u16 = 12;
 const MODIFY: u16 = 13;
+const MERGE: u16 = 14;
 
 /// A key as it travels: its encoding (serialized as bytes).
 #[derive(Serialize, Deserialize)]
@@ -108,6 +109,7 @@ impl Managed for DictObj {
             "Dict::setdefault",
             "Dict::popitem",
             "Dict::modify",
+            "Dict::merge_with",
         ]
     );
 
@@ -196,6 +198,15 @@ impl Managed for DictObj {
                 drop(old);
                 Ok(Some(copy))
             }),
+            MERGE => call.read_try(
+                this,
+                name,
+                |d, (items, worker, default): (Vec<(Key, Key)>, String, Key)| {
+                    let old = merge(&mut d.lock(), items, &worker, default.0)?;
+                    drop(old);
+                    Ok(())
+                },
+            ),
             other => Err(call.no_such_method::<Self>(other)),
         }
     }
@@ -203,6 +214,40 @@ impl Managed for DictObj {
     fn construct(_ctor: u16, call: &mut Call<'_>) -> Result<Self, RemoteError> {
         call.construct("Dict::new", |()| DictObj::default())
     }
+}
+
+/// Sets each key of `items` to `worker(value, arg)`, where `value` is the key's value (the
+/// result of an earlier item of the same key, or `default` for a key not in the dict). All or
+/// nothing: the first error leaves the dict as it was. Returns the values replaced, to drop
+/// after the dict's lock.
+fn merge(
+    e: &mut Entries,
+    items: Vec<(Key, Key)>,
+    worker: &str,
+    default: Vec<u8>,
+) -> Result<Vec<Stored>, RemoteError> {
+    let default = Stored::from_bytes(default);
+    let mut new: Vec<(Vec<u8>, Stored)> = Vec::new();
+    let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (k, arg) in items {
+        let i = at.get(&k.0).copied();
+        let current = match i {
+            Some(i) => &new[i].1,
+            None => e.by_key.get(&k.0).map_or(&default, |(_, v)| v),
+        };
+        let value = apply(worker, current, &arg.0)?;
+        match i {
+            Some(i) => new[i].1 = value,
+            None => {
+                at.insert(k.0.clone(), new.len());
+                new.push((k.0, value));
+            }
+        }
+    }
+    Ok(new
+        .into_iter()
+        .filter_map(|(k, v)| e.insert(k, v))
+        .collect())
 }
 
 impl DictObj {
@@ -397,6 +442,53 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
             .r
             .call(MODIFY, &(key(key_)?, worker.name(), Key(Vec::new())))?;
         decode_opt(v)
+    }
+
+    /// Sets each key of `items` to `worker(value, arg)` in the server, in one call: `value` is
+    /// the key's value, or `default` for a key not in the dict (and the result of the previous
+    /// item for a key given twice). The batched form of [`modify_with`](DictProxy::modify_with)
+    /// plus `setdefault`, for counting or summing many keys at once: one round trip instead of
+    /// two per key. All or nothing: a worker that fails (or panics) leaves the dict as it was
+    /// ([`Error::TaskFailed`](crate::Error::TaskFailed)); values holding handles or proxies
+    /// cannot be merged.
+    ///
+    /// For other server-side updates, a `#[mp::managed]` type of your own (say, a word counter
+    /// with a `merge(&mut self, HashMap<String, u64>)` method) runs any code in one call.
+    ///
+    /// ```
+    /// #[mp::worker]
+    /// fn add(count: u64, more: u64) -> u64 {
+    ///     count + more
+    /// }
+    ///
+    /// # fn main() -> mp::Result<()> {
+    /// let m = mp::Manager::start()?;
+    /// let counts = m.dict::<String, u64>()?;
+    /// counts.set(&"a".into(), &5)?;
+    /// let words = ["a", "b", "a"].map(String::from);
+    /// counts.merge_with(words.iter().map(|w| (w, &1)), add, &0)?;
+    /// assert_eq!(counts.get(&"a".into())?, Some(7));
+    /// assert_eq!(counts.get(&"b".into())?, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn merge_with<'a, A, W>(
+        &self,
+        items: impl IntoIterator<Item = (&'a K, &'a A)>,
+        worker: W,
+        default: &V,
+    ) -> Result<()>
+    where
+        K: 'a,
+        A: Serialize + 'a,
+        W: Worker<Args = (V, A), Output = V>,
+    {
+        let items = items
+            .into_iter()
+            .map(|(k, a)| Ok((key(k)?, Key(Encoded::key(a)?))))
+            .collect::<Result<Vec<_>>>()?;
+        let default = Key(Encoded::key(default)?);
+        self.r.call(MERGE, &(items, worker.name(), default))
     }
 
     /// Like [`modify`](DictProxy::modify) with an extra argument: `worker(value, arg)`.

@@ -20,8 +20,8 @@ pub use self::namespace::NamespaceProxy;
 pub use self::queue::{JoinableQueueProxy, QueueProxy};
 pub use self::set::{SetOperand, SetProxy};
 pub use self::sync::{
-    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, LockProxy, RLockProxy,
-    SemaphoreProxy,
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, LockProxy, ProxyLockGuard,
+    RLockProxy, SemaphoreProxy,
 };
 pub use self::values::{ArrayProxy, ValueProxy};
 
@@ -274,6 +274,18 @@ pub(crate) fn call_answer<A: Serialize + ?Sized, R: DeserializeOwned>(
     args: &A,
 ) -> Result<R> {
     let a: Answer<R> = r.call(method, args)?;
+    a.map_err(Error::from)
+}
+
+/// [`call_answer`] for a blocking method whose arguments carry `wait` (see
+/// `ObjRef::call_bounded`).
+pub(crate) fn call_answer_bounded<A: Serialize + ?Sized, R: DeserializeOwned>(
+    r: &ObjRef,
+    method: u16,
+    args: &A,
+    wait: Wait,
+) -> Result<R> {
+    let a: Answer<R> = r.call_bounded(method, args, wait)?;
     a.map_err(Error::from)
 }
 

@@ -15,10 +15,11 @@
 //! manager's transfer timeout (60 s by default), as for a proxy sent through any channel.
 
 use crate::manager::host::SessionWatch;
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -28,7 +29,7 @@ use super::super::managed::{Call, Managed, Out, Shared};
 use super::super::protocol::RemoteError;
 use super::super::proxy::{ObjRef, Proxy, deserialize_proxy, serialize_proxy};
 use super::super::value::Encoded;
-use super::{Refused, Wait, builtin, call_answer, deadline, label};
+use super::{Refused, Wait, builtin, call_answer_bounded, deadline, label, lock};
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::queue::{JoinableQueue, TryPutError};
@@ -46,12 +47,58 @@ const NATIVE: u16 = 7;
 /// a client) or at a shutdown and its caller (in the server).
 const SLICE: Duration = Duration::from_millis(100);
 
+/// How often a `put` looks again at a bounded queue kept full by items given back.
+const RETURNED_POLL: Duration = Duration::from_millis(5);
+
 /// The items of a managed queue: encoded values, as clients put them.
 type Items = JoinableQueue<Encoded>;
 
 /// The server's queue.
 pub(crate) struct QueueObj {
     q: Items,
+    /// The most items (0: no limit).
+    max: usize,
+    /// Items taken for a caller of the server's `get` who died before it had them, oldest
+    /// first: they come out before the native queue's items, and were counted as put once
+    /// already (see [`QueueObj::give_back`]).
+    returned: Mutex<VecDeque<Encoded>>,
+}
+
+impl QueueObj {
+    /// Gives back an item taken for a caller that died while its `get` waited: at the head of
+    /// the queue, without counting a new put (a joinable queue's count of unfinished items
+    /// already has it), and without waiting for room in a full bounded queue.
+    ///
+    /// Only the server's own `get` serves these items first, and only it can give one back:
+    /// that is every consumer of a manager reached over TCP (which carries no descriptors) and
+    /// the proxies inside the server, whose calls never lose their caller. A manager on a Unix
+    /// socket serves its local clients' `get` from the native queue directly, never this way.
+    fn give_back(&self, item: Encoded, from_returned: bool) {
+        let mut returned = lock(&self.returned);
+        if from_returned {
+            returned.push_front(item);
+        } else {
+            // Taken from the native queue: newer than the items given back before.
+            returned.push_back(item);
+        }
+    }
+
+    /// The oldest item given back, if any.
+    fn take_returned(&self) -> Option<Encoded> {
+        lock(&self.returned).pop_front()
+    }
+
+    /// Items in the queue, as the server's callers see it.
+    fn len(&self) -> usize {
+        self.q.qsize() + lock(&self.returned).len()
+    }
+
+    /// Whether a bounded queue's items given back leave no room for `put` (the native queue
+    /// does not know them).
+    fn full_with_returned(&self) -> bool {
+        let returned = lock(&self.returned).len();
+        self.max != 0 && returned > 0 && self.q.qsize() + returned >= self.max
+    }
 }
 
 impl Drop for QueueObj {
@@ -126,6 +173,12 @@ impl Managed for QueueObj {
                 let mut item = Some(item);
                 let mut failed = None;
                 let put = sliced(wait, caller, |slice| {
+                    if q.full_with_returned() {
+                        // Full, counting the items given back: look again shortly (this is
+                        // rare: a consumer died while a bounded queue was at its limit).
+                        std::thread::sleep(slice.min(RETURNED_POLL));
+                        return None;
+                    }
                     match q.q.put_timeout(item.take().expect("kept"), slice) {
                         Ok(()) => Some(()),
                         Err(TryPutError::Full(back)) => {
@@ -146,31 +199,38 @@ impl Managed for QueueObj {
             }),
             GET => call.read_try(this, name, |q, (wait,): (Wait,)| {
                 let mut failed = None;
-                let got = sliced(wait, caller, |slice| match q.q.get_timeout(slice) {
-                    Ok(item) => Some(item),
-                    Err(Error::Empty) => None,
-                    Err(e) => {
-                        failed = Some(e);
-                        None
+                let got = sliced(wait, caller, |slice| {
+                    if let Some(item) = q.take_returned() {
+                        return Some((item, true));
+                    }
+                    match q.q.get_timeout(slice) {
+                        Ok(item) => Some((item, false)),
+                        Err(Error::Empty) => None,
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
                     }
                 });
                 if let Some(e) = failed {
                     return Err(remote(e));
                 }
                 match got {
-                    Ok(Some(item)) if !caller.alive() => {
-                        // Its taker died while it waited: the item goes back for another.
-                        let _ = q.q.put(item);
+                    Ok(Some((item, from_returned))) if !caller.alive() => {
+                        // Its taker died while it waited: the item goes back, first in line.
+                        q.give_back(item, from_returned);
                         Err(RemoteError::State("the caller is gone".into()))
                     }
-                    Ok(Some(item)) => Ok(Ok(item)),
+                    Ok(Some((item, _))) => Ok(Ok(item)),
                     Ok(None) => Ok(Err(Refused::Empty)),
                     Err(e) => Err(e),
                 }
             }),
-            QSIZE => call.read(this, name, |q, ()| q.q.qsize()),
-            IS_EMPTY => call.read(this, name, |q, ()| q.q.is_empty()),
-            IS_FULL => call.read(this, name, |q, ()| q.q.is_full()),
+            QSIZE => call.read(this, name, |q, ()| q.len()),
+            IS_EMPTY => call.read(this, name, |q, ()| q.len() == 0),
+            IS_FULL => call.read(this, name, |q, ()| {
+                q.q.is_full() || (q.max != 0 && q.len() >= q.max)
+            }),
             TASK_DONE => call.read_try(this, name, |q, ()| q.q.task_done().map_err(remote)),
             JOIN => call.read_try(this, name, |q, (wait,): (Wait,)| {
                 let mut failed = None;
@@ -207,7 +267,11 @@ impl Managed for QueueObj {
             } else {
                 JoinableQueue::bounded(max)
             };
-            q.map(|q| QueueObj { q })
+            q.map(|q| QueueObj {
+                q,
+                max,
+                returned: Mutex::new(VecDeque::new()),
+            })
         })?
         .map_err(|e| RemoteError::State(format!("the manager cannot make a queue: {e}")))
     }
@@ -353,7 +417,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             Err(e) => return Err(TryPutError::Failed(item, e)),
         };
         let Some((q, link)) = native else {
-            return match call_answer::<_, ()>(&self.r, PUT, &(encoded, wait)) {
+            return match call_answer_bounded::<_, ()>(&self.r, PUT, &(encoded, wait), wait) {
                 Ok(()) => Ok(()),
                 Err(Error::Full) => Err(TryPutError::Full(item)),
                 Err(e) => Err(TryPutError::Failed(item, e)),
@@ -383,7 +447,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Takes the oldest item, waiting up to `wait` for one.
     fn get_with(&self, wait: Wait) -> Result<T> {
         let Some((q, link)) = self.native()? else {
-            let item: Encoded = call_answer(&self.r, GET, &(wait,))?;
+            let item: Encoded = call_answer_bounded(&self.r, GET, &(wait,), wait)?;
             return item.decode();
         };
         link.check_alive()?;
@@ -558,7 +622,7 @@ impl<T> JoinableQueueProxy<T> {
 
     fn join_with(&self, wait: Wait) -> Result<()> {
         let Some((q, link)) = self.q.native()? else {
-            return self.q.r.call(JOIN, &(wait,));
+            return self.q.r.call_bounded(JOIN, &(wait,), wait);
         };
         let joined = native_sliced(&link, wait, |slice| match q.join_timeout(slice) {
             Ok(()) => Some(Ok(())),

@@ -298,6 +298,14 @@ impl Host for Server {
         self.lock().hold(ticket)
     }
 
+    fn hold_again(&self, ticket: Ticket) {
+        self.lock().hold_again(ticket)
+    }
+
+    fn lend(&self, ticket: Ticket) -> Result<(), RemoteError> {
+        self.lock().lend(ticket, self.ticket_ttl)
+    }
+
     fn unhold(&self, ticket: Ticket) {
         let dropped = self.lock().unhold(ticket);
         drop(dropped);
@@ -320,7 +328,7 @@ impl Host for Server {
             fds,
             Caller {
                 session: 0,
-                conn: 0,
+                thread: 0,
                 tcp: false,
             },
             obj,

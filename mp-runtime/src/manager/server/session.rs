@@ -24,7 +24,7 @@ use crate::transport::frame::{HEADER_LEN, header};
 /// Serves one accepted, authenticated connection until it closes.
 pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
     let mut wire = Wire::new(fd, tcp);
-    let Some((session, anchor)) = welcome(server, &mut wire) else {
+    let Some((session, anchor, thread)) = welcome(server, &mut wire) else {
         return;
     };
     let conn = match server.add_conn(session, &wire_fd(&wire)) {
@@ -39,7 +39,7 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
     };
     let caller = Caller {
         session,
-        conn,
+        thread,
         tcp: wire.is_tcp(),
     };
     if wire
@@ -83,8 +83,9 @@ fn wire_fd(wire: &Wire) -> OwnedFd {
         .unwrap_or_else(|_| std::fs::File::open("/dev/null").expect("/dev/null").into())
 }
 
-/// Reads the client's `Hello`: returns its session, and whether this connection opened it.
-fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool)> {
+/// Reads the client's `Hello`: returns its session, whether this connection opened it, and
+/// the client thread it calls for.
+fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64)> {
     let frame = wire.recv(Deadline::after(Some(HANDSHAKE_TIMEOUT))).ok()?;
     let hello: Hello = match codec::decode(&frame.payload, Vec::new()) {
         Ok(h) => h,
@@ -105,8 +106,8 @@ fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool)> {
     }
     let mut table = server.lock();
     match hello.session {
-        None => Some((table.new_session(), true)),
-        Some(s) if table.has_session(s) => Some((s, false)),
+        None => Some((table.new_session(), true, hello.thread)),
+        Some(s) if table.has_session(s) => Some((s, false, hello.thread)),
         Some(_) => {
             drop(table);
             let _ = wire.send(&Welcome::Refused(RemoteError::NoSuchObject));
@@ -177,8 +178,15 @@ fn handle(
                 }),
                 Some(t) => {
                     let mut call = Call::new(args, fds, caller, 0);
-                    (t.build)(ctor, &mut call)
-                        .map(|object| server.lock().insert(object, label.to_owned(), session))
+                    (t.build)(ctor, &mut call).and_then(|object| {
+                        // The client may have died while its object was built: then it is not
+                        // kept (dropped here, after the table's lock).
+                        let inserted = server.lock().insert(object, label.to_owned(), session);
+                        inserted.map_err(|dropped| {
+                            drop(dropped);
+                            RemoteError::State("the calling process left the manager".into())
+                        })
+                    })
                 }
             };
             reply(wire, id, result)
@@ -188,14 +196,9 @@ fn handle(
             reply(wire, id, result)
         }
         Request::Attach { id, ticket } => {
-            let result = server.lock().attach(session, ticket);
-            match result {
-                Ok((found, dropped)) => {
-                    drop(dropped);
-                    reply(wire, id, Ok(found))
-                }
-                Err(e) => reply::<()>(wire, id, Err(e)),
-            }
+            let (result, dropped) = server.lock().attach(session, ticket);
+            drop(dropped);
+            reply(wire, id, result)
         }
         Request::Lookup { id, name, label } => {
             let result = server.lock().lookup(session, name, label);

@@ -31,13 +31,21 @@ struct TicketState {
     obj: ObjId,
     /// Copies of a stored value that contain this ticket.
     holds: u32,
-    /// A transfer not yet claimed, and when it expires.
-    transfer: Option<Instant>,
+    /// Claims expected from transfers in flight: a proxy sent, or a copy of a stored value
+    /// sent to a client (each reader claims once).
+    transfers: u32,
+    /// When the transfers in flight expire unclaimed.
+    expires: Instant,
 }
 
 impl TicketState {
     fn alive(&self) -> bool {
-        self.holds > 0 || self.transfer.is_some()
+        self.holds > 0 || self.transfers > 0
+    }
+
+    /// One transfer in flight is claimed (if any is: a hold may be claimed without one).
+    fn claim_transfer(&mut self) {
+        self.transfers = self.transfers.saturating_sub(1);
     }
 }
 
@@ -60,6 +68,11 @@ pub(super) struct Table {
     /// Objects to tell when a session ends, with the sessions each asked about
     /// (`SessionWatch::watch`): a lock held by a process that died lets go.
     watchers: HashMap<ObjId, HashSet<u64>>,
+}
+
+/// The error of a request whose session ended while it was served (nobody reads it).
+fn session_ended() -> RemoteError {
+    RemoteError::State("the calling process left the manager".into())
 }
 
 /// A fresh random identifier not yet used as a key of `map`.
@@ -104,7 +117,8 @@ impl Table {
         (dropped, told)
     }
 
-    /// `obj` asks to be told when `session` ends; false if it has ended already.
+    /// `obj` asks to be told when `session` ends; false if it has ended already (a session
+    /// that ended is never opened again: nothing adds to it).
     pub(super) fn watch(&mut self, obj: ObjId, session: u64) -> bool {
         if !self.sessions.contains_key(&session) {
             return false;
@@ -115,11 +129,21 @@ impl Table {
         true
     }
 
-    /// Adds a new object, referenced once by `session`.
-    pub(super) fn insert(&mut self, obj: Arc<dyn Object>, label: String, session: u64) -> ObjId {
+    /// Adds a new object, referenced once by `session`. If the session has ended (its process
+    /// died while the object was being built), the object is not kept: it comes back to be
+    /// dropped after unlocking.
+    pub(super) fn insert(
+        &mut self,
+        obj: Arc<dyn Object>,
+        label: String,
+        session: u64,
+    ) -> Result<ObjId, Dropped> {
+        if !self.sessions.contains_key(&session) {
+            return Err(Dropped(vec![obj]));
+        }
         let id = self.add(obj, label);
         self.add_session_ref(id, session);
-        id
+        Ok(id)
     }
 
     /// Stores a new object under a fresh id, referenced by nothing yet.
@@ -148,15 +172,14 @@ impl Table {
         self.retain(id, ttl).expect("just inserted")
     }
 
+    /// Adds a reference of `session` to `obj`. Never to a session that has ended: that would
+    /// bring it back, and nothing would end it again.
     fn add_session_ref(&mut self, obj: ObjId, session: u64) {
-        if let Some(slot) = self.objects.get_mut(&obj) {
+        if let Some(held) = self.sessions.get_mut(&session)
+            && let Some(slot) = self.objects.get_mut(&obj)
+        {
             slot.refs += 1;
-            *self
-                .sessions
-                .entry(session)
-                .or_default()
-                .entry(obj)
-                .or_insert(0) += 1;
+            *held.entry(obj).or_insert(0) += 1;
         }
     }
 
@@ -210,10 +233,25 @@ impl Table {
             TicketState {
                 obj,
                 holds: 0,
-                transfer: Some(Instant::now() + ttl),
+                transfers: 1,
+                expires: Instant::now() + ttl,
             },
         );
         Ok(ticket)
+    }
+
+    /// A copy of a stored value holding `ticket` is on its way to a client, which will claim
+    /// the ticket: one more transfer in flight, alive for `ttl` unless claimed. (So a value
+    /// taken out of its container, whose holds go with it, still reaches its reader.)
+    pub(super) fn lend(&mut self, ticket: Ticket, ttl: Duration) -> Result<(), RemoteError> {
+        let t = self
+            .tickets
+            .get_mut(&ticket)
+            .filter(|t| t.alive())
+            .ok_or(RemoteError::NoSuchTicket)?;
+        t.transfers += 1;
+        t.expires = t.expires.max(Instant::now() + ttl);
+        Ok(())
     }
 
     /// Removes a ticket that is no longer alive, with its reference.
@@ -228,41 +266,52 @@ impl Table {
     }
 
     /// `session` claims `ticket`: it gets a reference to the ticket's object. A transfer is
-    /// used up; a ticket inside a stored value stays for the next reader.
+    /// used up; a ticket inside a stored value stays for the next reader. If the session has
+    /// ended (its process died while the request was on its way), the transfer is used up all
+    /// the same, for nobody: its reference goes.
     pub(super) fn attach(
         &mut self,
         session: u64,
         ticket: Ticket,
-    ) -> Result<((ObjId, String), Dropped), RemoteError> {
-        let t = self
-            .tickets
-            .get_mut(&ticket)
-            .filter(|t| t.alive())
-            .ok_or(RemoteError::NoSuchTicket)?;
-        t.transfer = None;
-        let obj = t.obj;
-        self.add_session_ref(obj, session);
+    ) -> (Result<(ObjId, String), RemoteError>, Dropped) {
         let mut dropped = Dropped::none();
+        let Some(t) = self.tickets.get_mut(&ticket).filter(|t| t.alive()) else {
+            return (Err(RemoteError::NoSuchTicket), dropped);
+        };
+        t.claim_transfer();
+        let obj = t.obj;
+        let alive = self.sessions.contains_key(&session);
+        self.add_session_ref(obj, session);
         self.settle(ticket, &mut dropped);
+        if !alive {
+            return (Err(session_ended()), dropped);
+        }
         let label = self
             .objects
             .get(&obj)
             .map(|s| s.label.clone())
-            .ok_or(RemoteError::NoSuchObject)?;
-        Ok(((obj, label), dropped))
+            .ok_or(RemoteError::NoSuchObject);
+        (label.map(|l| (obj, l)), dropped)
     }
 
-    /// A stored value takes over `ticket` (a transfer becomes a hold), or another copy of one
-    /// holds it again. Returns the ticket's object.
+    /// A value kept in the server takes over `ticket` (a transfer becomes a hold). Returns the
+    /// ticket's object.
     pub(super) fn hold(&mut self, ticket: Ticket) -> Result<ObjId, RemoteError> {
         let t = self
             .tickets
             .get_mut(&ticket)
             .filter(|t| t.alive())
             .ok_or(RemoteError::NoSuchTicket)?;
-        t.transfer = None;
+        t.claim_transfer();
         t.holds += 1;
         Ok(t.obj)
+    }
+
+    /// Another copy of a stored value holds `ticket` (transfers in flight are left alone).
+    pub(super) fn hold_again(&mut self, ticket: Ticket) {
+        if let Some(t) = self.tickets.get_mut(&ticket) {
+            t.holds += 1;
+        }
     }
 
     /// One copy of a stored value holding `ticket` is gone.
@@ -281,12 +330,12 @@ impl Table {
         let expired: Vec<Ticket> = self
             .tickets
             .iter()
-            .filter(|(_, t)| t.transfer.is_some_and(|at| at <= now))
+            .filter(|(_, t)| t.transfers > 0 && t.expires <= now)
             .map(|(k, _)| *k)
             .collect();
         for ticket in expired {
             if let Some(t) = self.tickets.get_mut(&ticket) {
-                t.transfer = None;
+                t.transfers = 0;
             }
             self.settle(ticket, &mut dropped);
         }
@@ -307,13 +356,17 @@ impl Table {
         Ok(dropped)
     }
 
-    /// The object published as `name`, with a reference for `session`, if its label matches.
+    /// The object published as `name`, with a reference for `session`, if its label matches
+    /// (and the session has not ended).
     pub(super) fn lookup(
         &mut self,
         session: u64,
         name: &str,
         label: &str,
     ) -> Result<ObjId, RemoteError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(session_ended());
+        }
         let obj = *self
             .names
             .get(name)
@@ -346,3 +399,6 @@ impl Table {
         Dropped(self.objects.drain().map(|(_, s)| s.obj).collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::manager::builtins::{
-    Fail, Refused, Wait, answer, builtin, call_answer, deadline, lock, proxy_type, wait_until,
+    Fail, Refused, Wait, answer, builtin, call_answer, call_answer_bounded, deadline, lock,
+    proxy_type, wait_until,
 };
 use crate::manager::host::SessionWatch;
 use crate::manager::managed::{Call, Managed, Out, Shared};
@@ -207,7 +208,7 @@ impl BarrierProxy {
     /// Waits at most `timeout`; a party that times out breaks the barrier for everyone and gets
     /// [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) itself.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        call_answer(&self.r, WAIT, &(Some(timeout),))
+        call_answer_bounded(&self.r, WAIT, &(Some(timeout),), Some(timeout))
     }
 
     /// Breaks the barrier: every current and later waiter fails until

@@ -5,15 +5,14 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Owned;
+use super::guard::{ACQUIRE, RELEASE};
+use super::{Owned, ProxyLockGuard};
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::manager::builtins::{Wait, builtin, deadline, lock, proxy_type, take_when, wait_until};
 use crate::manager::managed::{Call, Managed, Out, Shared};
 use crate::manager::protocol::RemoteError;
 
-const ACQUIRE: u16 = 0;
-const RELEASE: u16 = 1;
 const WAIT: u16 = 2;
 const NOTIFY: u16 = 3;
 const NOTIFY_ALL: u16 = 4;
@@ -201,6 +200,18 @@ proxy_type!(
 );
 
 impl ConditionProxy {
+    /// Takes the condition's lock (again, if this thread holds it) and returns a guard that
+    /// releases one level when dropped; `wait` and `notify` work while it is held.
+    pub fn acquire_guard(&self) -> Result<ProxyLockGuard<'_>> {
+        ProxyLockGuard::acquire(&self.r, None)?.ok_or(crate::Error::Timeout)
+    }
+
+    /// Like [`acquire_guard`](ConditionProxy::acquire_guard), waiting at most `timeout`: `None`
+    /// if another thread kept the lock.
+    pub fn acquire_guard_timeout(&self, timeout: Duration) -> Result<Option<ProxyLockGuard<'_>>> {
+        ProxyLockGuard::acquire(&self.r, Some(timeout))
+    }
+
     /// Takes the condition's lock (again, if this thread holds it).
     pub fn acquire(&self) -> Result<()> {
         self.r.call::<_, bool>(ACQUIRE, &(None::<Duration>,))?;
@@ -209,7 +220,8 @@ impl ConditionProxy {
 
     /// Takes the lock, waiting at most `timeout`; false if another thread kept it.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.r.call(ACQUIRE, &(Some(timeout),))
+        self.r
+            .call_bounded(ACQUIRE, &(Some(timeout),), Some(timeout))
     }
 
     /// Takes the lock if this thread can now.
@@ -233,7 +245,7 @@ impl ConditionProxy {
     /// Waits at most `timeout` for a notification; false if none came. The lock is held again
     /// on return either way.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.r.call(WAIT, &(Some(timeout),))
+        self.r.call_bounded(WAIT, &(Some(timeout),), Some(timeout))
     }
 
     /// Waits until `predicate` holds, checking it before each wait (Python's `wait_for`; the

@@ -124,7 +124,7 @@ impl EventProxy {
     /// Waits at most `timeout` for the flag; whether it was set (now, or by a `set` during the
     /// wait that a `clear` undid).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.r.call(WAIT, &(Some(timeout),))
+        self.r.call_bounded(WAIT, &(Some(timeout),), Some(timeout))
     }
 }
 

@@ -5,14 +5,14 @@ use crate::manager::host::SessionWatch;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use super::ProxyLockGuard;
 use crate::error::Result;
 use crate::manager::Manager;
 use crate::manager::builtins::{Wait, builtin, lock, proxy_type, take_when};
 use crate::manager::managed::{Call, Caller, Managed, Out, Shared};
 use crate::manager::protocol::RemoteError;
 
-const ACQUIRE: u16 = 0;
-const RELEASE: u16 = 1;
+use super::guard::{ACQUIRE, RELEASE};
 const LOCKED: u16 = 2;
 
 /// The server's lock: the session that took it last, if it is taken.
@@ -86,6 +86,16 @@ proxy_type!(
     /// server (Python's stays locked forever). For a lock owned by the thread that took it, use
     /// [`RLockProxy`]; for a lock in shared memory that costs no round trip, [`mp::Lock`].
     ///
+    /// That release is silent, where [`mp::Lock`] reports [`Error::OwnerDied`] once to the
+    /// next acquirer: a manager lock has no owner to speak of (any process may release it, so
+    /// "the holder died" does not mean "the update was cut short"), and Python's manager
+    /// locks report nothing. Data that must not be left half-updated belongs in one managed
+    /// object, whose `&mut self` methods run whole under its own lock.
+    ///
+    /// [`acquire_guard`](LockProxy::acquire_guard) returns a guard that releases the lock when
+    /// dropped, as [`mp::Lock::acquire`](crate::Lock::acquire) does.
+    ///
+    /// [`Error::OwnerDied`]: crate::Error::OwnerDied
     /// [`Error::InvalidState`]: crate::Error::InvalidState
     /// [`mp::Lock`]: crate::Lock
     ///
@@ -106,6 +116,34 @@ proxy_type!(
 );
 
 impl LockProxy {
+    /// Takes the lock, waiting as long as it takes, and returns a guard that releases it when
+    /// dropped (so `?` between acquire and release cannot leave it held).
+    ///
+    /// ```
+    /// # fn main() -> mp::Result<()> {
+    /// let m = mp::Manager::start()?;
+    /// let l = m.lock()?;
+    /// {
+    ///     let _held = l.acquire_guard()?;
+    ///     assert!(l.locked()?);
+    /// }
+    /// assert!(!l.locked()?);
+    /// let held = l.acquire_guard_timeout(std::time::Duration::ZERO)?.expect("free");
+    /// assert!(l.acquire_guard_timeout(std::time::Duration::ZERO)?.is_none());
+    /// held.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acquire_guard(&self) -> Result<ProxyLockGuard<'_>> {
+        ProxyLockGuard::acquire(&self.r, None)?.ok_or(crate::Error::Timeout)
+    }
+
+    /// Like [`acquire_guard`](LockProxy::acquire_guard), waiting at most `timeout`: `None` if
+    /// the lock stayed taken.
+    pub fn acquire_guard_timeout(&self, timeout: Duration) -> Result<Option<ProxyLockGuard<'_>>> {
+        ProxyLockGuard::acquire(&self.r, Some(timeout))
+    }
+
     /// Takes the lock, waiting as long as it takes.
     pub fn acquire(&self) -> Result<()> {
         self.r.call::<_, bool>(ACQUIRE, &(None::<Duration>,))?;
@@ -114,7 +152,8 @@ impl LockProxy {
 
     /// Takes the lock, waiting at most `timeout`; false if it stayed taken.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.r.call(ACQUIRE, &(Some(timeout),))
+        self.r
+            .call_bounded(ACQUIRE, &(Some(timeout),), Some(timeout))
     }
 
     /// Takes the lock if it is free now (Python's `acquire(False)`).
@@ -259,8 +298,9 @@ impl Managed for RLockObj {
 proxy_type!(
     /// A proxy of a managed re-entrant lock (Python's `manager.RLock()`).
     ///
-    /// The owner is the client thread that acquired it (each thread calls the server over a
-    /// connection of its own): it may acquire it again, and must release it as many times;
+    /// The owner is the client thread that acquired it (even if the thread's connection to the
+    /// server was replaced after a `_timeout` call gave up): it may acquire it again, and must
+    /// release it as many times;
     /// a release by any other thread or process is [`Error::InvalidState`]. A lock held by a
     /// process that exits or is killed is released by the server.
     ///
@@ -283,6 +323,18 @@ proxy_type!(
 );
 
 impl RLockProxy {
+    /// Takes the lock (again, if this thread holds it) and returns a guard that releases one
+    /// level when dropped.
+    pub fn acquire_guard(&self) -> Result<ProxyLockGuard<'_>> {
+        ProxyLockGuard::acquire(&self.r, None)?.ok_or(crate::Error::Timeout)
+    }
+
+    /// Like [`acquire_guard`](RLockProxy::acquire_guard), waiting at most `timeout`: `None` if
+    /// another thread kept the lock.
+    pub fn acquire_guard_timeout(&self, timeout: Duration) -> Result<Option<ProxyLockGuard<'_>>> {
+        ProxyLockGuard::acquire(&self.r, Some(timeout))
+    }
+
     /// Takes the lock (again, if this thread holds it), waiting as long as it takes.
     pub fn acquire(&self) -> Result<()> {
         self.r.call::<_, bool>(ACQUIRE, &(None::<Duration>,))?;
@@ -291,7 +343,8 @@ impl RLockProxy {
 
     /// Takes the lock, waiting at most `timeout`; false if another thread kept it.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.r.call(ACQUIRE, &(Some(timeout),))
+        self.r
+            .call_bounded(ACQUIRE, &(Some(timeout),), Some(timeout))
     }
 
     /// Takes the lock if this thread can now.

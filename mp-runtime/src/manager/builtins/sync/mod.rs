@@ -11,12 +11,14 @@
 mod barrier;
 mod condition;
 mod event;
+mod guard;
 mod lock;
 mod semaphore;
 
 pub use self::barrier::BarrierProxy;
 pub use self::condition::ConditionProxy;
 pub use self::event::EventProxy;
+pub use self::guard::ProxyLockGuard;
 pub use self::lock::{LockProxy, RLockProxy};
 pub use self::semaphore::{BoundedSemaphoreProxy, SemaphoreProxy};
 

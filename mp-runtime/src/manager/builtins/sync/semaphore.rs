@@ -102,7 +102,8 @@ macro_rules! semaphore_methods {
 
             /// Takes a permit, waiting at most `timeout`; false if none came.
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-                self.r.call(ACQUIRE, &(Some(timeout),))
+                self.r
+                    .call_bounded(ACQUIRE, &(Some(timeout),), Some(timeout))
             }
 
             /// Takes a permit if one is free now (Python's `acquire(False)`).
