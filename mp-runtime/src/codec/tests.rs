@@ -145,6 +145,7 @@ fn the_ceiling_fits_on_a_two_mebibyte_thread_stack() {
         .join()
         .unwrap();
     assert!(outcome);
+}
 
 /// A value whose `Deserialize` refuses what it read, with a reason of its own (as a proxy whose
 /// object is gone does).
