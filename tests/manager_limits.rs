@@ -64,3 +64,283 @@ fn large_messages_do_not_stay_in_the_servers_buffers() {
     );
     m.shutdown().unwrap();
 }
+
+const KEY: &[u8] = b"manager-limits-key";
+
+/// A LEB128 varint, as postcard writes integers.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An authenticated connection that speaks the manager's protocol by hand, as any program that
+/// knows the key can: it opens a session of its own.
+fn raw_session(address: &str) -> mp::Connection<()> {
+    let c = mp::Client::connect::<()>(address, KEY).unwrap();
+    // Hello { protocol: 1, pid, session: None } (a client may leave out the later fields)
+    let mut hello = Vec::new();
+    varint(1, &mut hello);
+    varint(u64::from(std::process::id()), &mut hello);
+    hello.push(0);
+    c.send_bytes(&hello).unwrap();
+    let welcome = c.recv_bytes().unwrap();
+    assert_eq!(welcome[0], 0, "session refused: {welcome:?}");
+    c
+}
+
+/// The object id a proxy's `Debug` shows (ids are not secrets: a session reaches only the
+/// objects it holds).
+fn id_of<P: std::fmt::Debug>(p: &P) -> u64 {
+    let s = format!("{p:?}");
+    let i = s.rfind("object ").expect("an id in the Debug form") + 7;
+    u64::from_str_radix(&s[i..i + 16], 16).expect("hex id")
+}
+
+/// The next frame, within a generous bound.
+fn reply(c: &mp::Connection<()>) -> Vec<u8> {
+    assert!(c.poll(Some(LONG)).unwrap(), "no reply within {LONG:?}");
+    c.recv_bytes().unwrap()
+}
+
+/// Whether a reply frame is `Reply::Ok` (variant 0).
+fn is_ok(reply: &[u8]) -> bool {
+    reply.first() == Some(&0)
+}
+
+#[test]
+fn only_the_starting_handle_can_shut_the_server_down() {
+    let _g = shared();
+    let m = mp::Manager::serve("127.0.0.1:0", KEY).unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let c = raw_session(&m.address().to_string());
+    // `Request::Shutdown { id: 1, token }` with a guessed token, and without one.
+    c.send_bytes(&[8, 1, 42]).unwrap();
+    assert!(!is_ok(&reply(&c)));
+    c.send_bytes(&[8, 1]).unwrap();
+    let _ = reply(&c);
+    d.set(&1, &1).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+    // A handle that did not start the manager is refused on its own side too.
+    let other = mp::Manager::connect(m.address(), KEY).unwrap();
+    assert!(matches!(
+        other.shutdown(),
+        Err(mp::Error::InvalidState { .. })
+    ));
+    m.shutdown().unwrap();
+    assert_eq!(m.exitcode(), Some(0));
+}
+
+#[test]
+fn a_session_reaches_only_the_objects_it_holds() {
+    let _g = shared();
+    let m = mp::Manager::serve("127.0.0.1:0", KEY).unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    d.set(&1, &7).unwrap();
+    let c = raw_session(&m.address().to_string());
+    // `Request::Call { id: 1, obj, method: 0, args: [] }`: the id is known, the object is not
+    // held by this session.
+    let mut call = vec![0];
+    varint(1, &mut call);
+    varint(id_of(&d), &mut call);
+    varint(0, &mut call);
+    varint(0, &mut call);
+    c.send_bytes(&call).unwrap();
+    assert!(!is_ok(&reply(&c)));
+    // `Request::Retain { id: 2, obj }` is refused the same way.
+    let mut retain = vec![2];
+    varint(2, &mut retain);
+    varint(id_of(&d), &mut retain);
+    c.send_bytes(&retain).unwrap();
+    assert!(!is_ok(&reply(&c)));
+    assert_eq!(d.get(&1).unwrap(), Some(7));
+    m.shutdown().unwrap();
+}
+
+#[mp::worker]
+fn publish(m: mp::Manager, name: String, replace: bool) -> mp::Result<()> {
+    let d = m.dict::<String, String>()?;
+    d.set(&"owner".into(), &"child".into())?;
+    if replace {
+        m.expose_replace(&name, &d)
+    } else {
+        m.expose(&name, &d)
+    }
+}
+
+#[test]
+fn a_published_name_cannot_be_taken_over() {
+    let _g = shared();
+    let m = mp::Manager::start().unwrap();
+    let d = m.dict::<String, String>().unwrap();
+    d.set(&"owner".into(), &"main".into()).unwrap();
+    m.expose("shared", &d).unwrap();
+    m.expose("shared", &d).unwrap(); // the same object again: fine
+    for replace in [false, true] {
+        let mut p = started(mp::Process::new(
+            publish,
+            (m.clone(), "shared".into(), replace),
+        ));
+        let outcome = join(&mut p);
+        assert!(
+            matches!(&outcome, Err(e) if e.to_string().contains("shared")),
+            "{outcome:?}"
+        );
+    }
+    let mut p = started(mp::Process::new(publish, (m.clone(), "mine".into(), false)));
+    join(&mut p).unwrap();
+    let seen = m
+        .lookup::<mp::manager::DictProxy<String, String>>("shared")
+        .unwrap();
+    assert_eq!(seen.get(&"owner".into()).unwrap().as_deref(), Some("main"));
+    // The publisher may replace its own.
+    let e = m.dict::<String, String>().unwrap();
+    e.set(&"owner".into(), &"main again".into()).unwrap();
+    assert!(matches!(
+        m.expose("shared", &e),
+        Err(mp::Error::InvalidState { .. })
+    ));
+    m.expose_replace("shared", &e).unwrap();
+    let seen = m
+        .lookup::<mp::manager::DictProxy<String, String>>("shared")
+        .unwrap();
+    assert_eq!(
+        seen.get(&"owner".into()).unwrap().as_deref(),
+        Some("main again")
+    );
+    m.shutdown().unwrap();
+}
+
+/// The server's threads.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn silent_authenticated_connections_do_not_get_threads_past_the_bound() {
+    let _g = shared();
+    let m = mp::Manager::builder()
+        .address("127.0.0.1:0")
+        .unwrap()
+        .authkey(KEY)
+        .max_connections(8)
+        .start()
+        .unwrap();
+    let pid = m.pid().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let base = threads_of(pid);
+    let address = m.address().to_string();
+    // Authenticated, then silent: no `Hello`.
+    let silent: Vec<_> = (0..40)
+        .map(|_| mp::Client::connect::<()>(address.as_str(), KEY).unwrap())
+        .collect();
+    // Every connection past the bound is told at once that the server is full.
+    let refused = silent
+        .iter()
+        .filter(|c| {
+            c.poll(Some(std::time::Duration::from_secs(2)))
+                .unwrap_or(false)
+        })
+        .count();
+    assert!(refused >= 40 - 8, "only {refused} of 40 were refused");
+    assert!(
+        threads_of(pid) <= base + 8,
+        "{} server threads for {base} before",
+        threads_of(pid)
+    );
+    drop(silent);
+    // The connection that was there all along still works.
+    d.set(&1, &2).unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn one_process_cannot_take_every_connection() {
+    let _g = shared();
+    let m = mp::Manager::builder()
+        .max_connections_per_process(4)
+        .start()
+        .unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    // The process's first connection (its session's) and this thread's: two of four.
+    d.set(&0, &0).unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let threads: Vec<_> = (1..=3u32)
+        .map(|i| {
+            let d = d.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let r = d.set(&i, &i);
+                // Keep the connection open until every thread has called.
+                barrier.wait();
+                r
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let limited = outcomes
+        .iter()
+        .filter(|r| matches!(r, Err(mp::Error::LimitExceeded { .. })))
+        .count();
+    assert_eq!(limited, 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 2);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn objects_and_descriptors_per_process_are_bounded() {
+    let _g = shared();
+    let m = mp::Manager::builder()
+        .max_objects_per_process(5)
+        .start()
+        .unwrap();
+    let mut dicts: Vec<_> = (0..5).map(|_| m.dict::<u32, u32>().unwrap()).collect();
+    let e = m.dict::<u32, u32>().unwrap_err();
+    assert!(matches!(e, mp::Error::LimitExceeded { .. }), "{e}");
+    assert!(e.to_string().contains("max_objects_per_process"), "{e}");
+    dicts.pop();
+    dicts.push(m.dict::<u32, u32>().unwrap());
+    drop(dicts);
+    m.shutdown().unwrap();
+
+    let m = mp::Manager::builder()
+        .max_descriptors_per_process(40)
+        .start()
+        .unwrap();
+    let mut queues = Vec::new();
+    let e = loop {
+        match m.queue::<u32>() {
+            Ok(q) => queues.push(q),
+            Err(e) => break e,
+        }
+        assert!(queues.len() < 100, "100 queues within 40 descriptors");
+    };
+    assert!(matches!(e, mp::Error::LimitExceeded { .. }), "{e}");
+    assert!(queues.len() >= 5, "only {} queues", queues.len());
+    // Another process still gets its own share.
+    let other = mp::Manager::connect(m.address(), mp::current_process().authkey()).unwrap();
+    drop(other);
+    queues.clear();
+    m.queue::<u32>().unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn zero_bounds_are_refused_when_the_manager_is_built() {
+    assert!(matches!(
+        mp::Manager::builder().max_objects_per_process(0).start(),
+        Err(mp::Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        mp::Manager::builder()
+            .max_connections_per_process(0)
+            .start(),
+        Err(mp::Error::InvalidArgument { .. })
+    ));
+}

@@ -238,6 +238,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A manager refused a request that would take its process past a bound it keeps for
+    /// everyone's sake: the objects or descriptors one client process may hold, or the
+    /// descriptors the server keeps in reserve for new connections. `message` names the bound
+    /// and the builder option that raises it. Nothing was created; drop objects and retry.
+    #[error("the manager refused: {message}")]
+    LimitExceeded {
+        /// Which bound, its value, and how to raise it.
+        message: String,
+    },
+
     /// The manager serves the most connections it allows; retry later or raise the bound.
     #[error("the manager refuses more connections (its connection limit is reached)")]
     Busy,

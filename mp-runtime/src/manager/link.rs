@@ -57,6 +57,9 @@ pub(crate) struct Link {
     /// References dropped while no connection could be used; sent before the next request.
     pending_release: Mutex<Vec<ObjId>>,
     next_request: AtomicU64,
+    /// In a process forked from the one that made this link: that process's own link, which
+    /// borrows this link's session (kept, so that it lasts as long as the inherited proxies).
+    forked: Mutex<Option<Arc<Link>>>,
 }
 
 thread_local! {
@@ -87,7 +90,18 @@ impl Link {
     /// Opens a new session with the manager at `address`. A connection that cannot be made is
     /// the transport's error, as it came.
     pub(crate) fn connect(address: &Address, authkey: &[u8]) -> Result<Arc<Link>> {
-        let (wire, session, manager) = open(address, authkey, None, 0)?;
+        Link::connect_borrowing(address, authkey, None)
+    }
+
+    /// [`connect`](Link::connect), in a process forked from one that has session `borrow`
+    /// with this manager: the proxies it inherited in memory keep working through the new
+    /// session (their references stay the parent's).
+    fn connect_borrowing(
+        address: &Address,
+        authkey: &[u8],
+        borrow: Option<u64>,
+    ) -> Result<Arc<Link>> {
+        let (wire, session, manager) = open(address, authkey, None, 0, borrow)?;
         let tcp = wire.is_tcp();
         let link = Arc::new(Link {
             id: NEXT_LINK.fetch_add(1, Ordering::Relaxed),
@@ -103,6 +117,7 @@ impl Link {
             epoch: std::time::Instant::now(),
             pending_release: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
+            forked: Mutex::new(None),
         });
         LINKS.lock().insert(manager, Arc::downgrade(&link));
         Ok(link)
@@ -117,6 +132,16 @@ impl Link {
     /// session with the key given to `Manager::connect` for that address, or this process's
     /// authkey.
     pub(crate) fn find_or_connect(manager: u64, address: &Address) -> Result<Arc<Link>> {
+        Link::find_or_connect_borrowing(manager, address, None)
+    }
+
+    /// [`find_or_connect`](Link::find_or_connect); a new session borrows the references of
+    /// session `borrow` (of the process this one was forked from).
+    fn find_or_connect_borrowing(
+        manager: u64,
+        address: &Address,
+        borrow: Option<u64>,
+    ) -> Result<Arc<Link>> {
         if let Some(link) = LINKS.lock().get(&manager).and_then(Weak::upgrade)
             && link.pid == std::process::id()
         {
@@ -128,7 +153,8 @@ impl Link {
             .cloned()
             .unwrap_or_else(crate::identity::authkey);
         // A proxy names a manager that was there: one that cannot be reached now is gone.
-        let link = Link::connect(address, &key).map_err(|e| gone_on_connect(e, address))?;
+        let link = Link::connect_borrowing(address, &key, borrow)
+            .map_err(|e| gone_on_connect(e, address))?;
         if link.manager != manager {
             return Err(Error::ManagerGone {
                 address: address.to_string(),
@@ -140,11 +166,21 @@ impl Link {
     /// The link this process should use in place of `self`: `self`, or, in a child forked from
     /// the process that made `self`, the child's own.
     pub(crate) fn current(self: &Arc<Link>) -> Result<Arc<Link>> {
-        if self.pid == std::process::id() {
-            Ok(self.clone())
-        } else {
-            Link::find_or_connect(self.manager, &self.address)
+        let pid = std::process::id();
+        if self.pid == pid {
+            return Ok(self.clone());
         }
+        let mut forked = self.forked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = forked.as_ref()
+            && link.pid == pid
+            && link.dead_error().is_none()
+        {
+            return Ok(link.clone());
+        }
+        let link =
+            Link::find_or_connect_borrowing(self.manager, &self.address, Some(self.session))?;
+        *forked = Some(link.clone());
+        Ok(link)
     }
 
     /// Whether this link was made by the calling process (not inherited through `fork`).
@@ -275,6 +311,7 @@ impl Link {
                         &self.authkey,
                         Some(self.session),
                         thread_identity(),
+                        None,
                     )
                     .map_err(|e| self.lost_on_open(e))?;
                     v.insert(wire)
@@ -419,8 +456,13 @@ impl Link {
     }
 
     /// Publishes `obj` as `name`.
-    pub(crate) fn expose(&self, name: &str, obj: ObjId) -> Result<()> {
-        self.request(None, &[], |id| Request::Expose { id, name, obj })
+    pub(crate) fn expose(&self, name: &str, obj: ObjId, replace: bool) -> Result<()> {
+        self.request(None, &[], |id| Request::Expose {
+            id,
+            name,
+            obj,
+            replace,
+        })
     }
 
     /// How many objects the server holds.
@@ -428,9 +470,10 @@ impl Link {
         self.request(None, &[], |id| Request::Stats { id })
     }
 
-    /// Asks the server to stop; its reply comes before it exits.
-    pub(crate) fn shutdown(&self) -> Result<()> {
-        let r = self.request::<()>(None, &[], |id| Request::Shutdown { id });
+    /// Asks the server to stop, with the token it was started with; its reply comes before it
+    /// exits.
+    pub(crate) fn shutdown(&self, token: u64) -> Result<()> {
+        let r = self.request::<()>(None, &[], |id| Request::Shutdown { id, token });
         self.state.store(SHUT_DOWN, Ordering::Release);
         match r {
             Ok(()) | Err(Error::ManagerShutdown) | Err(Error::ManagerGone { .. }) => Ok(()),
@@ -478,13 +521,14 @@ fn gone_on_connect(e: Error, address: &Address) -> Error {
     }
 }
 
-/// Connects, authenticates and joins `session` (or opens a new one), for client thread
-/// `thread`.
+/// Connects, authenticates and joins `session` (or opens a new one, borrowing the references of
+/// session `borrow`), for client thread `thread`.
 fn open(
     address: &Address,
     authkey: &[u8],
     session: Option<u64>,
     thread: u64,
+    borrow: Option<u64>,
 ) -> Result<(Wire, u64, u64)> {
     let conn = Client::connect::<()>(address.clone(), authkey)?;
     let (fd, tcp) = conn.into_socket()?;
@@ -494,6 +538,7 @@ fn open(
         pid: std::process::id(),
         session,
         thread,
+        borrow,
     })?;
     let frame = wire.recv(Deadline::after(Some(
         crate::transport::auth::HANDSHAKE_TIMEOUT,

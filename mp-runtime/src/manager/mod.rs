@@ -92,23 +92,25 @@ struct Owner {
     process: Mutex<Process<()>>,
     link: Arc<Link>,
     shutdown_timeout: Duration,
+    /// The token the server stops for; nobody else knows it.
+    token: u64,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
         let p = self.process.get_mut().unwrap_or_else(|p| p.into_inner());
-        stop_server(p, self.shutdown_timeout, &self.link);
+        stop_server(p, self.shutdown_timeout, &self.link, self.token);
     }
 }
 
 /// Asks the server to stop, then waits `timeout` for it to exit before SIGTERM, and a last
 /// second before SIGKILL (Python's ladder).
-fn stop_server(p: &mut Process<()>, timeout: Duration, link: &Link) {
+fn stop_server(p: &mut Process<()>, timeout: Duration, link: &Link, token: u64) {
     if p.exitcode().is_some() {
         return;
     }
     if link.pid_is_current() {
-        let _ = link.shutdown();
+        let _ = link.shutdown(token);
     }
     if !p.join_timeout(timeout) {
         let _ = p.terminate();
@@ -193,9 +195,18 @@ impl Manager {
     }
 
     /// Publishes `proxy`'s object under `name`, for [`lookup`](Manager::lookup) by other
-    /// programs. The server keeps it until it stops.
+    /// programs. The server keeps it until it stops. A name already published (by anyone) is
+    /// [`Error::InvalidState`], so that no client can take over another's name; publishing the
+    /// same object again is fine.
     pub fn expose<P: Proxy>(&self, name: &str, proxy: &P) -> Result<()> {
-        self.link()?.expose(name, proxy.obj_ref().id())
+        self.link()?.expose(name, proxy.obj_ref().id(), false)
+    }
+
+    /// Like [`expose`](Manager::expose), replacing the object published as `name` if this
+    /// process published it (the old object goes when nothing else refers to it). A name
+    /// another process published is [`Error::InvalidState`].
+    pub fn expose_replace<P: Proxy>(&self, name: &str, proxy: &P) -> Result<()> {
+        self.link()?.expose(name, proxy.obj_ref().id(), true)
     }
 
     /// The object published as `name`, as a `P` ([`Error::Incompatible`] if it is of another
@@ -217,7 +228,7 @@ impl Manager {
             )
         })?;
         let mut p = owner.process.lock().unwrap_or_else(|p| p.into_inner());
-        stop_server(&mut p, owner.shutdown_timeout, &owner.link);
+        stop_server(&mut p, owner.shutdown_timeout, &owner.link, owner.token);
         Ok(())
     }
 
@@ -326,6 +337,7 @@ pub struct ManagerBuilder {
     context: Option<Context>,
     ticket_ttl: Option<Duration>,
     max_connections: Option<usize>,
+    session_limits: server::SessionLimitSettings,
 }
 
 impl ManagerBuilder {
@@ -377,8 +389,53 @@ impl ManagerBuilder {
         self
     }
 
+    /// The most connections one client process may have at once (one per thread that calls
+    /// the manager, plus one that holds the process's session; and so the most calls it can
+    /// have waiting in the server); past it a new
+    /// thread's call is [`Error::LimitExceeded`]. Default: a quarter of
+    /// [`max_connections`](ManagerBuilder::max_connections), so that no process can take every
+    /// connection.
+    pub fn max_connections_per_process(mut self, n: usize) -> Self {
+        self.session_limits.connections = Some(n);
+        self
+    }
+
+    /// The most objects one client process may have created that live at once; past it a
+    /// create is [`Error::LimitExceeded`]. Default: 100,000.
+    pub fn max_objects_per_process(mut self, n: usize) -> Self {
+        self.session_limits.objects = Some(n);
+        self
+    }
+
+    /// The most descriptors the objects one client process created may hold in the server
+    /// (a managed queue holds 4); past it a create is [`Error::LimitExceeded`]. Default: half
+    /// of what the server can give to objects (its `RLIMIT_NOFILE`, raised to the hard limit
+    /// when it starts, less a reserve of two per connection that keeps new clients able to
+    /// connect whatever the objects hold).
+    pub fn max_descriptors_per_process(mut self, n: usize) -> Self {
+        self.session_limits.fds = Some(n);
+        self
+    }
+
     /// Starts the server and connects to it.
     pub fn start(self) -> Result<Manager> {
+        for (value, name) in [
+            (self.max_connections, "max_connections"),
+            (
+                self.session_limits.connections,
+                "max_connections_per_process",
+            ),
+            (self.session_limits.objects, "max_objects_per_process"),
+        ] {
+            if value == Some(0) {
+                return Err(Error::InvalidArgument {
+                    message: format!("ManagerBuilder::{name} must be at least 1"),
+                });
+            }
+        }
+        let mut token = [0u8; 8];
+        crate::sys::random_bytes(&mut token).map_err(|e| Error::io("getrandom", e))?;
+        let token = u64::from_le_bytes(token);
         let authkey = self.authkey.unwrap_or_else(crate::identity::authkey);
         if let Some(Address::Tcp(a)) = &self.address
             && authkey.is_empty()
@@ -404,6 +461,8 @@ impl ManagerBuilder {
             initializer,
             ticket_ttl: self.ticket_ttl.unwrap_or(Duration::from_secs(60)),
             max_connections: self.max_connections.unwrap_or(1024),
+            session_limits: self.session_limits,
+            owner_token: token,
         };
         let (ours, theirs) = Pipe::<server::Ready>::duplex()?;
         let init_fds: Vec<FdRef<'_>> = init_fds.iter().map(|f| FdRef(f.as_fd())).collect();
@@ -450,6 +509,7 @@ impl ManagerBuilder {
                 process: Mutex::new(process),
                 link,
                 shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(1)),
+                token,
             })),
         })
     }
@@ -484,6 +544,7 @@ pub(crate) fn remote_error(e: RemoteError) -> Error {
             message: format!("the manager publishes no object as `{name}`"),
         },
         RemoteError::Busy => Error::Busy,
+        RemoteError::Limit(message) => Error::LimitExceeded { message },
         RemoteError::ShuttingDown => Error::ManagerShutdown,
         RemoteError::State(message) => Error::InvalidState { message },
         RemoteError::Timeout => Error::Timeout,

@@ -17,7 +17,7 @@ pub(crate) type ObjId = u64;
 pub(crate) type Ticket = u64;
 
 /// The version of this protocol; a server refuses clients of another.
-pub(crate) const PROTOCOL: u16 = 2;
+pub(crate) const PROTOCOL: u16 = 1;
 
 /// The first frame on a new connection, after the authentication handshake.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +31,29 @@ pub(crate) struct Hello {
     /// thread opens a new connection after a timeout; 0 for the session's anchor): what owns
     /// a re-entrant lock.
     pub(crate) thread: u64,
+    /// For a new session of a process forked from one with session `borrow`: the proxies it
+    /// inherited in memory use that session's references. (A session id is known only to its
+    /// process and the processes forked from it.)
+    pub(crate) borrow: Option<u64>,
+}
+
+impl Hello {
+    /// Reads a `Hello`; one without its last fields (`thread` and `borrow`, which came later)
+    /// calls for thread 0 and borrows nothing, so that older clients of the same protocol still
+    /// open sessions.
+    pub(crate) fn decode(bytes: &[u8]) -> crate::Result<Hello> {
+        crate::codec::decode::<Hello>(bytes, Vec::new()).or_else(|e| {
+            crate::codec::decode::<(u16, u32, Option<u64>)>(bytes, Vec::new())
+                .map(|(protocol, pid, session)| Hello {
+                    protocol,
+                    pid,
+                    session,
+                    thread: 0,
+                    borrow: None,
+                })
+                .map_err(|_| e)
+        })
+    }
 }
 
 /// The server's answer to [`Hello`].
@@ -83,19 +106,22 @@ pub(crate) enum Request<'a> {
         #[serde(borrow)]
         label: &'a str,
     },
-    /// Publishes `obj` under `name` (the server keeps a reference until shutdown).
+    /// Publishes `obj` under `name` (the server keeps a reference until shutdown). A name in
+    /// use is refused unless `replace` is set and this session published it.
     Expose {
         id: u64,
         #[serde(borrow)]
         name: &'a str,
         obj: ObjId,
+        replace: bool,
     },
     /// This session drops `count` references to `obj`. No reply.
     Release { obj: ObjId, count: u32 },
     /// How many objects the server holds.
     Stats { id: u64 },
-    /// Stops the server.
-    Shutdown { id: u64 },
+    /// Stops the server, if `token` is the one the server was started with (which only the
+    /// handle that started it knows).
+    Shutdown { id: u64, token: u64 },
 }
 
 /// The server's answer to one request.
@@ -143,6 +169,9 @@ pub enum RemoteError {
     NoSuchName(String),
     /// The server refuses more connections.
     Busy,
+    /// The request would pass a bound the server keeps (objects or descriptors per session,
+    /// descriptors in reserve); the message says which.
+    Limit(String),
     /// The server is shutting down.
     ShuttingDown,
     /// The call is not valid in the object's state (releasing an unlocked lock, a full queue

@@ -6,6 +6,7 @@
 //! (`session.rs`), which reads a request, runs it and replies, in order. The bookkeeping of
 //! objects and references is in `table.rs`.
 
+mod limits;
 mod session;
 mod table;
 
@@ -42,7 +43,14 @@ pub(crate) struct Config {
     pub(crate) ticket_ttl: Duration,
     /// The most connections served at once.
     pub(crate) max_connections: usize,
+    /// What one client process may hold and open (defaults filled in by the server).
+    pub(crate) session_limits: limits::SessionLimitSettings,
+    /// What `Shutdown` must carry: only the handle that started the server knows it.
+    pub(crate) owner_token: u64,
 }
+
+pub(crate) use limits::SessionLimitSettings;
+use limits::SessionLimits;
 
 /// What the server reports to the process that started it: its address and identity, or why
 /// it cannot serve.
@@ -60,6 +68,11 @@ pub(crate) struct Server {
     table: Mutex<Table>,
     ticket_ttl: Duration,
     max_connections: usize,
+    session_limits: SessionLimits,
+    owner_token: u64,
+    /// Connections admitted (from the moment they authenticated, before their `Hello`) and not
+    /// yet ended: what `max_connections` bounds.
+    admitted: std::sync::atomic::AtomicUsize,
     /// Live connections: their session, and a copy of the socket to tell them about shutdown.
     conns: Mutex<HashMap<u64, (u64, OwnedFd)>>,
     next_conn: AtomicU64,
@@ -105,6 +118,7 @@ fn serve(
         Some(a) => a.parse::<Address>().map_err(|e| e.to_string())?,
         None => Address::Abstract(fresh_name().into_bytes()),
     };
+    limits::raise_descriptor_limit();
     let listener = Listener::bind(address, &config.authkey).map_err(|e| e.to_string())?;
     let mut id = [0u8; 8];
     crate::sys::random_bytes(&mut id).map_err(|e| e.to_string())?;
@@ -114,6 +128,9 @@ fn serve(
         table: Mutex::new(Table::default()),
         ticket_ttl: config.ticket_ttl,
         max_connections: config.max_connections,
+        session_limits: SessionLimits::resolve(config.session_limits, config.max_connections),
+        owner_token: config.owner_token,
+        admitted: std::sync::atomic::AtomicUsize::new(0),
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
@@ -164,21 +181,45 @@ fn run_initializer(name: &str, args: &[u8], fds: Vec<OwnedFd>) -> std::result::R
     }
 }
 
+/// A connection counted in [`Server::admitted`] until it ends (or its thread fails to start).
+struct Admitted(Arc<Server>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Server {
     fn accept_loop(self: Arc<Self>, listener: Listener) {
+        let mut backoff = limits::Backoff::default();
         loop {
             let conn = match listener.accept::<()>() {
                 Ok(c) => c,
-                // A failed handshake concerns that peer only.
-                Err(_) => continue,
+                Err(e) => {
+                    // Out of descriptors: the waiting client stays in the backlog; try again
+                    // a little later rather than spin on the same error.
+                    if limits::out_of_descriptors(&e) {
+                        backoff.wait();
+                    }
+                    // A failed handshake concerns that peer only.
+                    continue;
+                }
             };
+            backoff.reset();
             let Ok((fd, tcp)) = conn.into_socket() else {
                 continue;
             };
-            let server = self.clone();
+            // Counted from now, before its thread exists: silent connections cannot make the
+            // server start more threads than `max_connections`.
+            if !limits::admit(&self.admitted, self.max_connections) {
+                session::refuse(fd, tcp, RemoteError::Busy);
+                continue;
+            }
+            let admitted = Admitted(self.clone());
             let _ = std::thread::Builder::new()
                 .name(super::panic::CONNECTION_THREAD.into())
-                .spawn(move || session::serve_connection(&server, fd, tcp));
+                .spawn(move || session::serve_connection(&admitted.0, fd, tcp));
         }
     }
 
@@ -195,14 +236,60 @@ impl Server {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `session` may create another object: within its bounds, and with descriptors to
+    /// spare beyond the reserve. Returns the descriptors open now, to charge what the new
+    /// object opens.
+    fn may_create(&self, session: u64) -> Result<usize, RemoteError> {
+        let usage = self.lock().usage(session);
+        let limits = &self.session_limits;
+        if usage.objects >= limits.objects {
+            return Err(RemoteError::Limit(format!(
+                "one process may create at most {} objects that live at once; raise it with \
+                 ManagerBuilder::max_objects_per_process",
+                limits.objects
+            )));
+        }
+        if usage.fds >= limits.fds {
+            return Err(RemoteError::Limit(format!(
+                "the objects one process creates may hold at most {} descriptors in the \
+                 server (a queue holds 4); raise it with \
+                 ManagerBuilder::max_descriptors_per_process",
+                limits.fds
+            )));
+        }
+        self.descriptors_available(0)?;
+        Ok(limits::open_descriptors())
+    }
+
+    /// An error if fewer than `more` descriptors are left outside the reserve kept for
+    /// connections.
+    fn descriptors_available(&self, more: usize) -> Result<(), RemoteError> {
+        let budget = limits::object_descriptor_budget(self.max_connections);
+        if limits::open_descriptors() + more >= budget {
+            return Err(RemoteError::Limit(format!(
+                "the manager has no descriptors to spare (it keeps {} of its {} for \
+                 connections); drop objects that hold descriptors, or raise the server's \
+                 RLIMIT_NOFILE",
+                limits::reserve(self.max_connections),
+                limits::descriptor_limit()
+            )));
+        }
+        Ok(())
+    }
+
     /// Registers a connection of `session`; why not if the server is stopping or full.
     fn add_conn(&self, session: u64, sock: &OwnedFd) -> std::result::Result<u64, RemoteError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if self.stopping.load(Ordering::Acquire) {
             return Err(RemoteError::ShuttingDown);
         }
-        if conns.len() >= self.max_connections {
-            return Err(RemoteError::Busy);
+        let of_session = conns.values().filter(|(s, _)| *s == session).count();
+        if of_session >= self.session_limits.connections {
+            return Err(RemoteError::Limit(format!(
+                "one process may have at most {} connections (threads calling the manager) at \
+                 once; raise it with ManagerBuilder::max_connections_per_process",
+                self.session_limits.connections
+            )));
         }
         let copy = sock.try_clone().map_err(|_| RemoteError::Busy)?;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -15,11 +16,21 @@ use super::super::protocol::{Hello, PROTOCOL, RemoteError, Reply, Request, Welco
 use super::super::wire::Wire;
 use super::Server;
 use super::find_type;
+use super::limits;
 use crate::codec;
 use crate::error::Result;
 use crate::sys::poll::Deadline;
-use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use crate::transport::frame::{HEADER_LEN, header};
+
+/// How long an authenticated connection has to say which session it belongs to (a client
+/// sends its `Hello` right after the handshake).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Turns a connection away before its `Hello`: it reads the refusal as its welcome.
+pub(super) fn refuse(fd: OwnedFd, tcp: bool, why: RemoteError) {
+    let mut wire = Wire::new(fd, tcp);
+    let _ = wire.send(&Welcome::Refused(why));
+}
 
 /// Serves one accepted, authenticated connection until it closes.
 pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
@@ -60,7 +71,10 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
                     break;
                 }
             };
-            let is_shutdown = matches!(request, Request::Shutdown { .. });
+            let is_shutdown = matches!(
+                request,
+                Request::Shutdown { token, .. } if token == server.owner_token
+            );
             if handle(server, &mut wire, caller, request, frame.fds).is_err() {
                 break;
             }
@@ -86,8 +100,8 @@ fn wire_fd(wire: &Wire) -> OwnedFd {
 /// Reads the client's `Hello`: returns its session, whether this connection opened it, and
 /// the client thread it calls for.
 fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64)> {
-    let frame = wire.recv(Deadline::after(Some(HANDSHAKE_TIMEOUT))).ok()?;
-    let hello: Hello = match codec::decode(&frame.payload, Vec::new()) {
+    let frame = wire.recv(Deadline::after(Some(HELLO_TIMEOUT))).ok()?;
+    let hello = match Hello::decode(&frame.payload) {
         Ok(h) => h,
         Err(e) => {
             let _ = wire.send(&Welcome::Refused(RemoteError::Protocol(e.to_string())));
@@ -106,7 +120,13 @@ fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64)> {
     }
     let mut table = server.lock();
     match hello.session {
-        None => Some((table.new_session(), true, hello.thread)),
+        None => {
+            let session = table.new_session();
+            if let Some(parent) = hello.borrow {
+                table.borrow(session, parent);
+            }
+            Some((session, true, hello.thread))
+        }
         Some(s) if table.has_session(s) => Some((s, false, hello.thread)),
         Some(_) => {
             drop(table);
@@ -133,8 +153,17 @@ fn handle(
             method,
             args,
         } => {
-            // The table is locked only to find the object, never during the call.
-            let object = server.lock().get(obj);
+            // The table is locked only to find the object, never during the call. A session
+            // reaches only objects it holds a reference to.
+            let object = server.lock().get_held(session, obj);
+            // Descriptors that came with the call are kept only while the reserve allows.
+            let object = object.and_then(|o| {
+                if fds.is_empty() {
+                    Ok(o)
+                } else {
+                    server.descriptors_available(0).map(|()| o)
+                }
+            });
             let result = object.and_then(|object| {
                 let mut call = Call::new(args, fds, caller, obj);
                 object.dispatch(method, &mut call)
@@ -176,23 +205,36 @@ fn handle(
                               source"
                         .into(),
                 }),
-                Some(t) => {
+                Some(t) => server.may_create(session).and_then(|before| {
                     let mut call = Call::new(args, fds, caller, 0);
                     (t.build)(ctor, &mut call).and_then(|object| {
+                        // What the new object opened (approximately, with other requests
+                        // served at the same time) is charged to its creator.
+                        let opened = limits::open_descriptors().saturating_sub(before);
                         // The client may have died while its object was built: then it is not
                         // kept (dropped here, after the table's lock).
-                        let inserted = server.lock().insert(object, label.to_owned(), session);
+                        let inserted =
+                            server
+                                .lock()
+                                .insert(object, label.to_owned(), session, opened);
                         inserted.map_err(|dropped| {
                             drop(dropped);
                             RemoteError::State("the calling process left the manager".into())
                         })
                     })
-                }
+                }),
             };
             reply(wire, id, result)
         }
         Request::Retain { id, obj } => {
-            let result = server.lock().retain(obj, server.ticket_ttl);
+            let result = {
+                let mut table = server.lock();
+                if table.held_by(session, obj) {
+                    table.retain(obj, server.ticket_ttl)
+                } else {
+                    Err(RemoteError::NoSuchObject)
+                }
+            };
             reply(wire, id, result)
         }
         Request::Attach { id, ticket } => {
@@ -204,8 +246,13 @@ fn handle(
             let result = server.lock().lookup(session, name, label);
             reply(wire, id, result)
         }
-        Request::Expose { id, name, obj } => {
-            let result = server.lock().expose(name, obj);
+        Request::Expose {
+            id,
+            name,
+            obj,
+            replace,
+        } => {
+            let result = server.lock().expose(session, name, obj, replace);
             match result {
                 Ok(dropped) => {
                     drop(dropped);
@@ -223,7 +270,14 @@ fn handle(
             let n = server.lock().len();
             reply(wire, id, Ok(n))
         }
-        Request::Shutdown { id } => reply(wire, id, Ok(())),
+        Request::Shutdown { id, token } if token == server.owner_token => reply(wire, id, Ok(())),
+        Request::Shutdown { id, .. } => reply::<()>(
+            wire,
+            id,
+            Err(RemoteError::State(
+                "only the process that started the manager may shut it down".into(),
+            )),
+        ),
     }
 }
 

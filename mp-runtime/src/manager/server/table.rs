@@ -25,6 +25,17 @@ struct Slot {
     obj: Arc<dyn Object>,
     refs: u64,
     label: String,
+    /// The session that created it (0: the server), charged for it while it lives.
+    creator: u64,
+    /// Descriptors the object opened when it was built (a queue's), charged to `creator`.
+    fds: usize,
+}
+
+/// What a session's creations cost the server while they live.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Usage {
+    pub(super) objects: usize,
+    pub(super) fds: usize,
 }
 
 struct TicketState {
@@ -64,7 +75,13 @@ pub(super) struct Table {
     objects: HashMap<ObjId, Slot>,
     sessions: HashMap<u64, HashMap<ObjId, u32>>,
     tickets: HashMap<Ticket, TicketState>,
-    names: HashMap<String, ObjId>,
+    /// Published names: the object and the session that published it.
+    names: HashMap<String, (ObjId, u64)>,
+    /// What each live session's creations cost.
+    usage: HashMap<u64, Usage>,
+    /// Sessions of processes forked from another session's process, and that session: they
+    /// may use its references (the proxies they inherited in memory).
+    borrows: HashMap<u64, u64>,
     /// Objects to tell when a session ends, with the sessions each asked about
     /// (`SessionWatch::watch`): a lock held by a process that died lets go.
     watchers: HashMap<ObjId, HashSet<u64>>,
@@ -110,6 +127,8 @@ impl Table {
             }
         }
         let held = self.sessions.remove(&session).unwrap_or_default();
+        self.usage.remove(&session);
+        self.borrows.remove(&session);
         let mut dropped = Dropped::none();
         for (obj, count) in held {
             self.unref(obj, count as u64, &mut dropped);
@@ -137,13 +156,58 @@ impl Table {
         obj: Arc<dyn Object>,
         label: String,
         session: u64,
+        fds: usize,
     ) -> Result<ObjId, Dropped> {
         if !self.sessions.contains_key(&session) {
             return Err(Dropped(vec![obj]));
         }
         let id = self.add(obj, label);
+        if let Some(slot) = self.objects.get_mut(&id) {
+            slot.creator = session;
+            slot.fds = fds;
+        }
+        let usage = self.usage.entry(session).or_default();
+        usage.objects += 1;
+        usage.fds += fds;
         self.add_session_ref(id, session);
         Ok(id)
+    }
+
+    /// What `session`'s live creations cost.
+    pub(super) fn usage(&self, session: u64) -> Usage {
+        self.usage.get(&session).copied().unwrap_or_default()
+    }
+
+    /// Whether `session` holds a reference to `obj`, or borrows one from the session of the
+    /// process it was forked from: a session reaches only those objects (an id alone, seen in a
+    /// log, is not enough). Session 0 is the server itself.
+    pub(super) fn held_by(&self, session: u64, obj: ObjId) -> bool {
+        if session == 0 {
+            return true;
+        }
+        let mut s = session;
+        // A chain of forks; bounded in case of a cycle of ids.
+        for _ in 0..64 {
+            if self
+                .sessions
+                .get(&s)
+                .is_some_and(|held| held.contains_key(&obj))
+            {
+                return true;
+            }
+            match self.borrows.get(&s) {
+                Some(&parent) => s = parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// `session` (new) may use the references of `parent`, if that session is open.
+    pub(super) fn borrow(&mut self, session: u64, parent: u64) {
+        if self.sessions.contains_key(&parent) && parent != session {
+            self.borrows.insert(session, parent);
+        }
     }
 
     /// Stores a new object under a fresh id, referenced by nothing yet.
@@ -155,6 +219,8 @@ impl Table {
                 obj,
                 refs: 0,
                 label,
+                creator: 0,
+                fds: 0,
             },
         );
         id
@@ -189,8 +255,25 @@ impl Table {
             if slot.refs == 0 {
                 let slot = self.objects.remove(&obj).expect("present");
                 self.watchers.remove(&obj);
+                if let Some(usage) = self.usage.get_mut(&slot.creator) {
+                    usage.objects = usage.objects.saturating_sub(1);
+                    usage.fds = usage.fds.saturating_sub(slot.fds);
+                }
                 dropped.0.push(slot.obj);
             }
+        }
+    }
+
+    /// The object `obj`, to call it for `session`, which must hold it.
+    pub(super) fn get_held(
+        &self,
+        session: u64,
+        obj: ObjId,
+    ) -> Result<Arc<dyn Object>, RemoteError> {
+        if self.held_by(session, obj) {
+            self.get(obj)
+        } else {
+            Err(RemoteError::NoSuchObject)
         }
     }
 
@@ -342,15 +425,42 @@ impl Table {
         dropped
     }
 
-    /// Publishes `obj` as `name` (replacing an earlier object of that name).
-    pub(super) fn expose(&mut self, name: &str, obj: ObjId) -> Result<Dropped, RemoteError> {
+    /// Publishes `obj` (which `session` holds) as `name`. A name in use is refused, unless
+    /// `replace` is set and `session` published it: nobody takes over another's name.
+    pub(super) fn expose(
+        &mut self,
+        session: u64,
+        name: &str,
+        obj: ObjId,
+        replace: bool,
+    ) -> Result<Dropped, RemoteError> {
+        if !self.held_by(session, obj) {
+            return Err(RemoteError::NoSuchObject);
+        }
+        let mut dropped = Dropped::none();
+        match self.names.get(name) {
+            Some(&(old, _)) if old == obj => return Ok(dropped),
+            Some(&(_, publisher)) if replace && publisher == session => {}
+            Some(_) if replace => {
+                return Err(RemoteError::State(format!(
+                    "`{name}` was published by another process: only the process that \
+                     published a name may replace it"
+                )));
+            }
+            Some(_) => {
+                return Err(RemoteError::State(format!(
+                    "`{name}` is already published; use `expose_replace` to replace your own \
+                     object, or another name"
+                )));
+            }
+            None => {}
+        }
         let slot = self
             .objects
             .get_mut(&obj)
             .ok_or(RemoteError::NoSuchObject)?;
         slot.refs += 1;
-        let mut dropped = Dropped::none();
-        if let Some(old) = self.names.insert(name.to_owned(), obj) {
+        if let Some((old, _)) = self.names.insert(name.to_owned(), (obj, session)) {
             self.unref(old, 1, &mut dropped);
         }
         Ok(dropped)
@@ -367,7 +477,7 @@ impl Table {
         if !self.sessions.contains_key(&session) {
             return Err(session_ended());
         }
-        let obj = *self
+        let (obj, _) = *self
             .names
             .get(name)
             .ok_or_else(|| RemoteError::NoSuchName(name.to_owned()))?;
@@ -395,6 +505,8 @@ impl Table {
         self.sessions.clear();
         self.tickets.clear();
         self.names.clear();
+        self.usage.clear();
+        self.borrows.clear();
         self.watchers.clear();
         Dropped(self.objects.drain().map(|(_, s)| s.obj).collect())
     }

@@ -31,11 +31,11 @@ fn an_object_built_for_a_session_that_ended_is_not_kept() {
     let mut t = Table::default();
     let s = t.new_session();
     let (kept, _) = probe();
-    let marker = t.insert(kept, "marker".into(), s).ok().unwrap();
+    let marker = t.insert(kept, "marker".into(), s, 0).ok().unwrap();
     let (dropped, _) = t.end_session(s);
     assert_eq!(dropped.0.len(), 1);
     let (late, drops) = probe();
-    let refused = t.insert(late, "late".into(), s);
+    let refused = t.insert(late, "late".into(), s, 0);
     assert!(refused.is_err());
     drop(refused);
     assert_eq!(
@@ -53,7 +53,7 @@ fn a_session_that_ended_claims_nothing_and_watches_nothing() {
     let mut t = Table::default();
     let owner = t.new_session();
     let (obj, drops) = probe();
-    let id = t.insert(obj, "obj".into(), owner).ok().unwrap();
+    let id = t.insert(obj, "obj".into(), owner, 0).ok().unwrap();
     let ticket = t.retain(id, TTL).unwrap();
     let dead = t.new_session();
     drop(t.end_session(dead));
@@ -79,7 +79,7 @@ fn a_stored_value_sent_to_a_client_can_be_claimed_after_the_value_is_gone() {
     let mut t = Table::default();
     let s = t.new_session();
     let (obj, _) = probe();
-    let id = t.insert(obj, "obj".into(), s).ok().unwrap();
+    let id = t.insert(obj, "obj".into(), s, 0).ok().unwrap();
     // A client stores a proxy in a container: its transfer becomes the value's hold.
     let ticket = t.retain(id, TTL).unwrap();
     assert_eq!(t.hold(ticket).unwrap(), id);
@@ -108,7 +108,7 @@ fn a_lent_copy_nobody_claims_expires() {
     let mut t = Table::default();
     let s = t.new_session();
     let (obj, _) = probe();
-    let id = t.insert(obj, "obj".into(), s).ok().unwrap();
+    let id = t.insert(obj, "obj".into(), s, 0).ok().unwrap();
     let ticket = t.retain(id, TTL).unwrap();
     t.hold(ticket).unwrap();
     t.lend(ticket, Duration::ZERO).unwrap();
