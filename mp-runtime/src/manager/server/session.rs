@@ -136,7 +136,7 @@ fn handle(
             // The table is locked only to find the object, never during the call.
             let object = server.lock().get(obj);
             let result = object.and_then(|object| {
-                let mut call = Call::new(args, fds, caller, obj);
+                let mut call = Call::new(args, fds, caller, obj).on_connection(wire.as_raw_fd());
                 object.dispatch(method, &mut call)
             });
             let result = result.and_then(|out| server.finish(out));
