@@ -740,6 +740,7 @@ impl Serialize for Unencodable {
 }
 
 /// Returns what cannot be encoded.
+#[derive(Default)]
 pub struct BadResult;
 
 #[mp::managed]
