@@ -1196,9 +1196,10 @@ fn hold_and_get_joinable(
 }
 
 /// A manager over TCP serves `get` in the server: a consumer killed while its `get` waits
-/// there takes no item. If the server took one for it before it knew, the item goes back
-/// first in line, counted once: the order holds and `join` returns after every `task_done`.
-/// (Several rounds: the server notices the death between two looks at the queue.)
+/// there takes no item (its connection is closed before its session ends). If the server took
+/// one for it before it knew, the item goes back first in line, counted once: the order holds
+/// and `join` returns after every `task_done`. (Several rounds: the server notices the death
+/// between two looks at the queue, or after taking an item.)
 #[test]
 fn a_consumer_killed_in_a_tcp_get_loses_no_order_and_no_count() {
     let _g = shared();
@@ -1222,8 +1223,8 @@ fn a_consumer_killed_in_a_tcp_get_loses_no_order_and_no_count() {
         assert!(waiting.wait_timeout(LONG));
         p.kill().unwrap();
         assert!(join(&mut p).is_err());
-        // The child's session has ended once its marker list is gone.
-        assert!(eventually(LONG, || m.number_of_objects().unwrap() == 1));
+        // At once: the server may not have ended the child's session yet (its connections
+        // are closed, though), and its `get` may be between two looks at the queue.
         q.put(1).unwrap();
         q.put(2).unwrap();
         assert_eq!(q.qsize().unwrap(), 2, "round {round}");
@@ -1237,6 +1238,54 @@ fn a_consumer_killed_in_a_tcp_get_loses_no_order_and_no_count() {
         q.task_done().unwrap();
         q.join_timeout(LONG).unwrap();
         assert!(matches!(q.task_done(), Err(Error::InvalidState { .. })));
+        // The child's session has ended: its marker list is gone.
+        assert!(eventually(LONG, || m.number_of_objects().unwrap() == 1));
     }
+    finish(m);
+}
+
+/// The guard form of the manager locks: released when dropped (also on an early return), and a
+/// timed-out attempt releases nothing.
+#[test]
+fn lock_guards_release_on_drop() {
+    let _g = shared();
+    let m = manager();
+    let (lock, rlock, cond) = (
+        m.lock().unwrap(),
+        m.rlock().unwrap(),
+        m.condition().unwrap(),
+    );
+    let early_return = |l: &LockProxy| -> mp::Result<()> {
+        let _held = l.acquire_guard()?;
+        Err(Error::Timeout)?;
+        Ok(())
+    };
+    assert!(early_return(&lock).is_err());
+    assert!(!lock.locked().unwrap(), "released by the guard's drop");
+    let held = lock.acquire_guard_timeout(SHORT).unwrap().expect("free");
+    assert!(
+        lock.acquire_guard_timeout(Duration::ZERO)
+            .unwrap()
+            .is_none()
+    );
+    assert!(lock.locked().unwrap(), "a failed attempt releases nothing");
+    held.release().unwrap();
+    assert!(!lock.locked().unwrap());
+    {
+        let _outer = rlock.acquire_guard().unwrap();
+        let _inner = rlock
+            .acquire_guard_timeout(SHORT)
+            .unwrap()
+            .expect("re-entrant");
+    }
+    rlock.acquire().unwrap();
+    rlock.release().unwrap();
+    assert!(matches!(rlock.release(), Err(Error::InvalidState { .. })));
+    {
+        let _held = cond.acquire_guard().unwrap();
+        assert!(!cond.wait_timeout(Duration::from_millis(1)).unwrap());
+    }
+    assert!(matches!(cond.release(), Err(Error::InvalidState { .. })));
+    drop((lock, rlock, cond));
     finish(m);
 }

@@ -5,7 +5,7 @@
 //! the server calls its object directly and, when sent on, asks for a ticket. Those need the
 //! server's table, which sits above every object type; this interface lets them reach it.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 
 use super::managed::{Call, Out};
@@ -69,6 +69,8 @@ pub(crate) fn stopping() -> bool {
 pub(crate) struct SessionWatch {
     obj: ObjId,
     session: u64,
+    /// The server's end of the caller's connection, open for the whole call.
+    connection: Option<RawFd>,
 }
 
 impl SessionWatch {
@@ -79,9 +81,24 @@ impl SessionWatch {
         self.session == 0 || current().is_some_and(|h| h.watch_session(self.obj, self.session))
     }
 
-    /// Whether the caller's session still lives (its process may have died during the call).
+    /// Whether the caller still lives (its process may have died during the call): its
+    /// session has not ended, and its connection was not closed by its end. (The connection
+    /// says so first: a killed process's sockets close at once, while ending its session waits
+    /// for the thread that reads its anchor to run.)
     pub(crate) fn alive(&self) -> bool {
-        self.session == 0 || current().is_some_and(|h| h.session_alive(self.session))
+        if self.session == 0 {
+            return true;
+        }
+        if let Some(fd) = self.connection {
+            // SAFETY: `fd` is the server's end of the caller's connection, owned by the
+            // connection's thread, which is serving this very call and closes it only after
+            // the call returns; a `SessionWatch` does not outlive its call.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            if crate::sys::poll::peer_closed(fd) {
+                return false;
+            }
+        }
+        current().is_some_and(|h| h.session_alive(self.session))
     }
 }
 
@@ -91,6 +108,7 @@ impl SessionWatch {
         SessionWatch {
             obj: call.obj(),
             session: call.caller().session,
+            connection: call.connection(),
         }
     }
 }

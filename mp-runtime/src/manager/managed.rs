@@ -8,7 +8,7 @@
 //! so that a server finds the type by name. The built-in objects (dict, list, queue, …)
 //! implement the same trait by hand.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -135,6 +135,8 @@ pub struct Call<'a> {
     /// The object called (0 for a constructor).
     obj: ObjId,
     method_name: &'static str,
+    /// The server's end of the caller's connection (`None` for a call made by the server).
+    connection: Option<RawFd>,
 }
 
 impl<'a> Call<'a> {
@@ -145,7 +147,20 @@ impl<'a> Call<'a> {
             caller,
             obj,
             method_name: "",
+            connection: None,
         }
+    }
+
+    /// The call came in on `fd`, the server's end of the caller's connection, which stays open
+    /// (owned by the connection's thread, which serves this call) until the call returns.
+    pub(crate) fn on_connection(mut self, fd: RawFd) -> Self {
+        self.connection = Some(fd);
+        self
+    }
+
+    /// The server's end of the caller's connection, if the call came from a client.
+    pub(crate) fn connection(&self) -> Option<RawFd> {
+        self.connection
     }
 
     pub(crate) fn caller(&self) -> Caller {

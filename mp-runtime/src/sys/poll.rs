@@ -95,6 +95,20 @@ pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<boo
     Ok(wait_readable(&[fd], deadline)?[0])
 }
 
+/// Whether the peer of socket `fd` has closed its end (or the socket failed), without waiting
+/// and without reading: data still unread does not count.
+pub(crate) fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    // POLLRDHUP (Linux): the peer shut its end, even with data still unread. nix lacks it.
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    let mut p = [PollFd::new(fd, rdhup)];
+    match nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => p[0]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR)),
+    }
+}
+
 /// Waits until `fd` is writable or the deadline passes.
 pub(crate) fn wait_writable(fd: BorrowedFd<'_>, deadline: Deadline) -> io::Result<bool> {
     loop {

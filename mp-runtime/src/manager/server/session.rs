@@ -165,7 +165,7 @@ fn handle(
                 }
             });
             let result = object.and_then(|object| {
-                let mut call = Call::new(args, fds, caller, obj);
+                let mut call = Call::new(args, fds, caller, obj).on_connection(wire.as_raw_fd());
                 object.dispatch(method, &mut call)
             });
             let result = result.and_then(|out| server.finish(out));

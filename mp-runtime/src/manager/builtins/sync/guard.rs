@@ -27,7 +27,8 @@ impl<'a> ProxyLockGuard<'a> {
     /// Takes the lock of `r` (one of the lock-like built-ins), waiting at most `wait`.
     pub(super) fn acquire(r: &'a ObjRef, wait: Option<Duration>) -> Result<Option<Self>> {
         let taken: bool = r.call_bounded(ACQUIRE, &(wait,), wait)?;
-        Ok(taken.then_some(ProxyLockGuard { r, held: true }))
+        // `then`, not `then_some`: a guard built and dropped would release the lock.
+        Ok(taken.then(|| ProxyLockGuard { r, held: true }))
     }
 
     /// Releases the lock now, with the error if the release failed.
