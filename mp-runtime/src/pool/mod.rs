@@ -163,8 +163,7 @@ impl Pool {
     /// input is collected first. The first failing item's error fails the whole call.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -181,8 +180,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Vec<W::Output>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -194,8 +192,7 @@ impl Pool {
     /// [`map`](Pool::map) without waiting (Python's `map_async`).
     pub fn map_async<W, T, I>(&self, worker: W, items: I) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -213,8 +210,7 @@ impl Pool {
         callbacks: Callbacks<Vec<W::Output>>,
     ) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -315,8 +311,7 @@ impl Pool {
     /// ```
     pub fn imap<W, T, I>(&self, worker: W, items: I) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -332,8 +327,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -349,8 +343,7 @@ impl Pool {
         items: I,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -366,8 +359,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
