@@ -4,6 +4,22 @@
 //! `#[mp::main]`. Arguments and results are any `serde` types, checked at compile time; OS
 //! handles inside them (pipes, queues, locks) travel as file descriptors.
 //!
+//! ## Installation
+//!
+//! The package is `multiproc` (the name `mp` is taken on crates.io); its library is `mp`, so code
+//! says `mp::` whichever form the dependency takes:
+//!
+//! ```toml
+//! [dependencies]
+//! multiproc = "0.1"
+//! # or: multiproc = { path = "../mp" }, multiproc = { git = "<repository URL>" }
+//! # or, to have the key read `mp` as well: mp = { package = "multiproc", version = "0.1" }
+//! ```
+//!
+//! `mp = "0.1"` does not work: Cargo looks for a package named `mp`.
+//!
+//! ## A first program
+//!
 //! ```no_run
 //! #[mp::worker]
 //! fn square(x: u64) -> u64 {

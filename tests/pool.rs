@@ -1025,3 +1025,39 @@ fn at_the_descriptor_limit_a_dead_worker_is_replaced_once_the_limit_is_lifted() 
         pool.worker_pids()
     );
 }
+
+/// The CPU time this process has used (clock_gettime(CLOCK_PROCESS_CPUTIME_ID)).
+fn own_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the whole call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Spins until this process has used `ms` more milliseconds of CPU (not of wall time, so a busy
+/// machine makes it slower, never shorter).
+#[mp::worker]
+fn burn_cpu(ms: u64) -> u64 {
+    let start = own_cpu_time();
+    let mut x = 0u64;
+    while own_cpu_time() - start < Duration::from_millis(ms) {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    x
+}
+
+#[test]
+fn cpu_time_counts_the_workers() {
+    // Under the fork server the workers are not children of this process, so the parent's own
+    // accounting (getrusage(RUSAGE_CHILDREN), /usr/bin/time) misses them; `cpu_time` does not.
+    let pool = Pool::new(1).unwrap();
+    let before = pool.cpu_time().unwrap();
+    pool.apply(burn_cpu, (300,)).unwrap();
+    let used = pool.cpu_time().unwrap().saturating_sub(before);
+    // /proc counts in clock ticks (10 ms), so allow for rounding below the 300 ms burned.
+    assert!(used >= Duration::from_millis(250), "{used:?}");
+}

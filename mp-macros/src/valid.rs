@@ -15,11 +15,24 @@ fn finish(acc: Option<syn::Error>) -> syn::Result<()> {
     acc.map_or(Ok(()), Err)
 }
 
-/// A worker function must be plain: no generics, `async`, `unsafe`, ABI, receiver or variadics.
-pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
+/// Why a worker function was refused.
+pub(crate) enum Refused {
+    /// Its shape: generic, `async`, `unsafe`, an ABI, a receiver, variadics, `impl Trait` (and
+    /// perhaps borrows too). The function is emitted as it is, beside the errors.
+    Shape(syn::Error),
+    /// Only borrowed argument or result types: the rest is a worker the macro can still
+    /// describe, with owned types in place of the borrows.
+    Borrows(syn::Error),
+}
+
+/// A worker function must be plain: no generics, `async`, `unsafe`, ABI, receiver or variadics,
+/// and it cannot borrow.
+pub(crate) fn worker_fn(f: &syn::ItemFn) -> Result<(), Refused> {
     let mut acc = None;
+    let mut shape = false;
     let sig = &f.sig;
     if let Some(a) = &sig.asyncness {
+        shape = true;
         push(
             &mut acc,
             syn::Error::new(
@@ -29,6 +42,7 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
         );
     }
     if let Some(u) = &sig.unsafety {
+        shape = true;
         push(
             &mut acc,
             syn::Error::new(
@@ -38,6 +52,7 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
         );
     }
     if let Some(abi) = &sig.abi {
+        shape = true;
         push(
             &mut acc,
             syn::Error::new(
@@ -47,6 +62,7 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
         );
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        shape = true;
         push(
             &mut acc,
             syn::Error::new(
@@ -56,6 +72,7 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
         );
     }
     if let Some(v) = &sig.variadic {
+        shape = true;
         push(
             &mut acc,
             syn::Error::new(v.span(), "a worker cannot be variadic"),
@@ -63,15 +80,19 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
     }
     for input in &sig.inputs {
         match input {
-            syn::FnArg::Receiver(r) => push(
-                &mut acc,
-                syn::Error::new(
-                    r.span(),
-                    "a worker cannot take `self`; use a free function, or `impl mp::Run for YourType` for a method-style process body",
-                ),
-            ),
+            syn::FnArg::Receiver(r) => {
+                shape = true;
+                push(
+                    &mut acc,
+                    syn::Error::new(
+                        r.span(),
+                        "a worker cannot take `self`; use a free function, or `impl mp::Run for YourType` for a method-style process body",
+                    ),
+                );
+            }
             syn::FnArg::Typed(t) => {
                 if let syn::Type::ImplTrait(_) = &*t.ty {
+                    shape = true;
                     push(
                         &mut acc,
                         syn::Error::new(
@@ -96,6 +117,7 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
     }
     if let syn::ReturnType::Type(_, ty) = &sig.output {
         if let syn::Type::ImplTrait(_) = &**ty {
+            shape = true;
             push(
                 &mut acc,
                 syn::Error::new(
@@ -116,7 +138,11 @@ pub(crate) fn worker_fn(f: &syn::ItemFn) -> syn::Result<()> {
             );
         }
     }
-    finish(acc)
+    match acc {
+        None => Ok(()),
+        Some(e) if shape => Err(Refused::Shape(e)),
+        Some(e) => Err(Refused::Borrows(e)),
+    }
 }
 
 /// The first reference type in `ty` (itself, or inside a path's generic arguments, a tuple, an
@@ -142,10 +168,72 @@ fn find_reference(ty: &syn::Type) -> Option<&syn::TypeReference> {
 }
 
 /// The owned type to use instead of a reference: `String` for `&str`, `Vec<T>` for `&[T]`,
-/// `PathBuf` for `&Path`, `T` for `&T`.
-fn owned_suggestion(r: &syn::TypeReference) -> String {
-    use quote::ToTokens;
+/// `PathBuf` for `&Path`, `OsString` for `&OsStr`, `T` for `&T`; spanned on the reference.
+fn owned_elem(r: &syn::TypeReference) -> syn::Type {
+    let span = r.span();
     let elem = &*r.elem;
+    match elem {
+        syn::Type::Slice(s) => {
+            let inner = without_borrows(&s.elem);
+            syn::parse_quote_spanned!(span=> ::std::vec::Vec<#inner>)
+        }
+        syn::Type::Path(p) if p.path.is_ident("str") => {
+            syn::parse_quote_spanned!(span=> ::std::string::String)
+        }
+        syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Path") => {
+            syn::parse_quote_spanned!(span=> ::std::path::PathBuf)
+        }
+        syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "OsStr") => {
+            syn::parse_quote_spanned!(span=> ::std::ffi::OsString)
+        }
+        other => without_borrows(other),
+    }
+}
+
+/// `ty` with every reference [`find_reference`] looks at replaced by its owned counterpart:
+/// the types a borrowing worker would have once fixed.
+pub(crate) fn without_borrows(ty: &syn::Type) -> syn::Type {
+    match ty {
+        syn::Type::Reference(r) => owned_elem(r),
+        syn::Type::Paren(p) => without_borrows(&p.elem),
+        syn::Type::Group(g) => without_borrows(&g.elem),
+        syn::Type::Array(a) => {
+            let mut a = a.clone();
+            *a.elem = without_borrows(&a.elem);
+            syn::Type::Array(a)
+        }
+        syn::Type::Slice(s) => {
+            let mut s = s.clone();
+            *s.elem = without_borrows(&s.elem);
+            syn::Type::Slice(s)
+        }
+        syn::Type::Tuple(t) => {
+            let mut t = t.clone();
+            for e in &mut t.elems {
+                *e = without_borrows(e);
+            }
+            syn::Type::Tuple(t)
+        }
+        syn::Type::Path(p) => {
+            let mut p = p.clone();
+            for seg in &mut p.path.segments {
+                if let syn::PathArguments::AngleBracketed(a) = &mut seg.arguments {
+                    for arg in &mut a.args {
+                        if let syn::GenericArgument::Type(t) = arg {
+                            *t = without_borrows(t);
+                        }
+                    }
+                }
+            }
+            syn::Type::Path(p)
+        }
+        other => other.clone(),
+    }
+}
+
+/// "`String` instead of `&str`", for the error on a borrow (the types of [`owned_elem`], as a
+/// user writes them).
+fn owned_suggestion(r: &syn::TypeReference) -> String {
     let text = |t: &syn::Type| {
         t.to_token_stream()
             .to_string()
@@ -156,7 +244,7 @@ fn owned_suggestion(r: &syn::TypeReference) -> String {
             .replace(" ,", ",")
             .replace("& ", "&")
     };
-    let owned = match elem {
+    let owned = match &*r.elem {
         syn::Type::Slice(s) => format!("Vec<{}>", text(&s.elem)),
         syn::Type::Path(p) if p.path.is_ident("str") => "String".to_owned(),
         syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Path") => {

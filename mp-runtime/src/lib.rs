@@ -142,8 +142,10 @@ pub mod __private {
     pub use crate::registry::WorkerEntry;
     pub use crate::roles::enter_if_requested;
     pub use crate::worker::{
-        ErrorAsText, ErrorAsValue, ErrorCodec, Fallible, Input, Outcome, Probe, ReturnsOther,
-        ReturnsResult, assert_arg, assert_output, assert_plain_return, call_fallible, call_plain,
+        DeserializeToo, EntryGlue, EntryUnsendable, ErrorAsText, ErrorAsValue, ErrorCodec,
+        Fallible, Input, Outcome, Probe, ReturnsOther, ReturnsResult, SendableChecked, SendableFd,
+        SendableHalf, SendableNot, SentAsHandle, SerializeAndDeserialize, assert_arg,
+        assert_output, assert_plain_return, call_fallible, call_plain,
     };
 
     /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the

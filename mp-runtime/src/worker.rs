@@ -36,21 +36,27 @@ pub trait Worker: Copy + Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// The argument tuple of a one-argument worker, `(T,)`: what `map`, `imap`, `imap_unordered` and
-/// the executor's `map` need, since they pass one input item per call. A worker of several
-/// arguments goes to `starmap`, which takes whole argument tuples.
+/// A worker of one argument, `(T,)`: what `map`, `imap`, `imap_unordered` and the executor's
+/// `map` need, since they pass one input item per call. A worker of several arguments goes to
+/// `starmap`, which takes whole argument tuples.
+///
+/// Implemented for every [`Worker`] whose `Args` is `(T,)`; `Args` is repeated as the trait's
+/// parameter (bounds read `W: OneArg<W::Args, Arg = T>`) so that a compile error can name the
+/// worker's arguments.
 #[diagnostic::on_unimplemented(
-    message = "this call passes one item per worker call, but the worker takes `{Self}`",
-    label = "the worker's arguments are `{Self}`, not one argument",
+    message = "this call passes one item per worker call, but the worker takes `{Args}`",
+    label = "the worker's arguments are `{Args}`, not one argument",
     note = "for a worker of several arguments, use `starmap` (or `starmap_async`) with an \
             iterator of argument tuples; for a worker of none, use `apply`"
 )]
-pub trait OneArg {
+pub trait OneArg<Args> {
     /// The argument's type, `T` of `(T,)`.
     type Arg;
 }
 
-impl<T> OneArg for (T,) {
+// The bound sits on the worker, not on its argument tuple: with `(T,): OneArg` rustc would
+// answer a worker of two arguments with "use a unary tuple instead: `map((add,), ..)`".
+impl<W: Worker<Args = (T,)>, T> OneArg<(T,)> for W {
     type Arg = T;
 }
 
@@ -97,8 +103,8 @@ impl<F, A, O> fmt::Debug for WorkerFn<F, A, O> {
 impl<F, A, O> Worker for WorkerFn<F, A, O>
 where
     F: Copy + Send + Sync + 'static,
-    A: Serialize + DeserializeOwned + 'static,
-    O: Serialize + DeserializeOwned + 'static,
+    A: Sendable + 'static,
+    O: Sendable + 'static,
 {
     type Args = A;
     type Output = O;
@@ -399,3 +405,165 @@ pub fn assert_output<T: Sendable>() {}
 pub trait Sendable: Serialize + DeserializeOwned {}
 
 impl<T: Serialize + DeserializeOwned> Sendable for T {}
+
+// `#[mp::worker]` checks each argument and result type with one method call,
+// `(&&&&Probe::<T>::new()).assert_sendable()`, spanned on the user's type. Autoref picks the
+// first impl that applies, so a type gets exactly one error, worded for what it lacks: a file or
+// socket is told about `Handle` (not to derive serde on `File`), a type missing both serde
+// traits gets one error for both. The entry glue goes through a probe too ([`EntryGlue`]), so a
+// type that fails its check causes no second error inside generated code.
+
+/// Chosen for a type that can be sent: nothing to report.
+#[doc(hidden)]
+pub trait SendableChecked {
+    fn assert_sendable(self);
+}
+
+impl<T: Serialize + DeserializeOwned> SendableChecked for &&&&Probe<T> {
+    fn assert_sendable(self) {}
+}
+
+/// Chosen for an OS resource (a file, socket, pipe: anything `AsFd`) that is not serde.
+#[doc(hidden)]
+pub trait SendableFd<T> {
+    fn assert_sendable(self)
+    where
+        T: SentAsHandle;
+}
+
+impl<T: std::os::fd::AsFd> SendableFd<T> for &&&Probe<T> {
+    fn assert_sendable(self)
+    where
+        T: SentAsHandle,
+    {
+    }
+}
+
+/// Chosen for a type that is `Serialize` but not `DeserializeOwned`.
+#[doc(hidden)]
+pub trait SendableHalf<T> {
+    fn assert_sendable(self)
+    where
+        T: DeserializeToo;
+}
+
+impl<T: Serialize> SendableHalf<T> for &&Probe<T> {
+    fn assert_sendable(self)
+    where
+        T: DeserializeToo,
+    {
+    }
+}
+
+/// Chosen for any other type: it is not `Serialize`.
+#[doc(hidden)]
+pub trait SendableNot<T> {
+    fn assert_sendable(self)
+    where
+        T: SerializeAndDeserialize;
+}
+
+impl<T> SendableNot<T> for &Probe<T> {
+    fn assert_sendable(self)
+    where
+        T: SerializeAndDeserialize,
+    {
+    }
+}
+
+/// What a file or socket in a worker's signature is asked for: only [`Handle`](crate::Handle)
+/// has it, which is the hint.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is an OS resource, which cannot be sent between processes as data",
+    label = "use `mp::Handle` here, which travels as a file descriptor",
+    note = "`mp::Handle::from(std::os::fd::OwnedFd::from(file))` makes one; the receiver gets \
+            the same open file, socket or pipe back with `File::from(OwnedFd::from(handle))`"
+)]
+pub trait SentAsHandle {}
+
+impl SentAsHandle for crate::Handle {}
+
+/// Asked of a `Serialize` type that is not `DeserializeOwned` (one leaf, so one error).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent between processes",
+    label = "this type implements `serde::Serialize` but not `serde::de::DeserializeOwned`",
+    note = "derive it with `#[derive(serde::Deserialize)]`, without borrowed fields"
+)]
+pub trait DeserializeToo {}
+
+impl<T: DeserializeOwned> DeserializeToo for T {}
+
+/// Asked of a type that is not `Serialize`: only `Serialize` is required, so that a type
+/// lacking both traits gets one error, which names both.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent between processes",
+    label = "this type must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`; mp handles \
+            (Queue, Connection, Lock, ...) already implement both"
+)]
+pub trait SerializeAndDeserialize {}
+
+impl<T: Serialize> SerializeAndDeserialize for T {}
+
+/// The entry glue of a worker whose argument tuple `A` and result `R` (the `Ok` type of a
+/// fallible one) can be sent: decodes, calls, encodes.
+#[doc(hidden)]
+pub trait EntryGlue<A, R> {
+    fn call_plain(self, input: Input<'_>, f: impl FnMut(A) -> R) -> Outcome;
+    fn call_fallible<F: Fallible<Ok = R>>(
+        self,
+        input: Input<'_>,
+        f: impl FnMut(A) -> F,
+        codec: ErrorCodec<F::Err>,
+    ) -> Outcome;
+}
+
+impl<A: DeserializeOwned, R: Serialize> EntryGlue<A, R> for &&Probe<(A, R)> {
+    fn call_plain(self, input: Input<'_>, f: impl FnMut(A) -> R) -> Outcome {
+        call_plain(input, f)
+    }
+    fn call_fallible<F: Fallible<Ok = R>>(
+        self,
+        input: Input<'_>,
+        f: impl FnMut(A) -> F,
+        codec: ErrorCodec<F::Err>,
+    ) -> Outcome {
+        call_fallible(input, f, codec)
+    }
+}
+
+/// The glue of a worker with a type that cannot be sent. That type's check has already failed
+/// the build, so this never runs; it exists so that the build reports that check alone.
+#[doc(hidden)]
+pub trait EntryUnsendable<A, R> {
+    fn call_plain(self, input: Input<'_>, f: impl FnMut(A) -> R) -> Outcome;
+    fn call_fallible<F: Fallible<Ok = R>>(
+        self,
+        input: Input<'_>,
+        f: impl FnMut(A) -> F,
+        codec: ErrorCodec<F::Err>,
+    ) -> Outcome;
+}
+
+impl<A, R> EntryUnsendable<A, R> for &Probe<(A, R)> {
+    fn call_plain(self, _: Input<'_>, _: impl FnMut(A) -> R) -> Outcome {
+        unsendable()
+    }
+    fn call_fallible<F: Fallible<Ok = R>>(
+        self,
+        _: Input<'_>,
+        _: impl FnMut(A) -> F,
+        _: ErrorCodec<F::Err>,
+    ) -> Outcome {
+        unsendable()
+    }
+}
+
+fn unsendable() -> Outcome {
+    Outcome::Failed {
+        message: "the worker's types cannot be sent between processes".to_owned(),
+    }
+}

@@ -20,7 +20,8 @@ pub(crate) fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
     match syn::parse2::<syn::Item>(item.clone()) {
         Ok(syn::Item::Fn(f)) => match valid::worker_fn(&f) {
             Ok(()) => worker::expand(&args, f),
-            Err(e) => fallback::with_errors(item, e),
+            Err(valid::Refused::Borrows(e)) => worker::expand_borrowing(&args, f, e),
+            Err(valid::Refused::Shape(e)) => fallback::with_errors(item, e),
         },
         Ok(syn::Item::Impl(i)) => match valid::run_impl(&i, &args) {
             Ok(()) => run::expand(&args, i),

@@ -180,8 +180,7 @@ impl ProcessPoolExecutor {
     /// yields its error and iteration goes on.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> ExecutorMap<W::Output, I::IntoIter>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,

@@ -70,6 +70,10 @@ use crate::worker::{OneArg, Worker};
 ///
 /// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
 ///
+/// Measuring: the workers are children of the fork server (the default start method), not of
+/// your program, so `/usr/bin/time` and `getrusage(RUSAGE_CHILDREN)` do not count their CPU;
+/// [`cpu_time`](Pool::cpu_time) does.
+///
 /// Ctrl-C: worker processes ignore SIGINT, as Python's do, so a Ctrl-C in a terminal (which
 /// reaches the whole process group) does not fail tasks one by one. The parent's default SIGINT
 /// action ends the program at once, and the workers die with it (they have a parent-death
@@ -108,6 +112,49 @@ impl Pool {
     /// The pids of the worker processes running now (replacements included).
     pub fn worker_pids(&self) -> Vec<i32> {
         self.core.pids()
+    }
+
+    /// The CPU time (user plus system) that the worker processes running now have used so far,
+    /// summed, read from `/proc/<pid>/stat`.
+    ///
+    /// `/usr/bin/time`, `getrusage(RUSAGE_CHILDREN)` and `times(2)` in the parent do not count
+    /// the workers: under the default `ForkServer` start method they are children of the fork
+    /// server, not of your program, and they are reaped there. This call counts them. Workers
+    /// that already exited (replaced after `max_tasks_per_child` or a crash, or gone after
+    /// [`join`](Pool::join)) are not counted, so read it before `close`/`join`. A pool whose
+    /// workers run on other machines (a cluster backend) is [`Error::InvalidState`].
+    ///
+    /// ```
+    /// #[mp::worker]
+    /// fn spin(n: u64) -> u64 {
+    ///     (0..n).fold(0, |a, i| std::hint::black_box(a ^ i))
+    /// }
+    ///
+    /// #[mp::main]
+    /// fn main() -> mp::Result<()> {
+    ///     let pool = mp::Pool::new(2)?;
+    ///     let before = pool.cpu_time()?;
+    ///     pool.map(spin, vec![2_000_000; 4])?;
+    ///     println!("the workers used {:?} of CPU", pool.cpu_time()?.saturating_sub(before));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cpu_time(&self) -> Result<std::time::Duration> {
+        if self.core.is_remote() {
+            return Err(Error::state(
+                "the pool's workers run on other machines; their CPU time is not readable here",
+            ));
+        }
+        let mut total = std::time::Duration::ZERO;
+        for pid in self.core.pids() {
+            match crate::sys::cpu_time::of(pid) {
+                Ok(t) => total += t,
+                // Exited since the list was taken: it no longer counts, as documented.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("read /proc/<pid>/stat", e)),
+            }
+        }
+        Ok(total)
     }
 
     /// Runs `worker(args)` in a worker process and waits for its result (Python's `apply`).
@@ -163,8 +210,7 @@ impl Pool {
     /// input is collected first. The first failing item's error fails the whole call.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -181,8 +227,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Vec<W::Output>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -194,8 +239,7 @@ impl Pool {
     /// [`map`](Pool::map) without waiting (Python's `map_async`).
     pub fn map_async<W, T, I>(&self, worker: W, items: I) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -213,8 +257,7 @@ impl Pool {
         callbacks: Callbacks<Vec<W::Output>>,
     ) -> Result<AsyncResult<Vec<W::Output>>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -315,8 +358,7 @@ impl Pool {
     /// ```
     pub fn imap<W, T, I>(&self, worker: W, items: I) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -332,8 +374,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -349,8 +390,7 @@ impl Pool {
         items: I,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,
@@ -366,8 +406,7 @@ impl Pool {
         chunksize: usize,
     ) -> Result<IMap<W::Output, I::IntoIter>>
     where
-        W: Worker,
-        W::Args: OneArg<Arg = T>,
+        W: Worker + OneArg<W::Args, Arg = T>,
         W::Output: Send,
         T: Serialize,
         I: IntoIterator<Item = T>,

@@ -373,6 +373,11 @@ impl Core {
         self.lock().closed
     }
 
+    /// Whether the workers run on other machines.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.portable_only
+    }
+
     pub(crate) fn pids(&self) -> Vec<i32> {
         self.lock().pids.clone()
     }

@@ -28,7 +28,8 @@ use crate::sync::{Lock, LockGuard};
 /// let a = mp::RawArray::<i32>::new(3)?;
 /// assert_eq!(a.to_vec(), [0, 0, 0]); // zero-filled
 /// a.set(1, 7)?;
-/// assert_eq!(a.get(1), Some(7));
+/// assert_eq!(a.get(1)?, 7);
+/// assert!(matches!(a.get(3), Err(mp::Error::InvalidArgument { .. })));
 /// assert!(matches!(a.set(3, 0), Err(mp::Error::InvalidArgument { .. })));
 /// # Ok::<(), mp::Error>(())
 /// ```
@@ -73,12 +74,16 @@ impl<T: Pod> RawArray<T> {
         self.len() == 0
     }
 
-    /// A copy of element `i` (possibly torn by a concurrent write); `None` out of range.
-    pub fn get(&self, i: usize) -> Option<T> {
+    /// A copy of element `i` (possibly torn by a concurrent write); [`Error::InvalidArgument`]
+    /// out of range, as for [`set`](RawArray::set) and [`Array::get`].
+    pub fn get(&self, i: usize) -> Result<T> {
+        if i >= self.len() {
+            return Err(index_error(i, self.len()));
+        }
         // SAFETY: `i < len`, so the element is inside the mapping and aligned; in this process
         // the elements are only accessed through `atomic_copy` with T's layout, or by callers
         // of the unsafe slice views, who promise no concurrent access.
-        (i < self.len()).then(|| unsafe { atomic_copy::load(self.ptr().add(i)) })
+        Ok(unsafe { atomic_copy::load(self.ptr().add(i)) })
     }
 
     /// Overwrites element `i`; [`Error::InvalidArgument`] out of range.
@@ -93,7 +98,7 @@ impl<T: Pod> RawArray<T> {
 
     /// A copy of every element, one at a time.
     pub fn to_vec(&self) -> Vec<T> {
-        (0..self.len()).filter_map(|i| self.get(i)).collect()
+        (0..self.len()).filter_map(|i| self.get(i).ok()).collect()
     }
 
     /// Overwrites every element from `src`, whose length must be the array's.

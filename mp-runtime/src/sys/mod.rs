@@ -1,6 +1,7 @@
 //! Thin safe wrappers over the OS calls `mp` needs. Every `unsafe` block of the process layer
 //! lives under this module.
 
+pub(crate) mod cpu_time;
 pub(crate) mod fd;
 pub(crate) mod mmap;
 pub(crate) mod pidfd;

@@ -54,7 +54,7 @@ fn main() -> mp::Result<()> {
     let c: Counters = zeroed();
     assert_eq!((c.hits, c.flags), (0, [0; 3]));
     let r: Renamed = zeroed();
-    assert_eq!(mp::RawArray::from_slice(&[r])?.get(0).map(|r| r.a + r.b), Some(0));
+    assert_eq!(mp::RawArray::from_slice(&[r])?.get(0).map(|r| r.a + r.b)?, 0);
     // `bytemuck` here is `core`, whatever the derives needed.
     assert_eq!(bytemuck::mem::size_of::<Point>(), 16);
     Ok(())
