@@ -17,15 +17,15 @@ pub(crate) trait Host: Send + Sync {
     fn manager(&self) -> u64;
     /// Where the server listens.
     fn address(&self) -> String;
-    /// A value takes over `ticket` (or another copy holds it again): returns its object.
-    fn hold(&self, ticket: Ticket) -> Result<ObjId, RemoteError>;
+    /// A value kept by object `holder` (0: not known) takes over `ticket`: returns its object.
+    fn hold(&self, ticket: Ticket, holder: ObjId) -> Result<ObjId, RemoteError>;
     /// Another copy of a value holds `ticket` again.
     fn hold_again(&self, ticket: Ticket);
     /// A copy of a value holding `ticket` is on its way to a client, which will claim the
     /// ticket (as a transfer, alive until claimed or expired).
     fn lend(&self, ticket: Ticket) -> Result<(), RemoteError>;
-    /// A copy of a value holding `ticket` is gone.
-    fn unhold(&self, ticket: Ticket);
+    /// A copy of a value holding `ticket`, kept by `holder`, is gone.
+    fn unhold(&self, ticket: Ticket, holder: ObjId);
     /// A transfer ticket for `obj` (a proxy the server itself sends).
     fn retain(&self, obj: ObjId) -> Result<Ticket, RemoteError>;
     /// Calls method `method` of `obj` from inside the server; a result that is a new object is

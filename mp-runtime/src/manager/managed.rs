@@ -34,6 +34,11 @@ pub trait Managed: Send + Sync + Sized + 'static {
     const FINGERPRINT: u64;
     /// The exposed methods' names, by index.
     const METHODS: &'static [&'static str];
+    /// Whether every method keeps the stored values it decodes and hands none to another
+    /// object (the built-in containers): the references they hold are then known to be this
+    /// object's, which lets the server free cycles of such objects.
+    #[doc(hidden)]
+    const KEEPS_DECODED: bool = false;
 
     /// Runs method `method` on `this`.
     #[doc(hidden)]
@@ -342,7 +347,11 @@ pub(crate) trait Object: Send + Sync + 'static {
 
 impl<T: Managed> Object for Shared<T> {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError> {
-        T::dispatch(self, method, call)
+        if T::KEEPS_DECODED {
+            super::value::holding_for(call.obj(), || T::dispatch(self, method, call))
+        } else {
+            T::dispatch(self, method, call)
+        }
     }
     fn session_ended(&self, session: u64) {
         T::session_ended(self, session)

@@ -91,6 +91,7 @@ fn cloned(v: Option<&Stored>) -> Result<Option<Stored>, RemoteError> {
 }
 
 impl Managed for DictObj {
+    const KEEPS_DECODED: bool = true;
     builtin!(
         DictObj,
         "mp::manager::Dict",

@@ -54,6 +54,7 @@ fn out_of_range(i: usize, len: usize) -> Refused {
 }
 
 impl Managed for ListObj {
+    const KEEPS_DECODED: bool = true;
     builtin!(
         ListObj,
         "mp::manager::List",

@@ -37,6 +37,7 @@ fn check_name(name: &str) -> std::result::Result<(), Refused> {
 }
 
 impl Managed for NamespaceObj {
+    const KEEPS_DECODED: bool = true;
     builtin!(
         NamespaceObj,
         "mp::manager::Namespace",

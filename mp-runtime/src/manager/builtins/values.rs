@@ -28,6 +28,7 @@ const SET: u16 = 1;
 const MODIFY: u16 = 2;
 
 impl Managed for ValueObj {
+    const KEEPS_DECODED: bool = true;
     builtin!(
         ValueObj,
         "mp::manager::Value",

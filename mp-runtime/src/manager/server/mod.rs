@@ -381,8 +381,8 @@ impl Host for Server {
         self.address.to_string()
     }
 
-    fn hold(&self, ticket: Ticket) -> Result<ObjId, RemoteError> {
-        self.lock().hold(ticket)
+    fn hold(&self, ticket: Ticket, holder: ObjId) -> Result<ObjId, RemoteError> {
+        self.lock().hold(ticket, holder)
     }
 
     fn hold_again(&self, ticket: Ticket) {
@@ -393,8 +393,8 @@ impl Host for Server {
         self.lock().lend(ticket, self.ticket_ttl)
     }
 
-    fn unhold(&self, ticket: Ticket) {
-        let dropped = self.lock().unhold(ticket);
+    fn unhold(&self, ticket: Ticket, holder: ObjId) {
+        let dropped = self.lock().unhold(ticket, holder);
         drop(dropped);
     }
 

@@ -40,8 +40,11 @@ pub(super) struct Usage {
 
 struct TicketState {
     obj: ObjId,
-    /// Copies of a stored value that contain this ticket.
+    /// Copies of a stored value that contain this ticket, kept by no known object.
     holds: u32,
+    /// Copies kept by known objects (built-in containers), by object: the edges along which
+    /// [`Table::collect_cycles`] looks for what is still reachable.
+    holders: HashMap<ObjId, u32>,
     /// Claims expected from transfers in flight: a proxy sent, or a copy of a stored value
     /// sent to a client (each reader claims once).
     transfers: u32,
@@ -51,7 +54,13 @@ struct TicketState {
 
 impl TicketState {
     fn alive(&self) -> bool {
-        self.holds > 0 || self.transfers > 0
+        self.holds > 0 || self.transfers > 0 || !self.holders.is_empty()
+    }
+
+    /// Whether only objects keep this ticket (no transfer in flight, no copy of unknown
+    /// keeper): its reference is internal to the table's graph.
+    fn only_kept_by_objects(&self) -> bool {
+        self.holds == 0 && self.transfers == 0 && !self.holders.is_empty()
     }
 
     /// One transfer in flight is claimed (if any is: a hold may be claimed without one).
@@ -133,6 +142,7 @@ impl Table {
         for (obj, count) in held {
             self.unref(obj, count as u64, &mut dropped);
         }
+        self.collect_cycles(&mut dropped);
         (dropped, told)
     }
 
@@ -300,7 +310,70 @@ impl Table {
             held.remove(&obj);
         }
         self.unref(obj, take as u64, &mut dropped);
+        if self.objects.contains_key(&obj) && self.kept_by_objects(obj) {
+            // The object lives on only through other objects: perhaps in a cycle.
+            self.collect_cycles(&mut dropped);
+        }
         dropped
+    }
+
+    /// Whether some object keeps a reference to `obj` (a proxy of it inside a stored value).
+    fn kept_by_objects(&self, obj: ObjId) -> bool {
+        self.tickets
+            .values()
+            .any(|t| t.obj == obj && !t.holders.is_empty())
+    }
+
+    /// Cycles: objects that only objects refer to, none of which anything outside reaches (a
+    /// list holding a proxy of itself after its last client let go), are taken out for
+    /// `dropped`. As they drop, the values they keep give their references back.
+    ///
+    /// A reference is internal when a ticket is kept only by known objects (the built-in
+    /// containers, see `value::holding_for`); everything else (sessions, names, transfers in
+    /// flight, copies whose keeper is not known) makes its object a root. What a root reaches
+    /// through the objects' tickets stays; the rest is garbage.
+    pub(super) fn collect_cycles(&mut self, dropped: &mut Dropped) {
+        if self.tickets.values().all(|t| t.holders.is_empty()) {
+            return;
+        }
+        let mut internal: HashMap<ObjId, u64> = HashMap::new();
+        let mut edges: HashMap<ObjId, Vec<ObjId>> = HashMap::new();
+        for t in self.tickets.values() {
+            if t.only_kept_by_objects() {
+                *internal.entry(t.obj).or_insert(0) += 1;
+            }
+            for holder in t.holders.keys() {
+                edges.entry(*holder).or_default().push(t.obj);
+            }
+        }
+        let mut reached: HashSet<ObjId> = HashSet::new();
+        let mut stack: Vec<ObjId> = self
+            .objects
+            .iter()
+            .filter(|(id, slot)| slot.refs > internal.get(id).copied().unwrap_or(0))
+            .map(|(id, _)| *id)
+            .collect();
+        while let Some(id) = stack.pop() {
+            if reached.insert(id) {
+                stack.extend(edges.get(&id).into_iter().flatten().copied());
+            }
+        }
+        let garbage: Vec<ObjId> = self
+            .objects
+            .keys()
+            .filter(|id| !reached.contains(id))
+            .copied()
+            .collect();
+        for id in garbage {
+            if let Some(slot) = self.objects.remove(&id) {
+                self.watchers.remove(&id);
+                if let Some(usage) = self.usage.get_mut(&slot.creator) {
+                    usage.objects = usage.objects.saturating_sub(1);
+                    usage.fds = usage.fds.saturating_sub(slot.fds);
+                }
+                dropped.0.push(slot.obj);
+            }
+        }
     }
 
     /// A transfer ticket for `obj`, alive for `ttl` unless claimed.
@@ -316,6 +389,7 @@ impl Table {
             TicketState {
                 obj,
                 holds: 0,
+                holders: HashMap::new(),
                 transfers: 1,
                 expires: Instant::now() + ttl,
             },
@@ -379,14 +453,18 @@ impl Table {
 
     /// A value kept in the server takes over `ticket` (a transfer becomes a hold). Returns the
     /// ticket's object.
-    pub(super) fn hold(&mut self, ticket: Ticket) -> Result<ObjId, RemoteError> {
+    pub(super) fn hold(&mut self, ticket: Ticket, holder: ObjId) -> Result<ObjId, RemoteError> {
         let t = self
             .tickets
             .get_mut(&ticket)
             .filter(|t| t.alive())
             .ok_or(RemoteError::NoSuchTicket)?;
         t.claim_transfer();
-        t.holds += 1;
+        if holder == 0 {
+            t.holds += 1;
+        } else {
+            *t.holders.entry(holder).or_insert(0) += 1;
+        }
         Ok(t.obj)
     }
 
@@ -398,10 +476,18 @@ impl Table {
     }
 
     /// One copy of a stored value holding `ticket` is gone.
-    pub(super) fn unhold(&mut self, ticket: Ticket) -> Dropped {
+    pub(super) fn unhold(&mut self, ticket: Ticket, holder: ObjId) -> Dropped {
         let mut dropped = Dropped::none();
         if let Some(t) = self.tickets.get_mut(&ticket) {
-            t.holds = t.holds.saturating_sub(1);
+            match t.holders.get_mut(&holder) {
+                Some(n) if holder != 0 => {
+                    *n -= 1;
+                    if *n == 0 {
+                        t.holders.remove(&holder);
+                    }
+                }
+                _ => t.holds = t.holds.saturating_sub(1),
+            }
         }
         self.settle(ticket, &mut dropped);
         dropped

@@ -82,13 +82,13 @@ fn a_stored_value_sent_to_a_client_can_be_claimed_after_the_value_is_gone() {
     let id = t.insert(obj, "obj".into(), s, 0).ok().unwrap();
     // A client stores a proxy in a container: its transfer becomes the value's hold.
     let ticket = t.retain(id, TTL).unwrap();
-    assert_eq!(t.hold(ticket).unwrap(), id);
+    assert_eq!(t.hold(ticket, 0).unwrap(), id);
     // Another copy comes and goes (a `get`): the ticket is unchanged.
     t.hold_again(ticket);
-    drop(t.unhold(ticket));
+    drop(t.unhold(ticket, 0));
     // The value is taken out (`remove`): encoded for the reader, then dropped in the server.
     t.lend(ticket, TTL).unwrap();
-    drop(t.unhold(ticket));
+    drop(t.unhold(ticket, 0));
     drop(t.release(s, id, 1));
     assert_eq!(t.len(), 1, "the transfer in flight keeps the object");
     let reader = t.new_session();
@@ -110,9 +110,9 @@ fn a_lent_copy_nobody_claims_expires() {
     let (obj, _) = probe();
     let id = t.insert(obj, "obj".into(), s, 0).ok().unwrap();
     let ticket = t.retain(id, TTL).unwrap();
-    t.hold(ticket).unwrap();
+    t.hold(ticket, 0).unwrap();
     t.lend(ticket, Duration::ZERO).unwrap();
-    drop(t.unhold(ticket));
+    drop(t.unhold(ticket, 0));
     drop(t.release(s, id, 1));
     assert_eq!(t.len(), 1);
     let dropped = t.expire(Instant::now() + TTL * 2);
