@@ -479,3 +479,43 @@ fn cycles_that_no_client_reaches_are_freed() {
     );
     m.shutdown().unwrap();
 }
+
+/// Blocks in the server until the test's listener on `port` writes a byte.
+#[mp::worker]
+fn wait_for_go(value: u32, port: u16) -> u32 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut go = [0u8];
+    s.read_exact(&mut go).unwrap();
+    value + 1
+}
+
+#[test]
+fn a_slow_modify_holds_its_dict_only() {
+    use std::io::Write;
+    let _g = shared();
+    let m = mp::Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let other = m.dict::<u32, u32>().unwrap();
+    d.set(&1, &10).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let modifier = {
+        let d = d.clone();
+        std::thread::spawn(move || d.modify_with(&1, wait_for_go, &port))
+    };
+    // The worker runs in the server now, under the dict's lock.
+    let (mut worker, _) = listener.accept().unwrap();
+    // Another object is served meanwhile.
+    other.set(&1, &1).unwrap();
+    assert_eq!(other.get(&1).unwrap(), Some(1));
+    // A call on the same dict waits for the worker, then sees its result.
+    let reader = {
+        let d = d.clone();
+        std::thread::spawn(move || d.get(&1))
+    };
+    worker.write_all(&[1]).unwrap();
+    assert_eq!(modifier.join().unwrap().unwrap(), Some(11));
+    assert_eq!(reader.join().unwrap().unwrap(), Some(11));
+    m.shutdown().unwrap();
+}

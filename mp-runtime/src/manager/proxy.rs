@@ -231,6 +231,8 @@ fn decline(wire: &ProxyWire) {
     }
 }
 
+/// Shows the object's id, as Python's proxies do: it tells two proxies apart in a log, and
+/// grants nothing (a session reaches only the objects it holds, whatever ids it learns).
 impl fmt::Debug for ObjRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} object {:016x}>", self.label(), self.id())

@@ -434,6 +434,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// The worker is a `#[mp::worker] fn(V) -> V`; it cannot be given a value that holds handles
     /// or proxies. A worker that returns `Err` leaves the value as it was
     /// ([`Error::TaskFailed`](crate::Error::TaskFailed)).
+    ///
+    /// While the worker runs, every other call on this dict, from any process, waits for it
+    /// (that is what makes the update atomic); other objects of the manager are served as
+    /// usual. Keep such workers short: a worker that blocks holds the dict for as long.
     pub fn modify<W: Worker<Args = (V,), Output = V>>(
         &self,
         key_: &K,
