@@ -428,10 +428,10 @@ pub struct Node(mp::manager::ListProxy<Node>);
 #[mp::worker]
 fn make_cycles(m: mp::Manager, n: u32) -> mp::Result<()> {
     for _ in 0..n {
-        let a = m.list::<Node>(Vec::new())?;
+        let a = m.list::<Node>([])?;
         a.append(&Node(a.clone()))?;
-        let b = m.list::<Node>(Vec::new())?;
-        let c = m.list::<Node>(Vec::new())?;
+        let b = m.list::<Node>([])?;
+        let c = m.list::<Node>([])?;
         b.append(&Node(c.clone()))?;
         c.append(&Node(b.clone()))?;
     }
@@ -457,9 +457,9 @@ fn cycles_that_no_client_reaches_are_freed() {
     );
 
     // A cycle this process still reaches stays, and so does what it refers to.
-    let a = m.list::<Node>(Vec::new()).unwrap();
+    let a = m.list::<Node>([]).unwrap();
     a.append(&Node(a.clone())).unwrap();
-    let b = m.list::<Node>(Vec::new()).unwrap();
+    let b = m.list::<Node>([]).unwrap();
     a.append(&Node(b.clone())).unwrap();
     drop(b);
     assert_eq!(m.number_of_objects().unwrap(), 2);

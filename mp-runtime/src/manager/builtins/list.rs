@@ -408,7 +408,8 @@ impl<T: DeserializeOwned> Iterator for ListIter<'_, T> {
 }
 
 impl Manager {
-    /// A new managed list holding `init` (Python's `manager.list(init)`).
+    /// A new managed list holding `init` (Python's `manager.list(init)`); `m.list::<T>([])` is
+    /// an empty one (Python's `manager.list()`).
     pub fn list<T: Serialize>(&self, init: impl IntoIterator<Item = T>) -> Result<ListProxy<T>> {
         let items = init
             .into_iter()
