@@ -15,9 +15,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -57,6 +57,9 @@ pub(crate) struct Link {
     /// References dropped while no connection could be used; sent before the next request.
     pending_release: Mutex<Vec<ObjId>>,
     next_request: AtomicU64,
+    /// A copy of the anchor's descriptor, for waits that should end when the manager dies
+    /// (readable once the server closes its end or says it shuts down).
+    anchor_copy: OnceLock<Option<OwnedFd>>,
     /// In a process forked from the one that made this link: that process's own link, which
     /// borrows this link's session (kept, so that it lasts as long as the inherited proxies).
     forked: Mutex<Option<Arc<Link>>>,
@@ -118,6 +121,7 @@ impl Link {
             pending_release: Mutex::new(Vec::new()),
             next_request: AtomicU64::new(1),
             forked: Mutex::new(None),
+            anchor_copy: OnceLock::new(),
         });
         LINKS.lock().insert(manager, Arc::downgrade(&link));
         Ok(link)
@@ -228,6 +232,19 @@ impl Link {
             }
             Err(_) => Err(self.mark(GONE)),
         }
+    }
+
+    /// A descriptor that becomes readable when the manager dies or announces its shutdown (a
+    /// copy of the anchor's), to wait on beside a native object; then [`Link::check_alive`]
+    /// says which. `None` if it could not be copied.
+    pub(crate) fn death_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.anchor_copy
+            .get_or_init(|| {
+                let anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+                anchor.fd().try_clone_to_owned().ok()
+            })
+            .as_ref()
+            .map(|fd| fd.as_fd())
     }
 
     /// The error every call gets once the manager is known to be gone, if it is.

@@ -8,7 +8,9 @@
 //! the same queue. Either way the items are the same encoded values, so both kinds of client
 //! share one queue.
 //!
-//! A local client that waits checks every 100 ms that the manager still lives
+//! A local client's `get` waits on the queue and on its session's connection together, so a
+//! dead manager wakes it at once; other waits (a full queue's `put`) check every 100 ms that
+//! the manager still lives
 //! ([`Link::check_alive`](super::super::link::Link::check_alive)), so a dead manager is
 //! `Error::ManagerGone`, never a hang; a non-blocking call checks at most once a millisecond. A
 //! proxy inside an item in the queue is a transfer in flight: it must be taken out within the
@@ -458,12 +460,42 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             Err(Error::Empty) => {}
             Err(e) => return Err(native_error(e)),
         }
-        let got = native_sliced(&link, wait, |slice| match q.get_timeout(slice) {
-            Ok(item) => Some(Ok(item)),
-            Err(Error::Empty) => None,
-            Err(e) => Some(Err(native_error(e))),
-        })?;
-        got.ok_or(Error::Empty)?.decode()
+        let Some(death) = link.death_fd() else {
+            let got = native_sliced(&link, wait, |slice| match q.get_timeout(slice) {
+                Ok(item) => Some(Ok(item)),
+                Err(Error::Empty) => None,
+                Err(e) => Some(Err(native_error(e))),
+            })?;
+            return got.ok_or(Error::Empty)?.decode();
+        };
+        // Wait for an item or for the manager's death, whichever comes first: a killed
+        // manager is noticed as promptly as by a lock or an event.
+        let deadline = deadline(wait);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(SLICE, |l| l.min(SLICE));
+            let objects: [&dyn crate::connection::Waitable; 2] = [q, &death];
+            let ready = crate::connection::wait(&objects, Some(slice))?;
+            if ready.contains(&1) {
+                link.check_alive()?;
+            }
+            match q.try_get() {
+                Ok(item) => return item.decode(),
+                Err(Error::Empty) => {}
+                Err(e) => return Err(native_error(e)),
+            }
+            link.check_alive()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Empty);
+            }
+            if ready.contains(&1) {
+                // The anchor is readable but the manager lives (a notice other than shutdown,
+                // or someone else reading it): wait on the queue alone for a moment.
+                if let Ok(item) = q.get_timeout(Duration::from_millis(1)) {
+                    return item.decode();
+                }
+            }
+        }
     }
 
     /// Puts `item`, waiting while a bounded queue is full. An item that cannot be encoded is
