@@ -553,7 +553,11 @@ fn item_results<'a>(
                 let bytes = cur.bytes()?;
                 Ok((bytes, take_fds(fds, nfds)?))
             }
-            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?)),
+            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?).at_position(0)),
+            wire::TAG_CODEC => Err(Error::Codec {
+                message: cur.string()?,
+                index: Some(0),
+            }),
             wire::TAG_RAISED => {
                 let message = cur.string()?;
                 let type_name = cur.string()?;
@@ -571,7 +575,11 @@ fn item_results<'a>(
             wire::TAG_PANICKED => {
                 let message = cur.string()?;
                 let location = cur.string()?;
-                Err(Error::WorkerPanicked { message, location })
+                Err(Error::WorkerPanicked {
+                    message,
+                    location,
+                    index: Some(0),
+                })
             }
             t => return Err(Error::protocol(format!("unknown result tag {t}"))),
         });
@@ -599,6 +607,17 @@ fn deliver(done: Done) {
             return Err(Error::protocol(
                 "a worker answered with the wrong number of results",
             ));
+        }
+        if task.chunk.batch && cur.peek() == Some(wire::TAG_EACH) {
+            // Some items of the batch failed: the worker answered item by item.
+            cur.u8()?;
+            let each = cur.usize()?;
+            if each != task.chunk.nitems {
+                return Err(Error::protocol(
+                    "a worker answered a chunk with the wrong number of results",
+                ));
+            }
+            return Ok(ChunkResult::Items(item_results(&mut cur, &mut fds, each)?));
         }
         let mut results = item_results(&mut cur, &mut fds, n)?;
         Ok(if task.chunk.batch {
@@ -1068,6 +1087,7 @@ impl Scheduler {
                         pid,
                         signal,
                         exitcode: code,
+                        index: None,
                     });
                 }
             }

@@ -19,6 +19,9 @@
 //!                                                    tag 2: message:bytes location:bytes
 //!                                                    tag 3: message:bytes type:bytes
 //!                                                           has_value [value:bytes] position
+//!                                                    tag 4: message:bytes (a codec error)
+//!                                                    tag 5: n { tag ... }* (a batch answered
+//!                                                           item by item: some failed)
 //! InitFailed: 4 message:bytes
 //! ```
 
@@ -38,6 +41,10 @@ pub(crate) const TAG_FAILED: u8 = 1;
 pub(crate) const TAG_PANICKED: u8 = 2;
 /// The worker returned `Err` (tag 1 is for a task that could not run).
 pub(crate) const TAG_RAISED: u8 = 3;
+/// An argument did not decode or the result did not encode.
+pub(crate) const TAG_CODEC: u8 = 4;
+/// A batch job answered item by item (some items failed): a count, then one result each.
+pub(crate) const TAG_EACH: u8 = 5;
 
 /// Largest frame a pool connection accepts (results of one chunk included).
 pub(crate) const MAX_FRAME: u64 = 1 << 34;
@@ -122,6 +129,11 @@ impl<'a> Cursor<'a> {
         let b = self.buf.get(self.pos..end).ok_or_else(Self::truncated)?;
         self.pos = end;
         Ok(b)
+    }
+
+    /// The next byte, without reading it.
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
     }
 
     /// How many bytes were read so far.
