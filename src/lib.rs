@@ -119,7 +119,7 @@ pub use mp_runtime::{
     ValueGuard, Worker, WorkerError, WorkerFn, active_children, connection, cpu_count,
     current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
     get_start_method, manager, max_decode_depth, parent_process, path_bytes, set_authkey,
-    set_max_decode_depth, set_start_method, set_start_method_force, shared_memory,
+    set_max_decode_depth, set_start_method, set_start_method_force, shared_memory, task_deadline,
 };
 
 /// Pools and executors on the ranks of an MPI job (the `mpi` feature): see

@@ -343,16 +343,20 @@ fn codec_reason(e: crate::Error) -> String {
 /// (one `catch_unwind` around it all); otherwise, or if that `Vec` does not encode, as one
 /// outcome per item ([`Outcome::Each`]), so that each failure is its item's alone.
 fn run_chunk<A, R: Serialize>(
-    items: Vec<A>,
-    undecoded: Option<(crate::Error, usize)>,
+    (items, undecoded, spans): ChunkArgs<A>,
     mut step: impl FnMut(A) -> std::result::Result<R, Outcome>,
 ) -> Outcome {
     let mut values: Vec<R> = Vec::with_capacity(items.len());
     let mut failed: Vec<(usize, Outcome)> = Vec::new();
     let mut rest = items.into_iter();
+    let timed = spans.and_then(|s| crate::pool::watchdog::active().map(|w| (w, s)));
     loop {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for args in &mut rest {
+                if let Some((w, spans)) = &timed {
+                    let pos = values.len() + failed.len();
+                    w.item(pos, spans.get(pos).copied().unwrap_or_default());
+                }
                 match step(args) {
                     Ok(v) => values.push(v),
                     Err(o) => failed.push((values.len() + failed.len(), o)),
@@ -417,6 +421,30 @@ fn run_chunk<A, R: Serialize>(
     Outcome::Each(each)
 }
 
+/// A chunk's argument tuples as decoded: those that decoded, the first error and the number of
+/// items (if one did not), and where each item's bytes are (for a timed chunk).
+type ChunkArgs<A> = (
+    Vec<A>,
+    Option<(crate::Error, usize)>,
+    Option<Vec<(u64, u64)>>,
+);
+
+/// Decodes a chunk's argument tuples; under a time limit with where each one's bytes are, so
+/// that the pool can send the others again if one runs out of time.
+fn chunk_args<A: DeserializeOwned>(input: Input<'_>) -> ChunkArgs<A> {
+    if crate::pool::watchdog::active().is_none() {
+        let (items, undecoded) = decode_chunk_args(input);
+        return (items, undecoded, None);
+    }
+    match codec::decode_seq_bounds::<A>(input.bytes, input.fds) {
+        Ok((items, spans)) => (items, None, Some(spans)),
+        Err(_) => {
+            let (items, e, n) = codec::decode_seq_prefix::<A>(input.bytes, Vec::new());
+            (items, e.map(|e| (e, n)), None)
+        }
+    }
+}
+
 /// Decodes the argument tuples of a pool chunk: all of them, or those before the first that
 /// does not decode with its error and the number of items.
 fn decode_chunk_args<A: DeserializeOwned>(
@@ -444,8 +472,7 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
     mut f: impl FnMut(A) -> R,
 ) -> Outcome {
     if input.batch {
-        let (items, undecoded) = decode_chunk_args::<A>(input);
-        return run_chunk(items, undecoded, |a| Ok(f(a)));
+        return run_chunk(chunk_args::<A>(input), |a| Ok(f(a)));
     }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),
@@ -474,8 +501,7 @@ where
     R::Ok: Serialize,
 {
     if input.batch {
-        let (items, undecoded) = decode_chunk_args::<A>(input);
-        return run_chunk(items, undecoded, |a| {
+        return run_chunk(chunk_args::<A>(input), |a| {
             f(a).into_result().map_err(|e| raised(&e, &codec, 0))
         });
     }

@@ -141,6 +141,45 @@ pub(crate) fn decode_seq_prefix<T: DeserializeOwned>(
     })
 }
 
+/// Decoded elements, and where each one's bytes start and end.
+pub(crate) type WithSpans<T> = (Vec<T>, Vec<(u64, u64)>);
+
+/// Decodes a `Vec<T>` element by element, with where each element's bytes start and end (for a
+/// pool chunk under a time limit, whose items the pool may have to send again without one).
+pub(crate) fn decode_seq_bounds<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<WithSpans<T>> {
+    let _ = fd_table::take_error_text();
+    fd_table::with_incoming(fds, || {
+        let budget = depth::Budget::new();
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let n = <u64 as serde::Deserialize>::deserialize(&mut de)
+            .map_err(|e| mismatch::<Vec<T>>(bytes, bytes.len(), e))?;
+        let mut rest = de
+            .finalize()
+            .map_err(|e| mismatch::<Vec<T>>(bytes, bytes.len(), e))?;
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        for _ in 0..n {
+            let start = (bytes.len() - rest.len()) as u64;
+            let mut de = postcard::Deserializer::from_bytes(rest);
+            let v = T::deserialize(depth::Limited::new(&mut de, &budget));
+            let left = de.finalize().map(<[u8]>::len).unwrap_or(0);
+            match v {
+                Ok(v) => out.push(v),
+                Err(e) => return Err(mismatch::<T>(bytes, left, e)),
+            }
+            rest = &rest[rest.len() - left..];
+            spans.push((start, (bytes.len() - rest.len()) as u64));
+        }
+        if !rest.is_empty() {
+            return Err(leftover::<Vec<T>>(bytes, rest.len()));
+        }
+        Ok((out, spans))
+    })
+}
+
 /// Decodes a `T` that borrows from `bytes` and holds no handles (a protocol's envelope, whose
 /// payload is decoded later). Trailing bytes are an error.
 pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {

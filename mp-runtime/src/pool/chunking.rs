@@ -114,6 +114,22 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
                 .into_iter(),
         ),
         ChunkResult::Batch(Ok((bytes, fds))) => decode_batch(bytes, fds, n, first),
+        ChunkResult::Hole { rest, at, error } => {
+            let mut out: Vec<Result<R>> = decode_chunk(*rest, n.saturating_sub(1), first).collect();
+            // The items after the hole moved down one place when it was taken out: their
+            // input indices move back up.
+            for r in out.iter_mut().skip(at) {
+                if let Err(e) = r {
+                    let moved = std::mem::replace(e, Error::Timeout);
+                    *e = moved.rebase_index(Some(1));
+                }
+            }
+            out.insert(
+                at.min(out.len()),
+                Err(error.rebase_index(first.map(|f| f + at))),
+            );
+            Decoded::Each(out.into_iter())
+        }
         ChunkResult::Batch(r) => {
             let all = decode_item::<Vec<R>>(r.map_err(|e| e.rebase_index(first))).and_then(|v| {
                 if v.len() == n {

@@ -35,7 +35,7 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
         let n = match &results {
             ChunkResult::Items(v) => v.len(),
-            ChunkResult::Batch(_) => self
+            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => self
                 .sizes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -77,6 +77,8 @@ pub struct IMap<R, I> {
     current: Decoded<R>,
     /// The next chunk to yield, in ordered mode.
     next_out: usize,
+    /// The time limit of each item (`None`: the pool's).
+    limit: Option<Duration>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -93,6 +95,7 @@ where
         chunksize: usize,
         processes: usize,
         ordered: bool,
+        limit: Option<Duration>,
     ) -> Self {
         core.feeder(true);
         let chunksize = chunksize.max(1);
@@ -118,6 +121,7 @@ where
             exhausted: false,
             current: Decoded::Each(Vec::new().into_iter()),
             next_out: 0,
+            limit,
             _r: PhantomData,
         }
     }
@@ -144,7 +148,15 @@ where
                     .insert(index, n);
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
-            let submitted = super::submit_part(&self.core, self.worker, index, &items, sink, true);
+            let submitted = super::submit_part(
+                &self.core,
+                self.worker,
+                index,
+                &items,
+                sink,
+                true,
+                self.limit,
+            );
             if let Err(e) = submitted {
                 // Items that cannot be sent to another machine fail their chunk; a terminated
                 // pool also ends the iteration (an endless input would otherwise yield errors

@@ -12,12 +12,14 @@ mod builder;
 pub(crate) mod chunking;
 mod iter;
 pub(crate) mod scheduler;
+pub(crate) mod watchdog;
 pub(crate) mod wire;
 pub(crate) mod worker_loop;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,7 @@ pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
+pub use self::watchdog::task_deadline;
 use crate::error::{Error, Result};
 use crate::start_method::StartMethod;
 use crate::worker::{OneArg, Worker};
@@ -82,9 +85,14 @@ use crate::worker::{OneArg, Worker};
 /// [`terminate`](Pool::terminate) (or drop the pool) from there.
 pub struct Pool {
     core: Arc<Core>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     processes: usize,
     method: StartMethod,
+    /// The time limit of this handle's calls (`None`: the pool's); see
+    /// [`with_time_limit`](Pool::with_time_limit).
+    limit: Option<Duration>,
+    /// Whether this handle owns the pool (a view from `with_time_limit` does not).
+    owner: bool,
 }
 
 impl Pool {
@@ -98,6 +106,42 @@ impl Pool {
     /// tasks in flight).
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
+    }
+
+    /// A view of this pool whose calls (`apply`, `map`, `imap`, … all of them) give each item
+    /// the time limit `limit` instead of the pool's
+    /// ([`PoolBuilder::time_limit`](crate::PoolBuilder::time_limit), which describes what
+    /// happens when it passes). Zero is [`Error::InvalidArgument`]. Dropping the view leaves
+    /// the pool as it is; `close`, `terminate` and `join` on it act on the pool.
+    ///
+    /// ```
+    /// # #[mp::worker] fn sleep_ms(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// use std::time::Duration;
+    /// let pool = mp::Pool::new(2)?;
+    /// let quick = pool.with_time_limit(Duration::from_millis(200))?;
+    /// let r = quick.map_chunked(sleep_ms, vec![1, 60_000, 2], 1);
+    /// let err = r.unwrap_err();
+    /// assert!(matches!(err, mp::Error::TimeLimitExceeded { .. }));
+    /// assert_eq!(err.item_index(), Some(1));
+    /// assert_eq!(pool.apply(sleep_ms, (3,))?, 3, "the pool goes on, its worker replaced");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_time_limit(&self, limit: Duration) -> Result<Pool> {
+        if limit.is_zero() {
+            return Err(Error::InvalidArgument {
+                message: "a time limit must be more than zero".into(),
+            });
+        }
+        self.core.ensure_time_limits()?;
+        Ok(Pool {
+            core: self.core.clone(),
+            thread: self.thread.clone(),
+            processes: self.processes,
+            method: self.method,
+            limit: Some(limit),
+            owner: false,
+        })
     }
 
     /// The number of worker processes.
@@ -159,7 +203,7 @@ impl Pool {
     {
         let cell = Cell::new(Some(callbacks));
         let sink = Arc::new(OneSink { cell: cell.clone() });
-        submit_one(&self.core, worker.name(), &args, sink, None)?;
+        submit_one(&self.core, worker.name(), &args, sink, None, self.limit)?;
         Ok(AsyncResult { cell })
     }
 
@@ -297,7 +341,7 @@ impl Pool {
         // the first error, as for any failing item).
         for (index, part) in items.chunks(chunksize).enumerate() {
             let sink: Arc<dyn Sink> = sink.clone();
-            submit_part(&self.core, name, index, part, sink, false)?;
+            submit_part(&self.core, name, index, part, sink, false, self.limit)?;
         }
         Ok(AsyncResult { cell })
     }
@@ -401,6 +445,7 @@ impl Pool {
             chunksize,
             self.processes,
             ordered,
+            self.limit,
         ))
     }
 
@@ -456,6 +501,7 @@ pub(crate) fn submit_part<T: Serialize>(
     part: &[T],
     sink: Arc<dyn Sink>,
     feeder: bool,
+    limit: Option<Duration>,
 ) -> Result<()> {
     let mut scratch = Vec::new();
     let whole = if part.len() == 1 {
@@ -467,7 +513,10 @@ pub(crate) fn submit_part<T: Serialize>(
     let failed = match whole {
         Ok(chunk) => {
             core.ensure_portable(&chunk, type_name)?;
-            core.submit(Task::new(name, index, chunk, sink), feeder)?;
+            core.submit(
+                Task::new(name, index, chunk, sink).with_limit(limit),
+                feeder,
+            )?;
             return Ok(());
         }
         Err(_) => {
@@ -496,7 +545,10 @@ pub(crate) fn submit_part<T: Serialize>(
                     failed: Mutex::new(failed),
                     len: part.len(),
                 });
-                core.submit(Task::new(name, index, good, patched), feeder)?;
+                core.submit(
+                    Task::new(name, index, good, patched).with_limit(limit),
+                    feeder,
+                )?;
                 return Ok(());
             }
             failed
@@ -524,6 +576,7 @@ impl Sink for Patched {
         let mut travelled = match results {
             scheduler::ChunkResult::Items(v) => v.into_iter(),
             scheduler::ChunkResult::Batch(r) => vec![r].into_iter(),
+            scheduler::ChunkResult::Hole { .. } => Vec::new().into_iter(),
         };
         let mut out = Vec::with_capacity(self.len);
         for at in 0..self.len {
@@ -548,19 +601,22 @@ pub(crate) fn submit_one<A: Serialize>(
     args: &A,
     sink: Arc<dyn Sink>,
     started: Option<Arc<std::sync::atomic::AtomicBool>>,
+    limit: Option<Duration>,
 ) -> Result<u64> {
     let mut scratch = Vec::new();
     let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1, &mut scratch);
     let chunk = chunk?;
     core.ensure_portable(&chunk, std::any::type_name::<A>())?;
-    let mut task = Task::new(name, 0, chunk, sink);
+    let mut task = Task::new(name, 0, chunk, sink).with_limit(limit);
     task.started = started;
     core.submit(task, false)
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.terminate();
+        if self.owner {
+            self.terminate();
+        }
     }
 }
 

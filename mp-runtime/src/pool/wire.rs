@@ -9,7 +9,8 @@
 //! Payloads (all integers are LEB128 varints):
 //!
 //! ```text
-//! Job:        1 id worker_name:bytes mode nitems { nfds len bytes }*
+//! Job:        1 id worker_name:bytes mode limit_ns nitems { nfds len bytes }*
+//!               limit_ns: the time limit of each item, 0 for none
 //!               mode 0: one `{nfds len bytes}` per item (an argument tuple each)
 //!               mode 1: one `{nfds len bytes}` for the chunk (a `Vec` of argument tuples)
 //! Stop:       2
@@ -23,6 +24,8 @@
 //!                                                    tag 5: n { tag ... }* (a batch answered
 //!                                                           item by item: some failed)
 //! InitFailed: 4 message:bytes
+//! Expired:    5 id position elapsed_ns start end   (item `position` of job `id` ran past its
+//!               limit; a batch item's arguments are bytes start..end of the chunk)
 //! ```
 
 use crate::error::{Error, Result};
@@ -32,6 +35,8 @@ pub(crate) const JOB: u8 = 1;
 pub(crate) const STOP: u8 = 2;
 pub(crate) const DONE: u8 = 3;
 pub(crate) const INIT_FAILED: u8 = 4;
+/// A timed item ran past its limit (sent by the worker's watchdog).
+pub(crate) const EXPIRED: u8 = 5;
 
 pub(crate) const MODE_ITEMS: u8 = 0;
 pub(crate) const MODE_BATCH: u8 = 1;

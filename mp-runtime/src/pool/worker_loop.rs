@@ -190,7 +190,15 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
             .or_insert_with(|| registry::find(name).map_err(|e| e.to_string()))
             .clone();
         let batch = cur.u8()? == wire::MODE_BATCH;
+        let limit_ns = cur.uint()?;
         let nitems = cur.usize()?;
+        let watchdog = match limit_ns {
+            0 => None,
+            _ => super::watchdog::get(sock),
+        };
+        if let Some(w) = watchdog {
+            w.begin_job(id, std::time::Duration::from_nanos(limit_ns));
+        }
         // A batch job is answered with one result for the whole chunk.
         let units = if batch { 1 } else { nitems };
         out.clear();
@@ -201,10 +209,16 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
         out.extend_from_slice(&[0u8; 8]);
         wire::put_uint(&mut out, units as u64);
         let mut out_fds: Vec<OwnedFd> = Vec::new();
-        for _ in 0..units {
+        for pos in 0..units {
             let nfds = cur.usize()?;
             let bytes = cur.bytes()?;
             let item_fds = take_fds(&mut fds, nfds)?;
+            if let Some(w) = watchdog
+                && !batch
+            {
+                // A batch's items report themselves as they start (`worker::run_chunk`).
+                w.item(pos, (0, 0));
+            }
             let ran = match &f {
                 Ok(f) => run_one(
                     *f,
@@ -218,10 +232,14 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
             };
             put_outcome(&mut out, &mut out_fds, ran);
         }
+        if let Some(w) = watchdog {
+            w.end_job();
+        }
         let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
         wire::end_frame(&mut out, at, out_fds.len());
         let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let _writing = super::watchdog::running().map(|w| w.write_lock());
         match send_parts(sock, &[&out], &raw) {
             // The pool is gone (its program ended, e.g. on Ctrl-C, or it terminated the pool)
             // while this task ran: nobody is waiting for the result, and nothing went wrong
@@ -249,6 +267,7 @@ mod tests {
         wire::put_uint(&mut job, 1);
         wire::put_bytes(&mut job, b"no::such::worker");
         job.push(wire::MODE_ITEMS);
+        wire::put_uint(&mut job, 0);
         wire::put_uint(&mut job, 1);
         wire::put_uint(&mut job, 0);
         wire::put_bytes(&mut job, &[]);
