@@ -129,13 +129,13 @@ pub use mp_runtime::{
     BoundedSemaphore, Callbacks, Client, Condition, ConditionGuard, Connection, Context,
     CurrentProcess, DEFAULT_MAX_DECODE_DEPTH, Error, Event, ExecutorBuilder, ExecutorMap, Handle,
     IMap, IntoAddress, JoinableQueue, Listener, Lock, LockGuard, MAX_DECODE_DEPTH_CEILING, Manager,
-    ManagerBuilder, OneArg, ParentProcess, Pipe, Pool, PoolBuilder, Process, ProcessBuilder,
-    ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray, RawValue, RegisteredRun, Result, Run,
-    Semaphore, Sendable, SimpleQueue, StartMethod, TryPutError, Value, ValueGuard, Worker,
-    WorkerError, WorkerFn, active_children, connection, cpu_count, current_process,
-    default_context, forkserver, futures, get_all_start_methods, get_context, get_start_method,
-    manager, max_decode_depth, parent_process, set_authkey, set_max_decode_depth, set_start_method,
-    set_start_method_force, shared_memory,
+    ManagerBuilder, OneArg, ParentProcess, PathBytes, Pipe, Pool, PoolBuilder, Process,
+    ProcessBuilder, ProcessPoolExecutor, Queue, RLock, RLockGuard, RawArray, RawValue,
+    RegisteredRun, Result, Run, Semaphore, Sendable, SimpleQueue, StartMethod, TryPutError, Value,
+    ValueGuard, Worker, WorkerError, WorkerFn, active_children, connection, cpu_count,
+    current_process, default_context, forkserver, futures, get_all_start_methods, get_context,
+    get_start_method, manager, max_decode_depth, parent_process, path_bytes, set_authkey,
+    set_max_decode_depth, set_start_method, set_start_method_force, shared_memory, task_deadline,
 };
 
 /// Pools and executors on the ranks of an MPI job (the `mpi` feature): see

@@ -277,7 +277,7 @@ for_each_method!(
         let killed = ex.submit(kill_self, ()).unwrap();
         let died = dead.result().unwrap_err();
         assert!(
-            matches!(died, Error::WorkerDied { signal: 0, exitcode: 99, pid } if pid > 0),
+            matches!(died, Error::WorkerDied { signal: 0, exitcode: 99, pid, .. } if pid > 0),
             "{died:?}"
         );
         assert!(died.to_string().contains("exited with code 99"), "{died}");

@@ -299,7 +299,7 @@ fn use_every_proxy(ns: NamespaceProxy) -> mp::Result<()> {
     get::<JoinableQueueProxy<u32>>(&ns, "joinable")?.put(1)?;
     // Read as another proxy type: refused, with both types named.
     match ns.get::<RLockProxy>("lock") {
-        Err(mp::Error::Codec { message }) if message.contains("mp::Lock") => Ok(()),
+        Err(mp::Error::Codec { message, .. }) if message.contains("mp::Lock") => Ok(()),
         other => panic!("a lock read as an rlock: {other:?}"),
     }
 }

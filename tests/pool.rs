@@ -290,7 +290,7 @@ fn po_05_unencodable_argument_fails_map() {
     let p = Pool::new(2).unwrap();
     let err = p.map(takes_no_encode, vec![NoEncode(1)]).unwrap_err();
     assert!(
-        matches!(&err, Error::Codec { message } if message.contains("NoEncode")),
+        matches!(&err, Error::Codec { message, .. } if message.contains("NoEncode")),
         "{err}"
     );
     assert!(p.apply_async(takes_no_encode, (NoEncode(1),)).is_err());
@@ -439,7 +439,9 @@ fn po_16_panic_keeps_message_and_location() {
     let _g = shared();
     let p = Pool::new(2).unwrap();
     match p.apply(panic_on, (3,)) {
-        Err(Error::WorkerPanicked { message, location }) => {
+        Err(Error::WorkerPanicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "expected panic on 3");
             assert!(location.starts_with("tests/pool.rs:"), "{location}");
         }
@@ -502,7 +504,7 @@ fn po_22_results_that_do_not_travel() {
         assert!(text.contains("could not be decoded"), "{text}");
         assert!(matches!(
             p.apply(returns_no_encode, (1,)),
-            Err(Error::TaskFailed { message, .. }) if message.contains("could not be sent")
+            Err(Error::Codec { message, index: None, .. }) if message.contains("could not be sent")
         ));
     }
     assert_eq!(p.apply(returns_no_thirteen, (12,)).unwrap().0, 12);
@@ -674,6 +676,7 @@ for_each_method!(po_30_external_sigkill, |ctx: mp::Context| {
             pid: p,
             signal: 9,
             exitcode: -9,
+            ..
         }) => assert_eq!(p, pid),
         other => panic!("unexpected {other:?}"),
     }
@@ -791,29 +794,143 @@ fn join_requires_close() {
     assert!(matches!(p.join(), Err(Error::InvalidState { .. })));
 }
 
-#[test]
-fn failing_item_fails_its_whole_chunk() {
-    let _g = shared();
-    let p = Pool::new(2).unwrap();
-    // Chunks of 4: items 0..4 hold the failing 3, as in Python a chunk succeeds or fails whole.
-    let r: Vec<_> = p.imap_chunked(fail_on, 0..10u64, 4).unwrap().collect();
-    assert_eq!(r.len(), 10);
+/// A path that serde cannot encode (not UTF-8).
+fn odd_path(tail: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = b"/tmp/".to_vec();
+    bytes.extend_from_slice(tail);
+    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+}
+
+#[mp::worker]
+fn path_len(p: std::path::PathBuf) -> usize {
+    p.as_os_str().len()
+}
+
+#[mp::worker]
+fn path_of(x: u8) -> std::path::PathBuf {
+    if x == 3 {
+        odd_path(b"\xff")
+    } else {
+        odd_path(&[b'a' + x])
+    }
+}
+
+#[mp::worker]
+fn bytes_len(p: mp::PathBytes) -> usize {
+    p.as_os_str().len()
+}
+
+#[mp::worker]
+fn takes_no_thirteen(x: NoThirteen) -> u8 {
+    x.0
+}
+
+/// Asserts that every result is `Ok` except those at `bad`, which match `is_bad` and name
+/// their input index.
+fn only_these_fail<T: std::fmt::Debug>(
+    r: &[mp::Result<T>],
+    bad: &[usize],
+    is_bad: impl Fn(&Error) -> bool,
+) {
     for (i, item) in r.iter().enumerate() {
-        if i < 4 {
-            assert!(
-                matches!(item, Err(Error::TaskFailed { message, .. }) if message == "refusing 3")
-            );
-        } else {
-            assert_eq!(*item.as_ref().unwrap(), i as u64);
+        match item {
+            Ok(_) => assert!(!bad.contains(&i), "item {i} should have failed"),
+            Err(e) => {
+                assert!(bad.contains(&i), "item {i} failed: {e}");
+                assert!(is_bad(e), "item {i}: {e:?}");
+                assert_eq!(e.item_index(), Some(i), "{e}");
+            }
         }
     }
-    let r: Vec<_> = p.imap_chunked(panic_on, 0..6u64, 3).unwrap().collect();
-    assert!(r[..3].iter().all(|x| x.is_ok()));
-    assert!(
-        r[3..]
-            .iter()
-            .all(|x| matches!(x, Err(Error::WorkerPanicked { .. })))
+}
+
+for_each_method!(one_bad_item_fails_only_itself, |ctx: mp::Context| {
+    let p = pool(&ctx, 2);
+    // A returned `Err`, a panic: the other items of the chunk (0..4, 0..3) keep their results.
+    let r: Vec<_> = p.imap_chunked(fail_on, 0..10u64, 4).unwrap().collect();
+    only_these_fail(
+        &r,
+        &[3],
+        |e| matches!(e, Error::TaskFailed { message, .. } if message == "refusing 3"),
     );
+    assert_eq!(*r[2].as_ref().unwrap(), 2);
+    let r: Vec<_> = p.imap_chunked(panic_on, 0..6u64, 3).unwrap().collect();
+    only_these_fail(
+        &r,
+        &[3],
+        |e| matches!(e, Error::WorkerPanicked { message, .. } if message == "expected panic on 3"),
+    );
+    let r: Vec<_> = p
+        .imap_unordered_chunked(panic_on, 0..6u64, 6)
+        .unwrap()
+        .collect();
+    assert_eq!(r.iter().filter(|x| x.is_err()).count(), 1);
+    // An argument that cannot be encoded (a path that is not UTF-8), in the parent.
+    let paths = vec![
+        odd_path(b"a"),
+        odd_path(b"\xff"),
+        odd_path(b"bc"),
+        odd_path(b"d"),
+    ];
+    let r: Vec<_> = p
+        .imap_chunked(path_len, paths.clone(), 4)
+        .unwrap()
+        .collect();
+    only_these_fail(&r, &[1], |e| {
+        matches!(e, Error::Codec { message, .. }
+            if message.contains("PathBuf") && message.contains("path_bytes"))
+    });
+    assert_eq!(*r[2].as_ref().unwrap(), 7);
+    // A result that cannot be encoded, in the worker.
+    let r: Vec<_> = p.imap_chunked(path_of, 0..6u8, 6).unwrap().collect();
+    only_these_fail(
+        &r,
+        &[3],
+        |e| matches!(e, Error::Codec { message, .. } if message.contains("could not be sent")),
+    );
+    // `map` returns the first failing item's error.
+    let err = p.map_chunked(fail_on, 0..10u64, 5).unwrap_err();
+    assert_eq!(err.item_index(), Some(3), "{err}");
+    let err = p.map_chunked(path_len, paths.clone(), 2).unwrap_err();
+    assert!(matches!(err, Error::Codec { index: Some(1), .. }), "{err}");
+    // With `PathBytes`, every path travels.
+    let wrapped: Vec<mp::PathBytes> = paths.into_iter().map(mp::PathBytes::from).collect();
+    assert_eq!(
+        p.map_chunked(bytes_len, wrapped, 4).unwrap(),
+        vec![6, 6, 7, 6]
+    );
+});
+
+#[test]
+fn an_item_that_does_not_decode_fails_with_its_index() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    // An argument that does not decode in the worker: the items before it run; those after it
+    // cannot be located in the bytes and say so.
+    let r: Vec<_> = p
+        .imap_chunked(takes_no_thirteen, (10..16).map(NoThirteen), 6)
+        .unwrap()
+        .collect();
+    assert_eq!(*r[2].as_ref().unwrap(), 12);
+    let err = r[3].as_ref().unwrap_err();
+    assert!(
+        matches!(err, Error::Codec { index: Some(3), message } if message.contains("NoThirteen")),
+        "{err}"
+    );
+    assert!(r[4..].iter().all(|x| matches!(x, Err(Error::Codec { .. }))));
+    // A result that does not decode in the parent: likewise.
+    let r: Vec<_> = p
+        .imap_chunked(returns_no_thirteen, 10..16u8, 6)
+        .unwrap()
+        .collect();
+    assert_eq!(r[2].as_ref().unwrap().0, 12);
+    let err = r[3].as_ref().unwrap_err();
+    assert!(
+        matches!(err, Error::Codec { index: Some(3), message } if message.contains("NoThirteen")),
+        "{err}"
+    );
+    assert_eq!(p.apply(square, (3,)).unwrap(), 9, "the pool still serves");
 }
 
 #[test]

@@ -463,7 +463,9 @@ for_each_method!(pr_22_panic_reaches_parent_and_stderr, |ctx: mp::Context| {
     let (r, w) = capture_pipe();
     let mut p = started(ctx.process(panic_with, ("boom 42".into(), w)));
     match join(&mut p) {
-        Err(Error::WorkerPanicked { message, location }) => {
+        Err(Error::WorkerPanicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "boom 42");
             assert!(location.contains("tests/process.rs"), "{location}");
         }

@@ -750,7 +750,7 @@ fn shareable_list_refuses_a_corrupt_slot() {
     assert_eq!(l.get(0).unwrap(), 1);
     let err = l.get(1).unwrap_err();
     assert!(
-        matches!(&err, Error::Codec { message } if message.contains("slot 1 is corrupt")),
+        matches!(&err, Error::Codec { message, .. } if message.contains("slot 1 is corrupt")),
         "{err}"
     );
     assert!(matches!(l.set(1, &3), Err(Error::Codec { .. })));

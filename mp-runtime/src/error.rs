@@ -27,10 +27,15 @@ pub enum Error {
     /// A value could not be serialized for another process, or bytes from another process could
     /// not be decoded into the expected type. Returned by `start`, `send`, `recv`, `put`, `get`
     /// and by `join` when a worker's result does not decode. The connection stays usable.
-    #[error("codec error: {message}")]
+    ///
+    /// In a pool, an item whose argument or result cannot be encoded or decoded fails alone,
+    /// and `index` names it (as [`Error::item_index`] does); `None` elsewhere.
+    #[error("{}", codec_text(message, *index))]
     Codec {
         /// What failed, with the type or field where known.
         message: String,
+        /// The position, in the input of a pool's `map`/`imap`/… call, of the item concerned.
+        index: Option<usize>,
     },
 
     /// The peer closed its end, or died: end of stream. Returned by receives on a connection whose
@@ -82,12 +87,17 @@ pub enum Error {
     },
 
     /// The worker panicked. `message` is the panic payload, `location` is `file:line:column`.
-    #[error("worker panicked at {location}: {message}")]
+    /// In a pool only that item fails; `index` names it within the input of a `map`/`imap`/…
+    /// call (`None` for a single call and for a process).
+    #[error("{}", panicked_text(message, location, *index))]
     WorkerPanicked {
         /// The panic message.
         message: String,
         /// Where the panic happened.
         location: String,
+        /// The position, in the input of a pool's `map`/`imap`/… call, of the item that
+        /// panicked.
+        index: Option<usize>,
     },
 
     /// The child process did not return a value: its worker returned `Err` (then `error` holds
@@ -107,7 +117,9 @@ pub enum Error {
 
     /// A worker process of a pool died while it held a task (signal or abrupt exit).
     /// `signal` is 0 when the worker exited without a signal; `exitcode` is Python's
-    /// `Process.exitcode`: the status it exited with, or minus the signal.
+    /// `Process.exitcode`: the status it exited with, or minus the signal. Within a chunk, the
+    /// item that was running fails with it (`index`); the items it finished keep their results
+    /// only under a time limit (see [`PoolBuilder::time_limit`](crate::PoolBuilder::time_limit)).
     #[error("{}", died_text(*pid, *signal, *exitcode))]
     WorkerDied {
         /// The dead worker's process id.
@@ -116,6 +128,26 @@ pub enum Error {
         signal: i32,
         /// The exit status, or `-signal` when a signal killed it.
         exitcode: i32,
+        /// The position, in the input of a pool's `map`/`imap`/… call, of the item concerned,
+        /// when known.
+        index: Option<usize>,
+    },
+
+    /// A pool or executor task ran past its time limit
+    /// ([`PoolBuilder::time_limit`](crate::PoolBuilder::time_limit), or a call's own): its
+    /// worker process was killed and replaced. Only that item fails: the items of its chunk
+    /// that had finished keep their results, and those not started run in another worker.
+    /// Time spent queued does not count.
+    #[error("{}", time_limit_text(*pid, *limit, *elapsed, *index))]
+    TimeLimitExceeded {
+        /// The limit that applied.
+        limit: std::time::Duration,
+        /// How long the item had run when its worker was told to stop.
+        elapsed: std::time::Duration,
+        /// The worker process that was killed.
+        pid: i32,
+        /// The position, in the input of a pool's `map`/`imap`/… call, of the item.
+        index: Option<usize>,
     },
 
     /// A pool task's worker returned `Err` (or the task could not run in the worker: its
@@ -129,9 +161,8 @@ pub enum Error {
         message: String,
         /// The position, in the input, of the item whose worker returned `Err`: for `map`,
         /// `starmap`, `imap`, `imap_unordered` (and their variants) and the executor's `map`.
-        /// `None` for a single call (`apply`, `submit`). With chunks of several items, the other
-        /// items of the chunk fail with the same error and the same index (as in Python, the
-        /// chunk fails as a whole).
+        /// `None` for a single call (`apply`, `submit`). The other items of its chunk are not
+        /// affected (unlike Python, where the chunk fails as a whole).
         index: Option<usize>,
         /// The worker's `Err` value, when the worker returned one.
         error: Option<WorkerError>,
@@ -327,6 +358,7 @@ impl Error {
     pub(crate) fn codec(message: impl std::fmt::Display) -> Self {
         Error::Codec {
             message: message.to_string(),
+            index: None,
         }
     }
 
@@ -343,21 +375,40 @@ impl Error {
                 index: *index,
                 error: error.clone(),
             },
-            Error::WorkerPanicked { message, location } => Error::WorkerPanicked {
+            Error::WorkerPanicked {
+                message,
+                location,
+                index,
+            } => Error::WorkerPanicked {
                 message: message.clone(),
                 location: location.clone(),
+                index: *index,
             },
             Error::WorkerDied {
                 pid,
                 signal,
                 exitcode,
+                index,
             } => Error::WorkerDied {
                 pid: *pid,
                 signal: *signal,
                 exitcode: *exitcode,
+                index: *index,
             },
-            Error::Codec { message } => Error::Codec {
+            Error::TimeLimitExceeded {
+                limit,
+                elapsed,
+                pid,
+                index,
+            } => Error::TimeLimitExceeded {
+                limit: *limit,
+                elapsed: *elapsed,
+                pid: *pid,
+                index: *index,
+            },
+            Error::Codec { message, index } => Error::Codec {
                 message: message.clone(),
+                index: *index,
             },
             Error::PoolBroken { message } => Error::PoolBroken {
                 message: message.clone(),
@@ -415,12 +466,31 @@ impl Error {
         }
     }
 
-    /// Which input item's worker returned `Err`: the `index` of [`Error::TaskFailed`] (a
-    /// position in the input of `map`, `imap_unordered`, …); `None` for other errors and for
-    /// single calls.
+    /// Which input item failed: its position in the input of `map`, `starmap`, `imap`,
+    /// `imap_unordered` (and their variants) or the executor's `map`, for a worker's `Err`
+    /// ([`Error::TaskFailed`]), a panic ([`Error::WorkerPanicked`]), an argument or result that
+    /// could not be encoded or decoded ([`Error::Codec`]), a death
+    /// ([`Error::WorkerDied`]) and a time limit ([`Error::TimeLimitExceeded`]). `None` for
+    /// other errors and for single calls (`apply`, `submit`).
     pub fn item_index(&self) -> Option<usize> {
         match self {
-            Error::TaskFailed { index, .. } => *index,
+            Error::TaskFailed { index, .. }
+            | Error::WorkerPanicked { index, .. }
+            | Error::Codec { index, .. }
+            | Error::WorkerDied { index, .. }
+            | Error::TimeLimitExceeded { index, .. } => *index,
+            _ => None,
+        }
+    }
+
+    /// The index slot of the variants that can name an input item.
+    fn index_mut(&mut self) -> Option<&mut Option<usize>> {
+        match self {
+            Error::TaskFailed { index, .. }
+            | Error::WorkerPanicked { index, .. }
+            | Error::Codec { index, .. }
+            | Error::WorkerDied { index, .. }
+            | Error::TimeLimitExceeded { index, .. } => Some(index),
             _ => None,
         }
     }
@@ -448,7 +518,7 @@ impl Error {
     /// `first` is the input index of the task's first item (`None` for a single call, which
     /// then reports no index).
     pub(crate) fn rebase_index(mut self, first: Option<usize>) -> Error {
-        if let Error::TaskFailed { index, .. } = &mut self
+        if let Some(index) = self.index_mut()
             && let Some(p) = *index
         {
             *index = first.and_then(|f| f.checked_add(p));
@@ -456,12 +526,27 @@ impl Error {
         self
     }
 
+    /// Names position `position` of its task as the item concerned (made absolute by
+    /// [`rebase_index`](Error::rebase_index)).
+    pub(crate) fn at_position(mut self, position: usize) -> Error {
+        if let Some(index) = self.index_mut() {
+            *index = Some(position);
+        }
+        self
+    }
+
     /// Sets the input index of a worker's `Err` (the executor's `map`, whose calls are single
     /// tasks).
     pub(crate) fn at_index(mut self, at: usize) -> Error {
-        if let Error::TaskFailed { index, error, .. } = &mut self
-            && error.is_some()
-        {
+        let per_item = match &self {
+            Error::TaskFailed { error, .. } => error.is_some(),
+            Error::WorkerPanicked { .. }
+            | Error::Codec { .. }
+            | Error::WorkerDied { .. }
+            | Error::TimeLimitExceeded { .. } => true,
+            _ => false,
+        };
+        if per_item && let Some(index) = self.index_mut() {
             *index = Some(at);
         }
         self
@@ -484,6 +569,39 @@ fn task_failed_text(message: &str, index: Option<usize>) -> String {
         Some(i) => format!("task failed on input item {i}: {message}"),
         None => format!("task failed: {message}"),
     }
+}
+
+/// The text of [`Error::Codec`].
+fn codec_text(message: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("codec error on input item {i}: {message}"),
+        None => format!("codec error: {message}"),
+    }
+}
+
+/// The text of [`Error::WorkerPanicked`].
+fn panicked_text(message: &str, location: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("worker panicked on input item {i} at {location}: {message}"),
+        None => format!("worker panicked at {location}: {message}"),
+    }
+}
+
+/// The text of [`Error::TimeLimitExceeded`].
+fn time_limit_text(
+    pid: i32,
+    limit: std::time::Duration,
+    elapsed: std::time::Duration,
+    index: Option<usize>,
+) -> String {
+    let item = match index {
+        Some(i) => format!("input item {i}"),
+        None => "the task".to_owned(),
+    };
+    format!(
+        "{item} ran past its time limit of {limit:?} ({elapsed:?} when stopped); worker {pid} \
+         was killed and replaced"
+    )
 }
 
 /// The text of [`Error::WorkerDied`].

@@ -68,6 +68,7 @@ mod identity;
 mod listener;
 mod log;
 pub mod manager;
+pub mod path_bytes;
 mod pool;
 mod process;
 mod queue;
@@ -94,7 +95,8 @@ pub use identity::{
 };
 pub use listener::{Address, Client, IntoAddress, Listener};
 pub use manager::{Manager, ManagerBuilder};
-pub use pool::{AsyncResult, Backend, Callbacks, IMap, Pool, PoolBuilder};
+pub use path_bytes::PathBytes;
+pub use pool::{AsyncResult, Backend, Callbacks, IMap, Pool, PoolBuilder, task_deadline};
 pub use process::{ActiveChild, Process, ProcessBuilder, active_children};
 pub use queue::{JoinableQueue, Queue, SimpleQueue, TryPutError};
 pub use shm::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};

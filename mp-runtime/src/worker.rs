@@ -150,7 +150,7 @@ pub struct Input<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) fds: Vec<OwnedFd>,
     /// A pool chunk: `bytes` encode a `Vec` of argument tuples, and the worker's results go back
-    /// as one `Vec` (the first failure fails the chunk, as in Python's pool).
+    /// as one `Vec`, or item by item when some failed ([`Outcome::Each`]).
     pub(crate) batch: bool,
 }
 
@@ -168,6 +168,13 @@ pub enum Outcome {
         error: WorkerError,
         position: usize,
     },
+    /// An argument did not decode, or the result did not encode (the type and the reason).
+    Codec { message: String },
+    /// An item of a pool chunk panicked (the message and `file:line:column`).
+    Panicked { message: String, location: String },
+    /// A pool chunk in which some items failed: one outcome per item, in order (none of them
+    /// `Each`).
+    Each(Vec<Outcome>),
 }
 
 /// The return type of a worker whose `Err` fails it: `Result<T, E>` (however it is spelled).
@@ -313,16 +320,155 @@ fn returned<T: Serialize>(value: &T) -> Outcome {
     bytes.clear();
     match codec::encode_owned_into(value, &mut bytes) {
         Ok(fds) => Outcome::Returned { bytes, fds },
-        Err(e) => Outcome::Failed {
-            message: format!("the worker's result could not be sent: {e}"),
+        Err(e) => Outcome::Codec {
+            message: format!("the worker's result could not be sent: {}", codec_reason(e)),
         },
     }
 }
 
 fn bad_args(e: crate::Error) -> Outcome {
-    Outcome::Failed {
-        message: format!("the worker's arguments could not be decoded: {e}"),
+    Outcome::Codec {
+        message: format!(
+            "the worker's arguments could not be decoded: {}",
+            codec_reason(e)
+        ),
     }
+}
+
+/// The reason of a codec error, without the "codec error:" its display adds.
+fn codec_reason(e: crate::Error) -> String {
+    match e {
+        crate::Error::Codec { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+/// Runs the items of a pool chunk. `step` runs one item: its value, or the outcome of its
+/// failure (a returned `Err`). A panic fails the item that panicked; every other item runs.
+/// When every item succeeds the results go back as one encoded `Vec`, as fast as a plain loop
+/// (one `catch_unwind` around it all); otherwise, or if that `Vec` does not encode, as one
+/// outcome per item ([`Outcome::Each`]), so that each failure is its item's alone.
+fn run_chunk<A, R: Serialize>(
+    (items, undecoded, spans): ChunkArgs<A>,
+    mut step: impl FnMut(A) -> std::result::Result<R, Outcome>,
+) -> Outcome {
+    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut failed: Vec<(usize, Outcome)> = Vec::new();
+    let mut rest = items.into_iter();
+    let timed = spans.and_then(|s| crate::pool::watchdog::active().map(|w| (w, s)));
+    loop {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for args in &mut rest {
+                if let Some((w, spans)) = &timed {
+                    let pos = values.len() + failed.len();
+                    w.item(pos, spans.get(pos).copied().unwrap_or_default());
+                }
+                match step(args) {
+                    Ok(v) => values.push(v),
+                    Err(o) => failed.push((values.len() + failed.len(), o)),
+                }
+            }
+        }));
+        if ran.is_ok() {
+            break;
+        }
+        let (message, location) = crate::process::worker_child::take_panic()
+            .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+        failed.push((
+            values.len() + failed.len(),
+            Outcome::Panicked { message, location },
+        ));
+    }
+    if let Some((e, total)) = undecoded {
+        // The items from the first that did not decode on: that one has the reason, the
+        // others cannot be located in the bytes.
+        let at = values.len() + failed.len();
+        let reason = codec_reason(e);
+        failed.push((
+            at,
+            Outcome::Codec {
+                message: format!("the worker's arguments could not be decoded: {reason}"),
+            },
+        ));
+        for i in at + 1..total {
+            failed.push((
+                i,
+                Outcome::Codec {
+                    message: format!(
+                        "the worker's arguments could not be decoded: item {at} of the same \
+                         chunk before it did not decode ({reason}), and where the items after \
+                         it start cannot be told"
+                    ),
+                },
+            ));
+        }
+    }
+    if failed.is_empty() {
+        let all = returned(&values);
+        if !matches!(all, Outcome::Codec { .. }) {
+            return all;
+        }
+    }
+    let total = values.len() + failed.len();
+    let mut each = Vec::with_capacity(total);
+    let mut values = values.into_iter();
+    let mut failed = failed.into_iter().peekable();
+    for i in 0..total {
+        match failed.next_if(|(at, _)| *at == i) {
+            Some((_, o)) => each.push(o),
+            None => match values.next() {
+                Some(v) => each.push(returned(&v)),
+                None => each.push(Outcome::Failed {
+                    message: "the item produced no result".into(),
+                }),
+            },
+        }
+    }
+    Outcome::Each(each)
+}
+
+/// A chunk's argument tuples as decoded: those that decoded, the first error and the number of
+/// items (if one did not), and where each item's bytes are (for a timed chunk).
+type ChunkArgs<A> = (
+    Vec<A>,
+    Option<(crate::Error, usize)>,
+    Option<Vec<(u64, u64)>>,
+);
+
+/// Decodes a chunk's argument tuples; under a time limit with where each one's bytes are, so
+/// that the pool can send the others again if one runs out of time.
+fn chunk_args<A: DeserializeOwned>(input: Input<'_>) -> ChunkArgs<A> {
+    if crate::pool::watchdog::active().is_none() {
+        let (items, undecoded) = decode_chunk_args(input);
+        return (items, undecoded, None);
+    }
+    match codec::decode_seq_bounds::<A>(input.bytes, input.fds) {
+        Ok((items, spans)) => (items, None, Some(spans)),
+        Err(_) => {
+            let (items, e, n) = codec::decode_seq_prefix::<A>(input.bytes, Vec::new());
+            (items, e.map(|e| (e, n)), None)
+        }
+    }
+}
+
+/// Decodes the argument tuples of a pool chunk: all of them, or those before the first that
+/// does not decode with its error and the number of items.
+fn decode_chunk_args<A: DeserializeOwned>(
+    input: Input<'_>,
+) -> (Vec<A>, Option<(crate::Error, usize)>) {
+    if input.fds.is_empty() {
+        // Nothing is consumed by a failed attempt: it can be read again item by item.
+        match codec::decode::<Vec<A>>(input.bytes, Vec::new()) {
+            Ok(items) => return (items, None),
+            Err(_) => {
+                let (items, e, n) = codec::decode_seq_prefix::<A>(input.bytes, Vec::new());
+                return (items, e.map(|e| (e, n)));
+            }
+        }
+    }
+    let bytes = input.bytes;
+    let (items, e, n) = codec::decode_seq_prefix::<A>(bytes, input.fds);
+    (items, e.map(|e| (e, n)))
 }
 
 /// Runs a worker that returns a plain value.
@@ -332,10 +478,7 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
     mut f: impl FnMut(A) -> R,
 ) -> Outcome {
     if input.batch {
-        return match codec::decode::<Vec<A>>(input.bytes, input.fds) {
-            Ok(items) => returned(&items.into_iter().map(f).collect::<Vec<R>>()),
-            Err(e) => bad_args(e),
-        };
+        return run_chunk(chunk_args::<A>(input), |a| Ok(f(a)));
     }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),
@@ -364,18 +507,9 @@ where
     R::Ok: Serialize,
 {
     if input.batch {
-        let items = match codec::decode::<Vec<A>>(input.bytes, input.fds) {
-            Ok(items) => items,
-            Err(e) => return bad_args(e),
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (position, args) in items.into_iter().enumerate() {
-            match f(args).into_result() {
-                Ok(v) => out.push(v),
-                Err(e) => return raised(&e, &codec, position),
-            }
-        }
-        return returned(&out);
+        return run_chunk(chunk_args::<A>(input), |a| {
+            f(a).into_result().map_err(|e| raised(&e, &codec, 0))
+        });
     }
     match decode_args(input) {
         Ok(args) => match f(args).into_result() {

@@ -101,6 +101,85 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T>
     fd_table::with_incoming(fds, || decode_slice(bytes))
 }
 
+/// Decodes a `Vec<T>` element by element, for a pool chunk whose whole decode failed: the
+/// elements before the first one that does not decode, that element's error, and the number of
+/// elements the bytes announce. An element's encoding does not say where it ends, so the ones
+/// after a bad one cannot be read.
+pub(crate) fn decode_seq_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> (Vec<T>, Option<Error>, usize) {
+    let _ = fd_table::take_error_text();
+    fd_table::with_incoming(fds, || {
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let budget = depth::Budget::new();
+        let n = match <u64 as serde::Deserialize>::deserialize(&mut de) {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    Some(mismatch::<Vec<T>>(bytes, bytes.len(), e)),
+                    0,
+                );
+            }
+        };
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match T::deserialize(depth::Limited::new(&mut de, &budget)) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    let rest = de.finalize().map(<[u8]>::len).unwrap_or(0);
+                    let err = match budget.exceeded() {
+                        Some(limit) => too_deep::<T>(bytes, rest, limit),
+                        None => mismatch::<T>(bytes, rest, e),
+                    };
+                    return (out, Some(err), n);
+                }
+            }
+        }
+        (out, None, n)
+    })
+}
+
+/// Decoded elements, and where each one's bytes start and end.
+pub(crate) type WithSpans<T> = (Vec<T>, Vec<(u64, u64)>);
+
+/// Decodes a `Vec<T>` element by element, with where each element's bytes start and end (for a
+/// pool chunk under a time limit, whose items the pool may have to send again without one).
+pub(crate) fn decode_seq_bounds<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<WithSpans<T>> {
+    let _ = fd_table::take_error_text();
+    fd_table::with_incoming(fds, || {
+        let budget = depth::Budget::new();
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let n = <u64 as serde::Deserialize>::deserialize(&mut de)
+            .map_err(|e| mismatch::<Vec<T>>(bytes, bytes.len(), e))?;
+        let mut rest = de
+            .finalize()
+            .map_err(|e| mismatch::<Vec<T>>(bytes, bytes.len(), e))?;
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        for _ in 0..n {
+            let start = (bytes.len() - rest.len()) as u64;
+            let mut de = postcard::Deserializer::from_bytes(rest);
+            let v = T::deserialize(depth::Limited::new(&mut de, &budget));
+            let left = de.finalize().map(<[u8]>::len).unwrap_or(0);
+            match v {
+                Ok(v) => out.push(v),
+                Err(e) => return Err(mismatch::<T>(bytes, left, e)),
+            }
+            rest = &rest[rest.len() - left..];
+            spans.push((start, (bytes.len() - rest.len()) as u64));
+        }
+        if !rest.is_empty() {
+            return Err(leftover::<Vec<T>>(bytes, rest.len()));
+        }
+        Ok((out, spans))
+    })
+}
+
 /// Decodes a `T` that borrows from `bytes` and holds no handles (a protocol's envelope, whose
 /// payload is decoded later). Trailing bytes are an error.
 pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
@@ -214,6 +293,10 @@ fn detail(e: postcard::Error) -> String {
         P::DeserializeBadUtf8 => "a string is not UTF-8".into(),
         P::DeserializeBadOption => "a byte that should be an Option's tag (0 or 1) is not".into(),
         P::DeserializeBadEnum => "an enum's variant number is out of range".into(),
+        P::SerdeSerCustom => "the type's `Serialize` implementation refused the value (a \
+                              `PathBuf` or `OsString` that is not UTF-8 does: encode paths \
+                              with `mp::PathBytes` or `#[serde(with = \"mp::path_bytes\")]`)"
+            .into(),
         P::SerdeDeCustom => "the bytes do not fit the type (e.g. an enum variant number it \
                              does not have, or a value its Deserialize impl refuses)"
             .into(),

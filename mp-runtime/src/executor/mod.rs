@@ -106,6 +106,21 @@ impl ExecutorBuilder {
         self
     }
 
+    /// A time limit for every call (see [`PoolBuilder::time_limit`]); a call past it fails
+    /// with [`Error::TimeLimitExceeded`](crate::Error::TimeLimitExceeded) and its worker is
+    /// killed and replaced. Default: none. Zero is [`Error::InvalidArgument`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.inner = self.inner.time_limit(limit);
+        self
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`, for a call past its time limit (see
+    /// [`PoolBuilder::time_limit_grace`]).
+    pub fn time_limit_grace(mut self, grace: Duration) -> Self {
+        self.inner = self.inner.time_limit_grace(grace);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &crate::pool::StartFaults) -> Self {
         self.inner = self.inner.start_faults(faults);
@@ -171,7 +186,32 @@ impl ProcessPoolExecutor {
         W: Worker,
         W::Output: Send,
     {
-        submit_future(&self.core, worker.name(), &args, callbacks)
+        submit_future(&self.core, worker.name(), &args, callbacks, None)
+    }
+
+    /// [`submit`](Self::submit) with a time limit of its own (see
+    /// [`ExecutorBuilder::time_limit`]): past it, the worker running the call is killed and
+    /// replaced, and the future fails with
+    /// [`Error::TimeLimitExceeded`](crate::Error::TimeLimitExceeded). Zero is
+    /// [`Error::InvalidArgument`].
+    pub fn submit_with_time_limit<W>(
+        &self,
+        worker: W,
+        args: W::Args,
+        limit: Duration,
+    ) -> Result<Future<W::Output>>
+    where
+        W: Worker,
+        W::Output: Send,
+    {
+        check_limit(&self.core, limit)?;
+        submit_future(
+            &self.core,
+            worker.name(),
+            &args,
+            Callbacks::new(),
+            Some(limit),
+        )
     }
 
     /// Calls a one-argument worker on every item; the iterator yields results in input order
@@ -192,6 +232,7 @@ impl ProcessPoolExecutor {
             pending: VecDeque::new(),
             created: Instant::now(),
             timeout: None,
+            limit: None,
             buffersize: None,
             started: false,
             ended: false,
@@ -242,12 +283,13 @@ fn submit_future<A: Serialize, R: DeserializeOwned + Send + 'static>(
     name: &'static str,
     args: &A,
     callbacks: Callbacks<R>,
+    limit: Option<Duration>,
 ) -> Result<Future<R>> {
     core.ensure_open()?;
     let cell = Cell::new(Some(callbacks));
     let started = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(OneSink { cell: cell.clone() });
-    let id = submit_one(core, name, args, sink, Some(started.clone()))?;
+    let id = submit_one(core, name, args, sink, Some(started.clone()), limit)?;
     Ok(Future {
         cell,
         core: core.clone(),
@@ -255,6 +297,16 @@ fn submit_future<A: Serialize, R: DeserializeOwned + Send + 'static>(
         started,
         cancelled: AtomicBool::new(false),
     })
+}
+
+/// Checks a per-call time limit.
+fn check_limit(core: &Core, limit: Duration) -> Result<()> {
+    if limit.is_zero() {
+        return Err(Error::InvalidArgument {
+            message: "a time limit must be more than zero".into(),
+        });
+    }
+    core.ensure_time_limits()
 }
 
 /// The iterator of [`ProcessPoolExecutor::map`].
@@ -265,6 +317,7 @@ pub struct ExecutorMap<R, I> {
     pending: VecDeque<Future<R>>,
     created: Instant,
     timeout: Option<Duration>,
+    limit: Option<Duration>,
     buffersize: Option<NonZeroUsize>,
     started: bool,
     ended: bool,
@@ -278,6 +331,16 @@ impl<R, I> ExecutorMap<R, I> {
     /// [`Error::Timeout`], the calls not started are cancelled, and the iterator ends.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Gives each call a time limit of its own (see [`ExecutorBuilder::time_limit`]): a call
+    /// past it yields [`Error::TimeLimitExceeded`](crate::Error::TimeLimitExceeded) (naming
+    /// its input index) and its worker is replaced; the others go on. Unlike
+    /// [`timeout`](ExecutorMap::timeout), which gives up waiting, it stops the call. A zero
+    /// limit makes the first `next()` return [`Error::InvalidArgument`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.limit = Some(limit);
         self
     }
 
@@ -300,7 +363,10 @@ where
             let Some(item) = self.input.next() else {
                 break;
             };
-            let f = submit_future(&self.core, self.worker, &item, Callbacks::new())?;
+            if let Some(l) = self.limit {
+                check_limit(&self.core, l)?;
+            }
+            let f = submit_future(&self.core, self.worker, &item, Callbacks::new(), self.limit)?;
             self.pending.push_back(f);
         }
         Ok(())

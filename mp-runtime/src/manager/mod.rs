@@ -539,7 +539,7 @@ pub(crate) fn remote_error(e: RemoteError) -> Error {
         RemoteError::Incompatible { type_name, message } => {
             Error::Incompatible { type_name, message }
         }
-        RemoteError::Codec(message) => Error::Codec { message },
+        RemoteError::Codec(message) => Error::codec(message),
         RemoteError::NoSuchName(name) => Error::InvalidArgument {
             message: format!("the manager publishes no object as `{name}`"),
         },

@@ -98,7 +98,7 @@ impl Encoded {
         };
         let e = match e {
             Ok(e) => e,
-            Err(Error::Codec { message }) if message.contains(PROXY_IN_KEY) => {
+            Err(Error::Codec { message, .. }) if message.contains(PROXY_IN_KEY) => {
                 return Err(refused());
             }
             Err(other) => return Err(other),

@@ -39,6 +39,10 @@ pub(crate) trait Link: Send {
     fn sentinel(&self) -> BorrowedFd<'_>;
     /// Kills the worker at once (SIGKILL).
     fn kill(&self);
+    /// Asks the worker to stop (SIGTERM), for a time limit with a grace period.
+    fn terminate(&self) {
+        self.kill();
+    }
     /// Waits for the worker to exit and returns Python's exit code (`-N` for signal `N`).
     fn reap(&mut self) -> i32;
 }
@@ -208,6 +212,9 @@ impl Link for LocalLink {
     }
     fn kill(&self) {
         let _ = self.process.kill();
+    }
+    fn terminate(&self) {
+        let _ = self.process.terminate();
     }
     fn reap(&mut self) -> i32 {
         let _ = self.process.join();

@@ -1,10 +1,11 @@
 //! [`PoolBuilder`]: the options of a [`Pool`].
 
 use std::os::fd::OwnedFd;
+use std::time::Duration;
 
 use super::Pool;
 use super::backend::{Backend, InitSpec, Launcher, Link, LocalLauncher, RemoteSpec, StartFaults};
-use super::scheduler::{self, Config, Core};
+use super::scheduler::{self, Config, Core, Limits};
 use crate::codec;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -44,6 +45,8 @@ pub struct PoolBuilder {
     faults: Option<StartFaults>,
     backend: Backend,
     per_node: Option<usize>,
+    time_limit: Option<Duration>,
+    grace: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -107,6 +110,30 @@ impl PoolBuilder {
         self
     }
 
+    /// A time limit for each item of every task (default: none), which a call can override
+    /// ([`Pool::with_time_limit`](crate::Pool::with_time_limit)). An item still running when
+    /// its limit passes has its worker process killed (SIGKILL, or SIGTERM first with
+    /// [`time_limit_grace`](PoolBuilder::time_limit_grace)) and replaced; the item fails with
+    /// [`Error::TimeLimitExceeded`], naming it, the limit and how long it ran. The other items
+    /// of its chunk are run again by another worker, so they keep their results (a worker with
+    /// side effects sees the ones that had finished run twice; use a chunk size of 1 for
+    /// at-most-once). The clock of an item starts when a worker starts it: time queued does
+    /// not count. A worker reads its deadline with [`task_deadline`](crate::task_deadline).
+    /// Zero is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build); a cluster backend
+    /// does not support time limits yet (also [`Error::InvalidArgument`]).
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// With a time limit, the worker of an item past its limit is sent SIGTERM and gets
+    /// `grace` to exit before SIGKILL (default: SIGKILL at once). Zero is
+    /// [`Error::InvalidArgument`].
+    pub fn time_limit_grace(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &StartFaults) -> Self {
         self.faults = Some(faults.clone());
@@ -132,9 +159,11 @@ impl PoolBuilder {
         let thread = scheduler::spawn(core.clone(), launcher, links, cfg)?;
         Ok(Pool {
             core,
-            thread: std::sync::Mutex::new(Some(thread)),
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
             processes,
             method,
+            limit: None,
+            owner: true,
         })
     }
 
@@ -163,6 +192,22 @@ impl PoolBuilder {
                 message: "max_tasks_in_flight must be at least 1".into(),
             });
         }
+        if self.time_limit == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument {
+                message: "time_limit must be more than zero".into(),
+            });
+        }
+        if self.grace == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument {
+                message: "time_limit_grace must be more than zero (leave it unset for SIGKILL \
+                          at once)"
+                    .into(),
+            });
+        }
+        let limits = Limits {
+            time_limit: self.time_limit,
+            grace: self.grace,
+        };
         if self.per_node == Some(0) {
             return Err(Error::InvalidArgument {
                 message: "processes_per_node must be at least 1".into(),
@@ -192,7 +237,12 @@ impl PoolBuilder {
                         type_name: (*type_name).to_owned(),
                     });
                 }
-                let core = Core::new(self.max_in_flight, true)?;
+                if limits.time_limit.is_some() || limits.grace.is_some() {
+                    return Err(Error::InvalidArgument {
+                        message: "time limits are not supported on a cluster backend yet".into(),
+                    });
+                }
+                let core = Core::new(self.max_in_flight, true, limits)?;
                 let cfg = Config {
                     processes: workers,
                     max_tasks_per_child: self.max_tasks_per_child,
@@ -201,7 +251,7 @@ impl PoolBuilder {
                 return Ok((core, launcher, method, cfg));
             }
         }
-        let core = Core::new(self.max_in_flight, false)?;
+        let core = Core::new(self.max_in_flight, false, limits)?;
         let launcher = LocalLauncher {
             method,
             prefix,

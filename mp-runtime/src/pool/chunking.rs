@@ -67,8 +67,17 @@ pub(crate) fn encode_chunk<T: Serialize>(
 pub(crate) fn decode_item<R: DeserializeOwned>(r: ItemResult<'_>) -> Result<R> {
     let (bytes, fds) = r?;
     codec::decode(bytes, fds).map_err(|e| Error::Codec {
-        message: format!("a task's result could not be decoded: {e}"),
+        message: format!("a task's result could not be decoded: {}", reason(e)),
+        index: Some(0),
     })
+}
+
+/// The text of a codec error without the "codec error:" its display adds.
+fn reason(e: Error) -> String {
+    match e {
+        Error::Codec { message, .. } => message,
+        other => other.to_string(),
+    }
 }
 
 /// Encodes `items` as one batch chunk: a single `Vec` of argument tuples (a one-argument
@@ -104,6 +113,23 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
                 .collect::<Vec<_>>()
                 .into_iter(),
         ),
+        ChunkResult::Batch(Ok((bytes, fds))) => decode_batch(bytes, fds, n, first),
+        ChunkResult::Hole { rest, at, error } => {
+            let mut out: Vec<Result<R>> = decode_chunk(*rest, n.saturating_sub(1), first).collect();
+            // The items after the hole moved down one place when it was taken out: their
+            // input indices move back up.
+            for r in out.iter_mut().skip(at) {
+                if let Err(e) = r {
+                    let moved = std::mem::replace(e, Error::Timeout);
+                    *e = moved.rebase_index(Some(1));
+                }
+            }
+            out.insert(
+                at.min(out.len()),
+                Err(error.rebase_index(first.map(|f| f + at))),
+            );
+            Decoded::Each(out.into_iter())
+        }
         ChunkResult::Batch(r) => {
             let all = decode_item::<Vec<R>>(r.map_err(|e| e.rebase_index(first))).and_then(|v| {
                 if v.len() == n {
@@ -125,6 +151,56 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
             }
         }
     }
+}
+
+/// The values of a batch that succeeded in the worker. If they do not decode as a whole, they
+/// are read one by one: those before the first that does not decode keep their values, that
+/// one fails with the reason; the ones after it cannot be located in the bytes and fail saying
+/// so.
+fn decode_batch<R: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+    n: usize,
+    first: Option<usize>,
+) -> Decoded<R> {
+    let (values, bad, total) = if fds.is_empty() {
+        match codec::decode::<Vec<R>>(bytes, Vec::new()) {
+            Ok(v) if v.len() == n => return Decoded::All(v.into_iter()),
+            Ok(v) => {
+                let e = Error::protocol(format!(
+                    "a worker returned {} results for a chunk of {n}",
+                    v.len()
+                ));
+                let out: Vec<Result<R>> = (0..n).map(|_| Err(e.replicate())).collect();
+                return Decoded::Each(out.into_iter());
+            }
+            Err(_) => codec::decode_seq_prefix::<R>(bytes, Vec::new()),
+        }
+    } else {
+        codec::decode_seq_prefix::<R>(bytes, fds)
+    };
+    let at = values.len();
+    let mut out: Vec<Result<R>> = values.into_iter().map(Ok).collect();
+    let index = |i: usize| first.map(|f| f + i);
+    let reason = bad
+        .map(reason)
+        .unwrap_or_else(|| format!("the worker returned {total} results for a chunk of {n}"));
+    for i in at..n {
+        let message = if i == at {
+            format!("a task's result could not be decoded: {reason}")
+        } else {
+            format!(
+                "a task's result could not be decoded: the result of item {} of the same chunk \
+                 before it did not decode, and where the results after it start cannot be told",
+                index(at).unwrap_or(at)
+            )
+        };
+        out.push(Err(Error::Codec {
+            message,
+            index: index(i),
+        }));
+    }
+    Decoded::Each(out.into_iter())
 }
 
 /// [`decode_chunk`] collected.

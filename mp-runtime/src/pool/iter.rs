@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::chunking::{Decoded, decode_chunk};
-use super::scheduler::{ChunkResult, Core, Sink, Task};
+use super::scheduler::{ChunkResult, Core, Sink};
 use crate::error::{Error, Result};
 
 #[derive(Default)]
@@ -35,7 +35,7 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
         let n = match &results {
             ChunkResult::Items(v) => v.len(),
-            ChunkResult::Batch(_) => self
+            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => self
                 .sizes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -61,7 +61,7 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
 /// ahead of the consumer, so an endless or huge input is fine. Where the input is an
 /// [`ExactSizeIterator`], so is this (progress bars such as `indicatif`'s `.progress()` show a
 /// length). Dropping it stops taking input; tasks already submitted still run. With a chunk size
-/// above 1, an item that fails fails every item of its chunk (each gets the error).
+/// above 1, an item that fails fails alone: the others of its chunk yield their results.
 pub struct IMap<R, I> {
     core: Arc<Core>,
     sink: Arc<ImapSink<R>>,
@@ -77,6 +77,8 @@ pub struct IMap<R, I> {
     current: Decoded<R>,
     /// The next chunk to yield, in ordered mode.
     next_out: usize,
+    /// The time limit of each item (`None`: the pool's).
+    limit: Option<Duration>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -93,6 +95,7 @@ where
         chunksize: usize,
         processes: usize,
         ordered: bool,
+        limit: Option<Duration>,
     ) -> Self {
         core.feeder(true);
         let chunksize = chunksize.max(1);
@@ -118,6 +121,7 @@ where
             exhausted: false,
             current: Decoded::Each(Vec::new().into_iter()),
             next_out: 0,
+            limit,
             _r: PhantomData,
         }
     }
@@ -144,24 +148,28 @@ where
                     .insert(index, n);
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
-            let submitted = super::encode_part(&items).and_then(|c| {
-                self.core
-                    .ensure_portable(&c, std::any::type_name::<I::Item>())?;
-                self.core
-                    .submit(Task::new(self.worker, index, c, sink), true)
-            });
+            let submitted = super::submit_part(
+                &self.core,
+                self.worker,
+                index,
+                &items,
+                sink,
+                true,
+                self.limit,
+            );
             if let Err(e) = submitted {
-                // An item that cannot be encoded (or not sent to another machine) fails its
-                // chunk; a terminated pool also ends the iteration (an endless input would
-                // otherwise yield errors forever).
+                // Items that cannot be sent to another machine fail their chunk; a terminated
+                // pool also ends the iteration (an endless input would otherwise yield errors
+                // forever). An item that cannot be encoded fails alone (`submit_part`).
                 if !matches!(e, Error::Codec { .. } | Error::NotPortable { .. }) {
                     self.exhausted = true;
                 }
                 let text = e.to_string();
                 let fail = |_| {
                     Err(match &e {
-                        Error::Codec { message } => Error::Codec {
+                        Error::Codec { message, index } => Error::Codec {
                             message: message.clone(),
+                            index: *index,
                         },
                         Error::NotPortable { type_name } => Error::NotPortable {
                             type_name: type_name.clone(),

@@ -12,12 +12,14 @@ mod builder;
 pub(crate) mod chunking;
 mod iter;
 pub(crate) mod scheduler;
+pub(crate) mod watchdog;
 pub(crate) mod wire;
 pub(crate) mod worker_loop;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,7 @@ pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
 pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
+pub use self::watchdog::task_deadline;
 use crate::error::{Error, Result};
 use crate::start_method::StartMethod;
 use crate::worker::{OneArg, Worker};
@@ -65,8 +68,13 @@ use crate::worker::{OneArg, Worker};
 /// that panics or returns `Err` fails alone ([`Error::WorkerPanicked`], [`Error::TaskFailed`]).
 ///
 /// A task is one chunk of items (`chunksize`, 1 for `apply` and, by default, `imap`). A chunk
-/// travels as one encoded `Vec` and succeeds or fails as a whole, as in Python: with chunks of
-/// several items, a failing item fails the other items of its chunk too.
+/// travels as one encoded `Vec`, but unlike Python's, one bad item fails only itself: an item
+/// whose worker returns `Err` or panics, or whose argument or result cannot be encoded, fails
+/// with an error whose [`item_index`](Error::item_index) names it, and every other item of the
+/// chunk returns its result. `map` returns the first failing item's error, as in Python; the
+/// iterators yield one result per item. (An argument or result that does not *decode* also
+/// fails alone, but the items after it in its chunk cannot be read and fail with it, saying
+/// so.) A path that is not UTF-8 cannot be encoded by serde: send it as [`PathBytes`](crate::PathBytes).
 ///
 /// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
 ///
@@ -81,9 +89,14 @@ use crate::worker::{OneArg, Worker};
 /// [`terminate`](Pool::terminate) (or drop the pool) from there.
 pub struct Pool {
     core: Arc<Core>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     processes: usize,
     method: StartMethod,
+    /// The time limit of this handle's calls (`None`: the pool's); see
+    /// [`with_time_limit`](Pool::with_time_limit).
+    limit: Option<Duration>,
+    /// Whether this handle owns the pool (a view from `with_time_limit` does not).
+    owner: bool,
 }
 
 impl Pool {
@@ -97,6 +110,42 @@ impl Pool {
     /// tasks in flight).
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
+    }
+
+    /// A view of this pool whose calls (`apply`, `map`, `imap`, … all of them) give each item
+    /// the time limit `limit` instead of the pool's
+    /// ([`PoolBuilder::time_limit`](crate::PoolBuilder::time_limit), which describes what
+    /// happens when it passes). Zero is [`Error::InvalidArgument`]. Dropping the view leaves
+    /// the pool as it is; `close`, `terminate` and `join` on it act on the pool.
+    ///
+    /// ```
+    /// # #[mp::worker] fn sleep_ms(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// use std::time::Duration;
+    /// let pool = mp::Pool::new(2)?;
+    /// let quick = pool.with_time_limit(Duration::from_millis(200))?;
+    /// let r = quick.map_chunked(sleep_ms, vec![1, 60_000, 2], 1);
+    /// let err = r.unwrap_err();
+    /// assert!(matches!(err, mp::Error::TimeLimitExceeded { .. }));
+    /// assert_eq!(err.item_index(), Some(1));
+    /// assert_eq!(pool.apply(sleep_ms, (3,))?, 3, "the pool goes on, its worker replaced");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_time_limit(&self, limit: Duration) -> Result<Pool> {
+        if limit.is_zero() {
+            return Err(Error::InvalidArgument {
+                message: "a time limit must be more than zero".into(),
+            });
+        }
+        self.core.ensure_time_limits()?;
+        Ok(Pool {
+            core: self.core.clone(),
+            thread: self.thread.clone(),
+            processes: self.processes,
+            method: self.method,
+            limit: Some(limit),
+            owner: false,
+        })
     }
 
     /// The number of worker processes.
@@ -201,7 +250,7 @@ impl Pool {
     {
         let cell = Cell::new(Some(callbacks));
         let sink = Arc::new(OneSink { cell: cell.clone() });
-        submit_one(&self.core, worker.name(), &args, sink, None)?;
+        submit_one(&self.core, worker.name(), &args, sink, None, self.limit)?;
         Ok(AsyncResult { cell })
     }
 
@@ -331,15 +380,11 @@ impl Pool {
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
         let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
         // Each chunk is encoded as one `Vec` and submitted at once, so workers start while the
-        // rest is being encoded. An item that cannot be encoded fails the call; chunks already
-        // submitted still run, their results are dropped.
+        // rest is being encoded. An item that cannot be encoded fails alone (the call returns
+        // the first error, as for any failing item).
         for (index, part) in items.chunks(chunksize).enumerate() {
-            let chunk = encode_part(part)?;
-            self.core
-                .ensure_portable(&chunk, std::any::type_name::<T>())?;
             let sink: Arc<dyn Sink> = sink.clone();
-            self.core
-                .submit(Task::new(name, index, chunk, sink), false)?;
+            submit_part(&self.core, name, index, part, sink, false, self.limit)?;
         }
         Ok(AsyncResult { cell })
     }
@@ -439,6 +484,7 @@ impl Pool {
             chunksize,
             self.processes,
             ordered,
+            self.limit,
         ))
     }
 
@@ -483,13 +529,107 @@ impl Pool {
     }
 }
 
-/// Encodes a chunk: one item as a plain task (cheapest for `chunksize` 1), more as a batch.
-pub(crate) fn encode_part<T: Serialize>(part: &[T]) -> Result<scheduler::Chunk> {
-    if part.len() == 1 {
-        let mut scratch = Vec::new();
+/// Encodes the items of chunk `index` and submits them: one item as a plain task (cheapest for
+/// `chunksize` 1), more as a batch. An item that cannot be encoded fails alone, with its
+/// position: the others are encoded one by one and travel as a task of their own items, whose
+/// results are put back in place around the failures (see [`Patched`]).
+pub(crate) fn submit_part<T: Serialize>(
+    core: &Core,
+    name: &'static str,
+    index: usize,
+    part: &[T],
+    sink: Arc<dyn Sink>,
+    feeder: bool,
+    limit: Option<Duration>,
+) -> Result<()> {
+    let mut scratch = Vec::new();
+    let whole = if part.len() == 1 {
         encode_chunk(&mut part.iter(), 1, &mut scratch).1
     } else {
         encode_batch(part)
+    };
+    let type_name = std::any::type_name::<T>();
+    let failed = match whole {
+        Ok(chunk) => {
+            core.ensure_portable(&chunk, type_name)?;
+            core.submit(
+                Task::new(name, index, chunk, sink).with_limit(limit),
+                feeder,
+            )?;
+            return Ok(());
+        }
+        Err(_) => {
+            // Rare: find the items that do not encode, and send the others alone.
+            let mut good = scheduler::Chunk {
+                items: Vec::new(),
+                fds: Vec::new(),
+                nitems: 0,
+                batch: false,
+            };
+            let mut failed = Vec::new();
+            for (at, item) in part.iter().enumerate() {
+                match encode_chunk(&mut std::iter::once(item), 1, &mut scratch).1 {
+                    Ok(one) => {
+                        good.items.extend_from_slice(&one.items);
+                        good.fds.extend(one.fds);
+                        good.nitems += 1;
+                    }
+                    Err(e) => failed.push((at, e.at_position(0))),
+                }
+            }
+            if good.nitems > 0 {
+                core.ensure_portable(&good, type_name)?;
+                let patched: Arc<dyn Sink> = Arc::new(Patched {
+                    sink,
+                    failed: Mutex::new(failed),
+                    len: part.len(),
+                });
+                core.submit(
+                    Task::new(name, index, good, patched).with_limit(limit),
+                    feeder,
+                )?;
+                return Ok(());
+            }
+            failed
+        }
+    };
+    let results = failed.into_iter().map(|(_, e)| Err(e)).collect();
+    sink.complete(index, scheduler::ChunkResult::Items(results));
+    Ok(())
+}
+
+/// The sink of a chunk some of whose items could not be encoded: the results of the items that
+/// travelled, with the encoding errors put back at their positions.
+struct Patched {
+    sink: Arc<dyn Sink>,
+    failed: Mutex<Vec<(usize, Error)>>,
+    len: usize,
+}
+
+impl Sink for Patched {
+    fn complete(&self, chunk: usize, results: scheduler::ChunkResult<'_>) {
+        let mut failed =
+            std::mem::take(&mut *self.failed.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .peekable();
+        let mut travelled = match results {
+            scheduler::ChunkResult::Items(v) => v.into_iter(),
+            scheduler::ChunkResult::Batch(r) => vec![r].into_iter(),
+            scheduler::ChunkResult::Hole { .. } => Vec::new().into_iter(),
+        };
+        let mut out = Vec::with_capacity(self.len);
+        for at in 0..self.len {
+            match failed.next_if(|(p, _)| *p == at) {
+                Some((_, e)) => out.push(Err(e)),
+                None => out.push(
+                    travelled
+                        .next()
+                        .unwrap_or_else(|| Err(Error::protocol("a chunk's result is missing"))),
+                ),
+            }
+        }
+        self.sink
+            .complete(chunk, scheduler::ChunkResult::Items(out));
     }
 }
 
@@ -500,19 +640,22 @@ pub(crate) fn submit_one<A: Serialize>(
     args: &A,
     sink: Arc<dyn Sink>,
     started: Option<Arc<std::sync::atomic::AtomicBool>>,
+    limit: Option<Duration>,
 ) -> Result<u64> {
     let mut scratch = Vec::new();
     let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1, &mut scratch);
     let chunk = chunk?;
     core.ensure_portable(&chunk, std::any::type_name::<A>())?;
-    let mut task = Task::new(name, 0, chunk, sink);
+    let mut task = Task::new(name, 0, chunk, sink).with_limit(limit);
     task.started = started;
     core.submit(task, false)
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.terminate();
+        if self.owner {
+            self.terminate();
+        }
     }
 }
 

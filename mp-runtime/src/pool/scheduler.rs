@@ -50,6 +50,16 @@ pub(crate) enum ChunkResult<'a> {
     Items(Vec<ItemResult<'a>>),
     /// A batch chunk's results as one encoded `Vec`, or the error that failed the chunk.
     Batch(ItemResult<'a>),
+    /// The results of a chunk one of whose items ran out of time: those of the other items
+    /// (sent again without it), and that item's position and error.
+    Hole {
+        /// The other items' results.
+        rest: Box<ChunkResult<'a>>,
+        /// Where the item that ran out of time stands in its chunk.
+        at: usize,
+        /// Its error.
+        error: Error,
+    },
 }
 
 /// Where the results of a task go (an `AsyncResult`, a `map`, an `imap` iterator, …).
@@ -77,6 +87,9 @@ pub(crate) struct Task {
     pub(crate) sink: Arc<dyn Sink>,
     /// Set when the task is handed to a worker (the executor's `running()`).
     pub(crate) started: Option<Arc<AtomicBool>>,
+    /// The time limit of each item in nanoseconds (0: the pool's, if any). Kept in 8 bytes:
+    /// tasks move by value through the scheduler.
+    limit_ns: u64,
 }
 
 impl Task {
@@ -93,7 +106,19 @@ impl Task {
             chunk,
             sink,
             started: None,
+            limit_ns: 0,
         }
+    }
+
+    /// The same task with a time limit of its own for each item.
+    pub(crate) fn with_limit(mut self, limit: Option<Duration>) -> Self {
+        self.limit_ns = limit.map_or(0, |l| l.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        self
+    }
+
+    /// The time limit of each item, if any.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        (self.limit_ns > 0).then(|| Duration::from_nanos(self.limit_ns))
     }
 
     /// Completes every item of the task with the error `make` builds.
@@ -101,6 +126,14 @@ impl Task {
         let results = (0..self.chunk.nitems).map(|_| Err(make())).collect();
         self.sink.complete(self.index, ChunkResult::Items(results));
     }
+}
+
+/// The time limits of a pool: the default limit of each item, and the grace between SIGTERM
+/// and SIGKILL when one is passed (`None`: SIGKILL at once).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits {
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) grace: Option<Duration>,
 }
 
 /// What the scheduler needs to know besides its workers.
@@ -152,10 +185,15 @@ pub(crate) struct Core {
     scheduler: std::sync::OnceLock<std::thread::ThreadId>,
     /// The workers run on other machines: tasks carrying OS handles are refused at submit.
     portable_only: bool,
+    limits: Limits,
 }
 
 impl Core {
-    pub(crate) fn new(max_in_flight: Option<usize>, portable_only: bool) -> Result<Arc<Core>> {
+    pub(crate) fn new(
+        max_in_flight: Option<usize>,
+        portable_only: bool,
+        limits: Limits,
+    ) -> Result<Arc<Core>> {
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| Error::io("eventfd", e))?;
         Ok(Arc::new(Core {
@@ -168,6 +206,7 @@ impl Core {
             wake,
             scheduler: std::sync::OnceLock::new(),
             portable_only,
+            limits,
         }))
     }
 
@@ -230,6 +269,9 @@ impl Core {
             });
             return Ok(0);
         }
+        if task.limit_ns == 0 {
+            task = task.with_limit(self.limits.time_limit);
+        }
         st.next_id += 1;
         task.id = st.next_id;
         let id = task.id;
@@ -258,6 +300,9 @@ impl Core {
     /// Writes `task` straight to an idle worker while the scheduler sleeps (it records the task
     /// when the worker's answer wakes it); true if the socket took only part of the frame. Gives
     /// the task back if that is not possible.
+    // The task comes back by value on the common path (no idle worker): boxing it would cost
+    // an allocation per submission.
+    #[allow(clippy::result_large_err)]
     fn hand_to_idle(st: &mut State, task: Task) -> std::result::Result<bool, Task> {
         if !st.sleeping || !st.queue.is_empty() || !task.chunk.fds.is_empty() {
             return Err(task);
@@ -297,6 +342,16 @@ impl Core {
         if self.portable_only && !chunk.fds.is_empty() {
             return Err(Error::NotPortable {
                 type_name: type_name.trim_start_matches('&').to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Error::InvalidArgument`] if the workers cannot be timed (a cluster backend's).
+    pub(crate) fn ensure_time_limits(&self) -> Result<()> {
+        if self.portable_only {
+            return Err(Error::InvalidArgument {
+                message: "time limits are not supported on a cluster backend yet".into(),
             });
         }
         Ok(())
@@ -423,6 +478,20 @@ struct Slot {
     /// The worker sent something that is not a valid answer (what was wrong): it was killed,
     /// and the job it held fails with this rather than as a death of its own.
     fault: Option<String>,
+    /// The worker's item ran past its time limit: it is being killed, and the job it held
+    /// fails for that item alone.
+    expired: Option<Expired>,
+    /// When to SIGKILL a worker that was sent SIGTERM for a time limit (its grace).
+    kill_at: Option<Instant>,
+}
+
+/// What a worker's watchdog reported: item `position` of job `id` ran `elapsed`; a batch
+/// item's arguments are bytes `span` of its chunk.
+struct Expired {
+    id: u64,
+    position: usize,
+    elapsed: Duration,
+    span: (usize, usize),
 }
 
 impl Slot {
@@ -439,6 +508,8 @@ impl Slot {
             stopping: false,
             init_failed: None,
             fault: None,
+            expired: None,
+            kill_at: None,
         }
     }
 
@@ -524,13 +595,16 @@ fn job_frame(task: &Task, buf: &mut Vec<u8>) {
     buf.push(wire::JOB);
     wire::put_uint(buf, task.id);
     wire::put_bytes(buf, task.worker.as_bytes());
+    let limit_ns = task.limit_ns;
     if task.chunk.batch {
         buf.push(wire::MODE_BATCH);
+        wire::put_uint(buf, limit_ns);
         wire::put_uint(buf, task.chunk.nitems as u64);
         wire::put_uint(buf, task.chunk.fds.len() as u64);
         wire::put_bytes(buf, &task.chunk.items);
     } else {
         buf.push(wire::MODE_ITEMS);
+        wire::put_uint(buf, limit_ns);
         wire::put_uint(buf, task.chunk.nitems as u64);
         buf.extend_from_slice(&task.chunk.items);
     }
@@ -558,7 +632,11 @@ fn item_results<'a>(
                 let bytes = cur.bytes()?;
                 Ok((bytes, take_fds(fds, nfds)?))
             }
-            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?)),
+            wire::TAG_FAILED => Err(Error::task_failed(cur.string()?).at_position(0)),
+            wire::TAG_CODEC => Err(Error::Codec {
+                message: cur.string()?,
+                index: Some(0),
+            }),
             wire::TAG_RAISED => {
                 let message = cur.string()?;
                 let type_name = cur.string()?;
@@ -576,7 +654,11 @@ fn item_results<'a>(
             wire::TAG_PANICKED => {
                 let message = cur.string()?;
                 let location = cur.string()?;
-                Err(Error::WorkerPanicked { message, location })
+                Err(Error::WorkerPanicked {
+                    message,
+                    location,
+                    index: Some(0),
+                })
             }
             t => return Err(Error::protocol(format!("unknown result tag {t}"))),
         });
@@ -604,6 +686,17 @@ fn deliver(done: Done) {
             return Err(Error::protocol(
                 "a worker answered with the wrong number of results",
             ));
+        }
+        if task.chunk.batch && cur.peek() == Some(wire::TAG_EACH) {
+            // Some items of the batch failed: the worker answered item by item.
+            cur.u8()?;
+            let each = cur.usize()?;
+            if each != task.chunk.nitems {
+                return Err(Error::protocol(
+                    "a worker answered a chunk with the wrong number of results",
+                ));
+            }
+            return Ok(ChunkResult::Items(item_results(&mut cur, &mut fds, each)?));
         }
         let mut results = item_results(&mut cur, &mut fds, n)?;
         Ok(if task.chunk.batch {
@@ -744,6 +837,15 @@ impl Scheduler {
             }
             _ => None,
         };
+        // A worker given a grace after SIGTERM: wake up to SIGKILL it.
+        let now = Instant::now();
+        let retry_in = self
+            .slots
+            .iter()
+            .filter_map(|s| s.kill_at)
+            .map(|t| t.saturating_duration_since(now))
+            .chain(retry_in)
+            .min();
         st.sleeping = true;
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
         st.idle = self
@@ -803,6 +905,7 @@ impl Scheduler {
             }
             if (readable || exited)
                 && slot.fault.is_none()
+                && slot.expired.is_none()
                 && let Err(e) = read_results(slot, &mut done, &mut self.job_ns)
             {
                 // Whatever follows a bad message cannot be trusted: stop reading this worker and
@@ -812,6 +915,21 @@ impl Scheduler {
                     other => other.to_string(),
                 });
                 slot.stopping = true;
+                slot.link.kill();
+            }
+            if slot.expired.is_some() && !slot.stopping {
+                // A time limit: stop the worker (SIGTERM first when there is a grace).
+                slot.stopping = true;
+                match self.core.limits.grace {
+                    Some(grace) => {
+                        slot.link.terminate();
+                        slot.kill_at = Some(Instant::now() + grace);
+                    }
+                    None => slot.link.kill(),
+                }
+            }
+            if slot.kill_at.is_some_and(|t| Instant::now() >= t) {
+                slot.kill_at = None;
                 slot.link.kill();
             }
             if exited {
@@ -1018,6 +1136,7 @@ impl Scheduler {
         let code = slot.link.reap();
         let pid = slot.link.pid();
         let mut failed = None;
+        let mut failed_alone: Option<(Task, Error)> = None;
         let init_failed = slot.init_failed.take();
         if let Some(first) = slot.held.pop_front() {
             failed = Some(first);
@@ -1050,7 +1169,23 @@ impl Scheduler {
         for t in slot.held.drain(..).rev() {
             st.queue.push_front(t);
         }
-        if failed.is_some() {
+        let expired = slot.expired.take();
+        if let Some(x) = &expired
+            && let Some(task) = failed.take()
+        {
+            let limit = task.limit().unwrap_or_default();
+            let error = Error::TimeLimitExceeded {
+                limit,
+                elapsed: x.elapsed,
+                pid,
+                index: Some(0),
+            };
+            match without_item(task, x, pid) {
+                Ok(rest) => st.queue.push_front(rest),
+                Err(task) => failed_alone = Some((task, error)),
+            }
+        }
+        if failed.is_some() || failed_alone.is_some() {
             st.in_flight -= 1;
         }
         if let Some(reason) = init_failed
@@ -1060,6 +1195,9 @@ impl Scheduler {
         }
         drop(st);
         self.core.space.notify_all();
+        if let Some((task, error)) = failed_alone {
+            task.fail(|| error.replicate());
+        }
         if let Some(task) = failed {
             match slot.fault.take() {
                 Some(fault) => task.fail(|| {
@@ -1073,6 +1211,7 @@ impl Scheduler {
                         pid,
                         signal,
                         exitcode: code,
+                        index: None,
                     });
                 }
             }
@@ -1098,6 +1237,126 @@ impl Scheduler {
         for t in tasks {
             t.fail(terminated);
         }
+    }
+}
+
+/// The task of an item that ran out of time, without that item: to be run again by another
+/// worker, its results delivered with that item's error in its place (see [`Reinsert`]). The
+/// task itself back if it has no other items, or if they cannot be separated from it (a batch
+/// whose item's bytes are unknown), to fail whole.
+#[allow(clippy::result_large_err)] // both sides are the task itself, moved
+fn without_item(task: Task, x: &Expired, pid: i32) -> std::result::Result<Task, Task> {
+    let n = task.chunk.nitems;
+    if n <= 1 || x.position >= n || task.id != x.id {
+        return Err(task);
+    }
+    let Some(chunk) = chunk_without(&task.chunk, x.position, x.span) else {
+        return Err(task);
+    };
+    let limit = task.limit();
+    let Task {
+        worker,
+        index,
+        sink,
+        started,
+        chunk: old,
+        ..
+    } = task;
+    let error = Error::TimeLimitExceeded {
+        limit: limit.unwrap_or_default(),
+        elapsed: x.elapsed,
+        pid,
+        index: Some(0),
+    };
+    let chunk = Chunk {
+        fds: if old.batch { old.fds } else { chunk.fds },
+        ..chunk
+    };
+    let reinsert = Arc::new(Reinsert {
+        sink,
+        at: x.position,
+        error: Mutex::new(Some(error)),
+    });
+    let mut rest = Task::new(worker, index, chunk, reinsert).with_limit(limit);
+    rest.started = started;
+    Ok(rest)
+}
+
+/// The arguments of `chunk` without item `at` (whose bytes in a batch are `span`); `None` if
+/// they cannot be told apart. A batch keeps its descriptors (filled in by the caller: an
+/// item's indices refer to the whole table); per-item chunks lose the dropped item's.
+fn chunk_without(chunk: &Chunk, at: usize, span: (usize, usize)) -> Option<Chunk> {
+    let mut items = Vec::with_capacity(chunk.items.len());
+    if chunk.batch {
+        let mut cur = Cursor::new(&chunk.items);
+        cur.uint().ok()?;
+        let prefix = cur.position();
+        let (start, end) = span;
+        if start < prefix || end < start || end > chunk.items.len() {
+            return None;
+        }
+        wire::put_uint(&mut items, (chunk.nitems - 1) as u64);
+        items.extend_from_slice(&chunk.items[prefix..start]);
+        items.extend_from_slice(&chunk.items[end..]);
+        return Some(Chunk {
+            items,
+            fds: Vec::new(),
+            nitems: chunk.nitems - 1,
+            batch: true,
+        });
+    }
+    let mut cur = Cursor::new(&chunk.items);
+    let mut fds = Vec::new();
+    let mut next_fd = 0;
+    for i in 0..chunk.nitems {
+        let from = cur.position();
+        let nfds = cur.usize().ok()?;
+        cur.bytes().ok()?;
+        let to = cur.position();
+        if i != at {
+            items.extend_from_slice(&chunk.items[from..to]);
+            for f in chunk.fds.get(next_fd..next_fd + nfds)? {
+                fds.push(f.try_clone().ok()?);
+            }
+        }
+        next_fd += nfds;
+    }
+    Some(Chunk {
+        items,
+        fds,
+        nitems: chunk.nitems - 1,
+        batch: false,
+    })
+}
+
+/// Delivers the results of a chunk sent again without its item that ran out of time, with
+/// that item's error back in its place.
+struct Reinsert {
+    sink: Arc<dyn Sink>,
+    at: usize,
+    error: Mutex<Option<Error>>,
+}
+
+impl Sink for Reinsert {
+    fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
+        let error = self
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or(Error::Timeout);
+        let results = match results {
+            ChunkResult::Items(mut v) => {
+                v.insert(self.at.min(v.len()), Err(error));
+                ChunkResult::Items(v)
+            }
+            other => ChunkResult::Hole {
+                rest: Box::new(other),
+                at: self.at,
+                error,
+            },
+        };
+        self.sink.complete(chunk, results);
     }
 }
 
@@ -1151,6 +1410,24 @@ fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Resu
             }
             Some(&wire::INIT_FAILED) => {
                 slot.init_failed = Some(Cursor::new(&frame.payload[1..]).string()?);
+            }
+            Some(&wire::EXPIRED) => {
+                let mut cur = Cursor::new(&frame.payload[1..]);
+                let id = cur.uint()?;
+                let position = cur.usize()?;
+                let elapsed = Duration::from_nanos(cur.uint()?);
+                let span = (cur.usize()?, cur.usize()?);
+                if slot.held.front().is_none_or(|t| t.id != id) {
+                    return Err(Error::protocol("a worker timed a job it was not running"));
+                }
+                // The worker is killed now; nothing it sends after this counts.
+                slot.expired = Some(Expired {
+                    id,
+                    position,
+                    elapsed,
+                    span,
+                });
+                return Ok(());
             }
             _ => return Err(Error::protocol("unknown message from a pool worker")),
         }
@@ -1226,6 +1503,7 @@ mod tests {
             let items = match results {
                 ChunkResult::Items(v) => v,
                 ChunkResult::Batch(r) => vec![r],
+                ChunkResult::Hole { error, .. } => vec![Err(error)],
             };
             let out = items
                 .into_iter()
@@ -1300,7 +1578,7 @@ mod tests {
             workers: wtx,
         };
         let first = launcher.launch().unwrap();
-        let core = Core::new(None, false).unwrap();
+        let core = Core::new(None, false, Limits::default()).unwrap();
         let cfg = Config {
             processes: 1,
             max_tasks_per_child: None,

@@ -9,7 +9,8 @@
 //! Payloads (all integers are LEB128 varints):
 //!
 //! ```text
-//! Job:        1 id worker_name:bytes mode nitems { nfds len bytes }*
+//! Job:        1 id worker_name:bytes mode limit_ns nitems { nfds len bytes }*
+//!               limit_ns: the time limit of each item, 0 for none
 //!               mode 0: one `{nfds len bytes}` per item (an argument tuple each)
 //!               mode 1: one `{nfds len bytes}` for the chunk (a `Vec` of argument tuples)
 //! Stop:       2
@@ -19,7 +20,12 @@
 //!                                                    tag 2: message:bytes location:bytes
 //!                                                    tag 3: message:bytes type:bytes
 //!                                                           has_value [value:bytes] position
+//!                                                    tag 4: message:bytes (a codec error)
+//!                                                    tag 5: n { tag ... }* (a batch answered
+//!                                                           item by item: some failed)
 //! InitFailed: 4 message:bytes
+//! Expired:    5 id position elapsed_ns start end   (item `position` of job `id` ran past its
+//!               limit; a batch item's arguments are bytes start..end of the chunk)
 //! ```
 
 use crate::error::{Error, Result};
@@ -29,6 +35,8 @@ pub(crate) const JOB: u8 = 1;
 pub(crate) const STOP: u8 = 2;
 pub(crate) const DONE: u8 = 3;
 pub(crate) const INIT_FAILED: u8 = 4;
+/// A timed item ran past its limit (sent by the worker's watchdog).
+pub(crate) const EXPIRED: u8 = 5;
 
 pub(crate) const MODE_ITEMS: u8 = 0;
 pub(crate) const MODE_BATCH: u8 = 1;
@@ -38,6 +46,10 @@ pub(crate) const TAG_FAILED: u8 = 1;
 pub(crate) const TAG_PANICKED: u8 = 2;
 /// The worker returned `Err` (tag 1 is for a task that could not run).
 pub(crate) const TAG_RAISED: u8 = 3;
+/// An argument did not decode or the result did not encode.
+pub(crate) const TAG_CODEC: u8 = 4;
+/// A batch job answered item by item (some items failed): a count, then one result each.
+pub(crate) const TAG_EACH: u8 = 5;
 
 /// Largest frame a pool connection accepts (results of one chunk included).
 pub(crate) const MAX_FRAME: u64 = 1 << 34;
@@ -122,6 +134,11 @@ impl<'a> Cursor<'a> {
         let b = self.buf.get(self.pos..end).ok_or_else(Self::truncated)?;
         self.pos = end;
         Ok(b)
+    }
+
+    /// The next byte, without reading it.
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
     }
 
     /// How many bytes were read so far.

@@ -21,7 +21,6 @@ use crate::registry::{self, EntryFn};
 use crate::transport::frame::send_parts;
 use crate::transport::reader::{FrameReader, take_fds};
 use crate::worker::{Input, Outcome};
-use crate::worker_error::WorkerError;
 
 /// The registered name of the pool's worker loop.
 pub(crate) const WORKER_LOOP: &str = "mp::pool::worker_loop";
@@ -83,37 +82,79 @@ fn run_initializer(
             batch: false,
         },
     ) {
-        Ran::Ok(..) => Ok(()),
-        Ran::Failed(m) | Ran::Raised(m, ..) => {
-            Err(format!("the pool's initializer `{name}` failed: {m}"))
+        Outcome::Returned { .. } => Ok(()),
+        Outcome::Failed { message }
+        | Outcome::Codec { message }
+        | Outcome::Raised { message, .. } => {
+            Err(format!("the pool's initializer `{name}` failed: {message}"))
         }
-        Ran::Panicked(m, loc) => Err(format!(
-            "the pool's initializer `{name}` panicked at {loc}: {m}"
+        Outcome::Panicked { message, location } => Err(format!(
+            "the pool's initializer `{name}` panicked at {location}: {message}"
+        )),
+        Outcome::Each(_) => Err(format!(
+            "the pool's initializer `{name}` answered as a chunk"
         )),
     }
 }
 
-enum Ran {
-    Ok(Vec<u8>, Vec<OwnedFd>),
-    Failed(String),
-    /// The worker returned `Err`: text, the error, position in the chunk.
-    Raised(String, WorkerError, usize),
-    Panicked(String, String),
+/// Runs one entry, turning a panic that escaped it into [`Outcome::Panicked`].
+fn run_one(f: EntryFn, input: Input<'_>) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| f(input))) {
+        Ok(o) => o,
+        Err(_) => {
+            let (message, location) = crate::process::worker_child::take_panic()
+                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+            Outcome::Panicked { message, location }
+        }
+    }
 }
 
-fn run_one(f: EntryFn, input: Input<'_>) -> Ran {
-    match catch_unwind(AssertUnwindSafe(|| f(input))) {
-        Ok(Outcome::Returned { bytes, fds }) => Ran::Ok(bytes, fds),
-        Ok(Outcome::Failed { message }) => Ran::Failed(message),
-        Ok(Outcome::Raised {
+/// Appends one result in the `Done` format (see `wire`): the tag and its fields.
+fn put_outcome(out: &mut Vec<u8>, out_fds: &mut Vec<OwnedFd>, outcome: Outcome) {
+    match outcome {
+        Outcome::Returned { bytes, fds } => {
+            out.push(wire::TAG_OK);
+            wire::put_uint(out, fds.len() as u64);
+            wire::put_bytes(out, &bytes);
+            crate::worker::recycle_result_buffer(bytes);
+            out_fds.extend(fds);
+        }
+        Outcome::Failed { message } => {
+            out.push(wire::TAG_FAILED);
+            wire::put_bytes(out, message.as_bytes());
+        }
+        Outcome::Codec { message } => {
+            out.push(wire::TAG_CODEC);
+            wire::put_bytes(out, message.as_bytes());
+        }
+        Outcome::Raised {
             message,
             error,
             position,
-        }) => Ran::Raised(message, error, position),
-        Err(_) => {
-            let (m, loc) = crate::process::worker_child::take_panic()
-                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
-            Ran::Panicked(m, loc)
+        } => {
+            out.push(wire::TAG_RAISED);
+            wire::put_bytes(out, message.as_bytes());
+            wire::put_bytes(out, error.type_name().as_bytes());
+            match error.value_bytes() {
+                Some(v) => {
+                    out.push(1);
+                    wire::put_bytes(out, v);
+                }
+                None => out.push(0),
+            }
+            wire::put_uint(out, position as u64);
+        }
+        Outcome::Panicked { message, location } => {
+            out.push(wire::TAG_PANICKED);
+            wire::put_bytes(out, message.as_bytes());
+            wire::put_bytes(out, location.as_bytes());
+        }
+        Outcome::Each(items) => {
+            out.push(wire::TAG_EACH);
+            wire::put_uint(out, items.len() as u64);
+            for item in items {
+                put_outcome(out, out_fds, item);
+            }
         }
     }
 }
@@ -149,7 +190,15 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
             .or_insert_with(|| registry::find(name).map_err(|e| e.to_string()))
             .clone();
         let batch = cur.u8()? == wire::MODE_BATCH;
+        let limit_ns = cur.uint()?;
         let nitems = cur.usize()?;
+        let watchdog = match limit_ns {
+            0 => None,
+            _ => super::watchdog::get(sock),
+        };
+        if let Some(w) = watchdog {
+            w.begin_job(id, std::time::Duration::from_nanos(limit_ns));
+        }
         // A batch job is answered with one result for the whole chunk.
         let units = if batch { 1 } else { nitems };
         out.clear();
@@ -160,10 +209,16 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
         out.extend_from_slice(&[0u8; 8]);
         wire::put_uint(&mut out, units as u64);
         let mut out_fds: Vec<OwnedFd> = Vec::new();
-        for _ in 0..units {
+        for pos in 0..units {
             let nfds = cur.usize()?;
             let bytes = cur.bytes()?;
             let item_fds = take_fds(&mut fds, nfds)?;
+            if let Some(w) = watchdog
+                && !batch
+            {
+                // A batch's items report themselves as they start (`worker::run_chunk`).
+                w.item(pos, (0, 0));
+            }
             let ran = match &f {
                 Ok(f) => run_one(
                     *f,
@@ -173,44 +228,18 @@ pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
                         batch,
                     },
                 ),
-                Err(m) => Ran::Failed(m.clone()),
+                Err(m) => Outcome::Failed { message: m.clone() },
             };
-            match ran {
-                Ran::Ok(bytes, rfds) => {
-                    out.push(wire::TAG_OK);
-                    wire::put_uint(&mut out, rfds.len() as u64);
-                    wire::put_bytes(&mut out, &bytes);
-                    crate::worker::recycle_result_buffer(bytes);
-                    out_fds.extend(rfds);
-                }
-                Ran::Failed(m) => {
-                    out.push(wire::TAG_FAILED);
-                    wire::put_bytes(&mut out, m.as_bytes());
-                }
-                Ran::Raised(m, error, position) => {
-                    out.push(wire::TAG_RAISED);
-                    wire::put_bytes(&mut out, m.as_bytes());
-                    wire::put_bytes(&mut out, error.type_name().as_bytes());
-                    match error.value_bytes() {
-                        Some(v) => {
-                            out.push(1);
-                            wire::put_bytes(&mut out, v);
-                        }
-                        None => out.push(0),
-                    }
-                    wire::put_uint(&mut out, position as u64);
-                }
-                Ran::Panicked(m, loc) => {
-                    out.push(wire::TAG_PANICKED);
-                    wire::put_bytes(&mut out, m.as_bytes());
-                    wire::put_bytes(&mut out, loc.as_bytes());
-                }
-            }
+            put_outcome(&mut out, &mut out_fds, ran);
+        }
+        if let Some(w) = watchdog {
+            w.end_job();
         }
         let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
         wire::end_frame(&mut out, at, out_fds.len());
         let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let _writing = super::watchdog::running().map(|w| w.write_lock());
         match send_parts(sock, &[&out], &raw) {
             // The pool is gone (its program ended, e.g. on Ctrl-C, or it terminated the pool)
             // while this task ran: nobody is waiting for the result, and nothing went wrong
@@ -238,6 +267,7 @@ mod tests {
         wire::put_uint(&mut job, 1);
         wire::put_bytes(&mut job, b"no::such::worker");
         job.push(wire::MODE_ITEMS);
+        wire::put_uint(&mut job, 0);
         wire::put_uint(&mut job, 1);
         wire::put_uint(&mut job, 0);
         wire::put_bytes(&mut job, &[]);

@@ -215,9 +215,11 @@ impl<R: DeserializeOwned> Process<R> {
                 message,
                 error: Some(error),
             }),
-            Some(Report::Panicked { message, location }) => {
-                Err(Error::WorkerPanicked { message, location })
-            }
+            Some(Report::Panicked { message, location }) => Err(Error::WorkerPanicked {
+                message,
+                location,
+                index: None,
+            }),
             Some(Report::Broken(m)) => Err(Error::protocol(format!(
                 "the child's report could not be read: {m}"
             ))),

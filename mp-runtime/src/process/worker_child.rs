@@ -156,7 +156,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
                 Err(_) => 1,
             }
         }
-        Ok(Outcome::Failed { message }) => {
+        Ok(Outcome::Failed { message } | Outcome::Codec { message }) => {
             if registry::is_internal(&boot.worker) {
                 // The runtime's own workers say what they are in their message.
                 sys::stderr_line(&format!("mp: {message}"));
@@ -180,6 +180,15 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
                 value: error.value_bytes().map(<[u8]>::to_vec),
             };
             let _ = send_report(&sock, &report, &[]);
+            1
+        }
+        Ok(Outcome::Panicked { message, location }) => {
+            let _ = send_report(&sock, &WireReport::Panicked { message, location }, &[]);
+            1
+        }
+        Ok(Outcome::Each(_)) => {
+            let message = "the worker answered as a pool chunk".to_owned();
+            let _ = send_report(&sock, &WireReport::Failed(message), &[]);
             1
         }
         Err(_) => {

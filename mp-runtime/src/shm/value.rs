@@ -226,7 +226,7 @@ mod tests {
 
     fn message(r: crate::Result<impl fmt::Debug>) -> String {
         match r {
-            Err(Error::Codec { message }) => message,
+            Err(Error::Codec { message, .. }) => message,
             other => panic!("expected a decoding error, got {other:?}"),
         }
     }

@@ -242,8 +242,7 @@ impl Barrier {
         };
         match std::panic::catch_unwind(|| entry(input)) {
             Ok(crate::worker::Outcome::Returned { .. }) => Ok(()),
-            Ok(crate::worker::Outcome::Failed { .. } | crate::worker::Outcome::Raised { .. })
-            | Err(_) => Err(Error::BrokenBarrier),
+            Ok(_) | Err(_) => Err(Error::BrokenBarrier),
         }
     }
 

@@ -81,9 +81,15 @@ pub(crate) fn apply(name: &str, value: &Stored, extra: &[u8]) -> Result<Stored, 
         Ok(Outcome::Returned { .. }) => Err(RemoteError::State(format!(
             "`{name}` returned handles, which a managed value cannot keep this way"
         ))),
-        Ok(Outcome::Failed { message } | Outcome::Raised { message, .. }) => {
-            Err(RemoteError::Failed(message))
-        }
+        Ok(
+            Outcome::Failed { message }
+            | Outcome::Codec { message }
+            | Outcome::Raised { message, .. }
+            | Outcome::Panicked { message, .. },
+        ) => Err(RemoteError::Failed(message)),
+        Ok(Outcome::Each(_)) => Err(RemoteError::Failed(format!(
+            "`{name}` answered as a pool chunk"
+        ))),
         Err(_) => {
             let (message, location) = super::panic::take();
             Err(RemoteError::Panic {

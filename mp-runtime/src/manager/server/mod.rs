@@ -174,10 +174,16 @@ fn run_initializer(name: &str, args: &[u8], fds: Vec<OwnedFd>) -> std::result::R
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(input))) {
         Ok(Outcome::Returned { .. }) => Ok(()),
-        Ok(Outcome::Failed { message } | Outcome::Raised { message, .. }) => Err(format!(
+        Ok(
+            Outcome::Failed { message }
+            | Outcome::Codec { message }
+            | Outcome::Raised { message, .. },
+        ) => Err(format!(
             "the manager's initializer `{name}` failed: {message}"
         )),
-        Err(_) => Err(format!("the manager's initializer `{name}` panicked")),
+        Ok(Outcome::Panicked { .. } | Outcome::Each(_)) | Err(_) => {
+            Err(format!("the manager's initializer `{name}` panicked"))
+        }
     }
 }
 
