@@ -395,13 +395,16 @@ fn job_frame() -> impl Strategy<Value = (Vec<u8>, usize)> {
         0u8..3,
         vec(job_item(), 0..4),
         prop_oneof![Just(None), any::<u64>().prop_map(Some)],
+        prop_oneof![Just(0u64), Just(0u64), 1u64..2_000_000],
     )
-        .prop_map(|(id, name, mode, items, nitems)| {
+        .prop_map(|(id, name, mode, items, nitems, limit_ns)| {
             let mut payload = vec![1u8];
             leb128(&mut payload, id);
             leb128(&mut payload, name.len() as u64);
             payload.extend_from_slice(&name);
             payload.push(mode);
+            // No time limit, or one short enough to expire during the job.
+            leb128(&mut payload, limit_ns);
             let nfds: usize = items.iter().map(|(_, n)| n).sum();
             leb128(&mut payload, nitems.unwrap_or(items.len() as u64));
             for (item, _) in items {

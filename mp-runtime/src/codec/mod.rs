@@ -133,6 +133,11 @@ pub(crate) fn decode_seq_prefix<T: DeserializeOwned>(
                         Some(limit) => too_deep::<T>(bytes, rest, limit),
                         None => mismatch::<T>(bytes, rest, e),
                     };
+                    // The announced count comes from the peer: the items after this one
+                    // number at most the bytes left (a chunk's items each take one or more),
+                    // so a forged count cannot make the caller build an outcome per item of
+                    // an impossible number.
+                    let n = n.min(out.len() + 1 + rest);
                     return (out, Some(err), n);
                 }
             }

@@ -34,8 +34,9 @@ struct Watched {
 pub(crate) struct Watchdog {
     state: Mutex<Watched>,
     cv: Condvar,
-    /// The pool's socket, shared with the worker loop, which holds `writing` while it sends.
-    sock: OwnedFd,
+    /// The pool's socket (a copy), shared with the worker loop, which holds `writing` while it
+    /// sends; given back when the loop ends, so that the pool sees the end of the stream.
+    sock: Mutex<Option<OwnedFd>>,
     writing: Mutex<()>,
 }
 
@@ -57,13 +58,18 @@ pub(crate) fn active() -> Option<&'static Arc<Watchdog>> {
 /// The watchdog, started on first use with a duplicate of the pool's socket.
 pub(crate) fn get(sock: BorrowedFd<'_>) -> Option<&'static Arc<Watchdog>> {
     if let Some(w) = WATCHDOG.get() {
+        let mut own = w.sock.lock().unwrap_or_else(|p| p.into_inner());
+        if own.is_none() {
+            // A loop that ended gave its copy back; this one serves another socket.
+            *own = sock.try_clone_to_owned().ok();
+        }
         return Some(w);
     }
     let dup = sock.try_clone_to_owned().ok()?;
     let w = Arc::new(Watchdog {
         state: Mutex::new(Watched::default()),
         cv: Condvar::new(),
-        sock: dup,
+        sock: Mutex::new(Some(dup)),
         writing: Mutex::new(()),
     });
     let run = w.clone();
@@ -73,6 +79,14 @@ pub(crate) fn get(sock: BorrowedFd<'_>) -> Option<&'static Arc<Watchdog>> {
         .ok()?;
     let _ = WATCHDOG.set(w);
     WATCHDOG.get()
+}
+
+/// The worker loop ended: the watchdog stops timing and gives back its copy of the socket.
+pub(crate) fn release() {
+    if let Some(w) = WATCHDOG.get() {
+        w.lock().item = None;
+        *w.sock.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// The watchdog if one was started (the worker loop takes its write lock to send).
@@ -160,7 +174,9 @@ impl Watchdog {
         wire::put_uint(&mut buf, span.1);
         wire::end_frame(&mut buf, at, 0);
         let _g = self.write_lock();
-        let _ = send_parts(self.sock.as_fd(), &[&buf], &[]);
+        if let Some(sock) = self.sock.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = send_parts(sock.as_fd(), &[&buf], &[]);
+        }
     }
 }
 

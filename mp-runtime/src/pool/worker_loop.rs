@@ -160,6 +160,13 @@ fn put_outcome(out: &mut Vec<u8>, out_fds: &mut Vec<OwnedFd>, outcome: Outcome) 
 }
 
 pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
+    let ended = serve_jobs(sock);
+    super::watchdog::release();
+    ended
+}
+
+/// Runs jobs from `sock` until the pool stops this worker or the stream ends.
+fn serve_jobs(sock: BorrowedFd<'_>) -> Result<()> {
     let mut reader = FrameReader::new(wire::MAX_FRAME);
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
     let mut out = Vec::with_capacity(4096);
