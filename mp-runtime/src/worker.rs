@@ -427,6 +427,42 @@ fn run_chunk<A, R: Serialize>(
     Outcome::Each(each)
 }
 
+/// Runs an untimed chunk of a worker that cannot return `Err`, every argument decoded: the
+/// results as one `Vec` in one `catch_unwind`. If an item panics, the results so far are kept,
+/// that item fails alone, and the rest run one by one.
+fn run_plain_chunk<A, R: Serialize>(items: Vec<A>, mut f: impl FnMut(A) -> R) -> Outcome {
+    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut rest = items.into_iter();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for args in &mut rest {
+            values.push(f(args));
+        }
+    }));
+    if ran.is_ok() {
+        return match returned(&values) {
+            // Some result does not encode: that one fails alone.
+            Outcome::Codec { .. } => Outcome::Each(values.iter().map(returned).collect()),
+            all => all,
+        };
+    }
+    let (message, location) = crate::process::worker_child::take_panic()
+        .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+    // The results so far, the panic, then the rest one by one.
+    let mut each: Vec<Outcome> = values.iter().map(returned).collect();
+    each.push(Outcome::Panicked { message, location });
+    for args in rest {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(args))) {
+            Ok(v) => each.push(returned(&v)),
+            Err(_) => {
+                let (message, location) = crate::process::worker_child::take_panic()
+                    .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+                each.push(Outcome::Panicked { message, location });
+            }
+        }
+    }
+    Outcome::Each(each)
+}
+
 /// A chunk's argument tuples as decoded: those that decoded, the first error and the number of
 /// items (if one did not), and where each item's bytes are (for a timed chunk).
 type ChunkArgs<A> = (
@@ -478,7 +514,13 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
     mut f: impl FnMut(A) -> R,
 ) -> Outcome {
     if input.batch {
-        return run_chunk(chunk_args::<A>(input), |a| Ok(f(a)));
+        let args = chunk_args::<A>(input);
+        if let (items, None, None) = args {
+            // Untimed, every argument decoded: the plain loop, as fast as a `map`; only a panic
+            // (rare) goes item by item.
+            return run_plain_chunk(items, f);
+        }
+        return run_chunk(args, |a| Ok(f(a)));
     }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),

@@ -4,8 +4,11 @@
 //! group per level, and postcard spends a byte or two per level: a 100 kB message from a
 //! hostile or broken peer could otherwise overflow a thread's stack and kill the whole process
 //! (SIGSEGV, not an error). Every value the codec decodes therefore goes through [`Limited`], a
-//! transparent [`Deserializer`] wrapper that counts the compound values (sequences, maps,
-//! structs, enums, options, newtypes) open at once and fails with a typed error past the limit.
+//! transparent [`Deserializer`] wrapper that counts the sequences, maps, enums and options open
+//! at once and fails with a typed error past the limit. Every level of a recursive type passes
+//! through one of those (it needs a way to stop); structs, tuples and newtypes nest only as deep
+//! as their type says, so they are not counted, which keeps plain data as fast as without the
+//! limit.
 //!
 //! The count lives in one [`Budget`] per decode, passed down by reference: no thread-local
 //! lookups, two cell updates per compound value.
@@ -20,13 +23,13 @@ use serde::de::{
 
 /// The nesting depth a received value may reach unless [`set_max_decode_depth`] says otherwise.
 ///
-/// Far deeper than ordinary data (a `Vec<Option<HashMap<String, Vec<u8>>>>` is 5 levels), and
+/// Far deeper than ordinary data (a `Vec<Option<HashMap<String, Vec<u8>>>>` is 4 levels), and
 /// shallow enough to decode on a 2 MiB thread stack in a debug build.
 pub const DEFAULT_MAX_DECODE_DEPTH: u32 = 256;
 
 /// The largest limit [`set_max_decode_depth`] accepts: what a 2 MiB thread stack holds with
-/// room to spare even in a debug build (about 5,000 levels of a small recursive type fit there).
-pub const MAX_DECODE_DEPTH_CEILING: u32 = 2_000;
+/// room to spare even in a debug build (about 2,500 levels of a small recursive type fit there).
+pub const MAX_DECODE_DEPTH_CEILING: u32 = 1_000;
 
 static MAX_DEPTH: AtomicU32 = AtomicU32::new(DEFAULT_MAX_DECODE_DEPTH);
 
@@ -34,7 +37,8 @@ static MAX_DEPTH: AtomicU32 = AtomicU32::new(DEFAULT_MAX_DECODE_DEPTH);
 /// arguments or results, a manager's requests) may nest before decoding fails with
 /// [`Error::Codec`](crate::Error::Codec). Children started afterwards inherit the limit.
 ///
-/// Each `Vec`, map, struct, enum, `Option` or newtype inside another counts one level. Raise the
+/// Each sequence (`Vec`, …), map, enum or `Option` inside another counts one level (structs,
+/// tuples and newtypes do not: they cannot recurse on their own). Raise the
 /// limit only for data that is legitimately deeper than [`DEFAULT_MAX_DECODE_DEPTH`] (a deep
 /// tree, a parsed document); every level costs stack in the receiving thread, hence the ceiling
 /// of [`MAX_DECODE_DEPTH_CEILING`].
@@ -156,6 +160,15 @@ macro_rules! leaves {
     )*};
 }
 
+/// Deserializer methods for fixed shapes: not counted, the visitor wrapped.
+macro_rules! shapes {
+    ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method($($arg,)* Wrap::new(visitor, self.budget))
+        }
+    )*};
+}
+
 /// Deserializer methods for compound values: one level each, the visitor wrapped.
 macro_rules! compounds {
     ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
@@ -177,18 +190,25 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Limited<'_, D> {
         deserialize_identifier
     }
 
+    // What a recursive type must pass through at every level (it needs a way to stop: a
+    // variant, a `None`, an empty sequence or map): one level each.
     compounds! {
         deserialize_any()
         deserialize_ignored_any()
         deserialize_option()
         deserialize_seq()
         deserialize_map()
+        deserialize_enum(name: &'static str, variants: &'static [&'static str])
+    }
+
+    // Fixed shapes, nested only as deep as their type says: not counted (they cost nothing on
+    // the hot path of plain data), but what they hold is still limited.
+    shapes! {
         deserialize_unit_struct(name: &'static str)
         deserialize_newtype_struct(name: &'static str)
         deserialize_tuple(len: usize)
         deserialize_tuple_struct(name: &'static str, len: usize)
         deserialize_struct(name: &'static str, fields: &'static [&'static str])
-        deserialize_enum(name: &'static str, variants: &'static [&'static str])
     }
 
     fn is_human_readable(&self) -> bool {

@@ -95,10 +95,10 @@ struct Nest(#[allow(dead_code)] Option<Box<Nest>>);
 #[test]
 fn nesting_up_to_the_limit_decodes_and_one_more_level_is_an_error() {
     let limit = max_decode_depth() as usize;
-    // Each level of `Nest` is two compound values (the newtype and its Option).
-    let fits = nested_options(limit / 2 - 1);
+    // Each level of `Nest` is one counted value (its Option; the newtype is not counted).
+    let fits = nested_options(limit - 1);
     assert!(decode::<Nest>(&fits, vec![]).is_ok());
-    let over = nested_options(limit / 2 + 1);
+    let over = nested_options(limit + 1);
     let err = decode::<Nest>(&over, vec![]).unwrap_err().to_string();
     assert!(
         err.contains("nests deeper than the limit of 256 levels"),
@@ -135,7 +135,7 @@ fn the_ceiling_fits_on_a_two_mebibyte_thread_stack() {
     let outcome = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(move || {
-            let fits = nested_options(limit as usize / 2 - 1);
+            let fits = nested_options(limit as usize - 1);
             let ok = decode_slice_within::<Nest>(&fits, depth::Budget::of(limit)).is_ok();
             let over = nested_options(limit as usize);
             let err = decode_slice_within::<Nest>(&over, depth::Budget::of(limit)).is_err();
