@@ -8,9 +8,13 @@
 //! nobody sleeps; when the peer waits for this very CPU, the yield lets it run.
 //!
 //! The window is adaptive, per connection end: a spin that ended without an answer (the peer
-//! was slow, blocked elsewhere, or there are more runnable processes than CPUs) is left out for
+//! was slow or blocked elsewhere) is left out for
 //! the next [`SKIP_AFTER_MISS`] waits, which sleep at once, so a consumer that waits long or
-//! often in vain costs one failed window in seventeen waits. Nobody spins when this process may
+//! often in vain costs one failed window in seventeen waits. A spin in which a yield gave the CPU
+//! to another process counts as a miss too, whatever the next look finds: then there are more
+//! runnable processes than CPUs, the peer gets a CPU when the scheduler says so whether this side
+//! looks or sleeps, and looking again would only take turns from the others.
+//! Nobody spins when this process may
 //! run on a single CPU (spinning could only delay the peer), nor when the environment variable
 //! `MP_SPIN` is `0` when the process first waits (for machines shared by many more processes
 //! than CPUs, and to measure what the spin buys).
@@ -24,6 +28,9 @@ use super::poll::{Deadline, readable};
 
 /// The longest a side looks for an answer before it sleeps.
 pub(crate) const WINDOW: Duration = Duration::from_micros(50);
+
+/// A yield that took this long gave the CPU to another process.
+const CONTENDED_YIELD: Duration = Duration::from_micros(5);
 
 /// After a spin that ended without an answer, how many waits sleep at once before spinning is
 /// tried again.
@@ -59,20 +66,26 @@ impl SpinWait {
             return false;
         }
         let started = Instant::now();
+        let mut contended = false;
         loop {
-            match readable(fd, Deadline::after(Some(Duration::ZERO))) {
-                Ok(true) => return true,
-                Ok(false) => {}
-                // Let the blocking call meet (and report) the error.
-                Err(_) => return false,
-            }
-            if started.elapsed() >= WINDOW || deadline.passed() {
+            // On an error, stop looking: the blocking call meets (and reports) it.
+            let ready = readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or_default();
+            if contended || !ready && (started.elapsed() >= WINDOW || deadline.passed()) {
+                // The window passed in vain, or a yield gave the CPU to another process: the
+                // CPUs are shared by more runnable processes than they hold, the peer runs when
+                // the scheduler says so whether this side looks or sleeps, and looking again
+                // would only take turns from the others. Sleep at once the next few times.
                 self.skip.store(SKIP_AFTER_MISS, Ordering::Relaxed);
-                return false;
+                return ready;
+            }
+            if ready {
+                return true;
             }
             // Give the CPU away between looks: when the peer waits for this very CPU it runs
             // now; when it runs elsewhere, this returns at once.
+            let before = Instant::now();
             std::thread::yield_now();
+            contended = before.elapsed() >= CONTENDED_YIELD;
         }
     }
 }
