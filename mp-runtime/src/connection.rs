@@ -62,6 +62,14 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
 }
 
 /// One end of a [`Pipe`], carrying values of type `T`.
+///
+/// A receive (or a [`poll`](Connection::poll) that may wait) that finds nothing to read first
+/// looks at the socket for up to 50 µs, yielding the CPU between looks, before it sleeps in the
+/// kernel: a reply from a peer on another CPU then arrives without a cross-CPU wake-up. The spin
+/// is adaptive (after a spin that ended in a sleep anyway, or one where the CPU went to another
+/// process, the next waits of this end sleep at once), so an idle or oversubscribed end costs
+/// next to nothing. It is off when the process can use a single CPU, and when the environment
+/// variable `MP_SPIN` is `0` as the process first waits (children inherit it).
 pub struct Connection<T> {
     fd: Option<OwnedFd>,
     /// TCP connections carry no descriptors.
