@@ -40,7 +40,9 @@ impl Wire {
         Wire {
             fd,
             tcp,
-            reader: FrameReader::new(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
+            // The peer may be a `Connection` (a client speaking the protocol by hand): frames
+            // are padded as a `Connection`'s are.
+            reader: FrameReader::padded(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
             spin: SpinWait::new(),
             out: Vec::with_capacity(256),
         }
@@ -95,9 +97,7 @@ impl Wire {
                 message: format!("a message can carry at most {} handles", frame::MAX_FDS),
             });
         }
-        let head = frame::header(self.out.len() - HEADER_LEN, fds.len());
-        self.out[..HEADER_LEN].copy_from_slice(&head);
-        let sent = frame::send_parts(self.fd.as_fd(), &[&self.out], fds);
+        let sent = frame::send_padded(self.fd.as_fd(), &mut self.out, fds);
         if self.out.capacity() > OUT_KEEP {
             self.out = Vec::with_capacity(256);
         }

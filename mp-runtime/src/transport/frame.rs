@@ -10,11 +10,12 @@
 //! descriptors arrived. A peer that closes mid-frame yields [`Error::Closed`]; anything
 //! malformed yields [`Error::Protocol`] or [`Error::MessageTooLarge`] for that connection only.
 //!
-//! [`Connection`](crate::Connection)s pad a frame shorter than [`PADDED_MIN`] bytes with zeros
-//! up to that length (the header still gives the payload's own length). Since no frame between
-//! them is shorter, a receiver reads `PADDED_MIN` bytes first without ever reading into the next
-//! frame: a small message arrives whole in one `recvmsg`, and nothing is buffered in the process,
-//! so readiness of the socket stays the readiness of the connection.
+//! [`Connection`](crate::Connection)s, and the manager's connections (whose peer may be a
+//! `Connection`), pad a frame shorter than [`PADDED_MIN`] bytes with zeros up to that length
+//! (the header still gives the payload's own length). Since no frame between them is shorter, a
+//! receiver reads `PADDED_MIN` bytes first without ever reading into the next frame: a small
+//! message arrives whole in one `recvmsg`, and nothing is buffered in the process, so readiness
+//! of the socket stays the readiness of the connection.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
