@@ -112,6 +112,44 @@ fn co_02_03_recv_bytes_into() {
 }
 
 #[test]
+fn queued_messages_of_every_small_size_arrive_whole_and_each_is_waitable() {
+    let _g = shared();
+    let (a, b) = Pipe::<Vec<u8>>::duplex().unwrap();
+    // Sizes on both sides of the length a frame is padded to, queued back to back: a receive
+    // must never take bytes of the next message, and each one left must keep the socket ready.
+    let sizes: Vec<usize> = (0..=80).chain([127, 128, 1000, 70_000]).collect();
+    // From a thread: more than the socket buffer holds may be queued.
+    let sender = {
+        let sizes = sizes.clone();
+        std::thread::spawn(move || {
+            for &n in &sizes {
+                a.send(&vec![n as u8; n]).unwrap();
+                a.send_bytes(&vec![!(n as u8); n]).unwrap();
+            }
+            a
+        })
+    };
+    // Let the queue fill before anything is received.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut buf = vec![0u8; 100];
+    for &n in &sizes {
+        assert_eq!(mp::connection::wait(&[&b], Some(LONG)).unwrap(), vec![0]);
+        assert_eq!(b.recv().unwrap(), vec![n as u8; n]);
+        assert!(b.poll(Some(Duration::ZERO)).unwrap());
+        if n <= buf.len() {
+            assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), n);
+            assert_eq!(buf[..n], vec![!(n as u8); n]);
+        } else {
+            assert_eq!(b.recv_bytes().unwrap(), vec![!(n as u8); n]);
+        }
+    }
+    let a = sender.join().unwrap();
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    drop(a);
+    assert!(matches!(b.recv(), Err(Error::Closed)));
+}
+
+#[test]
 fn co_04_poll() {
     let _g = shared();
     let (a, b) = Pipe::<u8>::duplex().unwrap();

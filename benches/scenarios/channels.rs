@@ -2,7 +2,8 @@
 //! (§6), `pipe_pingpong` (§7), `pipe_bandwidth` (§8) and `joinable_queue` (§14), with raw
 //! baselines measured in the same run (`raw_*` metrics: a plain shared-memory ring between two
 //! processes, a socketpair ping-pong, a socket byte stream). The Python side of
-//! `queue_small_mpmc` is also in `benches/python/queue_small_mpmc.py`.
+//! `queue_small_mpmc` is also in `benches/python/queue_small_mpmc.py`; `pipe_pingpong_pairs` is
+//! ours alone, its Python side in `benches/python/pipe_pingpong_pairs.py`.
 //!
 //! Mirroring notes: Python's `Barrier` that starts the timed region is a pipe handshake here (the
 //! child says ready, the parent starts the clock and says go); "small int" messages are `u64`;
@@ -33,6 +34,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "pipe_pingpong",
             run: pipe_pingpong,
+        },
+        Scenario {
+            name: "pipe_pingpong_pairs",
+            run: pipe_pingpong_pairs,
         },
         Scenario {
             name: "pipe_bandwidth",
@@ -353,6 +358,174 @@ fn pipe_pingpong(o: &Options) -> Result<(), String> {
     let mut raw = raw_echo_rtts(1000, n)?;
     emit("pipe_pingpong", "raw_rtt_median", median(&mut raw), "us");
     Ok(())
+}
+
+/// Ping-pong pairs running at once in `pipe_pingpong_pairs`.
+const PAIRS: usize = 8;
+/// The flag with which `pipe_pingpong_pairs` runs this binary again, under `MP_SPIN=0`, for the
+/// figure without spinning.
+const PAIRS_NO_SPIN: &str = "--pairs-no-spin";
+
+/// One side of a ping-pong pair: at each `1` on `gate`, `n` round trips with an `echo_u64`
+/// child, then `n` back on `gate`; anything else ends it (and its echo).
+#[mp::worker]
+fn pinger(conn: Connection<u64>, gate: Connection<u64>, n: u64) {
+    while let Ok(1) = gate.recv() {
+        for i in 0..n {
+            conn.send(&i).unwrap();
+            assert_eq!(conn.recv().unwrap(), i);
+        }
+        gate.send(&n).unwrap();
+    }
+    conn.send(&u64::MAX).unwrap();
+}
+
+/// `pipe_pingpong_pairs`: 8 ping-pong pairs (16 processes) at once on the machine's CPUs; total
+/// round trips per second (`total_rate`). Each timed repetition is followed by one of this binary
+/// run again with `MP_SPIN=0` (`total_rate_no_spin`: the same without the spin before sleeping),
+/// so the two are interleaved in the same run. Then, with all 16 processes blocked in `recv` for
+/// 10 ms, the CPU they use over the next second, read from `/proc/<pid>/stat`, per process
+/// (`idle_recv_cpu`, % of one core).
+fn pipe_pingpong_pairs(o: &Options) -> Result<(), String> {
+    let no_spin_child = std::env::args().any(|a| a == PAIRS_NO_SPIN);
+    let n = o.size(10_000, 1_000) as u64;
+    let mut gates = Vec::new();
+    let mut procs = Vec::new();
+    for _ in 0..PAIRS {
+        let (a, b) = Pipe::<u64>::duplex().map_err(e)?;
+        let (gate, child_gate) = Pipe::<u64>::duplex().map_err(e)?;
+        let mut echo = mp::Process::new(echo_u64, (b,));
+        echo.start().map_err(e)?;
+        let mut ping = mp::Process::new(pinger, (a, child_gate, n));
+        ping.start().map_err(e)?;
+        procs.push(echo);
+        procs.push(ping);
+        gates.push(gate);
+    }
+    let mut rates = Vec::new();
+    let mut no_spin = Vec::new();
+    for rep in 0..=o.reps {
+        let t = Instant::now();
+        for g in &gates {
+            g.send(&1).map_err(e)?;
+        }
+        for g in &gates {
+            if g.recv().map_err(e)? != n {
+                return Err("a pinger did not finish its round trips".into());
+            }
+        }
+        let dt = t.elapsed().as_secs_f64();
+        if rep == 0 {
+            continue;
+        }
+        rates.push((PAIRS as u64 * n) as f64 / dt);
+        if no_spin_child {
+            break;
+        }
+        no_spin.push(pairs_without_spin(o)?);
+    }
+    if no_spin_child {
+        emit(
+            "pipe_pingpong_pairs",
+            "total_rate_no_spin",
+            median(&mut rates),
+            "round trips/s",
+        );
+    } else {
+        emit(
+            "pipe_pingpong_pairs",
+            "total_rate",
+            median(&mut rates),
+            "round trips/s",
+        );
+        emit(
+            "pipe_pingpong_pairs",
+            "total_rate_no_spin",
+            median(&mut no_spin),
+            "round trips/s",
+        );
+        // Every child now waits in `recv` (an echo for its pinger, a pinger for its gate).
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
+        let before: Vec<u64> = pids
+            .iter()
+            .map(|&p| cpu_ticks(p))
+            .collect::<Result<_, _>>()?;
+        let window = Instant::now();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let after: Vec<u64> = pids
+            .iter()
+            .map(|&p| cpu_ticks(p))
+            .collect::<Result<_, _>>()?;
+        let secs = window.elapsed().as_secs_f64() * pids.len() as f64;
+        let used: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+        emit(
+            "pipe_pingpong_pairs",
+            "idle_recv_cpu",
+            used as f64 / ticks_per_second() / secs * 100.0,
+            "% of a core",
+        );
+    }
+    for g in &gates {
+        g.send(&0).map_err(e)?;
+    }
+    for p in &mut procs {
+        p.join().map_err(e)?;
+    }
+    Ok(())
+}
+
+/// One timed repetition of `pipe_pingpong_pairs` with spinning disabled: this binary again, with
+/// `MP_SPIN=0` in its environment (read once per process, inherited by its children).
+fn pairs_without_spin(o: &Options) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|x| x.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--only",
+        "pipe_pingpong_pairs",
+        "--reps",
+        "1",
+        PAIRS_NO_SPIN,
+    ])
+    .env("MP_SPIN", "0");
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output().map_err(|x| x.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("\"total_rate_no_spin\""))
+        .and_then(|l| l.split("\"value\": ").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "the run with MP_SPIN=0 printed no rate ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// `utime + stime` of process `pid` in clock ticks (proc_pid_stat(5), fields 14 and 15, counted
+/// after the command name, which may hold spaces).
+fn cpu_ticks(pid: i32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|x| x.to_string())?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    match (next(), next()) {
+        (Some(u), Some(s)) => Ok(u + s),
+        _ => Err(format!("unexpected /proc/{pid}/stat")),
+    }
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf(3) takes a constant and touches no memory of ours.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
 }
 
 #[mp::worker]

@@ -45,9 +45,23 @@ impl Options {
         o
     }
 
-    /// Exact names or prefixes, like Python's `--only`.
+    /// Exact names or prefixes, like Python's `--only` (used by `benches/cluster.rs`).
+    #[allow(dead_code)]
     pub fn selected(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// As Python's `--only` among the scenarios `names`: a word that names one of them selects
+    /// only that one (`pipe_pingpong` is not also `pipe_pingpong_pairs`), any other is a prefix.
+    pub fn selected_among(&self, name: &str, names: &[&str]) -> bool {
+        self.only.is_empty()
+            || self.only.iter().any(|p| {
+                if names.contains(&p.as_str()) {
+                    name == p
+                } else {
+                    name.starts_with(p.as_str())
+                }
+            })
     }
 
     /// `full` normally, `quick` with `--quick`.

@@ -4,6 +4,13 @@
 //! Each end is a Unix stream socket carrying `mp` frames. Ends are `Serialize`: pass one to a
 //! child as a worker argument (it travels as a file descriptor) and it works there, or hand it on
 //! to a grandchild.
+//!
+//! A receiving end that finds nothing to read first spins for a few tens of microseconds,
+//! looking at the socket and yielding the CPU between looks, before it sleeps in the kernel: a
+//! reply from a peer running on another CPU then arrives without a cross-CPU wake-up (which costs
+//! more than the rest of a round trip). The spin is adaptive: after a spin that ended in a sleep
+//! anyway, the next waits of that end sleep at once, so an idle end costs nothing. There is no
+//! spin when the process may use a single CPU, nor when `MP_SPIN=0` is set in the environment.
 
 pub use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use std::fmt;
@@ -19,7 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable, wait_readable};
-use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN};
+use crate::sys::spin_wait::SpinWait;
+use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN, RecvLimit};
 use crate::transport::socket::stream_pair;
 
 /// Constructors of connected [`Connection`] pairs.
@@ -54,6 +62,14 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
 }
 
 /// One end of a [`Pipe`], carrying values of type `T`.
+///
+/// A receive (or a [`poll`](Connection::poll) that may wait) that finds nothing to read first
+/// looks at the socket for up to 50 µs, yielding the CPU between looks, before it sleeps in the
+/// kernel: a reply from a peer on another CPU then arrives without a cross-CPU wake-up. The spin
+/// is adaptive (after a spin that ended in a sleep anyway, or one where the CPU went to another
+/// process, the next waits of this end sleep at once), so an idle or oversubscribed end costs
+/// next to nothing. It is off when the process can use a single CPU, and when the environment
+/// variable `MP_SPIN` is `0` as the process first waits (children inherit it).
 pub struct Connection<T> {
     fd: Option<OwnedFd>,
     /// TCP connections carry no descriptors.
@@ -63,6 +79,8 @@ pub struct Connection<T> {
     max_len: u64,
     send_lock: Mutex<()>,
     recv_lock: Mutex<()>,
+    /// The spin before a receive or `poll` sleeps.
+    spin: SpinWait,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -81,6 +99,7 @@ impl<T> Connection<T> {
             max_len: DEFAULT_MAX_LEN,
             send_lock: Mutex::new(()),
             recv_lock: Mutex::new(()),
+            spin: SpinWait::new(),
             _type: PhantomData,
         }
     }
@@ -120,7 +139,7 @@ impl<T> Connection<T> {
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
         let fd = self.writer()?;
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        frame::send_frame(fd, buf, &[])
+        frame::send_padded_bytes(fd, buf)
     }
 
     /// Receives one message as bytes (Python's `recv_bytes`). Descriptors that came with it are
@@ -128,7 +147,9 @@ impl<T> Connection<T> {
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         let fd = self.reader()?;
         let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(frame::recv_frame(fd, self.max_len)?.payload)
+        self.spin.spin_until_readable(fd, Deadline::NEVER);
+        let head = frame::recv_padded_head(fd, self.max_len, RecvLimit::NEVER)?;
+        head.read_payload(fd, RecvLimit::NEVER)
     }
 
     /// Receives one message into `buf`, returning its length. A message longer than `buf` is
@@ -136,16 +157,18 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         let fd = self.reader()?;
         let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (len, _fds) = frame::recv_header(fd, self.max_len)?;
+        self.spin.spin_until_readable(fd, Deadline::NEVER);
+        let head = frame::recv_padded_head(fd, self.max_len, RecvLimit::NEVER)?;
+        let len = head.len;
         if len > buf.len() {
-            let mut message = vec![0u8; len];
-            frame::read_exact(fd, &mut message)?;
             return Err(Error::BufferTooShort {
                 capacity: buf.len(),
-                message,
+                message: head.read_payload(fd, RecvLimit::NEVER)?,
             });
         }
-        frame::read_exact(fd, &mut buf[..len])?;
+        let inline = head.inline();
+        buf[..inline.len()].copy_from_slice(inline);
+        frame::read_exact(fd, &mut buf[inline.len()..len])?;
         Ok(len)
     }
 
@@ -153,7 +176,11 @@ impl<T> Connection<T> {
     /// (`None` waits forever, `Some(Duration::ZERO)` does not wait). Does not consume anything.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.reader()?;
-        readable(fd, Deadline::after(timeout)).map_err(|e| Error::io("poll", e))
+        let deadline = Deadline::after(timeout);
+        if timeout != Some(Duration::ZERO) && self.spin.spin_until_readable(fd, deadline) {
+            return Ok(true);
+        }
+        readable(fd, deadline).map_err(|e| Error::io("poll", e))
     }
 
     /// Closes this end. The peer's receives then fail with [`Error::Closed`] once drained;
@@ -219,20 +246,13 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
                 message: format!("a message can carry at most {} handles", frame::MAX_FDS),
             });
         }
-        let head = frame::header(buf.len() - HEADER_LEN, fds.len());
-        buf[..HEADER_LEN].copy_from_slice(&head);
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        frame::send_parts(fd, &[&buf], &fds)
+        frame::send_padded(fd, &mut buf, &fds)
     }
 
     /// Receives one value, blocking until it arrives. [`Error::Closed`] once the peer is gone.
     pub fn recv(&self) -> Result<T> {
-        let fd = self.reader()?;
-        let f = {
-            let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-            frame::recv_frame(fd, self.max_len)?
-        };
-        codec::decode(&f.payload, f.fds)
+        self.recv_within(None)
     }
 
     /// Receives one value, waiting at most `timeout` for it to begin; [`Error::Timeout`] if
@@ -240,12 +260,31 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// 1 s) to arrive, so a long message that keeps flowing completes; a peer that stops in the
     /// middle of one is [`Error::Protocol`], not a hang.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.recv_within(Some(timeout))
+    }
+
+    /// One value; `timeout` as for [`recv_timeout`](Connection::recv_timeout), `None` waits as
+    /// long as it takes. A message short enough to come whole with its header is decoded from
+    /// there, without a buffer of its own.
+    fn recv_within(&self, timeout: Option<Duration>) -> Result<T> {
         let fd = self.reader()?;
-        let f = {
+        let (mut head, rest) = {
             let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-            frame::recv_frame_within(fd, self.max_len, frame::RecvLimit::within(timeout))?
+            let limit = timeout.map_or(RecvLimit::NEVER, RecvLimit::within);
+            self.spin.spin_until_readable(fd, Deadline::after(timeout));
+            let head = frame::recv_padded_head(fd, self.max_len, limit)?;
+            let rest = if head.rest() > 0 {
+                Some(head.read_payload(fd, limit)?)
+            } else {
+                None
+            };
+            (head, rest)
         };
-        codec::decode(&f.payload, f.fds)
+        let fds = std::mem::take(&mut head.fds);
+        match rest {
+            None => codec::decode(head.inline(), fds),
+            Some(payload) => codec::decode(&payload, fds),
+        }
     }
 }
 

@@ -2,22 +2,17 @@
 //! buffer, and a short spin before sleeping.
 //!
 //! A call is a request and its reply, in order; the caller is blocked in between. Sleeping in
-//! the kernel and being woken costs a round trip 10–25 µs here, most of the cost of a call, so a
-//! waiting side first polls the socket for a few tens of microseconds, yielding the CPU between
-//! looks: when the peer runs on another CPU its answer usually arrives within that window and
-//! nobody sleeps, and when it waits for this CPU the yield lets it run. The window is adaptive: a
-//! spin that ended in a sleep anyway (the peer was slow, blocked in a `get()`, or there are more
-//! runnable processes than CPUs) is left out for the next few waits, and with a single CPU nobody
-//! spins.
+//! the kernel and being woken costs most of a call, so a waiting side first spins briefly on the
+//! socket ([`SpinWait`], the same adaptive spin as [`Connection`](crate::Connection)'s).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable};
+use crate::sys::spin_wait::SpinWait;
 use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN};
 use crate::transport::reader::{FrameReader, RawFrame};
 
@@ -25,14 +20,8 @@ use crate::transport::reader::{FrameReader, RawFrame};
 /// `mp` connection does.
 const MAX_TCP: u64 = 64 << 20;
 
-/// The longest a side polls for an answer before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
 /// The reply buffer a large reply grew is given back above this size.
 const OUT_KEEP: usize = 256 << 10;
-
-/// After a spin that ended in a sleep, how many waits sleep at once before spinning is tried
-/// again.
-const SPINLESS_AFTER_MISS: u32 = 16;
 
 /// A framed connection.
 pub(crate) struct Wire {
@@ -40,8 +29,8 @@ pub(crate) struct Wire {
     /// TCP carries no descriptors.
     tcp: bool,
     reader: FrameReader,
-    /// How many waits to go before spinning is tried again (0: spin).
-    skip_spins: u32,
+    /// The spin before a wait sleeps.
+    spin: SpinWait,
     /// Bytes of the frame being built (reused).
     out: Vec<u8>,
 }
@@ -51,8 +40,10 @@ impl Wire {
         Wire {
             fd,
             tcp,
-            reader: FrameReader::new(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
-            skip_spins: 0,
+            // The peer may be a `Connection` (a client speaking the protocol by hand): frames
+            // are padded as a `Connection`'s are.
+            reader: FrameReader::padded(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
+            spin: SpinWait::new(),
             out: Vec::with_capacity(256),
         }
     }
@@ -106,9 +97,7 @@ impl Wire {
                 message: format!("a message can carry at most {} handles", frame::MAX_FDS),
             });
         }
-        let head = frame::header(self.out.len() - HEADER_LEN, fds.len());
-        self.out[..HEADER_LEN].copy_from_slice(&head);
-        let sent = frame::send_parts(self.fd.as_fd(), &[&self.out], fds);
+        let sent = frame::send_padded(self.fd.as_fd(), &mut self.out, fds);
         if self.out.capacity() > OUT_KEEP {
             self.out = Vec::with_capacity(256);
         }
@@ -121,28 +110,20 @@ impl Wire {
         if let Some(f) = self.reader.next_frame()? {
             return Ok(f);
         }
-        let started = Instant::now();
-        let spin = self.skip_spins == 0 && spin_allowed();
-        let mut slept = !spin;
         let mut released = false;
         loop {
-            let ready = if !slept && started.elapsed() < SPIN {
-                // Give the CPU away between looks: when the peer waits for this very CPU, it
-                // runs now; when it runs elsewhere, this returns at once.
-                std::thread::yield_now();
-                readable(self.fd.as_fd(), Deadline::after(Some(Duration::ZERO)))
+            let ready = if self.spin.spin_until_readable(self.fd.as_fd(), deadline) {
+                true
             } else {
                 if !released {
                     // About to sleep, maybe for long: a large frame's buffer is not kept.
                     self.reader.release_if_idle();
                     released = true;
                 }
-                slept = true;
-                readable(self.fd.as_fd(), deadline)
-            }
-            .map_err(|e| Error::io("poll", e))?;
+                readable(self.fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?
+            };
             if !ready {
-                if slept && deadline.passed() {
+                if deadline.passed() {
                     return Err(Error::Timeout);
                 }
                 continue;
@@ -151,13 +132,6 @@ impl Wire {
                 return Err(Error::Closed);
             }
             if let Some(f) = self.reader.next_frame()? {
-                self.skip_spins = match (spin, slept) {
-                    // The answer came within the window: keep spinning.
-                    (true, false) => 0,
-                    // The window was spent for nothing: leave it out for a while.
-                    (true, true) => SPINLESS_AFTER_MISS,
-                    (false, _) => self.skip_spins.saturating_sub(1),
-                };
                 return Ok(f);
             }
         }
@@ -168,10 +142,4 @@ impl AsRawFd for Wire {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-/// Spinning only helps when the peer can run at the same time.
-fn spin_allowed() -> bool {
-    static MANY_CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MANY_CPUS.get_or_init(|| crate::identity::cpu_count() > 1)
 }

@@ -7,6 +7,7 @@ pub(crate) mod mmap;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod posix_spawn;
+pub(crate) mod spin_wait;
 pub(crate) mod thread_tag;
 
 use std::io;

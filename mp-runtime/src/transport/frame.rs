@@ -9,6 +9,13 @@
 //! checks the magic, the length against its maximum *before* allocating, and that exactly `nfds`
 //! descriptors arrived. A peer that closes mid-frame yields [`Error::Closed`]; anything
 //! malformed yields [`Error::Protocol`] or [`Error::MessageTooLarge`] for that connection only.
+//!
+//! [`Connection`](crate::Connection)s, and the manager's connections (whose peer may be a
+//! `Connection`), pad a frame shorter than [`PADDED_MIN`] bytes with zeros up to that length
+//! (the header still gives the payload's own length). Since no frame between them is shorter, a
+//! receiver reads `PADDED_MIN` bytes first without ever reading into the next frame: a small
+//! message arrives whole in one `recvmsg`, and nothing is buffered in the process, so readiness
+//! of the socket stays the readiness of the connection.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -172,13 +179,102 @@ pub(crate) fn recv_frame_within(
     Ok(Frame { payload, fds })
 }
 
-/// Receives a frame header and its descriptors; the payload of the returned length follows on
-/// the socket.
-pub(crate) fn recv_header(sock: BorrowedFd<'_>, max_len: u64) -> Result<(usize, Vec<OwnedFd>)> {
-    recv_header_within(sock, max_len, RecvLimit::NEVER)
+/// The shortest a [`Connection`](crate::Connection) frame is on the wire (see the module docs).
+pub(crate) const PADDED_MIN: usize = 64;
+/// Payload bytes that arrive with the header of a padded frame.
+const INLINE: usize = PADDED_MIN - HEADER_LEN;
+/// Zeros to pad with.
+const PADDING: [u8; INLINE] = [0; INLINE];
+
+/// Sends `buf` (header space, then the payload) as one padded frame carrying `fds`: fills in the
+/// header and pads `buf` to [`PADDED_MIN`] bytes.
+pub(crate) fn send_padded(sock: BorrowedFd<'_>, buf: &mut Vec<u8>, fds: &[RawFd]) -> Result<()> {
+    let head = header(buf.len() - HEADER_LEN, fds.len());
+    buf[..HEADER_LEN].copy_from_slice(&head);
+    if buf.len() < PADDED_MIN {
+        buf.resize(PADDED_MIN, 0);
+    }
+    send_parts(sock, &[buf], fds)
 }
 
-/// [`recv_header`] bounded by `limit`.
+/// Sends `payload` as one padded frame without descriptors.
+pub(crate) fn send_padded_bytes(sock: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+    let head = header(payload.len(), 0);
+    let pad = &PADDING[..INLINE.saturating_sub(payload.len())];
+    send_parts(sock, &[&head, payload, pad], &[])
+}
+
+/// The start of a padded frame: its header's length, its descriptors, and the first payload
+/// bytes (all of a short payload), which came in the same read.
+pub(crate) struct PaddedHead {
+    first: [u8; PADDED_MIN],
+    /// The payload's length.
+    pub(crate) len: usize,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl PaddedHead {
+    /// The payload bytes received with the header.
+    pub(crate) fn inline(&self) -> &[u8] {
+        &self.first[HEADER_LEN..HEADER_LEN + self.len.min(INLINE)]
+    }
+
+    /// How many payload bytes are still on the socket.
+    pub(crate) fn rest(&self) -> usize {
+        self.len.saturating_sub(INLINE)
+    }
+
+    /// The whole payload: the inline bytes and the rest, read from `sock` within `limit`.
+    pub(crate) fn read_payload(&self, sock: BorrowedFd<'_>, limit: RecvLimit) -> Result<Vec<u8>> {
+        let mut payload = vec![0u8; self.len];
+        let inline = self.inline();
+        payload[..inline.len()].copy_from_slice(inline);
+        read_exact_within(sock, &mut payload[inline.len()..], limit)?;
+        Ok(payload)
+    }
+}
+
+/// Receives the first [`PADDED_MIN`] bytes of a padded frame: the header (checked as soon as it
+/// is in, so a bad one fails at once) and the payload's first bytes. `rest()` more bytes of
+/// payload follow on the socket.
+pub(crate) fn recv_padded_head(
+    sock: BorrowedFd<'_>,
+    max_len: u64,
+    limit: RecvLimit,
+) -> Result<PaddedHead> {
+    let mut head = PaddedHead {
+        first: [0u8; PADDED_MIN],
+        len: 0,
+        fds: Vec::new(),
+    };
+    let mut got = 0;
+    let mut checked = false;
+    while got < PADDED_MIN {
+        limit.wait(sock, got > 0)?;
+        let n = recv_with_fds(sock, &mut head.first[got..], &mut head.fds)?;
+        if n == 0 {
+            return Err(Error::Closed);
+        }
+        got += n;
+        if !checked && got >= HEADER_LEN {
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&head.first[..HEADER_LEN]);
+            let (len, nfds) = parse_header(&h, max_len)?;
+            if head.fds.len() != nfds {
+                return Err(Error::protocol(format!(
+                    "frame announced {nfds} descriptors but {} arrived",
+                    head.fds.len()
+                )));
+            }
+            head.len = len;
+            checked = true;
+        }
+    }
+    Ok(head)
+}
+
+/// Receives a frame header and its descriptors, bounded by `limit`; the payload of the returned
+/// length follows on the socket.
 pub(crate) fn recv_header_within(
     sock: BorrowedFd<'_>,
     max_len: u64,

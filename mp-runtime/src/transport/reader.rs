@@ -48,6 +48,8 @@ pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
     /// The last read returned less than there was room for: the socket was drained then.
     short: bool,
+    /// Frames shorter than [`frame::PADDED_MIN`] are padded to it (a `Connection`'s peer).
+    padded: bool,
 }
 
 impl FrameReader {
@@ -60,6 +62,16 @@ impl FrameReader {
             end: 0,
             fds: VecDeque::new(),
             short: false,
+            padded: false,
+        }
+    }
+
+    /// A reader of padded frames (those a [`Connection`](crate::Connection) sends and reads),
+    /// whose payload is at most `max_len` bytes.
+    pub(crate) fn padded(max_len: u64) -> Self {
+        FrameReader {
+            padded: true,
+            ..FrameReader::new(max_len)
         }
     }
 
@@ -135,12 +147,17 @@ impl FrameReader {
             });
         }
         let len = len as usize;
-        if avail < HEADER_LEN + len {
+        let wire = if self.padded {
+            (HEADER_LEN + len).max(frame::PADDED_MIN)
+        } else {
+            HEADER_LEN + len
+        };
+        if avail < wire {
             // Make room for more of the frame so that the next fills can complete it. The length
             // comes from the peer: the buffer grows at most twofold per call (and `fill` doubles
             // it as bytes arrive), so a corrupt header cannot make this side reserve gigabytes
             // that never come.
-            let need = HEADER_LEN + len;
+            let need = wire;
             if self.buf.len() - self.start < need {
                 if self.start > 0 {
                     self.buf.copy_within(self.start..self.end, 0);
@@ -156,7 +173,7 @@ impl FrameReader {
         }
         let body = self.start + HEADER_LEN;
         let payload = self.buf[body..body + len].to_vec();
-        self.start = body + len;
+        self.start += wire;
         let fds = take_fds(&mut self.fds, nfds)?;
         Ok(Some(RawFrame { payload, fds }))
     }
@@ -263,5 +280,23 @@ mod tests {
         let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
         writer.join().unwrap();
         assert_eq!(f.payload, body);
+    }
+
+    #[test]
+    fn a_padded_reader_skips_the_padding() {
+        let (a, b) = stream_pair().unwrap();
+        for payload in [&b"hi"[..], &[7u8; 100][..]] {
+            let mut buf = vec![0u8; HEADER_LEN];
+            buf.extend_from_slice(payload);
+            frame::send_padded(a.as_fd(), &mut buf, &[]).unwrap();
+        }
+        drop(a);
+        let mut r = FrameReader::padded(MAX);
+        assert_eq!(read_one(&mut r, b.as_fd()).unwrap().unwrap().payload, b"hi");
+        assert_eq!(
+            read_one(&mut r, b.as_fd()).unwrap().unwrap().payload,
+            [7u8; 100]
+        );
+        assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
     }
 }

@@ -64,3 +64,41 @@ fn send_to_closed_peer_is_closed() {
         Err(Error::Closed)
     ));
 }
+
+#[test]
+fn padded_frames_round_trip_short_and_long() {
+    let (a, b) = stream_pair().unwrap();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let long: Vec<u8> = (0..200u8).collect();
+    for payload in [&b""[..], b"hi", &long[..INLINE], &long[..INLINE + 1], &long] {
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(payload);
+        send_padded(a.as_fd(), &mut buf, &[file.as_raw_fd()]).unwrap();
+        send_padded_bytes(a.as_fd(), payload).unwrap();
+        for nfds in [1, 0] {
+            let h = recv_padded_head(b.as_fd(), 1024, RecvLimit::NEVER).unwrap();
+            assert_eq!(h.fds.len(), nfds);
+            assert_eq!(h.rest(), payload.len().saturating_sub(INLINE));
+            assert_eq!(
+                h.read_payload(b.as_fd(), RecvLimit::NEVER).unwrap(),
+                payload
+            );
+        }
+    }
+    drop(a);
+    let err = recv_padded_head(b.as_fd(), 1024, RecvLimit::NEVER)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Closed), "{err}");
+}
+
+#[test]
+fn padded_head_checks_the_header_before_the_padding_arrives() {
+    let (a, b) = stream_pair().unwrap();
+    let mut raw = UnixStream::from(a);
+    raw.write_all(&header(1 << 30, 0)).unwrap();
+    let err = recv_padded_head(b.as_fd(), 1024, RecvLimit::NEVER)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
+}
