@@ -324,14 +324,18 @@ fn scenario_pool() -> ExitCode {
         })(),
     );
     c.check(
-        "a failing item fails its chunk only",
+        "a failing item fails only itself, also inside a chunk",
         (|| {
             let r: Vec<mp::Result<u64>> = pool
                 .imap_chunked(fails_on_3, 0..10u64, 4)
                 .map_err(e)?
                 .collect();
             let failed: Vec<usize> = (0..10).filter(|i| r[*i].is_err()).collect();
-            ensure(failed == vec![0, 1, 2, 3], || format!("{r:?}"))?;
+            ensure(failed == vec![3], || format!("{r:?}"))?;
+            ensure(
+                r[3].as_ref().err().and_then(Error::item_index) == Some(3),
+                || format!("{:?}", r[3]),
+            )?;
             match pool.map(fails_on_3, 0..10u64) {
                 Err(Error::TaskFailed { message, .. }) if message.contains("item 3") => Ok(()),
                 other => Err(format!("map: {other:?}")),
