@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -315,6 +316,30 @@ pub(crate) fn recycle_result_buffer(mut buf: Vec<u8>) {
     RESULT_BUF.set(buf);
 }
 
+/// The last panic of this process's worker thread: message and location, recorded by the
+/// panic hook (`process::worker_child`) for whoever catches the unwind.
+static LAST_PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+/// Records a panic of the worker thread (called by the panic hook).
+pub(crate) fn record_panic(message: String, location: String) {
+    *LAST_PANIC.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, location));
+}
+
+/// The message and location of the last panic recorded, taken.
+pub(crate) fn take_panic() -> (String, String) {
+    LAST_PANIC
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| ("panic".into(), "<unknown>".into()))
+}
+
+/// The outcome of a panic just caught: what the hook recorded of it.
+pub(crate) fn caught_panic() -> Outcome {
+    let (message, location) = take_panic();
+    Outcome::Panicked { message, location }
+}
+
 fn returned<T: Serialize>(value: &T) -> Outcome {
     let mut bytes = RESULT_BUF.take();
     bytes.clear();
@@ -372,12 +397,7 @@ fn run_chunk<A, R: Serialize>(
         if ran.is_ok() {
             break;
         }
-        let (message, location) = crate::process::worker_child::take_panic()
-            .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
-        failed.push((
-            values.len() + failed.len(),
-            Outcome::Panicked { message, location },
-        ));
+        failed.push((values.len() + failed.len(), caught_panic()));
     }
     if let Some((e, total)) = undecoded {
         // The items from the first that did not decode on: that one has the reason, the
@@ -445,19 +465,13 @@ fn run_plain_chunk<A, R: Serialize>(items: Vec<A>, mut f: impl FnMut(A) -> R) ->
             all => all,
         };
     }
-    let (message, location) = crate::process::worker_child::take_panic()
-        .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
     // The results so far, the panic, then the rest one by one.
     let mut each: Vec<Outcome> = values.iter().map(returned).collect();
-    each.push(Outcome::Panicked { message, location });
+    each.push(caught_panic());
     for args in rest {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(args))) {
             Ok(v) => each.push(returned(&v)),
-            Err(_) => {
-                let (message, location) = crate::process::worker_child::take_panic()
-                    .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
-                each.push(Outcome::Panicked { message, location });
-            }
+            Err(_) => each.push(caught_panic()),
         }
     }
     Outcome::Each(each)

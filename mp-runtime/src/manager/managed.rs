@@ -348,7 +348,7 @@ pub(crate) trait Object: Send + Sync + 'static {
 impl<T: Managed> Object for Shared<T> {
     fn dispatch(&self, method: u16, call: &mut Call<'_>) -> Result<Out, RemoteError> {
         if T::KEEPS_DECODED {
-            super::value::holding_for(call.obj(), || T::dispatch(self, method, call))
+            super::holder::holding_for(call.obj(), || T::dispatch(self, method, call))
         } else {
             T::dispatch(self, method, call)
         }

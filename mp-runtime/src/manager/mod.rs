@@ -34,6 +34,7 @@
 
 mod builtins;
 mod custom;
+mod holder;
 pub(crate) mod host;
 mod link;
 mod managed;

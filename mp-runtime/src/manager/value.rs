@@ -26,24 +26,11 @@ use crate::connection::{FdOwned, FdRef};
 use crate::error::{Error, Result};
 
 thread_local! {
-    /// The object whose method runs on this thread and keeps the values it decodes (a built-in
-    /// container), so that the references they hold are known to be its own; 0 otherwise.
-    static HOLDER: Cell<ObjId> = const { Cell::new(0) };
     /// Tickets of the proxies serialized by the innermost [`Encoded::of`] on this thread.
     static COLLECTOR: RefCell<Option<Vec<Ticket>>> = const { RefCell::new(None) };
     /// Set while [`Encoded::key`] encodes on this thread: a proxy then refuses to serialize
     /// before it asks the server for a ticket (which nobody would claim).
     static ENCODING_KEY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` (a method of `obj` that keeps the values it decodes, and hands none of them to
-/// another object) with the references those values take counted as `obj`'s: what lets the
-/// server find objects that only refer to each other (see `server/table.rs`, "Cycles").
-pub(crate) fn holding_for<R>(obj: ObjId, f: impl FnOnce() -> R) -> R {
-    let saved = HOLDER.with(|h| h.replace(obj));
-    let result = f();
-    HOLDER.with(|h| h.set(saved));
-    result
 }
 
 /// Whether a key is being encoded on this thread (a proxy inside it is refused).
@@ -289,7 +276,7 @@ impl TicketHold {
         let host = host::current().ok_or_else(|| {
             Error::protocol("a stored manager value can only be decoded in its server")
         })?;
-        let holder = HOLDER.with(Cell::get);
+        let holder = super::holder::current();
         let obj = host.hold(ticket, holder).map_err(super::remote_error)?;
         Ok(TicketHold {
             ticket,

@@ -101,11 +101,7 @@ fn run_initializer(
 fn run_one(f: EntryFn, input: Input<'_>) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| f(input))) {
         Ok(o) => o,
-        Err(_) => {
-            let (message, location) = crate::process::worker_child::take_panic()
-                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
-            Outcome::Panicked { message, location }
-        }
+        Err(_) => crate::worker::caught_panic(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +53,6 @@ pub(crate) struct Bootstrap {
     pub(crate) identity: ChildIdentity,
 }
 
-/// The panic of the worker thread, recorded by the hook for the report.
-static PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 static WORKER_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 /// With `panic = "abort"` nothing unwinds to `run_child`: the hook reports directly on this.
 static REPORT_SOCK: OnceLock<OwnedFd> = OnceLock::new();
@@ -94,17 +92,11 @@ fn install_panic_hook() {
                     &[],
                 );
             }
-            *PANIC.lock().unwrap_or_else(|p| p.into_inner()) = Some((message, location));
+            crate::worker::record_panic(message, location);
         } else {
             previous(info);
         }
     }));
-}
-
-/// The message and location of the last panic of the worker thread, taken (pool workers catch
-/// each task's panic and report it with that task).
-pub(crate) fn take_panic() -> Option<(String, String)> {
-    PANIC.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 fn send_report(sock: &OwnedFd, report: &WireReport, fds: &[OwnedFd]) -> crate::Result<()> {
@@ -192,11 +184,7 @@ pub(crate) fn run_child(sock: OwnedFd) -> ! {
             1
         }
         Err(_) => {
-            let (message, location) = PANIC
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_else(|| ("panic".into(), "<unknown>".into()));
+            let (message, location) = crate::worker::take_panic();
             let _ = send_report(&sock, &WireReport::Panicked { message, location }, &[]);
             1
         }
