@@ -83,10 +83,6 @@ fn objects(m: &Manager) -> usize {
     m.number_of_objects().unwrap()
 }
 
-fn settles_at(m: &Manager, n: usize) -> bool {
-    eventually(LONG, || objects(m) == n)
-}
-
 #[test]
 fn dict_round_trip_and_mg_18_no_objects_left() {
     let _g = shared();

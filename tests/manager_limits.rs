@@ -438,12 +438,6 @@ fn make_cycles(m: mp::Manager, n: u32) -> mp::Result<()> {
     Ok(())
 }
 
-/// Whether the manager's object count reaches `n` within a generous bound (references of an
-/// exited client go when the server notices its connection closed).
-fn settles_at(m: &mp::Manager, n: usize) -> bool {
-    eventually(LONG, || m.number_of_objects().ok() == Some(n))
-}
-
 #[test]
 fn cycles_that_no_client_reaches_are_freed() {
     let _g = shared();

@@ -213,3 +213,9 @@ pub fn set_fd_limit(soft: u64) -> u64 {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     old
 }
+
+/// Whether a manager's object count reaches `n` within [`LONG`] (the references of an exited
+/// client go when the server notices its connection closed).
+pub fn settles_at(m: &mp::Manager, n: usize) -> bool {
+    eventually(LONG, || m.number_of_objects().unwrap() == n)
+}

@@ -476,9 +476,6 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
             let slice = left.map_or(SLICE, |l| l.min(SLICE));
             let objects: [&dyn crate::connection::Waitable; 2] = [q, &death];
             let ready = crate::connection::wait(&objects, Some(slice))?;
-            if ready.contains(&1) {
-                link.check_alive()?;
-            }
             match q.try_get() {
                 Ok(item) => return item.decode(),
                 Err(Error::Empty) => {}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::manager::protocol::RemoteError;
 
 /// The bounds per client process that the builder set; the server fills in the rest.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -31,28 +32,59 @@ pub(crate) struct SessionLimits {
 
 impl SessionLimits {
     /// The settings, with defaults for what they leave out: a quarter of the connections,
-    /// 100,000 objects, and half of the descriptors the server can give to objects. Called in
-    /// the server, after [`raise_descriptor_limit`].
-    pub(crate) fn resolve(settings: SessionLimitSettings, max_connections: usize) -> Self {
+    /// 100,000 objects, and half of the descriptors the server can give to objects.
+    pub(crate) fn resolve(
+        settings: SessionLimitSettings,
+        max_connections: usize,
+        descriptors: &Descriptors,
+    ) -> Self {
         SessionLimits {
             objects: settings.objects.unwrap_or(100_000),
-            fds: settings
-                .fds
-                .unwrap_or(object_descriptor_budget(max_connections) / 2),
+            fds: settings.fds.unwrap_or(descriptors.for_objects() / 2),
             connections: settings.connections.unwrap_or((max_connections / 4).max(1)),
         }
     }
 }
 
-/// Descriptors kept free for connections: two per connection (its socket and the server's
-/// copy used to tell it about shutdown) plus a margin, at most half of the process's limit.
-pub(crate) fn reserve(max_connections: usize) -> usize {
-    (2 * max_connections + 64).min(descriptor_limit() / 2)
+/// The server's descriptors: its limit, and the part kept free for connections. Measured once,
+/// when the server starts (after [`raise_descriptor_limit`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Descriptors {
+    limit: usize,
+    /// Two per connection (its socket and the server's copy used to tell it about shutdown)
+    /// plus a margin, at most half of the limit.
+    reserve: usize,
 }
 
-/// Descriptors objects may use in all: the process's limit less the reserve.
-pub(crate) fn object_descriptor_budget(max_connections: usize) -> usize {
-    descriptor_limit().saturating_sub(reserve(max_connections))
+impl Descriptors {
+    /// This process's descriptors, for a server of `max_connections`.
+    pub(crate) fn measure(max_connections: usize) -> Self {
+        let limit = descriptor_limit();
+        Descriptors {
+            limit,
+            reserve: (2 * max_connections + 64).min(limit / 2),
+        }
+    }
+
+    /// Descriptors objects may use in all: the limit less the reserve.
+    pub(crate) fn for_objects(&self) -> usize {
+        self.limit.saturating_sub(self.reserve)
+    }
+
+    /// How many descriptors this process has open, or an error if they already reach into
+    /// the reserve (reads `/proc/self/fd`: for requests that may open some, not every call).
+    pub(crate) fn spare(&self) -> Result<usize, RemoteError> {
+        let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        if open >= self.for_objects() {
+            return Err(RemoteError::Limit(format!(
+                "the manager has no descriptors to spare (it keeps {} of its {} for \
+                 connections); drop objects that hold descriptors, or raise the server's \
+                 RLIMIT_NOFILE",
+                self.reserve, self.limit
+            )));
+        }
+        Ok(open)
+    }
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit: a server holds descriptors
@@ -68,15 +100,14 @@ pub(crate) fn raise_descriptor_limit() {
 }
 
 /// The soft `RLIMIT_NOFILE` of this process.
-pub(crate) fn descriptor_limit() -> usize {
+fn descriptor_limit() -> usize {
     match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
         Ok((soft, _)) => usize::try_from(soft).unwrap_or(usize::MAX),
         Err(_) => 1024,
     }
 }
 
-/// How many descriptors this process has open (reads `/proc/self/fd`: for requests that may
-/// open some, not for every call).
+/// How many descriptors this process has open now.
 pub(crate) fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }

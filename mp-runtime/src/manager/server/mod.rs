@@ -69,6 +69,7 @@ pub(crate) struct Server {
     ticket_ttl: Duration,
     max_connections: usize,
     session_limits: SessionLimits,
+    descriptors: limits::Descriptors,
     owner_token: u64,
     /// Connections admitted (from the moment they authenticated, before their `Hello`) and not
     /// yet ended: what `max_connections` bounds.
@@ -119,6 +120,7 @@ fn serve(
         None => Address::Abstract(fresh_name().into_bytes()),
     };
     limits::raise_descriptor_limit();
+    let descriptors = limits::Descriptors::measure(config.max_connections);
     let listener = Listener::bind(address, &config.authkey).map_err(|e| e.to_string())?;
     let mut id = [0u8; 8];
     crate::sys::random_bytes(&mut id).map_err(|e| e.to_string())?;
@@ -128,7 +130,12 @@ fn serve(
         table: Mutex::new(Table::default()),
         ticket_ttl: config.ticket_ttl,
         max_connections: config.max_connections,
-        session_limits: SessionLimits::resolve(config.session_limits, config.max_connections),
+        session_limits: SessionLimits::resolve(
+            config.session_limits,
+            config.max_connections,
+            &descriptors,
+        ),
+        descriptors,
         owner_token: config.owner_token,
         admitted: std::sync::atomic::AtomicUsize::new(0),
         conns: Mutex::new(HashMap::new()),
@@ -263,24 +270,7 @@ impl Server {
                 limits.fds
             )));
         }
-        self.descriptors_available(0)?;
-        Ok(limits::open_descriptors())
-    }
-
-    /// An error if fewer than `more` descriptors are left outside the reserve kept for
-    /// connections.
-    fn descriptors_available(&self, more: usize) -> Result<(), RemoteError> {
-        let budget = limits::object_descriptor_budget(self.max_connections);
-        if limits::open_descriptors() + more >= budget {
-            return Err(RemoteError::Limit(format!(
-                "the manager has no descriptors to spare (it keeps {} of its {} for \
-                 connections); drop objects that hold descriptors, or raise the server's \
-                 RLIMIT_NOFILE",
-                limits::reserve(self.max_connections),
-                limits::descriptor_limit()
-            )));
-        }
-        Ok(())
+        self.descriptors.spare()
     }
 
     /// Registers a connection of `session`; why not if the server is stopping or full.

@@ -161,7 +161,7 @@ fn handle(
                 if fds.is_empty() {
                     Ok(o)
                 } else {
-                    server.descriptors_available(0).map(|()| o)
+                    server.descriptors.spare().map(|_| o)
                 }
             });
             let result = object.and_then(|object| {

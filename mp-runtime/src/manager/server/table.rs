@@ -263,14 +263,21 @@ impl Table {
         if let Some(slot) = self.objects.get_mut(&obj) {
             slot.refs = slot.refs.saturating_sub(count);
             if slot.refs == 0 {
-                let slot = self.objects.remove(&obj).expect("present");
-                self.watchers.remove(&obj);
-                if let Some(usage) = self.usage.get_mut(&slot.creator) {
-                    usage.objects = usage.objects.saturating_sub(1);
-                    usage.fds = usage.fds.saturating_sub(slot.fds);
-                }
-                dropped.0.push(slot.obj);
+                self.take_out(obj, dropped);
             }
+        }
+    }
+
+    /// Takes `obj` out of the table for `dropped`: its watchers go, and its creator is no
+    /// longer charged for it.
+    fn take_out(&mut self, obj: ObjId, dropped: &mut Dropped) {
+        if let Some(slot) = self.objects.remove(&obj) {
+            self.watchers.remove(&obj);
+            if let Some(usage) = self.usage.get_mut(&slot.creator) {
+                usage.objects = usage.objects.saturating_sub(1);
+                usage.fds = usage.fds.saturating_sub(slot.fds);
+            }
+            dropped.0.push(slot.obj);
         }
     }
 
@@ -329,7 +336,7 @@ impl Table {
     /// `dropped`. As they drop, the values they keep give their references back.
     ///
     /// A reference is internal when a ticket is kept only by known objects (the built-in
-    /// containers, see `value::holding_for`); everything else (sessions, names, transfers in
+    /// containers, see `holder::holding_for`); everything else (sessions, names, transfers in
     /// flight, copies whose keeper is not known) makes its object a root. What a root reaches
     /// through the objects' tickets stays; the rest is garbage.
     pub(super) fn collect_cycles(&mut self, dropped: &mut Dropped) {
@@ -365,14 +372,7 @@ impl Table {
             .copied()
             .collect();
         for id in garbage {
-            if let Some(slot) = self.objects.remove(&id) {
-                self.watchers.remove(&id);
-                if let Some(usage) = self.usage.get_mut(&slot.creator) {
-                    usage.objects = usage.objects.saturating_sub(1);
-                    usage.fds = usage.fds.saturating_sub(slot.fds);
-                }
-                dropped.0.push(slot.obj);
-            }
+            self.take_out(id, dropped);
         }
     }
 
