@@ -286,6 +286,44 @@ fn killed_manager_fails_every_call_with_manager_gone() {
     ));
 }
 
+/// A queue item over the size a queue copies out before decoding (256 bytes) that carries a
+/// proxy: the consumer that takes it reaches the manager only after it released the queue, so
+/// a stopped manager stalls that consumer alone and the others take the next items.
+#[test]
+fn a_consumer_waiting_on_a_stopped_manager_holds_up_no_other_consumer() {
+    let _g = shared();
+    let m = Manager::start().unwrap();
+    let d: Dict = m.dict().unwrap();
+    d.set(&"k".into(), &7).unwrap();
+    let q: mp::Queue<(Option<Dict>, String)> = mp::Queue::new().unwrap();
+    let pad = "x".repeat(1000);
+    q.put((Some(d.clone()), pad.clone())).unwrap();
+    q.put((None, pad.clone())).unwrap();
+    let manager = nix::unistd::Pid::from_raw(m.pid().unwrap());
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    nix::sys::signal::kill(manager, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let resume = Resume(manager);
+    let first = {
+        let q = q.clone();
+        std::thread::spawn(move || q.get_timeout(LONG))
+    };
+    assert!(
+        eventually(LONG, || q.qsize() == 1),
+        "the consumer of the proxy did not take it off the queue"
+    );
+    let (none, text) = q.get_timeout(LONG).expect("the second item was held up");
+    assert!(none.is_none() && text == pad);
+    drop(resume);
+    let (proxy, text) = first.join().unwrap().expect("the proxy was not received");
+    assert_eq!(text, pad);
+    assert_eq!(proxy.unwrap().get(&"k".into()).unwrap(), Some(7));
+}
+
 /// MG-14: a manager served on TCP port 0 with a 32-byte random key, used by a process that only
 /// knows its address and key; every kind of value round-trips.
 #[test]

@@ -313,6 +313,7 @@ impl Serialize for Manager {
 impl<'de> Deserialize<'de> for Manager {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (manager, address): (u64, String) = Deserialize::deserialize(d)?;
+        codec::before_remote_call()?;
         let connect = || -> Result<Manager> {
             let address: Address = address.parse()?;
             Ok(Manager {

@@ -262,5 +262,6 @@ pub fn deserialize_proxy<'de, P: Proxy, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<P, D::Error> {
     let wire = ProxyWire::deserialize(d)?;
+    codec::before_remote_call()?;
     ObjRef::receive::<P>(wire).map_err(|e| codec::de_error(&format!("cannot receive a proxy: {e}")))
 }

@@ -23,7 +23,10 @@
 //! `tail` only when the records it last saw run out, so in a steady flow the two sides share no
 //! written cache line but the one word each publishes, and a consumer that fell behind takes a
 //! whole run of records per read of `tail`. A consumer decodes a large record where it lies and
-//! gives the bytes back with its store of `head`, so the next producer writes meanwhile.
+//! gives the bytes back with its store of `head`, so the next producer writes meanwhile. A record
+//! with handles, or one whose value calls another process as it is decoded (a manager proxy), is
+//! copied out and decoded after the lock is released, so that no consumer waits on another
+//! process while it holds the lock.
 //!
 //! **Restart and memory.** Records go forward through the data area; once they are past
 //! [`RESTART_AT`] and the ring is empty, the ring restarts at the start of the data area, so that
@@ -58,6 +61,7 @@ use super::crash;
 use super::ready::{self, Ready};
 use super::side::{Sent, Side};
 use super::wake::{self, Spin};
+use crate::codec::{self, Attempt};
 use crate::error::{Error, Result};
 use crate::sync::{futex, robust};
 use crate::sys::mmap::SharedRegion;
@@ -734,12 +738,23 @@ impl Ring {
             // section short for the next consumer.
             self.read_at(body, &mut inline[..len]);
             Decoded::Later(fds)
-        } else {
+        } else if fds.as_ref().is_ok_and(Vec::is_empty) {
             // Decoded in place before the bytes are given back; taken even if decoding panics.
+            // A value that would call another process (a manager proxy) is copied out instead
+            // and decoded after the lock is released: a slow manager must not stall the other
+            // consumers.
             lock.take_on_drop = Some(taken);
-            let r = fds.and_then(|fds| self.with_bytes_at(body, len, |b| decode(b, fds)));
+            let attempt = codec::without_remote_calls(|| {
+                self.with_bytes_at(body, len, |b| decode(b, Vec::new()))
+            });
             lock.take_on_drop = None;
-            Decoded::Now(r)
+            match attempt {
+                Attempt::Done(r) => Decoded::Now(r),
+                Attempt::Refused => Decoded::Copied(self.copy_out(body, len), Ok(Vec::new())),
+            }
+        } else {
+            // Handles cost more than a copy; decoding them may also call another process.
+            Decoded::Copied(self.copy_out(body, len), fds)
         };
         self.take(taken);
         if has_frame {
@@ -761,6 +776,7 @@ impl Ring {
         let result = match decoded {
             Decoded::Now(r) => r,
             Decoded::Later(fds) => fds.and_then(|fds| decode(&inline[..len], fds)),
+            Decoded::Copied(bytes, fds) => fds.and_then(|fds| decode(&bytes, fds)),
             Decoded::Memfd(fds) => fds.and_then(|mut fds| {
                 if fds.is_empty() {
                     return Err(Error::protocol("a large queue message lost its memory"));
@@ -770,6 +786,13 @@ impl Ring {
             }),
         };
         Ok(Step::Done(result))
+    }
+
+    /// A copy of the `len` bytes at `off` (which may wrap around the ring's end).
+    fn copy_out(&self, off: u32, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        self.read_at(off, &mut bytes);
+        bytes
     }
 
     /// Moves `head` to `to` (consumers' lock held).
@@ -1041,6 +1064,7 @@ fn with_memfd_bytes<R>(fd: OwnedFd, len: usize, f: impl FnOnce(&[u8]) -> Result<
 enum Decoded<R> {
     Now(Result<R>),
     Later(Result<Vec<OwnedFd>>),
+    Copied(Vec<u8>, Result<Vec<OwnedFd>>),
     Memfd(Result<Vec<OwnedFd>>),
 }
 
