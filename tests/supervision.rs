@@ -254,3 +254,309 @@ fn executor_calls_past_their_limit_fail_alone() {
     }
     ex.shutdown(true, false);
 }
+
+// ---- Stopping a running task -----------------------------------------------------------------
+
+#[mp::worker]
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+/// Says it started, then hangs.
+#[mp::worker]
+fn started_then_hang(c: mp::Connection<u32>) -> u8 {
+    let _ = c.send(&std::process::id());
+    std::thread::sleep(HOUR);
+    0
+}
+
+for_each_method!(
+    terminate_stops_a_running_task_and_only_it,
+    |ctx: mp::Context| {
+        let p = Pool::builder().processes(1).context(ctx).build().unwrap();
+        let (ours, theirs) = mp::Pipe::<u32>::duplex().unwrap();
+        let hung = p.apply_async(started_then_hang, (theirs,)).unwrap();
+        // Sent ahead to the same worker, behind the hung task.
+        let next = p.apply_async(sleep_ms, (1,)).unwrap();
+        let worker = ours.recv_timeout(LONG).unwrap() as i32;
+        assert!(hung.terminate());
+        assert!(matches!(hung.get_timeout(LONG), Err(Error::Cancelled)));
+        assert_eq!(
+            next.get_timeout(LONG).unwrap(),
+            1,
+            "the other task runs elsewhere"
+        );
+        assert!(
+            eventually(LONG, || pid_gone(worker)),
+            "the worker was killed"
+        );
+        assert!(eventually(LONG, || p.worker_pids().len() == 1));
+        // A finished task is not terminated: its result stands.
+        let done = p.apply_async(sleep_ms, (1,)).unwrap();
+        assert!(done.wait_timeout(LONG));
+        assert!(!done.terminate());
+        assert_eq!(done.get().unwrap(), 1);
+        p.close();
+        p.join().unwrap();
+    }
+);
+
+/// A task sent ahead to a busy worker is cancelled at once; the task the worker runs finishes,
+/// and the worker is killed only when it reaches the cancelled one.
+#[test]
+fn terminating_a_task_sent_ahead_spares_the_one_running() {
+    let _g = shared();
+    let p = Pool::new(1).unwrap();
+    let first = p.apply_async(sleep_ms, (300,)).unwrap();
+    let second = p.apply_async(hang_on, (1, 1)).unwrap();
+    assert!(second.terminate());
+    assert_eq!(first.get_timeout(LONG).unwrap(), 300);
+    assert!(matches!(second.get_timeout(LONG), Err(Error::Cancelled)));
+    assert!(p.apply(my_pid, ()).unwrap() > 0);
+}
+
+/// Terminate racing the task's own end: exactly one outcome, the one `terminate` reports.
+#[test]
+fn terminate_racing_completion_has_exactly_one_outcome() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let (mut stopped, mut finished) = (0, 0);
+    for i in 0..60u64 {
+        let r = p.apply_async(sleep_ms, (i % 4,)).unwrap();
+        std::thread::sleep(Duration::from_micros(i * 50));
+        if r.terminate() {
+            assert!(
+                matches!(r.get_timeout(LONG), Err(Error::Cancelled)),
+                "round {i}"
+            );
+            stopped += 1;
+        } else {
+            assert_eq!(r.get_timeout(LONG).unwrap(), i % 4, "round {i}");
+            finished += 1;
+        }
+    }
+    assert_eq!(stopped + finished, 60);
+    assert_eq!(p.apply(sleep_ms, (1,)).unwrap(), 1);
+}
+
+#[test]
+fn terminate_stops_every_task_of_a_map() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let r = p
+        .map_async_with(hang_item, 0..8u64, Some(2), mp::Callbacks::new())
+        .unwrap();
+    assert!(r.terminate());
+    assert!(matches!(r.get_timeout(LONG), Err(Error::Cancelled)));
+    assert_eq!(p.map(sleep_ms, [1, 1]).unwrap(), vec![1, 1]);
+}
+
+#[test]
+fn executor_terminate_stops_a_running_call_and_cancel_keeps_pythons_meaning() {
+    let _g = shared();
+    let ex = ProcessPoolExecutor::new(1).unwrap();
+    let f = ex.submit(hang_on, (1, 1)).unwrap();
+    assert!(eventually(LONG, || f.running()));
+    assert!(!f.cancel(), "cancel() does not stop a running call");
+    assert!(f.terminate());
+    assert!(f.cancelled() && f.done());
+    assert!(matches!(f.result_timeout(LONG), Err(Error::Cancelled)));
+    assert_eq!(
+        ex.submit(hang_on, (2, 0))
+            .unwrap()
+            .result_timeout(LONG)
+            .unwrap(),
+        2
+    );
+    ex.shutdown(true, false);
+}
+
+// ---- Restart intensity --------------------------------------------------------------------------
+
+#[mp::worker]
+fn abort_now() {
+    std::process::abort();
+}
+
+#[mp::worker]
+fn abort_on(x: u64) -> u64 {
+    if x == 0 {
+        std::process::abort();
+    }
+    x
+}
+
+for_each_method!(
+    an_initializer_that_aborts_breaks_the_pool_instead_of_looping,
+    |ctx: mp::Context| {
+        let p = Pool::builder()
+            .processes(2)
+            .context(ctx)
+            .initializer(abort_now, ())
+            .restart_intensity(3, Duration::from_secs(600))
+            .build()
+            .unwrap();
+        // The first tasks fail with their workers; once the fourth worker died, every task fails
+        // with the reason.
+        let broken = (0..50).find_map(|_| match p.apply(sleep_ms, (1,)) {
+            Err(Error::PoolBroken { message }) => Some(message),
+            Err(Error::WorkerDied { .. }) => None,
+            other => panic!("unexpected {other:?}"),
+        });
+        let message = broken.expect("the pool broke");
+        assert!(message.contains("restart_intensity"), "{message}");
+        assert!(
+            eventually(LONG, || p.worker_pids().is_empty()),
+            "no worker is started again"
+        );
+        assert!(matches!(
+            p.apply(sleep_ms, (1,)),
+            Err(Error::PoolBroken { .. })
+        ));
+    }
+);
+
+#[test]
+fn poison_items_count_against_the_intensity_and_kills_on_purpose_do_not() {
+    let _g = shared();
+    let p = Pool::builder()
+        .processes(1)
+        .time_limit(Duration::from_millis(100))
+        .restart_intensity(2, Duration::from_secs(600))
+        .build()
+        .unwrap();
+    // Time limits and terminate kill workers on purpose: not counted.
+    for _ in 0..3 {
+        assert!(matches!(
+            p.apply(hang_on, (1, 1)),
+            Err(Error::TimeLimitExceeded { .. })
+        ));
+        assert!(p.apply_async(hang_on, (1, 1)).unwrap().terminate());
+    }
+    // Two items that abort are replaced; the third breaks the pool.
+    for _ in 0..2 {
+        assert!(matches!(
+            p.apply(abort_on, (0,)),
+            Err(Error::WorkerDied { .. })
+        ));
+        assert_eq!(p.apply(abort_on, (5,)).unwrap(), 5);
+    }
+    assert!(matches!(
+        p.apply(abort_on, (0,)),
+        Err(Error::WorkerDied { .. })
+    ));
+    assert!(matches!(
+        p.apply(abort_on, (5,)),
+        Err(Error::PoolBroken { .. })
+    ));
+}
+
+// ---- Memory -------------------------------------------------------------------------------------
+
+/// This process's `VmData` (or `VmRSS`) in bytes.
+fn own_memory(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Allocates and touches `mib` MiB and keeps it (a leak); returns this worker's pid.
+#[mp::worker]
+fn leak_mib(mib: usize) -> u32 {
+    let v = vec![1u8; mib << 20];
+    std::hint::black_box(&v);
+    std::mem::forget(v);
+    std::process::id()
+}
+
+/// Allocates and touches `mib` MiB, then frees it.
+#[mp::worker]
+fn use_mib(mib: usize) -> usize {
+    let v = vec![1u8; mib << 20];
+    std::hint::black_box(&v).len() >> 20
+}
+
+for_each_method!(
+    a_worker_above_max_memory_is_replaced_after_its_task,
+    |ctx: mp::Context| {
+        let soft = own_memory("VmRSS") + (128 << 20);
+        let p = Pool::builder()
+            .processes(1)
+            .context(ctx)
+            .max_memory_per_child(soft)
+            .restart_intensity(1, Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let small = p.apply(leak_mib, (1,)).unwrap();
+        assert_eq!(
+            p.apply(leak_mib, (1,)).unwrap(),
+            small,
+            "under the limit, the worker stays"
+        );
+        for _ in 0..3 {
+            // Every task succeeds; the worker that went over is replaced (not counted as a death).
+            let big = p.apply(leak_mib, (256,)).unwrap();
+            assert!(
+                eventually(LONG, || pid_gone(big as i32)),
+                "worker {big} retired"
+            );
+            assert_ne!(p.apply(leak_mib, (0,)).unwrap(), big);
+        }
+    }
+);
+
+for_each_method!(
+    an_allocation_past_the_hard_limit_fails_only_its_item,
+    |ctx: mp::Context| {
+        let hard = own_memory("VmData") + (512 << 20);
+        let p = Pool::builder()
+            .processes(2)
+            .context(ctx)
+            .memory_limit_per_child(hard)
+            .build()
+            .unwrap();
+        let sizes = [1usize, 4096, 2, 8];
+        let r: Vec<_> = p.imap(use_mib, sizes).unwrap().collect();
+        for (i, x) in r.iter().enumerate() {
+            if i == 1 {
+                match x {
+                    Err(e @ Error::MemoryLimitExceeded { limit, index, .. }) => {
+                        assert_eq!((*limit, *index), (hard, Some(1)));
+                        assert_eq!(e.item_index(), Some(1));
+                    }
+                    other => panic!("expected a memory limit, got {other:?}"),
+                }
+            } else {
+                assert_eq!(*x.as_ref().unwrap(), sizes[i]);
+            }
+        }
+        assert_eq!(p.apply(use_mib, (64,)).unwrap(), 64, "the pool goes on");
+    }
+);
+
+#[test]
+fn bad_supervision_settings_are_refused_when_the_pool_is_built() {
+    let _g = shared();
+    let refused = |b: mp::PoolBuilder| match b.build() {
+        Err(Error::InvalidArgument { message }) => message,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    let m = refused(Pool::builder().restart_intensity(0, Duration::from_secs(1)));
+    assert!(m.contains("max_restarts"), "{m}");
+    let m = refused(Pool::builder().restart_intensity(5, Duration::ZERO));
+    assert!(m.contains("period"), "{m}");
+    let m = refused(Pool::builder().memory_limit_per_child(1 << 20));
+    assert!(m.contains("idle worker"), "{m}");
+    let m = refused(Pool::builder().max_memory_per_child(0));
+    assert!(m.contains("max_memory_per_child"), "{m}");
+    let e = ProcessPoolExecutor::builder()
+        .restart_intensity(0, Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+}

@@ -150,6 +150,21 @@ pub enum Error {
         index: Option<usize>,
     },
 
+    /// A pool worker with a hard memory limit
+    /// ([`PoolBuilder::memory_limit_per_child`](crate::PoolBuilder::memory_limit_per_child))
+    /// aborted while it ran this item: an allocation past the limit failed, and Rust aborts the
+    /// process on a failed allocation. The worker was replaced; only this item failed. (A task
+    /// that calls `abort()` itself under a memory limit is reported the same way.)
+    #[error("{}", memory_limit_text(*pid, *limit, *index))]
+    MemoryLimitExceeded {
+        /// The limit in bytes.
+        limit: u64,
+        /// The worker process that aborted.
+        pid: i32,
+        /// The position, in the input of a pool's `map`/`imap`/… call, of the item.
+        index: Option<usize>,
+    },
+
     /// A pool task's worker returned `Err` (or the task could not run in the worker: its
     /// arguments did not decode, its result could not be sent). Only that task fails; the pool
     /// keeps serving. `message` is the error's text; `error` the value itself, for
@@ -168,9 +183,11 @@ pub enum Error {
         error: Option<WorkerError>,
     },
 
-    /// An executor future was cancelled before it ran (`cancel()`, or `shutdown` with
-    /// `cancel_futures`).
-    #[error("the task was cancelled before it started")]
+    /// The task was cancelled: before it ran (an executor future's `cancel()`, or `shutdown`
+    /// with `cancel_futures`), or while it ran, by `terminate()` on its
+    /// [`Future`](crate::futures::Future::terminate) or
+    /// [`AsyncResult`](crate::AsyncResult::terminate), which killed its worker.
+    #[error("the task was cancelled")]
     Cancelled,
 
     /// A pool or executor cannot run the task: it was terminated with the task unfinished, its
@@ -406,6 +423,11 @@ impl Error {
                 pid: *pid,
                 index: *index,
             },
+            Error::MemoryLimitExceeded { limit, pid, index } => Error::MemoryLimitExceeded {
+                limit: *limit,
+                pid: *pid,
+                index: *index,
+            },
             Error::Codec { message, index } => Error::Codec {
                 message: message.clone(),
                 index: *index,
@@ -470,7 +492,8 @@ impl Error {
     /// `imap_unordered` (and their variants) or the executor's `map`, for a worker's `Err`
     /// ([`Error::TaskFailed`]), a panic ([`Error::WorkerPanicked`]), an argument or result that
     /// could not be encoded or decoded ([`Error::Codec`]), a death
-    /// ([`Error::WorkerDied`]) and a time limit ([`Error::TimeLimitExceeded`]). `None` for
+    /// ([`Error::WorkerDied`]), a time limit ([`Error::TimeLimitExceeded`]) and a memory limit
+    /// ([`Error::MemoryLimitExceeded`]). `None` for
     /// other errors and for single calls (`apply`, `submit`).
     pub fn item_index(&self) -> Option<usize> {
         match self {
@@ -478,7 +501,8 @@ impl Error {
             | Error::WorkerPanicked { index, .. }
             | Error::Codec { index, .. }
             | Error::WorkerDied { index, .. }
-            | Error::TimeLimitExceeded { index, .. } => *index,
+            | Error::TimeLimitExceeded { index, .. }
+            | Error::MemoryLimitExceeded { index, .. } => *index,
             _ => None,
         }
     }
@@ -490,7 +514,8 @@ impl Error {
             | Error::WorkerPanicked { index, .. }
             | Error::Codec { index, .. }
             | Error::WorkerDied { index, .. }
-            | Error::TimeLimitExceeded { index, .. } => Some(index),
+            | Error::TimeLimitExceeded { index, .. }
+            | Error::MemoryLimitExceeded { index, .. } => Some(index),
             _ => None,
         }
     }
@@ -543,7 +568,8 @@ impl Error {
             Error::WorkerPanicked { .. }
             | Error::Codec { .. }
             | Error::WorkerDied { .. }
-            | Error::TimeLimitExceeded { .. } => true,
+            | Error::TimeLimitExceeded { .. }
+            | Error::MemoryLimitExceeded { .. } => true,
             _ => false,
         };
         if per_item && let Some(index) = self.index_mut() {
@@ -585,6 +611,19 @@ fn panicked_text(message: &str, location: &str, index: Option<usize>) -> String 
         Some(i) => format!("worker panicked on input item {i} at {location}: {message}"),
         None => format!("worker panicked at {location}: {message}"),
     }
+}
+
+/// The text of [`Error::MemoryLimitExceeded`].
+fn memory_limit_text(pid: i32, limit: u64, index: Option<usize>) -> String {
+    let item = match index {
+        Some(i) => format!("input item {i}"),
+        None => "the task".to_owned(),
+    };
+    format!(
+        "{item} failed: its worker {pid} aborted under its memory limit of {limit} bytes (an \
+         allocation past the limit aborts the process); the worker was replaced. Raise \
+         PoolBuilder::memory_limit_per_child, or make the task use less memory"
+    )
 }
 
 /// The text of [`Error::TimeLimitExceeded`].

@@ -147,7 +147,7 @@ pub fn worker_loop(bytes: &[u8], fds: &[OwnedFd]) -> (Result<()>, usize) {
             }
         }
     });
-    let ended = crate::pool::worker_loop::serve(worker.as_fd());
+    let ended = crate::pool::worker_loop::serve(worker.as_fd(), 0);
     drop(worker);
     (ended, reader.join().unwrap_or(0))
 }

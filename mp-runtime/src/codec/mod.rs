@@ -17,8 +17,8 @@ pub use depth::{
     DEFAULT_MAX_DECODE_DEPTH, MAX_DECODE_DEPTH_CEILING, max_decode_depth, set_max_decode_depth,
 };
 pub(crate) use fd_table::{de_error, ser_error};
-pub(crate) use remote_calls::{Attempt, before_remote_call, without_remote_calls};
 pub use fd_table::{deserialize_fd, serialize_fd};
+pub(crate) use remote_calls::{Attempt, before_remote_call, without_remote_calls};
 
 use std::os::fd::{OwnedFd, RawFd};
 

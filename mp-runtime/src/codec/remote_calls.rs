@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn refusal_is_reported_and_the_mode_restored() {
-        let r = without_remote_calls(|| before_remote_call::<serde::de::value::Error>());
+        let r = without_remote_calls(before_remote_call::<serde::de::value::Error>);
         assert!(matches!(r, Attempt::Refused));
         assert!(before_remote_call::<serde::de::value::Error>().is_ok());
         let r = without_remote_calls(|| 7);

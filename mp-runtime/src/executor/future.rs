@@ -82,6 +82,38 @@ impl<R> Future<R> {
         ok
     }
 
+    /// Stops the task even if a worker is running it (pebble's `future.cancel()` on a running
+    /// task, Celery's `revoke(terminate=True)`); [`cancel`](Future::cancel) keeps Python's
+    /// meaning (only a task not started). A queued task is cancelled; the worker process
+    /// running it is killed and replaced; a task of another call that the killed worker had
+    /// just started is run again elsewhere. Waits for the outcome: true if the task ended as
+    /// [`Error::Cancelled`](crate::Error::Cancelled), false if it finished first (its result
+    /// stands).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// #[mp::worker]
+    /// fn stuck() -> u32 { std::thread::sleep(Duration::from_secs(3600)); 0 }
+    ///
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// let ex = mp::ProcessPoolExecutor::new(1)?;
+    /// let f = ex.submit(stuck, ())?;
+    /// assert!(f.terminate());
+    /// assert!(f.cancelled());
+    /// # Ok(()) }
+    /// ```
+    pub fn terminate(&self) -> bool {
+        if !self.cell.is_done() {
+            self.core.terminate_task(self.id);
+            self.cell.wait(None);
+        }
+        let stopped = self.cell.is_cancelled();
+        if stopped {
+            self.cancelled.store(true, Ordering::Release);
+        }
+        stopped
+    }
+
     /// Whether [`cancel`](Future::cancel) (or `shutdown` with `cancel_futures`) cancelled it.
     pub fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire) || self.cell.is_cancelled()

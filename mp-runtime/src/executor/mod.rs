@@ -121,6 +121,29 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Restart intensity (see [`PoolBuilder::restart_intensity`]): past `max_restarts`
+    /// unexpected worker deaths within `period`, the executor stops replacing workers and its
+    /// pending and later futures fail with [`Error::PoolBroken`](crate::Error::PoolBroken).
+    pub fn restart_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.inner = self.inner.restart_intensity(max_restarts, period);
+        self
+    }
+
+    /// Replaces a worker after a call if its resident memory is above `bytes` (see
+    /// [`PoolBuilder::max_memory_per_child`]).
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.inner = self.inner.max_memory_per_child(bytes);
+        self
+    }
+
+    /// A hard memory limit per worker (see [`PoolBuilder::memory_limit_per_child`]): a call
+    /// whose allocation goes past it fails with
+    /// [`Error::MemoryLimitExceeded`](crate::Error::MemoryLimitExceeded).
+    pub fn memory_limit_per_child(mut self, bytes: u64) -> Self {
+        self.inner = self.inner.memory_limit_per_child(bytes);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &crate::pool::StartFaults) -> Self {
         self.inner = self.inner.start_faults(faults);

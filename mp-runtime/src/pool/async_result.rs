@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::scheduler::Core;
+
 use serde::de::DeserializeOwned;
 
 use super::chunking::{decode_chunk, decode_results};
@@ -300,9 +302,50 @@ impl<T> Cell<T> {
 /// ```
 pub struct AsyncResult<T> {
     pub(crate) cell: Arc<Cell<T>>,
+    /// The pool and the tasks whose outcomes make this result, for [`terminate`](Self::terminate).
+    tasks: (Arc<Core>, Vec<u64>),
 }
 
 impl<T> AsyncResult<T> {
+    pub(crate) fn of_tasks(cell: Arc<Cell<T>>, core: &Arc<Core>, ids: Vec<u64>) -> Self {
+        AsyncResult {
+            cell,
+            tasks: (core.clone(), ids),
+        }
+    }
+
+    /// Stops the call even if a worker is running it (pebble's `future.cancel()` on a running
+    /// task, Celery's `revoke(terminate=True)`): a queued task is cancelled, and the worker
+    /// process running one is killed and replaced. Only this call's tasks are affected: a task
+    /// of another call that the killed worker had just started is run again elsewhere. Waits
+    /// for the outcome and returns true if the call ended as [`Error::Cancelled`] (what
+    /// [`get`](AsyncResult::get) then returns), false if it had finished first, with its
+    /// result. For a `map_async`, the tasks that finished keep their results, and the call
+    /// fails with [`Error::Cancelled`] (or an earlier item's error).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// #[mp::worker]
+    /// fn stuck() -> u32 { std::thread::sleep(Duration::from_secs(3600)); 0 }
+    ///
+    /// # #[mp::main] fn main() -> mp::Result<()> {
+    /// let pool = mp::Pool::new(1)?;
+    /// let r = pool.apply_async(stuck, ())?;
+    /// assert!(r.terminate());
+    /// assert!(matches!(r.get(), Err(mp::Error::Cancelled)));
+    /// # Ok(()) }
+    /// ```
+    pub fn terminate(&self) -> bool {
+        if !self.cell.is_done() {
+            let (core, ids) = &self.tasks;
+            for id in ids {
+                core.terminate_task(*id);
+            }
+            self.cell.wait(None);
+        }
+        self.cell.is_cancelled()
+    }
+
     /// Waits for the result and returns it (Python's `get()`). The task's error if it failed:
     /// [`Error::WorkerPanicked`], [`Error::TaskFailed`] (the worker returned `Err`),
     /// [`Error::WorkerDied`], [`Error::Codec`] (the result did not decode), or

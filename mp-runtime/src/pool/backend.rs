@@ -146,6 +146,7 @@ pub(crate) struct LocalLauncher {
     pub(crate) init: Option<InitSpec>,
     pub(crate) started: usize,
     pub(crate) faults: Option<StartFaults>,
+    pub(crate) memory: super::memory::MemoryLimits,
 }
 
 impl Launcher for LocalLauncher {
@@ -167,7 +168,8 @@ impl Launcher for LocalLauncher {
             .init
             .as_ref()
             .map(|i| (i.name.to_owned(), i.args.clone()));
-        let payload = codec::encode_owned(&(FdRef(theirs.as_fd()), init, init_fds));
+        let payload =
+            codec::encode_owned(&(FdRef(theirs.as_fd()), init, init_fds, self.memory.to_wire()));
         drop(theirs);
         self.started += 1;
         let name = format!(

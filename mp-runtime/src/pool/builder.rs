@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::Pool;
 use super::backend::{Backend, InitSpec, Launcher, Link, LocalLauncher, RemoteSpec, StartFaults};
+use super::intensity::Intensity;
+use super::memory::MemoryLimits;
 use super::scheduler::{self, Config, Core, Limits};
 use crate::codec;
 use crate::context::Context;
@@ -47,6 +49,8 @@ pub struct PoolBuilder {
     per_node: Option<usize>,
     time_limit: Option<Duration>,
     grace: Option<Duration>,
+    intensity: Option<(u32, Duration)>,
+    memory: MemoryLimits,
 }
 
 impl PoolBuilder {
@@ -134,6 +138,45 @@ impl PoolBuilder {
         self
     }
 
+    /// Restart intensity (Erlang/OTP's `intensity` and `period`): once more than
+    /// `max_restarts` worker processes died unexpectedly within `period`, the pool stops
+    /// replacing them, and its queued and later tasks fail with [`Error::PoolBroken`] saying
+    /// so, instead of the pool starting workers that die in a loop (an initializer that
+    /// aborts, a run of items that crash the process). Only deaths the pool did not cause
+    /// count: workers killed for a time limit or by [`AsyncResult::terminate`], and those
+    /// retired by `max_tasks_per_child` or `max_memory_per_child`, do not. Default: 100 (or 2
+    /// per worker, if more) within 10 s. Zero `max_restarts` or `period` is
+    /// [`Error::InvalidArgument`].
+    ///
+    /// [`AsyncResult::terminate`]: crate::AsyncResult::terminate
+    pub fn restart_intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.intensity = Some((max_restarts, period));
+        self
+    }
+
+    /// Replaces a worker process after a task if its resident memory (RSS) is then above
+    /// `bytes` (Celery's `worker_max_memory_per_child`): memory a task leaked goes back to the
+    /// system, and no task fails. The worker checks after each task (a read of
+    /// `/proc/self/status`); its unstarted tasks go to other workers. A value below what an
+    /// idle worker already uses is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build).
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.memory.soft = Some(bytes);
+        self
+    }
+
+    /// A hard limit on each worker process's memory: an allocation that would take its data
+    /// memory (heap and private mappings: `RLIMIT_DATA`) past `bytes` fails, which aborts the
+    /// worker (Rust aborts on a failed allocation). The item it ran fails with
+    /// [`Error::MemoryLimitExceeded`], naming it; the worker is replaced; the pool and the
+    /// parent are untouched. Shared memory (queues, `SharedMemory`, `Array`) does not count.
+    /// A value below what an idle worker already uses is [`Error::InvalidArgument`] at
+    /// [`build`](PoolBuilder::build); a cluster backend does not support it yet (also
+    /// [`Error::InvalidArgument`]).
+    pub fn memory_limit_per_child(mut self, bytes: u64) -> Self {
+        self.memory.hard = Some(bytes);
+        self
+    }
+
     /// Test support: worker starts fail as `faults` says.
     pub(crate) fn start_faults(mut self, faults: &StartFaults) -> Self {
         self.faults = Some(faults.clone());
@@ -208,6 +251,27 @@ impl PoolBuilder {
             time_limit: self.time_limit,
             grace: self.grace,
         };
+        let intensity = match self.intensity {
+            None => Intensity::default_for(processes),
+            Some((0, _)) => {
+                return Err(Error::InvalidArgument {
+                    message: "restart_intensity's max_restarts must be at least 1 (a pool that \
+                              may never replace a worker breaks at the first death)"
+                        .into(),
+                });
+            }
+            Some((_, Duration::ZERO)) => {
+                return Err(Error::InvalidArgument {
+                    message: "restart_intensity's period must be more than zero".into(),
+                });
+            }
+            Some((max_restarts, period)) => Intensity {
+                max_restarts,
+                period,
+            },
+        };
+        self.memory
+            .validate(self.method.unwrap_or_else(get_start_method))?;
         if self.per_node == Some(0) {
             return Err(Error::InvalidArgument {
                 message: "processes_per_node must be at least 1".into(),
@@ -242,11 +306,18 @@ impl PoolBuilder {
                         message: "time limits are not supported on a cluster backend yet".into(),
                     });
                 }
+                if self.memory.is_set() {
+                    return Err(Error::InvalidArgument {
+                        message: "memory limits are not supported on a cluster backend yet".into(),
+                    });
+                }
                 let core = Core::new(self.max_in_flight, true, limits)?;
                 let cfg = Config {
                     processes: workers,
                     max_tasks_per_child: self.max_tasks_per_child,
                     lazy: false,
+                    intensity,
+                    memory_limit: None,
                 };
                 return Ok((core, launcher, method, cfg));
             }
@@ -258,11 +329,14 @@ impl PoolBuilder {
             init: init.map(|(spec, _)| spec),
             started: 0,
             faults: self.faults,
+            memory: self.memory,
         };
         let cfg = Config {
             processes,
             max_tasks_per_child: self.max_tasks_per_child,
             lazy: false,
+            intensity,
+            memory_limit: self.memory.hard,
         };
         Ok((core, Box::new(launcher), method, cfg))
     }

@@ -10,7 +10,9 @@ mod async_result;
 pub(crate) mod backend;
 mod builder;
 pub(crate) mod chunking;
+mod intensity;
 mod iter;
+mod memory;
 pub(crate) mod scheduler;
 pub(crate) mod watchdog;
 pub(crate) mod wire;
@@ -250,8 +252,8 @@ impl Pool {
     {
         let cell = Cell::new(Some(callbacks));
         let sink = Arc::new(OneSink { cell: cell.clone() });
-        submit_one(&self.core, worker.name(), &args, sink, None, self.limit)?;
-        Ok(AsyncResult { cell })
+        let id = submit_one(&self.core, worker.name(), &args, sink, None, self.limit)?;
+        Ok(AsyncResult::of_tasks(cell, &self.core, vec![id]))
     }
 
     /// Applies a one-argument worker to every item and returns the results in order (Python's
@@ -375,18 +377,21 @@ impl Pool {
         let cell = Cell::new(Some(callbacks));
         if len == 0 {
             cell.set(Ok(Vec::new()));
-            return Ok(AsyncResult { cell });
+            return Ok(AsyncResult::of_tasks(cell, &self.core, Vec::new()));
         }
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
         let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
         // Each chunk is encoded as one `Vec` and submitted at once, so workers start while the
         // rest is being encoded. An item that cannot be encoded fails alone (the call returns
         // the first error, as for any failing item).
+        let mut ids = Vec::with_capacity(len.div_ceil(chunksize));
         for (index, part) in items.chunks(chunksize).enumerate() {
             let sink: Arc<dyn Sink> = sink.clone();
-            submit_part(&self.core, name, index, part, sink, false, self.limit)?;
+            ids.extend(submit_part(
+                &self.core, name, index, part, sink, false, self.limit,
+            )?);
         }
-        Ok(AsyncResult { cell })
+        Ok(AsyncResult::of_tasks(cell, &self.core, ids))
     }
 
     /// A lazy iterator of results in input order, one item per task (Python's `imap`).
@@ -532,7 +537,8 @@ impl Pool {
 /// Encodes the items of chunk `index` and submits them: one item as a plain task (cheapest for
 /// `chunksize` 1), more as a batch. An item that cannot be encoded fails alone, with its
 /// position: the others are encoded one by one and travel as a task of their own items, whose
-/// results are put back in place around the failures (see [`Patched`]).
+/// results are put back in place around the failures (see [`Patched`]). Returns the id of the
+/// task submitted, if one was (not when every item failed to encode).
 pub(crate) fn submit_part<T: Serialize>(
     core: &Core,
     name: &'static str,
@@ -541,7 +547,7 @@ pub(crate) fn submit_part<T: Serialize>(
     sink: Arc<dyn Sink>,
     feeder: bool,
     limit: Option<Duration>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let mut scratch = Vec::new();
     let whole = if part.len() == 1 {
         encode_chunk(&mut part.iter(), 1, &mut scratch).1
@@ -552,11 +558,11 @@ pub(crate) fn submit_part<T: Serialize>(
     let failed = match whole {
         Ok(chunk) => {
             core.ensure_portable(&chunk, type_name)?;
-            core.submit(
+            let id = core.submit(
                 Task::new(name, index, chunk, sink).with_limit(limit),
                 feeder,
             )?;
-            return Ok(());
+            return Ok(Some(id));
         }
         Err(_) => {
             // Rare: find the items that do not encode, and send the others alone.
@@ -584,18 +590,18 @@ pub(crate) fn submit_part<T: Serialize>(
                     failed: Mutex::new(failed),
                     len: part.len(),
                 });
-                core.submit(
+                let id = core.submit(
                     Task::new(name, index, good, patched).with_limit(limit),
                     feeder,
                 )?;
-                return Ok(());
+                return Ok(Some(id));
             }
             failed
         }
     };
     let results = failed.into_iter().map(|(_, e)| Err(e)).collect();
     sink.complete(index, scheduler::ChunkResult::Items(results));
-    Ok(())
+    Ok(None)
 }
 
 /// The sink of a chunk some of whose items could not be encoded: the results of the items that

@@ -36,6 +36,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use super::backend::{Launcher, Link};
+use super::intensity::{Deaths, Intensity};
 use super::wire::{self, Cursor};
 use crate::error::{Error, Result, WorkerError};
 use crate::transport::frame::MAX_FDS;
@@ -60,6 +61,13 @@ pub(crate) enum ChunkResult<'a> {
         /// Its error.
         error: Error,
     },
+}
+
+/// Where nothing goes: the results of a task already completed as terminated.
+struct Nowhere;
+
+impl Sink for Nowhere {
+    fn complete(&self, _chunk: usize, _results: ChunkResult<'_>) {}
 }
 
 /// Where the results of a task go (an `AsyncResult`, a `map`, an `imap` iterator, …).
@@ -90,6 +98,9 @@ pub(crate) struct Task {
     /// The time limit of each item in nanoseconds (0: the pool's, if any). Kept in 8 bytes:
     /// tasks move by value through the scheduler.
     limit_ns: u64,
+    /// A worker holds this task, which was terminated: its outcome (`Cancelled`) is delivered,
+    /// and the worker is killed when it starts it (see [`Core::terminate_task`]).
+    terminated: bool,
 }
 
 impl Task {
@@ -107,7 +118,23 @@ impl Task {
             sink,
             started: None,
             limit_ns: 0,
+            terminated: false,
         }
+    }
+
+    /// The placeholder left in a worker's queue for a terminated task: same id (the worker
+    /// answers it in order, if it gets to it), nothing to deliver to.
+    fn tombstone(&self) -> Task {
+        let chunk = Chunk {
+            items: Vec::new(),
+            fds: Vec::new(),
+            nitems: self.chunk.nitems,
+            batch: self.chunk.batch,
+        };
+        let mut t = Task::new(self.worker, self.index, chunk, Arc::new(Nowhere));
+        t.id = self.id;
+        t.terminated = true;
+        t
     }
 
     /// The same task with a time limit of its own for each item.
@@ -124,6 +151,15 @@ impl Task {
     /// Completes every item of the task with the error `make` builds.
     pub(crate) fn fail(self, make: impl Fn() -> Error) {
         let results = (0..self.chunk.nitems).map(|_| Err(make())).collect();
+        self.sink.complete(self.index, ChunkResult::Items(results));
+    }
+
+    /// Completes every item of the task with the error `make` builds, naming each item (for
+    /// the errors that can: a worker's death fails every item it held).
+    fn fail_each(self, make: impl Fn() -> Error) {
+        let results = (0..self.chunk.nitems)
+            .map(|i| Err(make().at_position(i)))
+            .collect();
         self.sink.complete(self.index, ChunkResult::Items(results));
     }
 }
@@ -144,6 +180,11 @@ pub(crate) struct Config {
     pub(crate) max_tasks_per_child: Option<usize>,
     /// Start workers only when work arrives (the executor) instead of keeping `processes` up.
     pub(crate) lazy: bool,
+    /// How many unexpected deaths within what period break the pool.
+    pub(crate) intensity: Intensity,
+    /// The workers' hard memory limit, if any: a worker that aborts under it failed an
+    /// allocation.
+    pub(crate) memory_limit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -166,6 +207,8 @@ struct State {
     /// Tasks written that way, for the scheduler to record as held by those workers when it
     /// wakes (with the part of the frame the socket did not take, if any).
     handed: Vec<Handed>,
+    /// Tasks to stop although a worker has them ([`Core::terminate_task`]).
+    to_terminate: Vec<u64>,
 }
 
 /// A task a submitter wrote to an idle worker itself.
@@ -376,6 +419,23 @@ impl Core {
         true
     }
 
+    /// Stops task `id` whether or not a worker has started it: a queued task is cancelled at
+    /// once; the worker of a running one is killed (and replaced), and a task sent ahead to a
+    /// worker is cancelled and that worker killed when it gets to it. The task completes with
+    /// [`Error::Cancelled`] unless its result came first; the caller waits for the outcome.
+    pub(crate) fn terminate_task(&self, id: u64) {
+        if self.cancel(id) {
+            return;
+        }
+        let mut st = self.lock();
+        if st.finished {
+            return;
+        }
+        st.to_terminate.push(id);
+        drop(st);
+        self.wake_now();
+    }
+
     /// Cancels every queued task; returns how many.
     pub(crate) fn cancel_all(&self) -> usize {
         let mut st = self.lock();
@@ -483,6 +543,11 @@ struct Slot {
     expired: Option<Expired>,
     /// When to SIGKILL a worker that was sent SIGTERM for a time limit (its grace).
     kill_at: Option<Instant>,
+    /// The worker was killed because it reached a terminated task: the tasks it holds go to
+    /// other workers (the one it may have just started included).
+    killed_for_terminate: bool,
+    /// The worker said it exits above its memory limit: the tasks it holds go to other workers.
+    retiring: bool,
 }
 
 /// What a worker's watchdog reported: item `position` of job `id` ran `elapsed`; a batch
@@ -510,6 +575,17 @@ impl Slot {
             fault: None,
             expired: None,
             kill_at: None,
+            killed_for_terminate: false,
+            retiring: false,
+        }
+    }
+
+    /// Kills the worker if the next task it runs was terminated.
+    fn kill_if_terminated_next(&mut self) {
+        if !self.stopping && self.held.front().is_some_and(|t| t.terminated) {
+            self.stopping = true;
+            self.killed_for_terminate = true;
+            self.link.kill();
         }
     }
 
@@ -725,6 +801,8 @@ struct Scheduler {
     /// Workers that died and whose replacements have not started yet (for the events that say
     /// a worker was replaced).
     replacing: usize,
+    /// Recent unexpected deaths, against the restart intensity.
+    deaths: Deaths,
 }
 
 /// A failed attempt to start a worker: the backoff before the next.
@@ -752,12 +830,13 @@ pub(crate) fn spawn(
     let mut s = Scheduler {
         core,
         launcher,
-        cfg,
         slots: links.into_iter().map(Slot::new).collect(),
         job_ns: 0,
         scratch: Vec::new(),
         start_failure: None,
         replacing: 0,
+        deaths: Deaths::new(cfg.intensity),
+        cfg,
     };
     std::thread::Builder::new()
         .name("mp-pool".into())
@@ -892,6 +971,31 @@ impl Scheduler {
                     None => st.queue.push_front(h.task),
                 }
             }
+            let requests = std::mem::take(&mut st.to_terminate);
+            let mut cancelled = Vec::new();
+            for id in requests {
+                if let Some(pos) = st.queue.iter().position(|t| t.id == id) {
+                    // Given back to the queue by a worker that died meanwhile.
+                    cancelled.extend(st.queue.remove(pos));
+                    st.in_flight -= 1;
+                    continue;
+                }
+                for slot in &mut self.slots {
+                    if let Some(t) = slot.held.iter_mut().find(|t| t.id == id && !t.terminated) {
+                        let stone = t.tombstone();
+                        cancelled.push(std::mem::replace(t, stone));
+                        slot.kill_if_terminated_next();
+                        break;
+                    }
+                }
+            }
+            if !cancelled.is_empty() {
+                drop(st);
+                self.core.space.notify_all();
+                for t in cancelled {
+                    t.fail(|| Error::Cancelled);
+                }
+            }
         }
         if ready.0 {
             let _ = self.core.wake.read();
@@ -932,6 +1036,7 @@ impl Scheduler {
                 slot.kill_at = None;
                 slot.link.kill();
             }
+            slot.kill_if_terminated_next();
             if exited {
                 dead.push(i);
             }
@@ -1138,12 +1243,21 @@ impl Scheduler {
         let mut failed = None;
         let mut failed_alone: Option<(Task, Error)> = None;
         let init_failed = slot.init_failed.take();
-        if let Some(first) = slot.held.pop_front() {
+        // Terminated tasks were completed already: only their places in flight are left.
+        let held = slot.held.len();
+        slot.held.retain(|t| !t.terminated);
+        let stones = held - slot.held.len();
+        // A worker killed for a terminated task, or retiring above its memory limit, gives
+        // every task it holds to the others (one it had just started runs again).
+        let gives_back = slot.killed_for_terminate || slot.retiring;
+        if !gives_back && let Some(first) = slot.held.pop_front() {
             failed = Some(first);
         }
         // A worker that was not asked to stop, or held a job, or was killed for a bad answer,
         // died; one whose initializer failed breaks the pool instead of being replaced.
-        let died = slot.fault.is_some() || failed.is_some() || !slot.stopping;
+        let died = !gives_back && (slot.fault.is_some() || failed.is_some() || !slot.stopping);
+        // Deaths the pool caused (a time limit) do not count against the restart intensity.
+        let unexpected = died && slot.expired.is_none() && init_failed.is_none();
         if init_failed.is_some() {
             crate::log::event!(
                 warn,
@@ -1166,8 +1280,16 @@ impl Scheduler {
         }
         let mut st = self.core.lock();
         st.pids.retain(|p| *p != pid);
+        st.in_flight -= stones;
         for t in slot.held.drain(..).rev() {
             st.queue.push_front(t);
+        }
+        if unexpected
+            && let Some(why) = self.deaths.record(Instant::now())
+            && st.broken.is_none()
+        {
+            crate::log::event!(warn, pid, "pool stops replacing workers: {why}");
+            st.broken = Some(why);
         }
         let expired = slot.expired.take();
         if let Some(x) = &expired
@@ -1207,12 +1329,22 @@ impl Scheduler {
                 }),
                 None => {
                     let signal = if code < 0 { -code } else { 0 };
-                    task.fail(|| Error::WorkerDied {
-                        pid,
-                        signal,
-                        exitcode: code,
-                        index: None,
-                    });
+                    match self.cfg.memory_limit {
+                        // Rust aborts on a failed allocation.
+                        Some(limit) if signal == libc::SIGABRT => {
+                            task.fail_each(|| Error::MemoryLimitExceeded {
+                                limit,
+                                pid,
+                                index: None,
+                            })
+                        }
+                        _ => task.fail_each(|| Error::WorkerDied {
+                            pid,
+                            signal,
+                            exitcode: code,
+                            index: None,
+                        }),
+                    }
                 }
             }
         }
@@ -1408,6 +1540,10 @@ fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Resu
                     fds: frame.fds,
                 });
             }
+            Some(&wire::RETIRE) => {
+                slot.retiring = true;
+                slot.stopping = true;
+            }
             Some(&wire::INIT_FAILED) => {
                 slot.init_failed = Some(Cursor::new(&frame.payload[1..]).string()?);
             }
@@ -1583,6 +1719,8 @@ mod tests {
             processes: 1,
             max_tasks_per_child: None,
             lazy: false,
+            intensity: Intensity::default_for(1),
+            memory_limit: None,
         };
         let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
         let (tx, rx) = mpsc::channel();

@@ -26,6 +26,8 @@
 //! InitFailed: 4 message:bytes
 //! Expired:    5 id position elapsed_ns start end   (item `position` of job `id` ran past its
 //!               limit; a batch item's arguments are bytes start..end of the chunk)
+//! Retire:     6   (after a `Done`: the worker is above its memory limit and exits; the jobs
+//!               it was sent ahead go to other workers)
 //! ```
 
 use crate::error::{Error, Result};
@@ -37,6 +39,8 @@ pub(crate) const DONE: u8 = 3;
 pub(crate) const INIT_FAILED: u8 = 4;
 /// A timed item ran past its limit (sent by the worker's watchdog).
 pub(crate) const EXPIRED: u8 = 5;
+/// The worker exits on its own (above `max_memory_per_child`) after the job it answered.
+pub(crate) const RETIRE: u8 = 6;
 
 pub(crate) const MODE_ITEMS: u8 = 0;
 pub(crate) const MODE_BATCH: u8 = 1;

@@ -25,12 +25,14 @@ use crate::worker::{Input, Outcome};
 /// The registered name of the pool's worker loop.
 pub(crate) const WORKER_LOOP: &str = "mp::pool::worker_loop";
 
-/// What the pool sends a worker process when it starts: its task socket and the initializer.
-pub(crate) type LoopArgs = (FdOwned, Option<(String, Vec<u8>)>, Vec<FdOwned>);
+/// What the pool sends a worker process when it starts: its task socket, the initializer, and
+/// its memory limits in bytes (soft, hard; 0 for none: see `pool::memory`).
+pub(crate) type LoopArgs = (FdOwned, Option<(String, Vec<u8>)>, Vec<FdOwned>, (u64, u64));
 
 /// The entry function of [`WORKER_LOOP`] (listed in the role table, `roles.rs`).
 pub(crate) fn entry(input: Input<'_>) -> Outcome {
-    let (sock, init, init_fds): LoopArgs = match codec::decode(input.bytes, input.fds) {
+    let (sock, init, init_fds, (soft, hard)): LoopArgs = match codec::decode(input.bytes, input.fds)
+    {
         Ok(a) => a,
         Err(e) => {
             return Outcome::Failed {
@@ -41,6 +43,13 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let sock = sock.0;
+    if hard > 0
+        && let Err(e) = super::memory::limit_data(hard)
+    {
+        return Outcome::Failed {
+            message: format!("a pool worker could not set its memory limit (RLIMIT_DATA): {e}"),
+        };
+    }
     if let Some((name, args)) = init {
         let fds = init_fds.into_iter().map(|f| f.0).collect();
         if let Err(message) = run_initializer(&name, args, fds) {
@@ -53,7 +62,7 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
             return Outcome::Failed { message };
         }
     }
-    match serve(sock.as_fd()) {
+    match serve(sock.as_fd(), soft) {
         Ok(()) => Outcome::Returned {
             bytes: Vec::new(),
             fds: Vec::new(),
@@ -155,14 +164,15 @@ fn put_outcome(out: &mut Vec<u8>, out_fds: &mut Vec<OwnedFd>, outcome: Outcome) 
     }
 }
 
-pub(crate) fn serve(sock: BorrowedFd<'_>) -> Result<()> {
-    let ended = serve_jobs(sock);
+/// Runs jobs from `sock` until the pool stops this worker or the stream ends; a worker whose
+/// resident memory is above `max_resident` (0: no limit) after a job retires.
+pub(crate) fn serve(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
+    let ended = serve_jobs(sock, max_resident);
     super::watchdog::release();
     ended
 }
 
-/// Runs jobs from `sock` until the pool stops this worker or the stream ends.
-fn serve_jobs(sock: BorrowedFd<'_>) -> Result<()> {
+fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
     let mut reader = FrameReader::new(wire::MAX_FRAME);
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
     let mut out = Vec::with_capacity(4096);
@@ -250,6 +260,16 @@ fn serve_jobs(sock: BorrowedFd<'_>) -> Result<()> {
             Err(Error::Closed) => return Ok(()),
             other => other?,
         }
+        if max_resident > 0 && super::memory::resident_bytes() > max_resident {
+            // Tell the pool first, so that it gives the jobs sent ahead to other workers
+            // instead of counting this exit as a death.
+            let mut buf = Vec::new();
+            let at = wire::begin_frame(&mut buf);
+            buf.push(wire::RETIRE);
+            wire::end_frame(&mut buf, at, 0);
+            let _ = send_parts(sock, &[&buf], &[]);
+            return Ok(());
+        }
     }
 }
 
@@ -277,6 +297,6 @@ mod tests {
         wire::end_frame(&mut job, at, 0);
         send_parts(theirs.as_fd(), &[&job], &[]).unwrap();
         drop(theirs);
-        assert!(matches!(serve(ours.as_fd()), Ok(())));
+        assert!(matches!(serve(ours.as_fd(), 0), Ok(())));
     }
 }
