@@ -943,3 +943,70 @@ fn processes_killed_at_random_points_lose_and_duplicate_no_handle() {
         |(i, _)| i,
     );
 }
+
+/// Takes items until the queue stays empty for 20 ms (every item was put before it started),
+/// marking each in `states`: 1 once taken,
+/// 2 once `task_done` returned. A few microseconds of work each, so that kills land anywhere.
+#[mp::worker]
+fn marking_consumer(q: JoinableQueue<u32>, states: mp::RawArray<u8>) {
+    while let Ok(i) = q.get_timeout(Duration::from_millis(20)) {
+        states.set(i as usize, 1).unwrap();
+        let until = std::time::Instant::now() + Duration::from_micros(20);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        q.task_done().unwrap();
+        states.set(i as usize, 2).unwrap();
+    }
+}
+
+/// A JoinableQueue's consumer SIGKILLed at a random point, while another goes on: `join` never
+/// waits forever, and reports as lost at most the one item the killed consumer held, and only
+/// an item whose `task_done` did not come back.
+#[test]
+fn joinable_consumers_killed_at_random_points_never_leave_join_waiting() {
+    let _g = shared();
+    let ctx = mp::get_context(mp::StartMethod::ForkServer);
+    let rounds = kill_loops() * 5;
+    let (mut lost_total, mut clean) = (0, 0);
+    for round in 0..rounds {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        let n = 60;
+        let states = mp::RawArray::<u8>::new(n).unwrap();
+        for i in 0..n as u32 {
+            q.put(i).unwrap();
+        }
+        let mut victim = started(ctx.process(marking_consumer, (q.clone(), states.clone())));
+        let mut other = started(ctx.process(marking_consumer, (q.clone(), states.clone())));
+        std::thread::sleep(Duration::from_micros(random() % 3_000));
+        let _ = victim.kill();
+        assert!(
+            victim.join_timeout(LONG),
+            "round {round}: consumer not reaped"
+        );
+        let outcome = q.join_timeout(LONG);
+        assert!(other.join_timeout(LONG), "round {round}: consumer stuck");
+        let unfinished = states.to_vec().iter().filter(|s| **s != 2).count();
+        let lost = match outcome {
+            Ok(()) => 0,
+            Err(Error::ItemsLost { count }) => count as usize,
+            Err(e) => panic!("round {round}: join: {e}"),
+        };
+        assert!(
+            unfinished <= 1,
+            "round {round}: {unfinished} items not done"
+        );
+        assert!(
+            lost <= unfinished,
+            "round {round}: {lost} lost, {unfinished} not done"
+        );
+        assert_eq!(q.qsize(), 0, "round {round}");
+        assert!(
+            matches!(q.join_timeout(Duration::ZERO), Ok(())),
+            "round {round}: a loss is reported once"
+        );
+        lost_total += lost;
+        clean += usize::from(lost == 0);
+    }
+    eprintln!("joinable kill loop: {rounds} rounds, {lost_total} items lost, {clean} clean");
+}

@@ -165,6 +165,20 @@ pub enum Error {
         index: Option<usize>,
     },
 
+    /// [`JoinableQueue::join`](crate::JoinableQueue::join): every item is done, but `count`
+    /// of them were taken by consumer processes that died before their `task_done`. They count
+    /// as done from now on (the next `join` returns `Ok`); put them again if they must be
+    /// processed.
+    #[error(
+        "{count} item(s) of the JoinableQueue were taken by consumer processes that died before \
+         calling task_done(); they are counted as done now (put them again if they must be \
+         processed)"
+    )]
+    ItemsLost {
+        /// How many items were lost.
+        count: u32,
+    },
+
     /// A pool task's worker returned `Err` (or the task could not run in the worker: its
     /// arguments did not decode, its result could not be sent). Only that task fails; the pool
     /// keeps serving. `message` is the error's text; `error` the value itself, for

@@ -356,16 +356,21 @@ impl<T> Clone for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// An unbounded joinable queue.
     pub fn new() -> Result<Self> {
-        Queue::with_limit(0).map(JoinableQueue)
+        Queue::with_limit(0).map(JoinableQueue::of)
     }
 
     /// A joinable queue of at most `max_items` items.
     pub fn bounded(max_items: usize) -> Result<Self> {
-        Queue::with_limit(checked_limit(max_items)?).map(JoinableQueue)
+        Queue::with_limit(checked_limit(max_items)?).map(JoinableQueue::of)
     }
 
-    /// Marks one item taken with `get` as processed. Calling it more times than items were put
-    /// is [`Error::InvalidState`].
+    fn of(q: Queue<T>) -> Self {
+        q.shared.ring.make_joinable();
+        JoinableQueue(q)
+    }
+
+    /// Marks one item taken with `get` as processed. Calling it more times than items were
+    /// taken is [`Error::InvalidState`].
     pub fn task_done(&self) -> Result<()> {
         if self.0.shared.ring.task_done() {
             Ok(())
@@ -378,21 +383,29 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Waits until every item put has been marked done (or discarded by an immediate
     /// [`shutdown`](Queue::shutdown)).
+    ///
+    /// An item taken by a consumer process that died (was killed) before its `task_done` does
+    /// not keep `join` waiting: it is counted as lost (within about 50 ms of the death), and
+    /// `join` returns [`Error::ItemsLost`] with how many once every other item is done. The
+    /// lost items count as done from then on: the next `join` returns `Ok` (each loss is
+    /// reported once, by one `join`). Items are counted per consumer process, so a
+    /// `task_done` marks one of its own process's items first; up to 127 consumer processes
+    /// at a time are told apart (the items of any more are never counted as lost).
     pub fn join(&self) -> Result<()> {
-        if self.0.shared.ring.join(Deadline::NEVER) {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
-        }
+        joined(self.0.shared.ring.join(Deadline::NEVER))
     }
 
     /// Like [`join`](JoinableQueue::join), giving up after `timeout` with [`Error::Timeout`].
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        if self.0.shared.ring.join(Deadline::after(Some(timeout))) {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
-        }
+        joined(self.0.shared.ring.join(Deadline::after(Some(timeout))))
+    }
+}
+
+fn joined(j: ring::Joined) -> Result<()> {
+    match j {
+        ring::Joined::Finished => Ok(()),
+        ring::Joined::Lost(count) => Err(Error::ItemsLost { count }),
+        ring::Joined::TimedOut => Err(Error::Timeout),
     }
 }
 

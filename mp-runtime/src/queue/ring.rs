@@ -46,16 +46,17 @@
 //! ring (stored in a memfd of its own), has a frame on the queue's side channel ([`super::side`]),
 //! named by the record's tag.
 //!
-//! JoinableQueue's count of unfinished items is `puts - done - discarded`: `done` counts
-//! `task_done` calls, and items dropped by an immediate shutdown are recorded in a discard word
-//! whose open/closed encoding keeps that count exact across a death in the middle of the drop.
+//! JoinableQueue's count of unfinished items is the items in the ring plus those taken and not
+//! yet marked done, which each consumer process counts in a slot of its own ([`holders`]), so
+//! that the items of a consumer that died can be counted as lost.
 
 mod header;
+mod holders;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 
-use self::header::{Discard, End, Header};
+use self::header::{End, Header};
 use super::barrier;
 use super::crash;
 use super::ready::{self, Ready};
@@ -67,7 +68,7 @@ use crate::sync::{futex, robust};
 use crate::sys::mmap::SharedRegion;
 use crate::sys::poll::Deadline;
 
-const MAGIC: u64 = 0x6d70_7175_6575_6533; // "mpqueue3"
+const MAGIC: u64 = 0x6d70_7175_6575_6534; // "mpqueue4"
 const HEADER_LEN: usize = 4096;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 const RECORD_HEADER: u64 = 16;
@@ -108,6 +109,8 @@ pub(crate) struct Ring {
     /// This process's spin budgets: consumers waiting for items, producers waiting for room.
     spin_items: Spin,
     spin_space: Spin,
+    /// The holder slot of this process (JoinableQueue).
+    mine: holders::Mine,
 }
 
 /// The descriptors that represent a ring in a message.
@@ -138,6 +141,7 @@ impl Ring {
             ready: Ready::create()?,
             spin_items: Spin::default(),
             spin_space: Spin::default(),
+            mine: holders::Mine::default(),
         };
         let h = ring.header();
         h.max_items.store(max_items, Ordering::Relaxed);
@@ -162,6 +166,7 @@ impl Ring {
             ready: Ready::from_fd(fds.event),
             spin_items: Spin::default(),
             spin_space: Spin::default(),
+            mine: holders::Mine::default(),
         };
         let h = ring.header();
         let data_len = h.data_len.load(Ordering::Relaxed);
@@ -267,6 +272,25 @@ impl Ring {
         }
     }
 
+    fn holders(&self) -> holders::Words<'_> {
+        let h = self.header();
+        holders::Words {
+            slots: &h.holders,
+            intent: &h.consumers.intent,
+            lost: &h.joins.lost,
+        }
+    }
+
+    /// Makes this a JoinableQueue's ring: its gets count who holds each item, for
+    /// [`Ring::join`]. Called before the ring is shared.
+    pub(crate) fn make_joinable(&self) {
+        self.header().joins.joinable.store(1, Ordering::SeqCst);
+    }
+
+    fn is_joinable(&self) -> bool {
+        self.header().joins.joinable.load(Ordering::Relaxed) != 0
+    }
+
     /// Whether a waiter of `connection::wait` should find the queue ready.
     fn has_items_or_shut_down(&self) -> bool {
         self.count() > 0 || self.is_shut_down()
@@ -285,27 +309,14 @@ impl Ring {
     fn lock_consumers(&self, deadline: Deadline) -> Option<Consumers<'_>> {
         let h = self.header();
         if robust::lock(&h.consumers.lock, deadline)? == robust::Acquired::OwnerDied {
-            self.close_discard();
+            let head = End::load(&h.head.0, Ordering::SeqCst);
+            self.holders().repair(head.count);
         }
         Some(Consumers {
             ring: self,
             take_on_drop: None,
+            owing: false,
         })
-    }
-
-    /// After a consumer died: an immediate shutdown it had begun dropping items for is closed
-    /// at the count `head` shows (consumers' lock held).
-    fn close_discard(&self) {
-        let h = self.header();
-        let discard = Discard::load(&h.consumers.discard);
-        if discard.open_from.is_some() {
-            let head = End::load(&h.head.0, Ordering::Acquire);
-            let closed = Discard {
-                total: discard.total(head.count),
-                open_from: None,
-            };
-            h.consumers.discard.store(closed.word(), Ordering::Release);
-        }
     }
 
     // ---- Records ----------------------------------------------------------------------------
@@ -333,29 +344,16 @@ impl Ring {
         self.drop_pending(false);
     }
 
-    /// Drops every pending message in one store of `head`, counting them as discarded
-    /// (consumers' lock held); with `frames`, also the frames of those that have one. Returns
-    /// how many.
+    /// Drops every pending message in one store of `head` (consumers' lock held); with
+    /// `frames`, also the frames of those that have one. Returns how many. Dropped items leave
+    /// a JoinableQueue's unfinished count with them: nobody holds them.
     fn drop_pending(&self, frames: bool) -> u32 {
         let h = self.header();
         let head = End::load(&h.head.0, Ordering::Acquire);
         let tail = End::load(&h.tail.0, Ordering::Acquire);
         let dropped = tail.count.wrapping_sub(head.count);
-        let before = Discard::load(&h.consumers.discard);
-        let open = Discard {
-            total: before.total(head.count),
-            open_from: Some(head.count),
-        };
-        h.consumers.discard.store(open.word(), Ordering::Release);
-        crash::point();
         h.consumers.tail_seen.store(tail.word(), Ordering::Relaxed);
         h.head.0.store(tail.word(), Ordering::SeqCst);
-        crash::point();
-        let closed = Discard {
-            total: open.total(tail.count),
-            open_from: None,
-        };
-        h.consumers.discard.store(closed.word(), Ordering::Release);
         crash::point();
         if frames {
             // The records stay readable until the next put: release their descriptors now
@@ -676,6 +674,8 @@ impl Ring {
         decode: &mut impl FnMut(&[u8], Vec<OwnedFd>) -> Result<R>,
     ) -> Result<Step<Result<R>>> {
         let h = self.header();
+        // Claimed before the lock is taken: a first claim reads /proc.
+        let slot = self.is_joinable().then(|| self.holders().slot(&self.mine));
         let Some(mut lock) = self.lock_consumers(deadline.at_least(LOCK_GRACE)) else {
             return Err(Error::Empty);
         };
@@ -729,6 +729,11 @@ impl Ring {
             Ok(Vec::new())
         };
         let taken = head.advanced(size, 1);
+        if let Some(slot) = slot {
+            // Counted as held before `head` moves (whichever path moves it).
+            self.holders().begin_take(slot, head.count);
+            lock.owing = true;
+        }
         let body = head.off.wrapping_add(RECORD_HEADER as u32);
         let mut inline = [0u8; INLINE];
         let decoded = if flags & FLAG_LARGE != 0 {
@@ -757,6 +762,10 @@ impl Ring {
             Decoded::Copied(self.copy_out(body, len), fds)
         };
         self.take(taken);
+        if lock.owing {
+            self.holders().end_take();
+            lock.owing = false;
+        }
         if has_frame {
             self.side.consume(tag);
             crash::point();
@@ -891,56 +900,25 @@ impl Ring {
         std::mem::forget(self.lock_consumers(Deadline::NEVER));
     }
 
-    /// JoinableQueue's items put and not yet marked done (nor discarded), with `done` as
-    /// the count of `task_done` calls (read before the other counts, so the difference is
-    /// never negative).
-    fn unfinished_with(&self, done: u32) -> u32 {
-        let h = self.header();
-        let head = End::load(&h.head.0, Ordering::SeqCst);
-        let discarded = Discard::load(&h.consumers.discard).total(head.count);
-        let tail = End::load(&h.tail.0, Ordering::SeqCst);
-        tail.count.wrapping_sub(done).wrapping_sub(discarded)
-    }
-
-    /// JoinableQueue's items put and not yet marked done (nor discarded).
+    /// JoinableQueue's items put and not yet marked done (nor discarded): those in the ring,
+    /// and those taken whose holders owe a `task_done`. Read in this order: a get counts its
+    /// item as held before it moves `head`, so an item being taken is never missed.
     pub(crate) fn unfinished(&self) -> u32 {
-        self.unfinished_with(self.header().joins.done.load(Ordering::SeqCst))
+        (self.count() as u32).wrapping_add(self.holders().owed())
     }
 
     /// Marks one item done; false if none is unfinished.
     pub(crate) fn task_done(&self) -> bool {
-        let h = self.header();
-        loop {
-            let done = h.joins.done.load(Ordering::SeqCst);
-            // Fewer done than taken means some are unfinished, without reading `tail`, which
-            // producers keep writing.
-            let head = End::load(&h.head.0, Ordering::SeqCst);
-            let taken = head
-                .count
-                .wrapping_sub(Discard::load(&h.consumers.discard).total(head.count));
-            let surely = taken.wrapping_sub(done).wrapping_sub(1) < 1 << 30;
-            if !surely {
-                let unfinished = self.unfinished_with(done);
-                if unfinished == 0 || unfinished > 1 << 31 {
-                    return false;
-                }
-            }
-            if h.joins
-                .done
-                .compare_exchange(
-                    done,
-                    done.wrapping_add(1),
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                )
-                .is_ok()
-            {
-                if h.joins.joiners.load(Ordering::SeqCst) > 0 && self.unfinished() == 0 {
-                    self.wake_joiners();
-                }
-                return true;
-            }
+        let holders = self.holders();
+        let mine = holders.slot(&self.mine);
+        if !holders.done(mine) {
+            return false;
         }
+        let h = self.header();
+        if h.joins.joiners.load(Ordering::SeqCst) > 0 && self.unfinished() == 0 {
+            self.wake_joiners();
+        }
+        true
     }
 
     /// Wakes the processes in [`Ring::join`], if any, to look at the counts again.
@@ -952,8 +930,9 @@ impl Ring {
         }
     }
 
-    /// Waits until no item is unfinished; false if the deadline passed first.
-    pub(crate) fn join(&self, deadline: Deadline) -> bool {
+    /// Waits until no item is unfinished. Items whose consumer process died before marking
+    /// them done are counted as lost (looked for every [`LOST_CHECK`] while waiting).
+    pub(crate) fn join(&self, deadline: Deadline) -> Joined {
         let h = self.header();
         h.joins.joiners.fetch_add(1, Ordering::SeqCst);
         let finished = loop {
@@ -961,12 +940,46 @@ impl Ring {
             if self.unfinished() == 0 {
                 break true;
             }
-            if !futex::wait(&h.joins.seq, seen, deadline) {
+            futex::wait(&h.joins.seq, seen, deadline.at_most(LOST_CHECK));
+            if self.holders().collect_dead() > 0 {
+                self.wake_joiners();
+            }
+            if deadline.passed() {
                 break self.unfinished() == 0;
             }
         };
         h.joins.joiners.fetch_sub(1, Ordering::SeqCst);
-        finished
+        if finished {
+            match self.holders().take_lost() {
+                0 => Joined::Finished,
+                n => Joined::Lost(n),
+            }
+        } else {
+            Joined::TimedOut
+        }
+    }
+}
+
+/// How often a waiting [`Ring::join`] looks for items held by consumers that died.
+const LOST_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How [`Ring::join`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// Every item was marked done.
+    Finished,
+    /// Every item was marked done or lost: this many were taken by consumers that died first.
+    Lost(u32),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+impl Drop for Ring {
+    /// A consumer that drops its handle (rather than dying) hands what it owes to others.
+    fn drop(&mut self) {
+        if self.is_joinable() {
+            self.holders().release(&self.mine);
+        }
     }
 }
 
@@ -985,12 +998,17 @@ impl Drop for Producers<'_> {
 struct Consumers<'a> {
     ring: &'a Ring,
     take_on_drop: Option<End>,
+    /// A JoinableQueue get counted its item as held and has not finished moving `head`.
+    owing: bool,
 }
 
 impl Drop for Consumers<'_> {
     fn drop(&mut self) {
         if let Some(to) = self.take_on_drop.take() {
             self.ring.take(to);
+        }
+        if self.owing {
+            self.ring.holders().end_take();
         }
         robust::unlock(&self.ring.header().consumers.lock);
     }

@@ -39,6 +39,16 @@ impl Deadline {
         }
     }
 
+    /// This deadline, or `limit` from now if that is sooner: for a wait that must look at
+    /// something else now and then.
+    pub(crate) fn at_most(self, limit: Duration) -> Deadline {
+        let cap = Deadline::after(Some(limit));
+        match (self.0, cap.0) {
+            (Some(at), Some(c)) if at <= c => self,
+            _ => cap,
+        }
+    }
+
     /// Whether the deadline has passed.
     pub(crate) fn passed(&self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)

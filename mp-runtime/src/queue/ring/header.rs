@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::super::side::SideWords;
 use super::super::wake::Waiters;
+use super::holders;
 
 /// The shared header at the start of a ring's memory.
 #[repr(C)]
@@ -34,6 +35,8 @@ pub(super) struct Header {
     pub(super) space: Waiters,
     pub(super) ready: Readiness,
     pub(super) joins: Joins,
+    /// Who holds the items taken from a JoinableQueue (see [`super::holders`]).
+    pub(super) holders: [holders::Holder; holders::SLOTS],
 }
 
 /// Written by producers, under their lock (which lives on the same line).
@@ -53,8 +56,8 @@ pub(super) struct Consumers {
     pub(super) lock: robust::Word,
     /// The last `tail` consumers read: records that are known to be published.
     pub(super) tail_seen: AtomicU64,
-    /// Messages dropped by immediate shutdowns (see [`Discard`]).
-    pub(super) discard: AtomicU64,
+    /// A JoinableQueue get in progress (see [`super::holders`]).
+    pub(super) intent: holders::Intent,
 }
 
 /// One 64-bit word on a cache line of its own.
@@ -75,8 +78,10 @@ pub(super) struct Readiness {
 /// JoinableQueue's counters.
 #[repr(C, align(64))]
 pub(super) struct Joins {
-    /// `task_done` calls (wrapping).
-    pub(super) done: AtomicU32,
+    /// Non-zero for a JoinableQueue: gets count who holds each item.
+    pub(super) joinable: AtomicU32,
+    /// Items counted as lost (their consumer died before `task_done`), not reported yet.
+    pub(super) lost: AtomicU32,
     /// Processes in `join`.
     pub(super) joiners: AtomicU32,
     /// Bumped when the count of unfinished items may have reached zero; joiners sleep on it.
@@ -116,47 +121,6 @@ impl End {
         End {
             count: self.count.wrapping_add(messages),
             off: self.off.wrapping_add(size as u32),
-        }
-    }
-}
-
-/// The messages dropped by immediate shutdowns, as stored in `Consumers::discard`: `total` is
-/// exact while the drop is closed; an open drop, begun when `head` had counted `from` messages
-/// (modulo 2^31), adds what `head` counted since. Opening, moving `head` and closing are one
-/// store each, so a dropper that dies leaves an exact total, which the next consumer closes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Discard {
-    pub(super) total: u32,
-    pub(super) open_from: Option<u32>,
-}
-
-impl Discard {
-    const OPEN: u64 = 1 << 63;
-    const FROM_MASK: u32 = (1 << 31) - 1;
-
-    pub(super) fn load(word: &AtomicU64) -> Discard {
-        let w = word.load(Ordering::Acquire);
-        Discard {
-            total: w as u32,
-            open_from: (w & Discard::OPEN != 0).then_some((w >> 32) as u32 & Discard::FROM_MASK),
-        }
-    }
-
-    pub(super) fn word(self) -> u64 {
-        let open = match self.open_from {
-            None => 0,
-            Some(from) => Discard::OPEN | (u64::from(from & Discard::FROM_MASK) << 32),
-        };
-        open | u64::from(self.total)
-    }
-
-    /// The total, given the messages `head` has counted.
-    pub(super) fn total(self, head_count: u32) -> u32 {
-        match self.open_from {
-            None => self.total,
-            Some(from) => self
-                .total
-                .wrapping_add(head_count.wrapping_sub(from) & Discard::FROM_MASK),
         }
     }
 }

@@ -226,6 +226,15 @@ fn ring_with(len: usize, items: &[Item]) -> Ring {
     ring
 }
 
+fn joinable_with(len: usize, items: &[Item]) -> Ring {
+    let ring = Ring::create(0, len).unwrap();
+    ring.make_joinable();
+    for i in items {
+        i.put(&ring);
+    }
+    ring
+}
+
 fn ids(items: &[Item]) -> Vec<u64> {
     items.iter().map(|i| i.id).collect()
 }
@@ -501,7 +510,7 @@ fn crash_points_of_an_immediate_shutdown() {
         Item::with_handle(5),
     ];
     let setup = || {
-        let ring = ring_with(4096, &items);
+        let ring = joinable_with(4096, &items);
         take(&ring).unwrap();
         take(&ring).unwrap();
         assert!(ring.task_done());
@@ -522,7 +531,10 @@ fn crash_points_of_an_immediate_shutdown() {
                 assert!(ring.task_done());
             }
             assert!(!ring.task_done());
-            assert!(ring.join(Deadline::after(Some(Duration::ZERO))));
+            assert_eq!(
+                ring.join(Deadline::after(Some(Duration::ZERO))),
+                Joined::Finished
+            );
             if ended == Ended::Finished {
                 assert!(got.is_empty());
             }
@@ -697,4 +709,121 @@ fn many_producer_and_consumer_threads_keep_each_producers_order() {
     all.sort_unstable();
     assert_eq!(all, (0..producers * per).collect::<Vec<_>>());
     assert_eq!(ring.count(), 0);
+}
+
+/// A JoinableQueue consumer killed anywhere in a get, or after it: an item it took is owed by
+/// it, and `join` counts it as lost once it is gone; an item it did not take is still in the
+/// ring. Nothing is counted twice, nothing is missed, `join` never waits forever.
+#[test]
+fn crash_points_of_a_joinable_get_and_its_task_done() {
+    let items = [Item::small(1), Item::with_handle(2), Item::large(3)];
+    let points = sweep(
+        || joinable_with(1 << 16, &items),
+        |ring| {
+            take(ring).unwrap();
+            assert!(ring.task_done());
+            take(ring).unwrap();
+        },
+        |ring, ended| {
+            let left = ring.count() as u32;
+            // The child is reaped: whatever it held and did not mark done is lost.
+            let took = items.len() as u32 - left;
+            let lost = match ring.join(Deadline::after(Some(Duration::ZERO))) {
+                Joined::Finished => 0,
+                Joined::Lost(n) => n,
+                Joined::TimedOut => {
+                    // Items are left (or a lost one is noticed only now): drain them.
+                    let got = drain(ring);
+                    assert_eq!(got.len() as u32, left);
+                    for _ in &got {
+                        assert!(ring.task_done());
+                    }
+                    match ring.join(Deadline::after(Some(Duration::from_secs(10)))) {
+                        Joined::Finished => 0,
+                        Joined::Lost(n) => n,
+                        Joined::TimedOut => panic!("join waits forever ({ended:?})"),
+                    }
+                }
+            };
+            // Of what the child took, one was marked done (if it got that far); the rest is
+            // lost.
+            assert!(lost <= took && took - lost <= 1, "took {took}, lost {lost}");
+            if ended == Ended::Finished {
+                assert_eq!((took, lost), (2, 1));
+            }
+            assert_eq!(ring.unfinished(), 0);
+            assert!(!ring.task_done(), "nothing is left to mark done");
+            assert_eq!(
+                ring.join(Deadline::after(Some(Duration::ZERO))),
+                Joined::Finished,
+                "a loss is reported once"
+            );
+            still_works(ring);
+        },
+    );
+    assert!(points >= 6, "{points}");
+}
+
+/// A consumer that finishes its items and exits leaves nothing lost; one killed holding two
+/// leaves two; a live one holding an item keeps `join` waiting.
+#[test]
+fn join_counts_only_the_items_of_dead_consumers() {
+    let ring = joinable_with(1 << 16, &[Item::small(1), Item::small(2), Item::small(3)]);
+    assert_eq!(
+        killed_at(u32::MAX, || {
+            take(&ring).unwrap();
+            assert!(ring.task_done());
+        }),
+        Ended::Finished
+    );
+    assert_eq!(ring.unfinished(), 2);
+    // Taken by this (live) process: join waits for it.
+    take(&ring).unwrap();
+    assert_eq!(
+        ring.join(Deadline::after(Some(Duration::from_millis(120)))),
+        Joined::TimedOut
+    );
+    assert_eq!(
+        killed_at(u32::MAX, || {
+            take(&ring).unwrap();
+        }),
+        Ended::Finished
+    );
+    assert!(ring.task_done());
+    assert_eq!(
+        ring.join(Deadline::after(Some(Duration::from_secs(10)))),
+        Joined::Lost(1)
+    );
+}
+
+/// A consumer that drops its handle before exiting hands its unmarked items over (Python's
+/// `get` in one process, `task_done` in another): `join` waits for them, and another process
+/// marks them done.
+#[test]
+fn a_consumer_that_drops_its_handle_hands_its_items_over() {
+    let ring = joinable_with(1 << 16, &[Item::small(1)]);
+    let fds = || RingFds {
+        region: ring.region_fd().try_clone_to_owned().unwrap(),
+        side_a: ring.other_fds()[0].try_clone_to_owned().unwrap(),
+        side_b: ring.other_fds()[1].try_clone_to_owned().unwrap(),
+        event: ring.other_fds()[2].try_clone_to_owned().unwrap(),
+    };
+    let theirs = fds();
+    assert_eq!(
+        killed_at(u32::MAX, move || {
+            let handle = Ring::from_fds(theirs).unwrap();
+            take(&handle).unwrap();
+            drop(handle);
+        }),
+        Ended::Finished
+    );
+    assert_eq!(
+        ring.join(Deadline::after(Some(Duration::from_millis(120)))),
+        Joined::TimedOut
+    );
+    assert!(ring.task_done());
+    assert_eq!(
+        ring.join(Deadline::after(Some(Duration::ZERO))),
+        Joined::Finished
+    );
 }

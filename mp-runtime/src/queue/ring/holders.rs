@@ -1,0 +1,315 @@
+//! Who holds the items of a `JoinableQueue` that were taken and not yet marked done, so that an
+//! item whose consumer died before `task_done` can be counted as lost instead of keeping
+//! `join()` waiting forever.
+//!
+//! Each consumer process claims a slot in the ring's header, keyed by its pid and start time
+//! (pids are reused). A slot counts the items its process `taken` and the `done` marked for them.
+//! Every transition is one store:
+//!
+//! - A get writes its slot's `taken + 1` *before* the store of `head` that takes the item, so
+//!   that a reader who adds `qsize` and the slots' counts never misses the item (it may count it
+//!   twice for an instant, which only makes `join` wait a little longer). The get first records
+//!   its intent (slot, `taken` before, `head` before) on the consumers' line; a consumer that
+//!   takes the lock over from a dead one reads it and puts `taken` back if `head` did not move.
+//! - `task_done` adds one to `done` of its own slot with a compare-and-swap (or of any slot that
+//!   owes an item, for an item taken by another process).
+//! - A `join` that finds a slot owing items whose process is gone moves `done` up to `taken`
+//!   (one compare-and-swap), adds what it moved to the lost count that the next finished
+//!   `join` reports, and frees the slot.
+//!
+//! A process that drops its handle on the queue (a consumer that returns, or unwinds from a
+//! panic) *releases* its slot: what it still owes stays unfinished, for another process to mark
+//! done (Python's pattern of `get` in one process and `task_done` in another), and is never
+//! counted as lost. Only a process that dies without dropping it (SIGKILL, an abort, a crash)
+//! loses its items. A process that finds no free slot (more live consumer processes than slots)
+//! uses slot 0, the shared slot, whose items are never counted as lost either.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::super::crash;
+
+/// Slots in the header; slot 0 is shared.
+pub(super) const SLOTS: usize = 128;
+
+/// Set in a slot's `pid` when its process dropped its handle: its items are not lost.
+const RELEASED: u32 = 1 << 31;
+
+/// One consumer process's counts.
+#[repr(C)]
+#[derive(Default)]
+pub(super) struct Holder {
+    /// The process's pid, with [`RELEASED`] once it dropped its handle; 0 for a free slot
+    /// (always 0 for the shared slot).
+    pid: AtomicU32,
+    /// Its start time (low 32 bits, clock ticks since boot), telling a reused pid apart.
+    start: AtomicU32,
+    /// Items it took (wrapping).
+    taken: AtomicU32,
+    /// Items marked done for it (wrapping; never past `taken`).
+    done: AtomicU32,
+}
+
+impl Holder {
+    /// Items taken and not marked done.
+    fn owed(&self) -> u32 {
+        let done = self.done.load(Ordering::SeqCst);
+        let taken = self.taken.load(Ordering::SeqCst);
+        owed(taken, done)
+    }
+}
+
+/// `taken - done`, 0 if that is not a plausible count (memory written outside the protocol).
+fn owed(taken: u32, done: u32) -> u32 {
+    let n = taken.wrapping_sub(done);
+    if n > 1 << 30 { 0 } else { n }
+}
+
+/// The intent of a get in progress, on the consumers' line (written under their lock).
+#[repr(C)]
+#[derive(Default)]
+pub(super) struct Intent {
+    /// `(slot + 1) << 32 | taken before`; 0 when no get is in progress.
+    word: AtomicU64,
+    /// The count of `head` before the get.
+    head: AtomicU32,
+}
+
+/// The JoinableQueue words of the header.
+pub(super) struct Words<'a> {
+    pub(super) slots: &'a [Holder; SLOTS],
+    pub(super) intent: &'a Intent,
+    /// Items counted as lost and not reported yet.
+    pub(super) lost: &'a AtomicU32,
+}
+
+/// Which slot this process uses for a ring, and for which pid it was claimed (a forked child
+/// claims its own).
+#[derive(Debug, Default)]
+pub(super) struct Mine {
+    pid: AtomicU32,
+    slot: AtomicU32,
+}
+
+impl Words<'_> {
+    /// The slot this process counts its items in, claimed on first use.
+    pub(super) fn slot(&self, mine: &Mine) -> usize {
+        let pid = std::process::id();
+        if mine.pid.load(Ordering::Relaxed) == pid {
+            let slot = mine.slot.load(Ordering::Relaxed) as usize;
+            // Still ours (another handle of this process may have released it).
+            if slot == 0 || self.slots[slot].pid.load(Ordering::Relaxed) == pid {
+                return slot;
+            }
+        }
+        let slot = self.claim(pid);
+        mine.slot.store(slot as u32, Ordering::Relaxed);
+        mine.pid.store(pid, Ordering::Relaxed);
+        slot
+    }
+
+    fn claim(&self, pid: u32) -> usize {
+        let start = process_start(pid).unwrap_or(0);
+        // A slot this process released (through another handle) is taken back as it is.
+        for (i, h) in self.slots.iter().enumerate().skip(1) {
+            if h.pid.load(Ordering::SeqCst) == pid | RELEASED
+                && h.start.load(Ordering::SeqCst) == start
+                && h.pid
+                    .compare_exchange(pid | RELEASED, pid, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                return i;
+            }
+        }
+        for (i, h) in self.slots.iter().enumerate().skip(1) {
+            let holder = h.pid.load(Ordering::SeqCst);
+            let free = holder == 0
+                || (h.owed() == 0
+                    && (holder & RELEASED != 0 || !alive(holder, h.start.load(Ordering::SeqCst))));
+            if free
+                && h.pid
+                    .compare_exchange(holder, pid, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                h.start.store(start, Ordering::SeqCst);
+                // Counts start level: whatever a previous holder left is settled.
+                let taken = h.taken.load(Ordering::SeqCst);
+                h.done.store(taken, Ordering::SeqCst);
+                return i;
+            }
+        }
+        0
+    }
+
+    /// Before the store of `head` that takes an item (consumers' lock held): counts it in
+    /// `slot`, recording the intent.
+    pub(super) fn begin_take(&self, slot: usize, head_count: u32) {
+        let h = &self.slots[slot];
+        let taken = h.taken.load(Ordering::SeqCst);
+        self.intent.head.store(head_count, Ordering::SeqCst);
+        self.intent.word.store(
+            ((slot as u64 + 1) << 32) | u64::from(taken),
+            Ordering::SeqCst,
+        );
+        crash::point();
+        h.taken.store(taken.wrapping_add(1), Ordering::SeqCst);
+        crash::point();
+    }
+
+    /// After the store of `head` (consumers' lock held).
+    pub(super) fn end_take(&self) {
+        self.intent.word.store(0, Ordering::SeqCst);
+        crash::point();
+    }
+
+    /// After a consumer died holding the lock: undoes its count if it did not take the item
+    /// (`head_count` is `head` now).
+    pub(super) fn repair(&self, head_count: u32) {
+        let w = self.intent.word.load(Ordering::SeqCst);
+        if w == 0 {
+            return;
+        }
+        let slot = (w >> 32) as usize - 1;
+        if let Some(h) = self.slots.get(slot)
+            && self.intent.head.load(Ordering::SeqCst) == head_count
+        {
+            h.taken.store(w as u32, Ordering::SeqCst);
+        }
+        self.intent.word.store(0, Ordering::SeqCst);
+    }
+
+    /// Items taken and not marked done, over all slots.
+    pub(super) fn owed(&self) -> u32 {
+        self.slots
+            .iter()
+            .fold(0u32, |n, h| n.wrapping_add(h.owed()))
+    }
+
+    /// Marks one item done: one of this process's (`mine`) if it owes any, else any slot's.
+    /// False if no slot owes an item.
+    pub(super) fn done(&self, mine: usize) -> bool {
+        let order = std::iter::once(mine).chain((0..SLOTS).filter(|i| *i != mine));
+        for i in order {
+            let h = &self.slots[i];
+            loop {
+                let done = h.done.load(Ordering::SeqCst);
+                let taken = h.taken.load(Ordering::SeqCst);
+                if owed(taken, done) == 0 {
+                    break;
+                }
+                if h.done
+                    .compare_exchange(
+                        done,
+                        done.wrapping_add(1),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Counts the items of slots whose process is gone as lost and frees those slots; returns
+    /// how many were counted.
+    pub(super) fn collect_dead(&self) -> u32 {
+        let mut lost = 0u32;
+        // A slot whose get was cut short is repaired by the next consumer to take the lock
+        // (the item may still be in the ring): not before.
+        let pending = match self.intent.word.load(Ordering::SeqCst) {
+            0 => usize::MAX,
+            w => (w >> 32) as usize - 1,
+        };
+        for (i, h) in self.slots.iter().enumerate().skip(1) {
+            let pid = h.pid.load(Ordering::SeqCst);
+            if i == pending
+                || pid == 0
+                || pid & RELEASED != 0
+                || h.owed() == 0
+                || alive(pid, h.start.load(Ordering::SeqCst))
+            {
+                continue;
+            }
+            let done = h.done.load(Ordering::SeqCst);
+            let taken = h.taken.load(Ordering::SeqCst);
+            let n = owed(taken, done);
+            if n > 0
+                && h.done
+                    .compare_exchange(done, taken, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                crash::point();
+                self.lost.fetch_add(n, Ordering::SeqCst);
+                lost = lost.wrapping_add(n);
+                let _ = h
+                    .pid
+                    .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+            }
+        }
+        lost
+    }
+
+    /// This process drops its handle: what its slot still owes is for others to mark done,
+    /// never lost.
+    pub(super) fn release(&self, mine: &Mine) {
+        let pid = std::process::id();
+        if mine.pid.load(Ordering::Relaxed) != pid {
+            return;
+        }
+        let slot = mine.slot.load(Ordering::Relaxed) as usize;
+        if slot != 0 {
+            let _ = self.slots[slot].pid.compare_exchange(
+                pid,
+                pid | RELEASED,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// The items counted as lost since the last report, reset to 0.
+    pub(super) fn take_lost(&self) -> u32 {
+        self.lost.swap(0, Ordering::SeqCst)
+    }
+}
+
+/// Whether process `pid`, started at `start` (0: unknown), still runs: not gone, not a zombie,
+/// not another process that reuses its pid.
+fn alive(pid: u32, start: u32) -> bool {
+    match proc_stat(pid) {
+        None => false,
+        Some((state, started)) => state != 'Z' && (start == 0 || started == start),
+    }
+}
+
+/// The low 32 bits of when `pid` started (clock ticks since boot).
+fn process_start(pid: u32) -> Option<u32> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// The state and (low 32 bits of the) start time of `pid`, from `/proc/<pid>/stat`: fields 3
+/// and 22, counted after the command name, which may hold spaces and parentheses.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start: u64 = fields.nth(18)?.parse().ok()?;
+    Some((state, start as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let me = std::process::id();
+        let start = process_start(me).unwrap();
+        assert!(alive(me, start));
+        assert!(!alive(me, start.wrapping_add(1)));
+        assert!(!alive(u32::MAX - 1, 0));
+    }
+}
