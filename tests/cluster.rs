@@ -6,7 +6,8 @@
 //!
 //! One launch on one host checks the local pool's behaviours on a cluster pool (map order, imap
 //! laziness, chunking, callbacks, errors per task, a task SIGKILLed on an agent, terminate,
-//! close/join, initializer, max_tasks_per_child, executor, handles refused, 1 MiB arguments
+//! close/join, time limits, terminate of a running task, memory limits, initializer,
+//! max_tasks_per_child, executor, handles refused, 1 MiB arguments
 //! and results, what worker processes inherit). Other launches: a job of one rank, a rank with a
 //! different registry, a failing `main`, an agent rank SIGKILLed, and a job across three network
 //! namespaces joined by a bridge (created and always deleted by the test). After each launch no
@@ -153,6 +154,13 @@ fn rank_ancestor() -> Option<i32> {
 #[mp::worker]
 fn blocks() {
     std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Allocates and touches `mib` MiB, then frees it.
+#[mp::worker]
+fn use_mib(mib: usize) -> usize {
+    let v = vec![1u8; mib << 20];
+    std::hint::black_box(&v).len() >> 20
 }
 
 static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -521,6 +529,46 @@ fn scenario_pool() -> ExitCode {
             ensure(v.map_err(e)?.len() == 50, || "map".into())?;
             ex.shutdown(true, false);
             Ok(())
+        })(),
+    );
+    c.check(
+        "time limits, terminate and memory limits kill the worker on its node",
+        (|| {
+            let p = Pool::builder()
+                .backend(Mpi::world())
+                .processes_per_node(1)
+                .time_limit(Duration::from_secs(30))
+                .memory_limit_per_child(2 << 30)
+                .build()
+                .map_err(e)?;
+            let limit = Duration::from_millis(300);
+            let quick = p.with_time_limit(limit).map_err(e)?;
+            match quick.apply(blocks, ()) {
+                Err(Error::TimeLimitExceeded { limit: l, .. }) if l == limit => {}
+                other => return Err(format!("time limit: {other:?}")),
+            }
+            let stuck = p.apply_async(blocks, ()).map_err(e)?;
+            ensure(stuck.terminate(), || {
+                "terminate did not stop the task".into()
+            })?;
+            ensure(matches!(stuck.get(), Err(Error::Cancelled)), || {
+                "terminate: not Cancelled".into()
+            })?;
+            match p.map_chunked(use_mib, vec![1, 8192, 2], 1) {
+                Err(Error::MemoryLimitExceeded { index: Some(1), .. }) => {}
+                other => return Err(format!("memory limit: {other:?}")),
+            }
+            ensure(p.apply(square, (3,)).map_err(e)? == 9, || {
+                "the pool goes on".into()
+            })?;
+            let grace = Pool::builder()
+                .backend(Mpi::world())
+                .time_limit(limit)
+                .time_limit_grace(limit)
+                .build();
+            ensure(matches!(grace, Err(Error::InvalidArgument { .. })), || {
+                "a grace on a cluster is refused".into()
+            })
         })(),
     );
     c.check(

@@ -20,6 +20,7 @@ use super::mpi_io::{Backoff, Comm};
 use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
+use crate::pool::memory::MemoryLimits;
 use crate::pool::wire::{self, Cursor};
 use crate::registry;
 use crate::transport::frame::{HEADER_LEN, header};
@@ -189,6 +190,7 @@ fn launch_local(spec: &LaunchSpec, started: usize) -> Result<Box<dyn Link>> {
         init,
         started,
         faults: None,
+        memory: MemoryLimits::from_wire(spec.memory),
     }
     .launch()
 }

@@ -50,6 +50,8 @@ pub(crate) struct LaunchSpec {
     pub(crate) method: StartMethod,
     /// The initializer's registered name and encoded arguments.
     pub(crate) init: Option<(String, Vec<u8>)>,
+    /// The worker's memory limits in bytes (soft, hard; 0 for none).
+    pub(crate) memory: (u64, u64),
 }
 
 /// One message.
@@ -117,6 +119,8 @@ impl Msg<'_> {
                         put_bytes(&mut b, args);
                     }
                 }
+                put_uint(&mut b, spec.memory.0);
+                put_uint(&mut b, spec.memory.1);
             }
             Msg::Launched { worker, pid } => {
                 b.push(LAUNCHED);
@@ -176,9 +180,14 @@ impl Msg<'_> {
                     0 => None,
                     _ => Some((c.string()?, c.bytes()?.to_vec())),
                 };
+                let memory = (c.uint()?, c.uint()?);
                 Msg::Launch {
                     worker,
-                    spec: LaunchSpec { method, init },
+                    spec: LaunchSpec {
+                        method,
+                        init,
+                        memory,
+                    },
                 }
             }
             LAUNCHED => Msg::Launched {
@@ -220,6 +229,7 @@ mod tests {
         let spec = LaunchSpec {
             method: StartMethod::Spawn,
             init: Some(("m::init".into(), vec![1, 2, 3])),
+            memory: (1 << 30, 2 << 30),
         };
         let all = [
             Msg::Hello(Hello {
@@ -236,6 +246,7 @@ mod tests {
                 spec: LaunchSpec {
                     method: StartMethod::ForkServer,
                     init: None,
+                    memory: (0, 0),
                 },
             },
             Msg::Launched {

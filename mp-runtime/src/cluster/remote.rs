@@ -88,6 +88,7 @@ impl Remote for MpiBackend {
             spec: LaunchSpec {
                 method: spec.method,
                 init: spec.init.map(|(n, a)| (n.to_owned(), a)),
+                memory: spec.memory.to_wire(),
             },
             live: (0..agents).map(|_| Arc::new(AtomicUsize::new(0))).collect(),
             head,

@@ -227,7 +227,7 @@ impl ProcessPoolExecutor {
         W: Worker,
         W::Output: Send,
     {
-        check_limit(&self.core, limit)?;
+        check_limit(limit)?;
         submit_future(
             &self.core,
             worker.name(),
@@ -323,13 +323,13 @@ fn submit_future<A: Serialize, R: DeserializeOwned + Send + 'static>(
 }
 
 /// Checks a per-call time limit.
-fn check_limit(core: &Core, limit: Duration) -> Result<()> {
+fn check_limit(limit: Duration) -> Result<()> {
     if limit.is_zero() {
         return Err(Error::InvalidArgument {
             message: "a time limit must be more than zero".into(),
         });
     }
-    core.ensure_time_limits()
+    Ok(())
 }
 
 /// The iterator of [`ProcessPoolExecutor::map`].
@@ -387,7 +387,7 @@ where
                 break;
             };
             if let Some(l) = self.limit {
-                check_limit(&self.core, l)?;
+                check_limit(l)?;
             }
             let f = submit_future(&self.core, self.worker, &item, Callbacks::new(), self.limit)?;
             self.pending.push_back(f);

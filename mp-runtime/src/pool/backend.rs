@@ -100,6 +100,8 @@ pub(crate) struct RemoteSpec {
     pub(crate) method: StartMethod,
     /// The pool's initializer (without descriptors: refused before).
     pub(crate) init: Option<(&'static str, Vec<u8>)>,
+    /// The workers' memory limits.
+    pub(crate) memory: super::memory::MemoryLimits,
 }
 
 /// An initializer: registered worker name and encoded arguments.

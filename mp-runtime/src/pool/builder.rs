@@ -123,8 +123,8 @@ impl PoolBuilder {
     /// side effects sees the ones that had finished run twice; use a chunk size of 1 for
     /// at-most-once). The clock of an item starts when a worker starts it: time queued does
     /// not count. A worker reads its deadline with [`task_deadline`](crate::task_deadline).
-    /// Zero is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build); a cluster backend
-    /// does not support time limits yet (also [`Error::InvalidArgument`]).
+    /// Zero is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build). On a cluster
+    /// backend the worker is killed on its node, the same way.
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = Some(limit);
         self
@@ -132,7 +132,8 @@ impl PoolBuilder {
 
     /// With a time limit, the worker of an item past its limit is sent SIGTERM and gets
     /// `grace` to exit before SIGKILL (default: SIGKILL at once). Zero is
-    /// [`Error::InvalidArgument`].
+    /// [`Error::InvalidArgument`], and so is a grace on a cluster backend (its workers are
+    /// killed at once).
     pub fn time_limit_grace(mut self, grace: Duration) -> Self {
         self.grace = Some(grace);
         self
@@ -170,8 +171,8 @@ impl PoolBuilder {
     /// [`Error::MemoryLimitExceeded`], naming it; the worker is replaced; the pool and the
     /// parent are untouched. Shared memory (queues, `SharedMemory`, `Array`) does not count.
     /// A value below what an idle worker already uses is [`Error::InvalidArgument`] at
-    /// [`build`](PoolBuilder::build); a cluster backend does not support it yet (also
-    /// [`Error::InvalidArgument`]).
+    /// [`build`](PoolBuilder::build). On a cluster backend each node agent sets it on the
+    /// workers it starts.
     pub fn memory_limit_per_child(mut self, bytes: u64) -> Self {
         self.memory.hard = Some(bytes);
         self
@@ -292,6 +293,7 @@ impl PoolBuilder {
                 per_node: self.per_node,
                 method,
                 init: init.as_ref().map(|(i, _)| (i.name, i.args.clone())),
+                memory: self.memory,
             };
             if let Some((launcher, workers)) = remote.connect(spec)? {
                 if let Some((i, type_name)) = &init
@@ -301,14 +303,12 @@ impl PoolBuilder {
                         type_name: (*type_name).to_owned(),
                     });
                 }
-                if limits.time_limit.is_some() || limits.grace.is_some() {
+                if limits.grace.is_some() {
                     return Err(Error::InvalidArgument {
-                        message: "time limits are not supported on a cluster backend yet".into(),
-                    });
-                }
-                if self.memory.is_set() {
-                    return Err(Error::InvalidArgument {
-                        message: "memory limits are not supported on a cluster backend yet".into(),
+                        message: "time_limit_grace is not supported on a cluster backend: a \
+                                  worker past its time limit is killed at once (SIGKILL on its \
+                                  node)"
+                            .into(),
                     });
                 }
                 let core = Core::new(self.max_in_flight, true, limits)?;
@@ -317,7 +317,7 @@ impl PoolBuilder {
                     max_tasks_per_child: self.max_tasks_per_child,
                     lazy: false,
                     intensity,
-                    memory_limit: None,
+                    memory_limit: self.memory.hard,
                 };
                 return Ok((core, launcher, method, cfg));
             }

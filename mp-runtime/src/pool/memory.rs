@@ -28,10 +28,6 @@ pub(crate) struct MemoryLimits {
 }
 
 impl MemoryLimits {
-    pub(crate) fn is_set(&self) -> bool {
-        self.soft.is_some() || self.hard.is_some()
-    }
-
     /// [`Error::InvalidArgument`] for a limit below what an idle worker uses: a forked worker
     /// starts with this process's memory, others with a fresh program's.
     pub(crate) fn validate(&self, method: StartMethod) -> Result<()> {
@@ -64,6 +60,15 @@ impl MemoryLimits {
     /// The wire form for the worker: 0 for none.
     pub(crate) fn to_wire(self) -> (u64, u64) {
         (self.soft.unwrap_or(0), self.hard.unwrap_or(0))
+    }
+
+    /// The limits of a [`to_wire`](MemoryLimits::to_wire) form.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn from_wire((soft, hard): (u64, u64)) -> MemoryLimits {
+        MemoryLimits {
+            soft: (soft > 0).then_some(soft),
+            hard: (hard > 0).then_some(hard),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ mod builder;
 pub(crate) mod chunking;
 mod intensity;
 mod iter;
-mod memory;
+pub(crate) mod memory;
 pub(crate) mod scheduler;
 pub(crate) mod watchdog;
 pub(crate) mod wire;
@@ -139,7 +139,6 @@ impl Pool {
                 message: "a time limit must be more than zero".into(),
             });
         }
-        self.core.ensure_time_limits()?;
         Ok(Pool {
             core: self.core.clone(),
             thread: self.thread.clone(),

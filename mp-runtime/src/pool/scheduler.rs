@@ -390,16 +390,6 @@ impl Core {
         Ok(())
     }
 
-    /// [`Error::InvalidArgument`] if the workers cannot be timed (a cluster backend's).
-    pub(crate) fn ensure_time_limits(&self) -> Result<()> {
-        if self.portable_only {
-            return Err(Error::InvalidArgument {
-                message: "time limits are not supported on a cluster backend yet".into(),
-            });
-        }
-        Ok(())
-    }
-
     /// Fails `err` unless new tasks may be submitted.
     pub(crate) fn ensure_open(&self) -> Result<()> {
         Self::check_open(&self.lock(), false)
