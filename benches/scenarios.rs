@@ -23,6 +23,8 @@ mod common;
 mod manager;
 #[path = "scenarios/pool.rs"]
 mod pool;
+#[path = "scenarios/pool_timeouts.rs"]
+mod pool_timeouts;
 #[path = "scenarios/process_start.rs"]
 mod process_start;
 #[path = "scenarios/sync.rs"]
@@ -37,6 +39,7 @@ fn all() -> Vec<Scenario> {
     all.extend(channels::scenarios());
     all.extend(sync::scenarios());
     all.extend(manager::scenarios());
+    all.extend(pool_timeouts::scenarios());
     all
 }
 

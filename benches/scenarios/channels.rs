@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use mp::{Connection, JoinableQueue, Pipe, Queue};
 
-use crate::common::{Options, Scenario, emit, median, raw_echo_rtts};
+use crate::common::{Options, Scenario, emit, median, quantile_99, raw_echo_rtts};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -317,16 +317,6 @@ fn echo_u64(conn: Connection<u64>) {
         }
         conn.send(&v).unwrap();
     }
-}
-
-fn quantile_99(samples: &mut [f64]) -> f64 {
-    // statistics.quantiles(samples, n=100)[98], the exclusive method.
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let n = samples.len() as f64;
-    let pos = 0.99 * (n + 1.0) - 1.0;
-    let lo = pos.floor().clamp(0.0, n - 1.0) as usize;
-    let hi = (lo + 1).min(samples.len() - 1);
-    samples[lo] + (samples[hi] - samples[lo]) * (pos - pos.floor())
 }
 
 fn pipe_pingpong(o: &Options) -> Result<(), String> {

@@ -106,6 +106,17 @@ pub fn median(samples: &mut [f64]) -> f64 {
     }
 }
 
+/// The 99th percentile of samples: Python's `statistics.quantiles(samples, n=100)[98]`, the
+/// exclusive method.
+pub fn quantile_99(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len() as f64;
+    let pos = 0.99 * (n + 1.0) - 1.0;
+    let lo = pos.floor().clamp(0.0, n - 1.0) as usize;
+    let hi = (lo + 1).min(samples.len() - 1);
+    samples[lo] + (samples[hi] - samples[lo]) * (pos - pos.floor())
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

@@ -1,12 +1,21 @@
 //! Pool scenarios of bench.py: `pool_map_small`, `pool_imap_unordered`, `pool_apply_async` and
 //! `pool_cpu_scaling`, plus the per-task overhead of one `apply` round trip against a raw
-//! socketpair round trip measured in the same run (`raw_rtt_median`).
+//! socketpair round trip measured in the same run (`raw_rtt_median`). (`pool_timeouts` is in
+//! `pool_timeouts.rs`.)
+//!
+//! `pool_map_small_time_limit` is ours alone, with no Python side (Python's `Pool` has no time
+//! limits): `pool_map_small`'s two workloads, same sizes, on a pool without a time limit and on
+//! one built with `time_limit(60 s)`, which never fires, alternating which runs first, one
+//! untimed round then `3 × reps` timed ones (each `map` of the default chunk size lasts a few
+//! ms, so more samples than `pool_map_small`'s). Lines `<workload>_no_limit` and
+//! `<workload>_limit_60s` (tasks/s, medians) and `<workload>_ratio` (x, the median of the rounds'
+//! with-limit ÷ without ratios; 1 means the limit costs nothing).
 //!
 //! Mirroring notes: Python's `workers.square` and `workers.cpu_task` are `#[mp::worker]`s with the
 //! same arithmetic (`cpu_task` is the same 31-bit LCG, so results are equal); pools use the
 //! default start method and are created outside the timed region, as in Python.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mp::Pool;
 
@@ -17,6 +26,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "pool_map_small",
             run: pool_map_small,
+        },
+        Scenario {
+            name: "pool_map_small_time_limit",
+            run: pool_map_small_time_limit,
         },
         Scenario {
             name: "pool_imap_unordered",
@@ -79,6 +92,62 @@ fn pool_map_small(o: &Options) -> Result<(), String> {
             }
         }
         emit("pool_map_small", metric, median(&mut rates), "tasks/s");
+    }
+    Ok(())
+}
+
+/// `pool_map_small`'s two workloads on a pool without a time limit and on one built with a
+/// generous limit (60 s, never reached), in alternating order round by round: what a time limit
+/// costs when it never fires (the worker's watchdog notes each item's start).
+fn pool_map_small_time_limit(o: &Options) -> Result<(), String> {
+    let plain = Pool::new(2).map_err(e)?;
+    let limited = Pool::builder()
+        .processes(2)
+        .time_limit(Duration::from_secs(60))
+        .build()
+        .map_err(e)?;
+    let cases = [
+        ("default_chunksize", o.size(200_000, 100_000), None),
+        ("chunksize_1", o.size(20_000, 5_000), Some(1)),
+    ];
+    let rounds = 3 * o.reps;
+    for (metric, n, chunksize) in cases {
+        let expected: Vec<u64> = (0..n as u64).map(|i| i * i).collect();
+        let rate = |pool: &Pool| -> Result<f64, String> {
+            let t = Instant::now();
+            let out = match chunksize {
+                None => pool.map(square, 0..n as u64),
+                Some(c) => pool.map_chunked(square, 0..n as u64, c),
+            }
+            .map_err(e)?;
+            let dt = t.elapsed().as_secs_f64();
+            check(out == expected, "pool.map returned wrong squares")?;
+            Ok(n as f64 / dt)
+        };
+        let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=rounds {
+            let (w, l) = if round % 2 == 0 {
+                let w = rate(&plain)?;
+                (w, rate(&limited)?)
+            } else {
+                let l = rate(&limited)?;
+                (rate(&plain)?, l)
+            };
+            if round > 0 {
+                without.push(w);
+                with.push(l);
+                ratios.push(l / w);
+            }
+        }
+        let lines = [
+            ("no_limit", median(&mut without), "tasks/s"),
+            ("limit_60s", median(&mut with), "tasks/s"),
+            ("ratio", median(&mut ratios), "x"),
+        ];
+        for (suffix, value, unit) in lines {
+            let name = format!("{metric}_{suffix}");
+            emit("pool_map_small_time_limit", &name, value, unit);
+        }
     }
     Ok(())
 }
