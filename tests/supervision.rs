@@ -474,11 +474,15 @@ fn leak_mib(mib: usize) -> u32 {
     std::process::id()
 }
 
-/// Allocates and touches `mib` MiB, then frees it.
+/// Allocates and touches `mib` MiB, one MiB at a time (a worker that grows in a loop), then
+/// frees it.
 #[mp::worker]
 fn use_mib(mib: usize) -> usize {
-    let v = vec![1u8; mib << 20];
-    std::hint::black_box(&v).len() >> 20
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mib {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    std::hint::black_box(&held).len()
 }
 
 for_each_method!(
@@ -513,14 +517,14 @@ for_each_method!(
 for_each_method!(
     an_allocation_past_the_hard_limit_fails_only_its_item,
     |ctx: mp::Context| {
-        let hard = own_memory("VmData") + (512 << 20);
+        let hard = own_memory("VmData") + (256 << 20);
         let p = Pool::builder()
             .processes(2)
             .context(ctx)
             .memory_limit_per_child(hard)
             .build()
             .unwrap();
-        let sizes = [1usize, 4096, 2, 8];
+        let sizes = [1usize, 2048, 2, 8];
         let r: Vec<_> = p.imap(use_mib, sizes).unwrap().collect();
         for (i, x) in r.iter().enumerate() {
             if i == 1 {
