@@ -447,14 +447,20 @@ fn run_chunk<A, R: Serialize>(
     Outcome::Each(each)
 }
 
-/// Runs an untimed chunk of a worker that cannot return `Err`, every argument decoded: the
-/// results as one `Vec` in one `catch_unwind`. If an item panics, the results so far are kept,
-/// that item fails alone, and the rest run one by one.
-fn run_plain_chunk<A, R: Serialize>(items: Vec<A>, mut f: impl FnMut(A) -> R) -> Outcome {
+/// Runs a chunk of a worker that cannot return `Err`, every argument decoded: the results as
+/// one `Vec` in one `catch_unwind`. `starts(pos)` is called as each item starts (a time
+/// limit's watchdog; nothing for an untimed chunk). If an item panics, the results so far are
+/// kept, that item fails alone, and the rest run one by one.
+fn run_plain_chunk<A, R: Serialize>(
+    items: Vec<A>,
+    mut f: impl FnMut(A) -> R,
+    mut starts: impl FnMut(usize),
+) -> Outcome {
     let mut values: Vec<R> = Vec::with_capacity(items.len());
     let mut rest = items.into_iter();
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for args in &mut rest {
+            starts(values.len());
             values.push(f(args));
         }
     }));
@@ -469,6 +475,7 @@ fn run_plain_chunk<A, R: Serialize>(items: Vec<A>, mut f: impl FnMut(A) -> R) ->
     let mut each: Vec<Outcome> = values.iter().map(returned).collect();
     each.push(caught_panic());
     for args in rest {
+        starts(each.len());
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(args))) {
             Ok(v) => each.push(returned(&v)),
             Err(_) => each.push(caught_panic()),
@@ -529,12 +536,18 @@ pub fn call_plain<A: DeserializeOwned, R: Serialize>(
 ) -> Outcome {
     if input.batch {
         let args = chunk_args::<A>(input);
-        if let (items, None, None) = args {
-            // Untimed, every argument decoded: the plain loop, as fast as a `map`; only a panic
-            // (rare) goes item by item.
-            return run_plain_chunk(items, f);
-        }
-        return run_chunk(args, |a| Ok(f(a)));
+        return match args {
+            // Every argument decoded: the plain loop, as fast as a `map`; only a panic (rare)
+            // goes item by item.
+            (items, None, None) => run_plain_chunk(items, f, |_| {}),
+            (items, None, Some(spans)) => match crate::pool::watchdog::active() {
+                Some(w) => run_plain_chunk(items, f, |pos| {
+                    w.item(pos, spans.get(pos).copied().unwrap_or_default())
+                }),
+                None => run_plain_chunk(items, f, |_| {}),
+            },
+            args => run_chunk(args, |a| Ok(f(a))),
+        };
     }
     match decode_args(input) {
         Ok(args) => returned(&f(args)),

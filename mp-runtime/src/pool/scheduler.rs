@@ -538,6 +538,8 @@ struct Slot {
     killed_for_terminate: bool,
     /// The worker said it exits above its memory limit: the tasks it holds go to other workers.
     retiring: bool,
+    /// Its stream ended (the worker exits): only its exit is awaited.
+    ended: bool,
 }
 
 /// What a worker's watchdog reported: item `position` of job `id` ran `elapsed`; a batch
@@ -567,6 +569,7 @@ impl Slot {
             kill_at: None,
             killed_for_terminate: false,
             retiring: false,
+            ended: false,
         }
     }
 
@@ -1172,13 +1175,23 @@ impl Scheduler {
         };
         let mut fds = Vec::with_capacity(1 + 2 * self.slots.len());
         fds.push(PollFd::new(self.core.wake.as_fd(), PollFlags::POLLIN));
+        // Where each slot's two descriptors are in `fds` (its channel: none once nothing more
+        // is read from it, a worker being killed: the socket of a dying worker stays readable
+        // or hung up until its exit is reported, and polling it would only spin).
+        let mut at = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
-            let mut flags = PollFlags::POLLIN;
-            if !s.out.is_empty() {
-                flags |= PollFlags::POLLOUT;
-            }
-            fds.push(PollFd::new(s.link.channel(), flags));
+            let channel = if s.fault.is_some() || s.expired.is_some() || s.ended {
+                None
+            } else {
+                let mut flags = PollFlags::POLLIN;
+                if !s.out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(s.link.channel(), flags));
+                Some(fds.len() - 1)
+            };
             fds.push(PollFd::new(s.link.sentinel(), PollFlags::POLLIN));
+            at.push((channel, fds.len() - 1));
         }
         loop {
             match poll(&mut fds, timeout) {
@@ -1194,14 +1207,14 @@ impl Scheduler {
         let any = |f: &PollFd<'_>, mask: PollFlags| f.revents().is_some_and(|r| r.intersects(mask));
         let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
         let woken = any(&fds[0], PollFlags::POLLIN);
-        let per = (0..self.slots.len())
-            .map(|i| {
-                let c = &fds[1 + 2 * i];
-                let z = &fds[2 + 2 * i];
+        let per = at
+            .into_iter()
+            .map(|(channel, sentinel)| {
+                let c = channel.map(|c| &fds[c]);
                 (
-                    any(c, rd),
-                    any(c, PollFlags::POLLOUT),
-                    any(z, rd | PollFlags::POLLNVAL),
+                    c.is_some_and(|c| any(c, rd)),
+                    c.is_some_and(|c| any(c, PollFlags::POLLOUT)),
+                    any(&fds[sentinel], rd | PollFlags::POLLNVAL),
                 )
             })
             .collect();
@@ -1492,7 +1505,11 @@ fn terminated() -> Error {
 fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Result<()> {
     loop {
         match slot.reader.fill(slot.link.channel()) {
-            Ok(Some(0)) | Ok(None) | Err(Error::Closed) => break,
+            Ok(Some(0)) | Err(Error::Closed) => {
+                slot.ended = true;
+                break;
+            }
+            Ok(None) => break,
             // Saves a read that would only say "nothing more"; poll reports what comes later.
             Ok(Some(_)) if slot.reader.drained() => break,
             Ok(Some(_)) => {}
