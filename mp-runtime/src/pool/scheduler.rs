@@ -39,6 +39,8 @@ use super::backend::{Launcher, Link};
 use super::intensity::{Deaths, Intensity};
 use super::wire::{self, Cursor};
 use crate::error::{Error, Result, WorkerError};
+use crate::sys::poll::Deadline;
+use crate::sys::spin_wait::SpinWait;
 use crate::transport::frame::MAX_FDS;
 use crate::transport::reader::{FrameReader, take_fds};
 
@@ -796,6 +798,9 @@ struct Scheduler {
     replacing: usize,
     /// Recent unexpected deaths, against the restart intensity.
     deaths: Deaths,
+    /// Answers usually come within a round trip: the scheduler looks for them briefly before
+    /// it sleeps in `poll`.
+    spin: SpinWait,
 }
 
 /// A failed attempt to start a worker: the backoff before the next.
@@ -830,6 +835,7 @@ pub(crate) fn spawn(
         replacing: 0,
         deaths: Deaths::new(cfg.intensity),
         cfg,
+        spin: SpinWait::new(),
     };
     std::thread::Builder::new()
         .name("mp-pool".into())
@@ -1166,6 +1172,7 @@ impl Scheduler {
     /// Polls the wake-up descriptor and every worker, at most `timeout` (`None`: until one is
     /// ready). Returns (woken, per worker (readable, writable, exited)).
     fn wait(&self, timeout: Option<Duration>) -> (bool, Vec<(bool, bool, bool)>) {
+        let until = Deadline::after(timeout);
         let timeout = match timeout {
             None => PollTimeout::NONE,
             Some(t) => {
@@ -1193,7 +1200,12 @@ impl Scheduler {
             fds.push(PollFd::new(s.link.sentinel(), PollFlags::POLLIN));
             at.push((channel, fds.len() - 1));
         }
-        loop {
+        let ready_now = timeout != PollTimeout::ZERO
+            && self.spin.spin_until(
+                until,
+                || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0),
+            );
+        while !ready_now {
             match poll(&mut fds, timeout) {
                 Ok(_) => break,
                 Err(Errno::EINTR) => continue,

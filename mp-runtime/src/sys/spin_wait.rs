@@ -1,5 +1,6 @@
 //! The short, adaptive spin a request/response side runs before it sleeps in the kernel, shared
-//! by [`Connection`](crate::connection::Connection) and the manager's connections.
+//! by [`Connection`](crate::connection::Connection), the manager's connections, a pool's
+//! workers waiting for their next job and the pool's scheduler waiting for answers.
 //!
 //! Sleeping in `poll`/`recvmsg` and being woken costs 10–25 µs here when the wake-up crosses to
 //! another CPU, more than the rest of a round trip. So a side that waits for an answer first
@@ -57,6 +58,15 @@ impl SpinWait {
     /// False: the window passed, spinning is off or skipped this time, or polling failed; the
     /// caller then sleeps in its blocking read or `poll` as it would have without the spin.
     pub(crate) fn spin_until_readable(&self, fd: BorrowedFd<'_>, deadline: Deadline) -> bool {
+        // On an error, stop looking: the blocking call meets (and reports) it.
+        self.spin_until(deadline, || {
+            readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or_default()
+        })
+    }
+
+    /// [`spin_until_readable`](SpinWait::spin_until_readable) for any condition that can be
+    /// checked without blocking (several descriptors at once, say).
+    pub(crate) fn spin_until(&self, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
         if !enabled() {
             return false;
         }
@@ -68,8 +78,7 @@ impl SpinWait {
         let started = Instant::now();
         let mut contended = false;
         loop {
-            // On an error, stop looking: the blocking call meets (and reports) it.
-            let ready = readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or_default();
+            let ready = ready();
             if contended || !ready && (started.elapsed() >= WINDOW || deadline.passed()) {
                 // The window passed in vain, or a yield gave the CPU to another process: the
                 // CPUs are shared by more runnable processes than they hold, the peer runs when
