@@ -122,7 +122,9 @@ impl PoolBuilder {
     /// of its chunk are run again by another worker, so they keep their results (a worker with
     /// side effects sees the ones that had finished run twice; use a chunk size of 1 for
     /// at-most-once). The clock of an item starts when a worker starts it: time queued does
-    /// not count. A worker reads its deadline with [`task_deadline`](crate::task_deadline).
+    /// not count. The worker's watchdog looks every millisecond, so the kill comes within
+    /// about a millisecond (plus scheduling) of the limit. A worker reads its deadline with
+    /// [`task_deadline`](crate::task_deadline).
     /// Zero is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build). On a cluster
     /// backend the worker is killed on its node, the same way.
     pub fn time_limit(mut self, limit: Duration) -> Self {
