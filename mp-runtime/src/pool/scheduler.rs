@@ -1205,14 +1205,17 @@ impl Scheduler {
                 until,
                 || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0),
             );
-        while !ready_now {
-            match poll(&mut fds, timeout) {
-                Ok(_) => break,
-                Err(Errno::EINTR) => continue,
-                Err(_) => {
-                    // Should not happen; avoid a busy loop all the same.
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                    break;
+        // Found ready while spinning: the last look's results are in `fds`.
+        if !ready_now {
+            loop {
+                match poll(&mut fds, timeout) {
+                    Ok(_) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(_) => {
+                        // Should not happen; avoid a busy loop all the same.
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        break;
+                    }
                 }
             }
         }

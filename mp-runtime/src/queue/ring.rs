@@ -2,7 +2,7 @@
 //! futex lock for producers and one for consumers.
 //!
 //! ```text
-//! page 0: Header (atomics)          pages 1..: data ring of `data_len` bytes (a power of two)
+//! pages 0-3: Header (atomics)       pages 4..: data ring of `data_len` bytes (a power of two)
 //! record: len u32 | flags u32 | tag u64 | payload, padded to 8 bytes (may wrap around)
 //! ```
 //! **Every transition is one store.** The ring's state is two 64-bit words: `tail` holds the
@@ -69,7 +69,7 @@ use crate::sys::mmap::SharedRegion;
 use crate::sys::poll::Deadline;
 
 const MAGIC: u64 = 0x6d70_7175_6575_6534; // "mpqueue4"
-const HEADER_LEN: usize = 4096;
+const HEADER_LEN: usize = 16384;
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
 const RECORD_HEADER: u64 = 16;
 /// The ring's virtual size; pages are only allocated while they hold pending messages.
@@ -276,6 +276,7 @@ impl Ring {
         let h = self.header();
         holders::Words {
             slots: &h.holders,
+            used: &h.joins.holders_used,
             intent: &h.consumers.intent,
             lost: &h.joins.lost,
         }
@@ -915,7 +916,10 @@ impl Ring {
             return false;
         }
         let h = self.header();
-        if h.joins.joiners.load(Ordering::SeqCst) > 0 && self.unfinished() == 0 {
+        // Items still in the ring mean some are unfinished: the holders' counts (a cache line
+        // per consumer process) are read only when it is empty.
+        if h.joins.joiners.load(Ordering::SeqCst) > 0 && self.count() == 0 && self.unfinished() == 0
+        {
             self.wake_joiners();
         }
         true

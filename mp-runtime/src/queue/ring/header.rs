@@ -82,6 +82,8 @@ pub(super) struct Joins {
     pub(super) joinable: AtomicU32,
     /// Items counted as lost (their consumer died before `task_done`), not reported yet.
     pub(super) lost: AtomicU32,
+    /// One past the highest holder slot ever claimed.
+    pub(super) holders_used: AtomicU32,
     /// Processes in `join`.
     pub(super) joiners: AtomicU32,
     /// Bumped when the count of unfinished items may have reached zero; joiners sleep on it.

@@ -34,8 +34,9 @@ pub(super) const SLOTS: usize = 128;
 /// Set in a slot's `pid` when its process dropped its handle: its items are not lost.
 const RELEASED: u32 = 1 << 31;
 
-/// One consumer process's counts.
-#[repr(C)]
+/// One consumer process's counts, on a cache line of its own: consumers in different processes
+/// do not take each other's line as they count.
+#[repr(C, align(64))]
 #[derive(Default)]
 pub(super) struct Holder {
     /// The process's pid, with [`RELEASED`] once it dropped its handle; 0 for a free slot
@@ -52,8 +53,8 @@ pub(super) struct Holder {
 impl Holder {
     /// Items taken and not marked done.
     fn owed(&self) -> u32 {
-        let done = self.done.load(Ordering::SeqCst);
-        let taken = self.taken.load(Ordering::SeqCst);
+        let done = self.done.load(Ordering::Acquire);
+        let taken = self.taken.load(Ordering::Acquire);
         owed(taken, done)
     }
 }
@@ -77,6 +78,8 @@ pub(super) struct Intent {
 /// The JoinableQueue words of the header.
 pub(super) struct Words<'a> {
     pub(super) slots: &'a [Holder; SLOTS],
+    /// One past the highest slot ever claimed: the slots above are never looked at.
+    pub(super) used: &'a AtomicU32,
     pub(super) intent: &'a Intent,
     /// Items counted as lost and not reported yet.
     pub(super) lost: &'a AtomicU32,
@@ -93,7 +96,7 @@ pub(super) struct Mine {
 impl Words<'_> {
     /// The slot this process counts its items in, claimed on first use.
     pub(super) fn slot(&self, mine: &Mine) -> usize {
-        let pid = std::process::id();
+        let pid = crate::sys::pid::current();
         if mine.pid.load(Ordering::Relaxed) == pid {
             let slot = mine.slot.load(Ordering::Relaxed) as usize;
             // Still ours (another handle of this process may have released it).
@@ -134,6 +137,7 @@ impl Words<'_> {
                 // Counts start level: whatever a previous holder left is settled.
                 let taken = h.taken.load(Ordering::SeqCst);
                 h.done.store(taken, Ordering::SeqCst);
+                self.used.fetch_max(i as u32 + 1, Ordering::SeqCst);
                 return i;
             }
         }
@@ -143,21 +147,24 @@ impl Words<'_> {
     /// Before the store of `head` that takes an item (consumers' lock held): counts it in
     /// `slot`, recording the intent.
     pub(super) fn begin_take(&self, slot: usize, head_count: u32) {
+        // Release stores: each is seen after the ones before it (by the next holder of the
+        // lock, and by a reader of the counts, who reads `head` before the slots), and the
+        // store of `head` that follows is seen after them all.
         let h = &self.slots[slot];
-        let taken = h.taken.load(Ordering::SeqCst);
-        self.intent.head.store(head_count, Ordering::SeqCst);
+        let taken = h.taken.load(Ordering::Relaxed);
+        self.intent.head.store(head_count, Ordering::Release);
         self.intent.word.store(
             ((slot as u64 + 1) << 32) | u64::from(taken),
-            Ordering::SeqCst,
+            Ordering::Release,
         );
         crash::point();
-        h.taken.store(taken.wrapping_add(1), Ordering::SeqCst);
+        h.taken.store(taken.wrapping_add(1), Ordering::Release);
         crash::point();
     }
 
     /// After the store of `head` (consumers' lock held).
     pub(super) fn end_take(&self) {
-        self.intent.word.store(0, Ordering::SeqCst);
+        self.intent.word.store(0, Ordering::Release);
         crash::point();
     }
 
@@ -177,6 +184,12 @@ impl Words<'_> {
         self.intent.word.store(0, Ordering::SeqCst);
     }
 
+    /// The slots ever claimed (and the shared one).
+    fn in_use(&self) -> &[Holder] {
+        let used = (self.used.load(Ordering::SeqCst) as usize).clamp(1, SLOTS);
+        &self.slots[..used]
+    }
+
     /// Items taken and not marked done, over all slots.
     pub(super) fn owed(&self) -> u32 {
         self.slots
@@ -187,12 +200,13 @@ impl Words<'_> {
     /// Marks one item done: one of this process's (`mine`) if it owes any, else any slot's.
     /// False if no slot owes an item.
     pub(super) fn done(&self, mine: usize) -> bool {
-        let order = std::iter::once(mine).chain((0..SLOTS).filter(|i| *i != mine));
+        let used = self.in_use().len();
+        let order = std::iter::once(mine).chain((0..used).filter(|i| *i != mine));
         for i in order {
             let h = &self.slots[i];
             loop {
-                let done = h.done.load(Ordering::SeqCst);
-                let taken = h.taken.load(Ordering::SeqCst);
+                let done = h.done.load(Ordering::Acquire);
+                let taken = h.taken.load(Ordering::Acquire);
                 if owed(taken, done) == 0 {
                     break;
                 }
@@ -222,7 +236,7 @@ impl Words<'_> {
             0 => usize::MAX,
             w => (w >> 32) as usize - 1,
         };
-        for (i, h) in self.slots.iter().enumerate().skip(1) {
+        for (i, h) in self.in_use().iter().enumerate().skip(1) {
             let pid = h.pid.load(Ordering::SeqCst);
             if i == pending
                 || pid == 0
@@ -254,7 +268,7 @@ impl Words<'_> {
     /// This process drops its handle: what its slot still owes is for others to mark done,
     /// never lost.
     pub(super) fn release(&self, mine: &Mine) {
-        let pid = std::process::id();
+        let pid = crate::sys::pid::current();
         if mine.pid.load(Ordering::Relaxed) != pid {
             return;
         }
