@@ -2,8 +2,9 @@
 //! item whose consumer died before `task_done` can be counted as lost instead of keeping
 //! `join()` waiting forever.
 //!
-//! Each consumer process claims a slot in the ring's header, keyed by its pid and start time
-//! (pids are reused). A slot counts the items its process `taken` and the `done` marked for them.
+//! Each consumer process claims a slot in the ring's header, keyed by its pid and its tag
+//! (`sys::thread_tag`: pids are reused). A slot counts the items its process `taken` and the
+//! `done` marked for them.
 //! Every transition is one store:
 //!
 //! - A get writes its slot's `taken + 1` *before* the store of `head` that takes the item, so
@@ -27,6 +28,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::super::crash;
+use crate::sys::thread_tag;
 
 /// Slots in the header; slot 0 is shared.
 pub(super) const SLOTS: usize = 128;
@@ -42,8 +44,8 @@ pub(super) struct Holder {
     /// The process's pid, with [`RELEASED`] once it dropped its handle; 0 for a free slot
     /// (always 0 for the shared slot).
     pid: AtomicU32,
-    /// Its start time (low 32 bits, clock ticks since boot), telling a reused pid apart.
-    start: AtomicU32,
+    /// Its [`thread_tag`] (its main thread's), telling a reused pid apart.
+    tag: AtomicU32,
     /// Items it took (wrapping).
     taken: AtomicU32,
     /// Items marked done for it (wrapping; never past `taken`).
@@ -111,11 +113,11 @@ impl Words<'_> {
     }
 
     fn claim(&self, pid: u32) -> usize {
-        let start = process_start(pid).unwrap_or(0);
+        let tag = thread_tag::own(pid);
         // A slot this process released (through another handle) is taken back as it is.
         for (i, h) in self.slots.iter().enumerate().skip(1) {
             if h.pid.load(Ordering::SeqCst) == pid | RELEASED
-                && h.start.load(Ordering::SeqCst) == start
+                && h.tag.load(Ordering::SeqCst) == tag
                 && h.pid
                     .compare_exchange(pid | RELEASED, pid, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
@@ -127,13 +129,14 @@ impl Words<'_> {
             let holder = h.pid.load(Ordering::SeqCst);
             let free = holder == 0
                 || (h.owed() == 0
-                    && (holder & RELEASED != 0 || !alive(holder, h.start.load(Ordering::SeqCst))));
+                    && (holder & RELEASED != 0
+                        || !thread_tag::still_running(holder, h.tag.load(Ordering::SeqCst))));
             if free
                 && h.pid
                     .compare_exchange(holder, pid, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                h.start.store(start, Ordering::SeqCst);
+                h.tag.store(tag, Ordering::SeqCst);
                 // Counts start level: whatever a previous holder left is settled.
                 let taken = h.taken.load(Ordering::SeqCst);
                 h.done.store(taken, Ordering::SeqCst);
@@ -242,7 +245,7 @@ impl Words<'_> {
                 || pid == 0
                 || pid & RELEASED != 0
                 || h.owed() == 0
-                || alive(pid, h.start.load(Ordering::SeqCst))
+                || thread_tag::still_running(pid, h.tag.load(Ordering::SeqCst))
             {
                 continue;
             }
@@ -289,31 +292,6 @@ impl Words<'_> {
     }
 }
 
-/// Whether process `pid`, started at `start` (0: unknown), still runs: not gone, not a zombie,
-/// not another process that reuses its pid.
-fn alive(pid: u32, start: u32) -> bool {
-    match proc_stat(pid) {
-        None => false,
-        Some((state, started)) => state != 'Z' && (start == 0 || started == start),
-    }
-}
-
-/// The low 32 bits of when `pid` started (clock ticks since boot).
-fn process_start(pid: u32) -> Option<u32> {
-    proc_stat(pid).map(|(_, start)| start)
-}
-
-/// The state and (low 32 bits of the) start time of `pid`, from `/proc/<pid>/stat`: fields 3
-/// and 22, counted after the command name, which may hold spaces and parentheses.
-fn proc_stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let start: u64 = fields.nth(18)?.parse().ok()?;
-    Some((state, start as u32))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,9 +299,18 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_a_reused_pid_is_not() {
         let me = std::process::id();
-        let start = process_start(me).unwrap();
-        assert!(alive(me, start));
-        assert!(!alive(me, start.wrapping_add(1)));
-        assert!(!alive(u32::MAX - 1, 0));
+        let tag = thread_tag::own(me);
+        assert!(thread_tag::still_running(me, tag));
+        // Another tag under the same id (a process that got a dead holder's pid).
+        let other = if tag ^ 2 == thread_tag::UNKNOWN {
+            tag ^ 4
+        } else {
+            tag ^ 2
+        };
+        assert!(!thread_tag::still_running(me, other));
+        assert!(!thread_tag::still_running(
+            u32::MAX - 1,
+            thread_tag::UNKNOWN
+        ));
     }
 }
