@@ -576,20 +576,13 @@ impl Error {
 
     /// Sets the input index of a worker's `Err` (the executor's `map`, whose calls are single
     /// tasks).
-    pub(crate) fn at_index(mut self, at: usize) -> Error {
-        let per_item = match &self {
-            Error::TaskFailed { error, .. } => error.is_some(),
-            Error::WorkerPanicked { .. }
-            | Error::Codec { .. }
-            | Error::WorkerDied { .. }
-            | Error::TimeLimitExceeded { .. }
-            | Error::MemoryLimitExceeded { .. } => true,
-            _ => false,
-        };
-        if per_item && let Some(index) = self.index_mut() {
-            *index = Some(at);
+    pub(crate) fn at_index(self, at: usize) -> Error {
+        // A task failure that is not the worker's `Err` (the task could not run) names no item;
+        // every other variant with an index slot does.
+        if matches!(self, Error::TaskFailed { error: None, .. }) {
+            return self;
         }
-        self
+        self.at_position(at)
     }
 }
 
