@@ -103,11 +103,7 @@ impl<R> Future<R> {
     /// # Ok(()) }
     /// ```
     pub fn terminate(&self) -> bool {
-        if !self.cell.is_done() {
-            self.core.terminate_task(self.id);
-            self.cell.wait(None);
-        }
-        let stopped = self.cell.is_cancelled();
+        let stopped = self.cell.terminate(&self.core, &[self.id]);
         if stopped {
             self.cancelled.store(true, Ordering::Release);
         }

@@ -257,6 +257,18 @@ impl<T> Cell<T> {
         true
     }
 
+    /// Stops the tasks `ids` whose outcomes fill this cell, unless it is done already, and
+    /// waits for it: true if it ended as [`Error::Cancelled`].
+    pub(crate) fn terminate(&self, core: &Core, ids: &[u64]) -> bool {
+        if !self.is_done() {
+            for id in ids {
+                core.terminate_task(*id);
+            }
+            self.wait(None);
+        }
+        self.is_cancelled()
+    }
+
     /// Takes the value once done.
     pub(crate) fn take(&self) -> Result<T> {
         let mut st = self.lock();
@@ -336,14 +348,8 @@ impl<T> AsyncResult<T> {
     /// # Ok(()) }
     /// ```
     pub fn terminate(&self) -> bool {
-        if !self.cell.is_done() {
-            let (core, ids) = &self.tasks;
-            for id in ids {
-                core.terminate_task(*id);
-            }
-            self.cell.wait(None);
-        }
-        self.cell.is_cancelled()
+        let (core, ids) = &self.tasks;
+        self.cell.terminate(core, ids)
     }
 
     /// Waits for the result and returns it (Python's `get()`). The task's error if it failed:
