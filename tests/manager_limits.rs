@@ -11,15 +11,7 @@ use common::*;
 
 /// The resident memory of `pid`, in MiB.
 fn rss_mib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")
-                .and_then(|n| n.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
+    proc_status_bytes(&pid.to_string(), "VmRSS").unwrap_or(0) >> 20
 }
 
 #[test]

@@ -455,14 +455,7 @@ fn poison_items_count_against_the_intensity_and_kills_on_purpose_do_not() {
 
 /// This process's `VmData` (or `VmRSS`) in bytes.
 fn own_memory(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    proc_status_bytes("self", key).expect("/proc/self/status lists it")
 }
 
 /// Allocates and touches `mib` MiB and keeps it (a leak); returns this worker's pid.

@@ -219,3 +219,16 @@ pub fn set_fd_limit(soft: u64) -> u64 {
 pub fn settles_at(m: &mp::Manager, n: usize) -> bool {
     eventually(LONG, || m.number_of_objects().unwrap() == n)
 }
+
+/// A `kB` line of `/proc/<pid>/status` (`pid` may be `self`), such as `VmRSS`, in bytes.
+pub fn proc_status_bytes(pid: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
