@@ -69,26 +69,41 @@ fn check(ok: bool, what: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what.to_owned()) }
 }
 
-fn pool_map_small(o: &Options) -> Result<(), String> {
-    let pool = Pool::new(2).map_err(e)?;
-    let cases = [
+/// `pool_map_small`'s two workloads: metric name, items, chunk size (`None`: Python's default).
+fn map_small_cases(o: &Options) -> [(&'static str, usize, Option<usize>); 2] {
+    [
         ("default_chunksize", o.size(200_000, 100_000), None),
         ("chunksize_1", o.size(20_000, 5_000), Some(1)),
-    ];
-    for (metric, n, chunksize) in cases {
+    ]
+}
+
+/// One timed `map` of `square` over `0..n` on `pool`, checked against `expected`: tasks/s.
+fn timed_map(
+    pool: &Pool,
+    n: usize,
+    chunksize: Option<usize>,
+    expected: &[u64],
+) -> Result<f64, String> {
+    let t = Instant::now();
+    let out = match chunksize {
+        None => pool.map(square, 0..n as u64),
+        Some(c) => pool.map_chunked(square, 0..n as u64, c),
+    }
+    .map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    check(out == expected, "pool.map returned wrong squares")?;
+    Ok(n as f64 / dt)
+}
+
+fn pool_map_small(o: &Options) -> Result<(), String> {
+    let pool = Pool::new(2).map_err(e)?;
+    for (metric, n, chunksize) in map_small_cases(o) {
         let expected: Vec<u64> = (0..n as u64).map(|i| i * i).collect();
         let mut rates = Vec::new();
         for rep in 0..=o.reps {
-            let t = Instant::now();
-            let out = match chunksize {
-                None => pool.map(square, 0..n as u64),
-                Some(c) => pool.map_chunked(square, 0..n as u64, c),
-            }
-            .map_err(e)?;
-            let dt = t.elapsed().as_secs_f64();
-            check(out == expected, "pool.map returned wrong squares")?;
+            let rate = timed_map(&pool, n, chunksize, &expected)?;
             if rep > 0 {
-                rates.push(n as f64 / dt);
+                rates.push(rate);
             }
         }
         emit("pool_map_small", metric, median(&mut rates), "tasks/s");
@@ -106,24 +121,10 @@ fn pool_map_small_time_limit(o: &Options) -> Result<(), String> {
         .time_limit(Duration::from_secs(60))
         .build()
         .map_err(e)?;
-    let cases = [
-        ("default_chunksize", o.size(200_000, 100_000), None),
-        ("chunksize_1", o.size(20_000, 5_000), Some(1)),
-    ];
     let rounds = 3 * o.reps;
-    for (metric, n, chunksize) in cases {
+    for (metric, n, chunksize) in map_small_cases(o) {
         let expected: Vec<u64> = (0..n as u64).map(|i| i * i).collect();
-        let rate = |pool: &Pool| -> Result<f64, String> {
-            let t = Instant::now();
-            let out = match chunksize {
-                None => pool.map(square, 0..n as u64),
-                Some(c) => pool.map_chunked(square, 0..n as u64, c),
-            }
-            .map_err(e)?;
-            let dt = t.elapsed().as_secs_f64();
-            check(out == expected, "pool.map returned wrong squares")?;
-            Ok(n as f64 / dt)
-        };
+        let rate = |pool: &Pool| timed_map(pool, n, chunksize, &expected);
         let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..=rounds {
             let (w, l) = if round % 2 == 0 {
