@@ -2,6 +2,7 @@
 //! lives under this module.
 
 pub(crate) mod cpu_time;
+pub(crate) mod crowding;
 pub(crate) mod fd;
 pub(crate) mod mmap;
 pub(crate) mod pid;

@@ -9,16 +9,21 @@
 //! nobody sleeps; when the peer waits for this very CPU, the yield lets it run.
 //!
 //! The window is adaptive, per connection end: a spin that ended without an answer (the peer
-//! was slow or blocked elsewhere) is left out for
-//! the next [`SKIP_AFTER_MISS`] waits, which sleep at once, so a consumer that waits long or
-//! often in vain costs one failed window in seventeen waits. A spin in which a yield gave the CPU
-//! to another process counts as a miss too, whatever the next look finds: then there are more
-//! runnable processes than CPUs, the peer gets a CPU when the scheduler says so whether this side
-//! looks or sleeps, and looking again would only take turns from the others.
-//! Nobody spins when this process may
-//! run on a single CPU (spinning could only delay the peer), nor when the environment variable
-//! `MP_SPIN` is `0` when the process first waits (for machines shared by many more processes
-//! than CPUs, and to measure what the spin buys).
+//! was slow or blocked elsewhere) makes the next waits sleep at once: 1 after the first miss in
+//! a row, then 2, 4, … up to [`SKIP_AFTER_MISS`], so a consumer that waits long or often in vain
+//! soon costs one failed window in seventeen waits, while a lone miss costs one sleep.
+//!
+//! Nobody spins while the machine is crowded (more runnable threads than twice its CPUs, see
+//! [`crowding`](super::crowding)): then the peer gets a CPU when the kernel says so whether this
+//! side looks or sleeps, and looking would only take turns from the others. (An earlier rule
+//! guessed crowding from a yield that took long, and then slept for the next sixteen waits. When
+//! a pool's caller, scheduler and worker shared two CPUs, one such yield put a side to sleep,
+//! which made the others miss in turn, and round trips of `apply` stayed at the price of a
+//! wake-up, 27 µs instead of 3–5, in about one run in three.)
+//!
+//! Nobody spins when this process may run on a single CPU (spinning could only delay the peer),
+//! nor when the environment variable `MP_SPIN` is `0` when the process first waits (for
+//! machines shared by many more processes than CPUs, and to measure what the spin buys).
 
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
@@ -30,9 +35,6 @@ use super::poll::{Deadline, readable};
 /// The longest a side looks for an answer before it sleeps.
 pub(crate) const WINDOW: Duration = Duration::from_micros(50);
 
-/// A yield that took this long gave the CPU to another process.
-const CONTENDED_YIELD: Duration = Duration::from_micros(5);
-
 /// After a spin that ended without an answer, how many waits sleep at once before spinning is
 /// tried again.
 pub(crate) const SKIP_AFTER_MISS: u32 = 16;
@@ -43,6 +45,8 @@ pub(crate) struct SpinWait {
     /// How many waits to go before spinning is tried again (0: spin). Relaxed: a hint, read and
     /// written by whoever holds the end's receive side.
     skip: AtomicU32,
+    /// Misses in a row: the next miss skips `2^misses` waits, up to [`SKIP_AFTER_MISS`].
+    misses: AtomicU32,
 }
 
 impl SpinWait {
@@ -50,6 +54,7 @@ impl SpinWait {
     pub(crate) const fn new() -> Self {
         SpinWait {
             skip: AtomicU32::new(0),
+            misses: AtomicU32::new(0),
         }
     }
 
@@ -67,7 +72,7 @@ impl SpinWait {
     /// [`spin_until_readable`](SpinWait::spin_until_readable) for any condition that can be
     /// checked without blocking (several descriptors at once, say).
     pub(crate) fn spin_until(&self, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
-        if !enabled() {
+        if !enabled() || super::crowding::crowded() {
             return false;
         }
         let skip = self.skip.load(Ordering::Relaxed);
@@ -76,25 +81,22 @@ impl SpinWait {
             return false;
         }
         let started = Instant::now();
-        let mut contended = false;
         loop {
-            let ready = ready();
-            if contended || !ready && (started.elapsed() >= WINDOW || deadline.passed()) {
-                // The window passed in vain, or a yield gave the CPU to another process: the
-                // CPUs are shared by more runnable processes than they hold, the peer runs when
-                // the scheduler says so whether this side looks or sleeps, and looking again
-                // would only take turns from the others. Sleep at once the next few times.
-                self.skip.store(SKIP_AFTER_MISS, Ordering::Relaxed);
-                return ready;
-            }
-            if ready {
+            if ready() {
+                self.misses.store(0, Ordering::Relaxed);
                 return true;
+            }
+            if started.elapsed() >= WINDOW || deadline.passed() {
+                // The window passed in vain: sleep at once the next few times.
+                let misses = self.misses.load(Ordering::Relaxed);
+                self.misses.store((misses + 1).min(8), Ordering::Relaxed);
+                self.skip
+                    .store((1u32 << misses).min(SKIP_AFTER_MISS), Ordering::Relaxed);
+                return false;
             }
             // Give the CPU away between looks: when the peer waits for this very CPU it runs
             // now; when it runs elsewhere, this returns at once.
-            let before = Instant::now();
             std::thread::yield_now();
-            contended = before.elapsed() >= CONTENDED_YIELD;
         }
     }
 }
@@ -124,15 +126,28 @@ mod tests {
     }
 
     #[test]
-    fn a_miss_skips_the_next_waits() {
-        let (_a, b) = UnixStream::pair().unwrap();
+    fn misses_in_a_row_skip_more_and_more_waits() {
+        let (mut a, b) = UnixStream::pair().unwrap();
         let s = SpinWait::new();
-        assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
-        if enabled() {
-            assert_eq!(s.skip.load(Ordering::Relaxed), SKIP_AFTER_MISS);
+        if !enabled() {
             assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
-            assert_eq!(s.skip.load(Ordering::Relaxed), SKIP_AFTER_MISS - 1);
+            return;
         }
+        // Each miss skips twice as many waits as the one before, up to SKIP_AFTER_MISS.
+        for expected in [1, 2, 4, 8, SKIP_AFTER_MISS, SKIP_AFTER_MISS] {
+            assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+            assert_eq!(s.skip.load(Ordering::Relaxed), expected);
+            for left in (0..expected).rev() {
+                assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+                assert_eq!(s.skip.load(Ordering::Relaxed), left);
+            }
+        }
+        // An answer found while spinning starts the count again.
+        std::io::Write::write_all(&mut a, b"x").unwrap();
+        assert!(s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+        let (_c, d) = UnixStream::pair().unwrap();
+        assert!(!s.spin_until_readable(d.as_fd(), Deadline::NEVER));
+        assert_eq!(s.skip.load(Ordering::Relaxed), 1);
     }
 
     #[test]
