@@ -352,9 +352,11 @@ fn pipe_pingpong(o: &Options) -> Result<(), String> {
 
 /// Ping-pong pairs running at once in `pipe_pingpong_pairs`.
 const PAIRS: usize = 8;
-/// The flag with which `pipe_pingpong_pairs` runs this binary again, under `MP_SPIN=0`, for the
-/// figure without spinning.
-const PAIRS_NO_SPIN: &str = "--pairs-no-spin";
+/// The flag with which `pipe_pingpong_pairs` runs this binary again for one measured round
+/// (with or without `MP_SPIN=0`); with [`PAIRS_IDLE`] too, the round is followed by the idle
+/// figure.
+const PAIRS_CHILD: &str = "--pairs-child";
+const PAIRS_IDLE: &str = "--pairs-idle";
 
 /// One side of a ping-pong pair: at each `1` on `gate`, `n` round trips with an `echo_u64`
 /// child, then `n` back on `gate`; anything else ends it (and its echo).
@@ -371,13 +373,62 @@ fn pinger(conn: Connection<u64>, gate: Connection<u64>, n: u64) {
 }
 
 /// `pipe_pingpong_pairs`: 8 ping-pong pairs (16 processes) at once on the machine's CPUs; total
-/// round trips per second (`total_rate`). Each timed repetition is followed by one of this binary
-/// run again with `MP_SPIN=0` (`total_rate_no_spin`: the same without the spin before sleeping),
-/// so the two are interleaved in the same run. Then, with all 16 processes blocked in `recv` for
-/// 10 ms, the CPU they use over the next second, read from `/proc/<pid>/stat`, per process
-/// (`idle_recv_cpu`, % of one core).
+/// round trips per second, with the spin before sleeping (`total_rate`) and with `MP_SPIN=0`
+/// (`total_rate_no_spin`). Each repetition runs this binary twice, once each way, alternating
+/// which goes first; each run times one round right after an untimed one. (Both sides run in
+/// fresh processes alike: timing one side in this process and the other in a child measured
+/// this process's side 10–25% slower even with spinning off on both.) Then, in the last run
+/// with spinning, with all 16 processes blocked in `recv` for 10 ms, the CPU they use over the
+/// next second, read from `/proc/<pid>/stat`, per process (`idle_recv_cpu`, % of one core).
 fn pipe_pingpong_pairs(o: &Options) -> Result<(), String> {
-    let no_spin_child = std::env::args().any(|a| a == PAIRS_NO_SPIN);
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == PAIRS_CHILD) {
+        return pairs_round(o, args.iter().any(|a| a == PAIRS_IDLE));
+    }
+    let mut rates = Vec::new();
+    let mut no_spin = Vec::new();
+    let mut idle = None;
+    for rep in 0..o.reps {
+        let last = rep + 1 == o.reps;
+        for spin in if rep % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            let figures = pairs_child(o, spin, spin && last)?;
+            let rate = figure(&figures, "child_rate")?;
+            if spin {
+                rates.push(rate);
+                if last {
+                    idle = Some(figure(&figures, "idle_recv_cpu")?);
+                }
+            } else {
+                no_spin.push(rate);
+            }
+        }
+    }
+    let unit = "round trips/s";
+    emit(
+        "pipe_pingpong_pairs",
+        "total_rate",
+        median(&mut rates),
+        unit,
+    );
+    emit(
+        "pipe_pingpong_pairs",
+        "total_rate_no_spin",
+        median(&mut no_spin),
+        unit,
+    );
+    if let Some(idle) = idle {
+        emit("pipe_pingpong_pairs", "idle_recv_cpu", idle, "% of a core");
+    }
+    Ok(())
+}
+
+/// A child run of `pipe_pingpong_pairs`: the 16 processes, an untimed round, a timed one
+/// (`child_rate`), and with `idle` the CPU they use while blocked (`idle_recv_cpu`).
+fn pairs_round(o: &Options, idle: bool) -> Result<(), String> {
     let n = o.size(10_000, 1_000) as u64;
     let mut gates = Vec::new();
     let mut procs = Vec::new();
@@ -392,9 +443,7 @@ fn pipe_pingpong_pairs(o: &Options) -> Result<(), String> {
         procs.push(ping);
         gates.push(gate);
     }
-    let mut rates = Vec::new();
-    let mut no_spin = Vec::new();
-    for rep in 0..=o.reps {
+    let round = || -> Result<f64, String> {
         let t = Instant::now();
         for g in &gates {
             g.send(&1).map_err(e)?;
@@ -404,36 +453,16 @@ fn pipe_pingpong_pairs(o: &Options) -> Result<(), String> {
                 return Err("a pinger did not finish its round trips".into());
             }
         }
-        let dt = t.elapsed().as_secs_f64();
-        if rep == 0 {
-            continue;
-        }
-        rates.push((PAIRS as u64 * n) as f64 / dt);
-        if no_spin_child {
-            break;
-        }
-        no_spin.push(pairs_without_spin(o)?);
-    }
-    if no_spin_child {
-        emit(
-            "pipe_pingpong_pairs",
-            "total_rate_no_spin",
-            median(&mut rates),
-            "round trips/s",
-        );
-    } else {
-        emit(
-            "pipe_pingpong_pairs",
-            "total_rate",
-            median(&mut rates),
-            "round trips/s",
-        );
-        emit(
-            "pipe_pingpong_pairs",
-            "total_rate_no_spin",
-            median(&mut no_spin),
-            "round trips/s",
-        );
+        Ok((PAIRS as u64 * n) as f64 / t.elapsed().as_secs_f64())
+    };
+    round()?;
+    emit(
+        "pipe_pingpong_pairs",
+        "child_rate",
+        round()?,
+        "round trips/s",
+    );
+    if idle {
         // Every child now waits in `recv` (an echo for its pinger, a pinger for its gate).
         std::thread::sleep(std::time::Duration::from_millis(10));
         let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
@@ -465,36 +494,43 @@ fn pipe_pingpong_pairs(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// One timed repetition of `pipe_pingpong_pairs` with spinning disabled: this binary again, with
-/// `MP_SPIN=0` in its environment (read once per process, inherited by its children).
-fn pairs_without_spin(o: &Options) -> Result<f64, String> {
+/// Runs this binary again for one round of `pipe_pingpong_pairs`, with spinning or with
+/// `MP_SPIN=0` (read once per process, inherited by its children); the lines it printed.
+fn pairs_child(o: &Options, spin: bool, idle: bool) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|x| x.to_string())?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([
-        "--only",
-        "pipe_pingpong_pairs",
-        "--reps",
-        "1",
-        PAIRS_NO_SPIN,
-    ])
-    .env("MP_SPIN", "0");
+    cmd.args(["--only", "pipe_pingpong_pairs", PAIRS_CHILD]);
+    if idle {
+        cmd.arg(PAIRS_IDLE);
+    }
     if o.quick {
         cmd.arg("--quick");
     }
+    if spin {
+        cmd.env_remove("MP_SPIN");
+    } else {
+        cmd.env("MP_SPIN", "0");
+    }
     let out = cmd.output().map_err(|x| x.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.contains("\"total_rate_no_spin\""))
+    if !out.status.success() {
+        return Err(format!(
+            "a run of pipe_pingpong_pairs failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of metric `metric` in the JSON lines `figures`.
+fn figure(figures: &str, metric: &str) -> Result<f64, String> {
+    figures
+        .lines()
+        .find(|l| l.contains(&format!("\"{metric}\"")))
         .and_then(|l| l.split("\"value\": ").nth(1))
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "the run with MP_SPIN=0 printed no rate ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        .ok_or_else(|| format!("a run of pipe_pingpong_pairs printed no {metric}: {figures}"))
 }
 
 /// `utime + stime` of process `pid` in clock ticks (proc_pid_stat(5), fields 14 and 15, counted
