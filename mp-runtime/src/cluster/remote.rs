@@ -115,6 +115,11 @@ impl Launcher for MpiLauncher {
         (2_000_000, 512)
     }
 
+    /// The workers are on other machines.
+    fn shares_memory(&self) -> bool {
+        false
+    }
+
     fn launch(&mut self) -> Result<Box<dyn Link>> {
         let (index, live) = self
             .live

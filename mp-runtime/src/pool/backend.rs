@@ -27,6 +27,12 @@ pub(crate) trait Launcher: Send {
     fn work_ahead(&self) -> (u64, usize) {
         (200_000, 64)
     }
+
+    /// Whether the workers run on this machine, so that jobs and answers can travel in memory
+    /// shared with them (`pool::lane`).
+    fn shares_memory(&self) -> bool {
+        true
+    }
 }
 
 /// The scheduler's hold on one started worker.

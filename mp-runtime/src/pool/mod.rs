@@ -12,10 +12,12 @@ mod builder;
 pub(crate) mod chunking;
 mod intensity;
 mod iter;
+pub(crate) mod lane;
 pub(crate) mod memory;
 pub(crate) mod scheduler;
 pub(crate) mod watchdog;
 pub(crate) mod wire;
+pub(crate) mod worker_channel;
 pub(crate) mod worker_loop;
 
 use std::fmt;

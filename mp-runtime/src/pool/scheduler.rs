@@ -1,7 +1,10 @@
 //! The scheduler: one thread per pool that hands queued tasks to workers and routes their
 //! results, and the state it shares with the threads that submit tasks.
 //!
-//! Each worker has its own duplex socket, so the owner of every task is known: when a worker's
+//! Each worker has its own duplex socket, and a local worker also its lanes, two rings in
+//! shared memory that carry jobs and answers without a system call while both sides are awake
+//! (`lane`): the socket then carries what memory cannot (descriptors, long messages) and the
+//! wake-ups of a side that sleeps. The owner of every task is known: when a worker's
 //! sentinel fires, the scheduler reads what the worker still managed to send, fails the one job
 //! it was running with [`Error::WorkerDied`], puts the jobs it had not started back at the front
 //! of the queue, and starts a replacement. There is no shared queue whose lock a dying worker
@@ -37,12 +40,14 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use super::backend::{Launcher, Link};
 use super::intensity::{Deaths, Intensity};
+use super::lane::{Lanes, Record};
 use super::wire::{self, Cursor};
 use crate::error::{Error, Result, WorkerError};
 use crate::sys::poll::Deadline;
 use crate::sys::spin_wait::SpinWait;
+use crate::transport::frame::HEADER_LEN;
 use crate::transport::frame::MAX_FDS;
-use crate::transport::reader::{FrameReader, take_fds};
+use crate::transport::reader::{FrameReader, RawFrame, take_fds};
 
 /// One item's result as it arrived: the encoded value and its descriptors, or the error.
 pub(crate) type ItemResult<'a> = Result<(&'a [u8], Vec<OwnedFd>)>;
@@ -205,12 +210,20 @@ struct State {
     finished: bool,
     /// Workers with nothing to do, published by the scheduler as it goes to sleep: a submitter
     /// may write a task straight to one of them, which saves waking the scheduler to do it.
-    idle: Vec<(u64, Arc<OwnedFd>)>,
+    idle: Vec<Idle>,
     /// Tasks written that way, for the scheduler to record as held by those workers when it
     /// wakes (with the part of the frame the socket did not take, if any).
     handed: Vec<Handed>,
     /// Tasks to stop although a worker has them ([`Core::terminate_task`]).
     to_terminate: Vec<u64>,
+}
+
+/// A worker with nothing to do, as published for submitters: its slot's key, and where to
+/// write a job (its lanes, or a second descriptor on its socket).
+struct Idle {
+    key: u64,
+    fd: Arc<OwnedFd>,
+    lanes: Option<Arc<Lanes>>,
 }
 
 /// A task a submitter wrote to an idle worker itself.
@@ -352,20 +365,32 @@ impl Core {
         if !st.sleeping || !st.queue.is_empty() || !task.chunk.fds.is_empty() {
             return Err(task);
         }
-        let Some((key, fd)) = st.idle.pop() else {
+        let Some(Idle { key, fd, lanes }) = st.idle.pop() else {
             return Err(task);
         };
         let mut buf = Vec::new();
         job_frame(&task, &mut buf);
+        if let Some(lanes) = lanes {
+            // A lane that refuses (or that the worker broke) leaves the task to the scheduler.
+            if !matches!(lanes.send(&buf[HEADER_LEN..]), Ok(true)) {
+                return Err(task);
+            }
+            if lanes.peer_sleeping() {
+                // Not sent (socket full): the worker has unread bytes there and wakes anyway.
+                let _ = send_nonblocking(fd.as_fd(), &wire::short_frame(wire::WAKE));
+            }
+            if let Some(flag) = &task.started {
+                flag.store(true, Ordering::Release);
+            }
+            st.handed.push(Handed {
+                key,
+                task,
+                rest: None,
+            });
+            return Ok(false);
+        }
         let sent = loop {
-            let iov = [std::io::IoSlice::new(&buf)];
-            match sendmsg::<()>(
-                fd.as_raw_fd(),
-                &iov,
-                &[],
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            ) {
+            match send_nonblocking(fd.as_fd(), &buf) {
                 Ok(n) if n > 0 => break n,
                 Err(Errno::EINTR) => continue,
                 // Nothing written (full, or the worker is gone): the scheduler takes it.
@@ -507,6 +532,18 @@ impl Core {
     }
 }
 
+/// Writes `bytes` on `fd` without blocking or raising SIGPIPE; the bytes taken.
+fn send_nonblocking(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<usize> {
+    let iov = [std::io::IoSlice::new(bytes)];
+    sendmsg::<()>(
+        fd.as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+}
+
 /// Pending bytes to one worker, with the descriptors that ride on their first byte.
 struct Out {
     bytes: Vec<u8>,
@@ -521,6 +558,15 @@ struct Slot {
     fast: Option<Arc<OwnedFd>>,
     link: Box<dyn Link>,
     reader: FrameReader,
+    /// The worker's lanes (a local worker's), which carry jobs and answers (`pool::lane`).
+    lanes: Option<Arc<Lanes>>,
+    /// Frames to the worker waiting for room in its job lane, in order, with their descriptors.
+    backlog: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+    /// Answers that came on the socket, waiting for their markers in the answer lane.
+    marked: VecDeque<RawFrame>,
+    /// A marker was taken from the answer lane and its frame has not arrived yet: the lane is
+    /// not read further until it does.
+    awaiting_marked: bool,
     held: VecDeque<Task>,
     sent: usize,
     out: VecDeque<Out>,
@@ -554,13 +600,19 @@ struct Expired {
 }
 
 impl Slot {
-    fn new(link: Box<dyn Link>) -> Self {
+    /// A slot for a started worker; `share` gives it lanes (a local worker), announced in its
+    /// first frame.
+    fn new(link: Box<dyn Link>, share: bool) -> Self {
         static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Slot {
+        let mut slot = Slot {
             key: KEYS.fetch_add(1, Ordering::Relaxed),
             fast: link.channel().try_clone_to_owned().ok().map(Arc::new),
             link,
             reader: FrameReader::new(wire::MAX_FRAME),
+            lanes: None,
+            backlog: VecDeque::new(),
+            marked: VecDeque::new(),
+            awaiting_marked: false,
             held: VecDeque::new(),
             sent: 0,
             out: VecDeque::new(),
@@ -572,7 +624,92 @@ impl Slot {
             killed_for_terminate: false,
             retiring: false,
             ended: false,
+        };
+        if share {
+            // Without lanes (no memory for them) the worker is served on its socket alone.
+            if let Ok((lanes, fd)) = Lanes::create() {
+                slot.push_frame(&wire::lanes_frame(), vec![fd]);
+                slot.lanes = Some(Arc::new(lanes));
+                // Sent now (a new socket takes it whole), which closes the memfd here: a pool
+                // that is built holds no descriptor for its workers' lanes. A worker already
+                // gone is reported by its sentinel.
+                let _ = slot.flush();
+            }
         }
+        slot
+    }
+
+    /// Nothing is waiting to be written to the worker.
+    fn nothing_to_write(&self) -> bool {
+        self.out.is_empty() && self.backlog.is_empty()
+    }
+
+    /// Sends a frame (header included): into the job lane when it can, else on the socket
+    /// (behind a marker in lane mode), or into the backlog while the lane is full.
+    fn send_frame(&mut self, frame: &[u8], fds: Vec<OwnedFd>) {
+        if self.lanes.is_none() {
+            self.push_frame(frame, fds);
+            return;
+        }
+        if !self.backlog.is_empty() {
+            self.backlog.push_back((frame.to_vec(), fds));
+            return;
+        }
+        match self.try_lane(frame, fds) {
+            Ok(None) => {}
+            Ok(Some(fds)) => self.backlog.push_back((frame.to_vec(), fds)),
+            Err(e) => self.break_lane(e),
+        }
+    }
+
+    /// Writes one frame into the job lane (or its marker, the frame going on the socket).
+    /// Gives the descriptors back if the lane has no room.
+    fn try_lane(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> Result<Option<Vec<OwnedFd>>> {
+        let lanes = self.lanes.clone().expect("lane mode");
+        if fds.is_empty() && lanes.send(&frame[HEADER_LEN..])? {
+            if lanes.peer_sleeping() {
+                self.push_frame(&wire::short_frame(wire::WAKE), Vec::new());
+            }
+            return Ok(None);
+        }
+        if !lanes.send_marker()? {
+            return Ok(Some(fds));
+        }
+        // The frame itself wakes a sleeping worker.
+        lanes.peer_sleeping();
+        self.push_frame(frame, fds);
+        Ok(None)
+    }
+
+    /// Moves what the job lane now has room for out of the backlog.
+    fn flush_backlog(&mut self) {
+        while let Some((frame, fds)) = self.backlog.pop_front() {
+            match self.try_lane(&frame, fds) {
+                Ok(None) => {}
+                Ok(Some(fds)) => {
+                    self.backlog.push_front((frame, fds));
+                    return;
+                }
+                Err(e) => {
+                    self.break_lane(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The worker broke its lanes (a position out of range): nothing it sends can be trusted.
+    /// It is killed, and the job it held fails as for a malformed answer.
+    fn break_lane(&mut self, e: Error) {
+        self.backlog.clear();
+        if self.fault.is_none() {
+            self.fault = Some(match e {
+                Error::Protocol { message } => message,
+                other => other.to_string(),
+            });
+        }
+        self.stopping = true;
+        self.link.kill();
     }
 
     /// Kills the worker if the next task it runs was terminated.
@@ -610,16 +747,12 @@ impl Slot {
             .map(|f| f.try_clone())
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("dup", e))?;
-        self.push_frame(scratch, fds);
+        self.send_frame(scratch, fds);
         Ok(())
     }
 
     fn send_stop(&mut self) {
-        let mut buf = Vec::new();
-        let at = wire::begin_frame(&mut buf);
-        buf.push(wire::STOP);
-        wire::end_frame(&mut buf, at, 0);
-        self.push_frame(&buf, Vec::new());
+        self.send_frame(&wire::short_frame(wire::STOP), Vec::new());
         self.stopping = true;
     }
 
@@ -803,6 +936,18 @@ struct Scheduler {
     spin: SpinWait,
 }
 
+/// What [`Scheduler::wait`] found for one worker.
+struct Ready {
+    /// Its socket has something to read (or hung up).
+    readable: bool,
+    /// Its answer lane holds a record.
+    lane: bool,
+    /// Its socket takes more bytes.
+    writable: bool,
+    /// It exited.
+    exited: bool,
+}
+
 /// A failed attempt to start a worker: the backoff before the next.
 struct StartFailure {
     backoff: Duration,
@@ -825,10 +970,11 @@ pub(crate) fn spawn(
         let mut st = core.lock();
         st.pids = links.iter().map(|l| l.pid()).collect();
     }
+    let share = launcher.shares_memory();
     let mut s = Scheduler {
         core,
         launcher,
-        slots: links.into_iter().map(Slot::new).collect(),
+        slots: links.into_iter().map(|l| Slot::new(l, share)).collect(),
         job_ns: 0,
         scratch: Vec::new(),
         start_failure: None,
@@ -929,8 +1075,16 @@ impl Scheduler {
         st.idle = self
             .slots
             .iter()
-            .filter(|s| s.held.is_empty() && s.out.is_empty() && !s.stopping && s.sent < max_tasks)
-            .filter_map(|s| s.fast.clone().map(|f| (s.key, f)))
+            .filter(|s| {
+                s.held.is_empty() && s.nothing_to_write() && !s.stopping && s.sent < max_tasks
+            })
+            .filter_map(|s| {
+                s.fast.clone().map(|fd| Idle {
+                    key: s.key,
+                    fd,
+                    lanes: s.lanes.clone(),
+                })
+            })
             .collect();
         drop(st);
         for (t, reason) in unsent {
@@ -945,6 +1099,7 @@ impl Scheduler {
             }
         }
         for s in &mut self.slots {
+            s.flush_backlog();
             let _ = s.flush();
         }
         let ready = self.wait(retry_in);
@@ -1001,15 +1156,16 @@ impl Scheduler {
         }
         let mut done = Vec::new();
         let mut dead = Vec::new();
-        for (i, (readable, writable, exited)) in ready.1.into_iter().enumerate() {
+        for (i, r) in ready.1.into_iter().enumerate() {
             let slot = &mut self.slots[i];
-            if writable {
+            if r.writable {
                 let _ = slot.flush();
             }
-            if (readable || exited)
+            let socket = r.readable || r.exited;
+            if (socket || r.lane)
                 && slot.fault.is_none()
                 && slot.expired.is_none()
-                && let Err(e) = read_results(slot, &mut done, &mut self.job_ns)
+                && let Err(e) = read_results(slot, socket, &mut done, &mut self.job_ns)
             {
                 // Whatever follows a bad message cannot be trusted: stop reading this worker and
                 // giving it jobs, kill it, and let `bury` fail the job it held and replace it.
@@ -1036,7 +1192,7 @@ impl Scheduler {
                 slot.link.kill();
             }
             slot.kill_if_terminated_next();
-            if exited {
+            if r.exited {
                 dead.push(i);
             }
         }
@@ -1092,7 +1248,8 @@ impl Scheduler {
                         crate::log::event!(debug, pid = link.pid(), "pool worker started");
                     }
                     st.pids.push(link.pid());
-                    self.slots.push(Slot::new(link));
+                    let share = self.launcher.shares_memory();
+                    self.slots.push(Slot::new(link, share));
                     self.start_failure = None;
                 }
                 Err(e) => {
@@ -1169,11 +1326,11 @@ impl Scheduler {
         }
     }
 
-    /// Polls the wake-up descriptor and every worker, at most `timeout` (`None`: until one is
-    /// ready). Returns (woken, per worker (readable, writable, exited)).
-    fn wait(&self, timeout: Option<Duration>) -> (bool, Vec<(bool, bool, bool)>) {
+    /// Polls the wake-up descriptor, every worker and their answer lanes, at most `timeout`
+    /// (`None`: until one is ready). Returns (woken, what is ready per worker).
+    fn wait(&self, timeout: Option<Duration>) -> (bool, Vec<Ready>) {
         let until = Deadline::after(timeout);
-        let timeout = match timeout {
+        let mut timeout = match timeout {
             None => PollTimeout::NONE,
             Some(t) => {
                 let ms = t.as_nanos().div_ceil(1_000_000);
@@ -1186,6 +1343,7 @@ impl Scheduler {
         // is read from it, a worker being killed: the socket of a dying worker stays readable
         // or hung up until its exit is reported, and polling it would only spin).
         let mut at = Vec::with_capacity(self.slots.len());
+        let mut lanes = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let channel = if s.fault.is_some() || s.expired.is_some() || s.ended {
                 None
@@ -1195,18 +1353,32 @@ impl Scheduler {
                     flags |= PollFlags::POLLOUT;
                 }
                 fds.push(PollFd::new(s.link.channel(), flags));
+                // A lane waiting for the frame its marker stands for is read again once that
+                // frame comes on the socket.
+                if !s.awaiting_marked {
+                    lanes.extend(s.lanes.as_deref());
+                }
                 Some(fds.len() - 1)
             };
             fds.push(PollFd::new(s.link.sentinel(), PollFlags::POLLIN));
             at.push((channel, fds.len() - 1));
         }
+        let answers = || lanes.iter().any(|l| l.has_data());
         let ready_now = timeout != PollTimeout::ZERO
-            && self.spin.spin_until(
-                until,
-                || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0),
-            );
+            && self.spin.spin_until(until, || {
+                answers() || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            });
         // Found ready while spinning: the last look's results are in `fds`.
         if !ready_now {
+            // Say that this side sleeps, so that workers wake it on their sockets; an answer
+            // that came meanwhile makes this a look instead.
+            let mut arrived = false;
+            for l in &lanes {
+                arrived |= l.going_to_sleep();
+            }
+            if arrived {
+                timeout = PollTimeout::ZERO;
+            }
             loop {
                 match poll(&mut fds, timeout) {
                     Ok(_) => break,
@@ -1218,19 +1390,26 @@ impl Scheduler {
                     }
                 }
             }
+            for l in &lanes {
+                l.awake();
+            }
         }
         let any = |f: &PollFd<'_>, mask: PollFlags| f.revents().is_some_and(|r| r.intersects(mask));
         let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
         let woken = any(&fds[0], PollFlags::POLLIN);
         let per = at
             .into_iter()
-            .map(|(channel, sentinel)| {
+            .zip(&self.slots)
+            .map(|((channel, sentinel), s)| {
                 let c = channel.map(|c| &fds[c]);
-                (
-                    c.is_some_and(|c| any(c, rd)),
-                    c.is_some_and(|c| any(c, PollFlags::POLLOUT)),
-                    any(&fds[sentinel], rd | PollFlags::POLLNVAL),
-                )
+                Ready {
+                    readable: c.is_some_and(|c| any(c, rd)),
+                    lane: channel.is_some()
+                        && !s.awaiting_marked
+                        && s.lanes.as_ref().is_some_and(|l| l.has_data()),
+                    writable: c.is_some_and(|c| any(c, PollFlags::POLLOUT)),
+                    exited: any(&fds[sentinel], rd | PollFlags::POLLNVAL),
+                }
             })
             .collect();
         (woken, per)
@@ -1517,8 +1696,18 @@ fn terminated() -> Error {
 }
 
 /// Reads everything the worker sent (without blocking) and collects the finished jobs.
-fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Result<()> {
-    loop {
+/// Reads what worker `slot` sent: from its socket if `socket` (poll said it is readable, or the
+/// worker exited), and from its answer lane. In lane mode the socket carries only the frames
+/// the lane marks (answers with descriptors, long ones), wake-ups, and the two messages sent
+/// from outside the job loop (`InitFailed`, and the watchdog's `Expired`), which are handled
+/// after the lane: an answer written there before the watchdog spoke is then already counted.
+fn read_results(
+    slot: &mut Slot,
+    socket: bool,
+    done: &mut Vec<Done>,
+    job_ns: &mut u64,
+) -> Result<()> {
+    while socket && !slot.ended {
         match slot.reader.fill(slot.link.channel()) {
             Ok(Some(0)) | Err(Error::Closed) => {
                 slot.ended = true;
@@ -1531,65 +1720,113 @@ fn read_results(slot: &mut Slot, done: &mut Vec<Done>, job_ns: &mut u64) -> Resu
             Err(e) => return Err(e),
         }
     }
-    loop {
-        let Some(frame) = slot.reader.next_frame()? else {
-            return Ok(());
-        };
-        match frame.payload.first() {
-            Some(&wire::DONE) => {
-                let mut cur = Cursor::new(&frame.payload[1..]);
-                let id = cur.uint()?;
-                let Some(task) = slot.held.pop_front() else {
-                    return Err(Error::protocol("a worker answered a job it was not given"));
-                };
-                if task.id != id {
-                    slot.held.push_front(task);
-                    return Err(Error::protocol("a worker answered jobs out of order"));
-                }
-                let mut ns = [0u8; 8];
-                for b in &mut ns {
-                    *b = cur.u8()?;
-                }
-                let ns = u64::from_le_bytes(ns).max(1);
-                *job_ns = if *job_ns == 0 {
-                    ns
-                } else {
-                    (*job_ns * 7 + ns) / 8
-                };
-                done.push(Done {
-                    task,
-                    payload: frame.payload,
-                    fds: frame.fds,
-                });
-            }
-            Some(&wire::RETIRE) => {
-                slot.retiring = true;
-                slot.stopping = true;
-            }
-            Some(&wire::INIT_FAILED) => {
-                slot.init_failed = Some(Cursor::new(&frame.payload[1..]).string()?);
-            }
-            Some(&wire::EXPIRED) => {
-                let mut cur = Cursor::new(&frame.payload[1..]);
-                let id = cur.uint()?;
-                let position = cur.usize()?;
-                let elapsed = Duration::from_nanos(cur.uint()?);
-                let span = (cur.usize()?, cur.usize()?);
-                if slot.held.front().is_none_or(|t| t.id != id) {
-                    return Err(Error::protocol("a worker timed a job it was not running"));
-                }
-                // The worker is killed now; nothing it sends after this counts.
-                slot.expired = Some(Expired {
-                    id,
-                    position,
-                    elapsed,
-                    span,
-                });
-                return Ok(());
-            }
-            _ => return Err(Error::protocol("unknown message from a pool worker")),
+    let mut later = Vec::new();
+    while let Some(frame) = slot.reader.next_frame()? {
+        match (slot.lanes.is_some(), frame.payload.first()) {
+            (true, Some(&wire::WAKE)) => {}
+            (true, Some(&wire::EXPIRED | &wire::INIT_FAILED)) | (false, _) => later.push(frame),
+            (true, _) => slot.marked.push_back(frame),
         }
     }
+    if let Some(lanes) = slot.lanes.clone() {
+        let mut record = Vec::new();
+        loop {
+            if slot.awaiting_marked {
+                let Some(frame) = slot.marked.pop_front() else {
+                    break;
+                };
+                slot.awaiting_marked = false;
+                if !handle_frame(slot, frame, done, job_ns)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            match lanes.recv(&mut record)? {
+                None => break,
+                Some(Record::Marker) => slot.awaiting_marked = true,
+                Some(Record::Message) => {
+                    let frame = RawFrame {
+                        payload: std::mem::take(&mut record),
+                        fds: Vec::new(),
+                    };
+                    if !handle_frame(slot, frame, done, job_ns)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    for frame in later {
+        if !handle_frame(slot, frame, done, job_ns)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Handles one message from worker `slot`; false if nothing it sends after it counts (it ran
+/// past a time limit and is being killed).
+fn handle_frame(
+    slot: &mut Slot,
+    frame: RawFrame,
+    done: &mut Vec<Done>,
+    job_ns: &mut u64,
+) -> Result<bool> {
+    match frame.payload.first() {
+        Some(&wire::DONE) => {
+            let mut cur = Cursor::new(&frame.payload[1..]);
+            let id = cur.uint()?;
+            let Some(task) = slot.held.pop_front() else {
+                return Err(Error::protocol("a worker answered a job it was not given"));
+            };
+            if task.id != id {
+                slot.held.push_front(task);
+                return Err(Error::protocol("a worker answered jobs out of order"));
+            }
+            let mut ns = [0u8; 8];
+            for b in &mut ns {
+                *b = cur.u8()?;
+            }
+            let ns = u64::from_le_bytes(ns).max(1);
+            *job_ns = if *job_ns == 0 {
+                ns
+            } else {
+                (*job_ns * 7 + ns) / 8
+            };
+            done.push(Done {
+                task,
+                payload: frame.payload,
+                fds: frame.fds,
+            });
+        }
+        Some(&wire::RETIRE) => {
+            slot.retiring = true;
+            slot.stopping = true;
+        }
+        Some(&wire::INIT_FAILED) => {
+            slot.init_failed = Some(Cursor::new(&frame.payload[1..]).string()?);
+        }
+        Some(&wire::EXPIRED) => {
+            let mut cur = Cursor::new(&frame.payload[1..]);
+            let id = cur.uint()?;
+            let position = cur.usize()?;
+            let elapsed = Duration::from_nanos(cur.uint()?);
+            let span = (cur.usize()?, cur.usize()?);
+            if slot.held.front().is_none_or(|t| t.id != id) {
+                return Err(Error::protocol("a worker timed a job it was not running"));
+            }
+            // The worker is killed now; nothing it sends after this counts.
+            slot.expired = Some(Expired {
+                id,
+                position,
+                elapsed,
+                span,
+            });
+            return Ok(false);
+        }
+        _ => return Err(Error::protocol("unknown message from a pool worker")),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -1638,6 +1875,11 @@ mod tests {
     }
 
     impl Launcher for FakeLauncher {
+        /// The scripted workers speak on the socket only.
+        fn shares_memory(&self) -> bool {
+            false
+        }
+
         fn launch(&mut self) -> Result<Box<dyn Link>> {
             let (ours, theirs) = stream_pair()?;
             crate::sys::fd::set_nonblocking(ours.as_fd(), true)

@@ -28,6 +28,9 @@
 //!               limit; a batch item's arguments are bytes start..end of the chunk)
 //! Retire:     6   (after a `Done`: the worker is above its memory limit and exits; the jobs
 //!               it was sent ahead go to other workers)
+//! Wake:       7   (on the socket only: a record waits in the lane of a side that said it sleeps)
+//! Lanes:      8   (the pool's first frame to a local worker, with one descriptor: the memfd of
+//!               its lanes; from then on jobs and answers travel in them, see `pool::lane`)
 //! ```
 
 use crate::error::{Error, Result};
@@ -41,6 +44,28 @@ pub(crate) const INIT_FAILED: u8 = 4;
 pub(crate) const EXPIRED: u8 = 5;
 /// The worker exits on its own (above `max_memory_per_child`) after the job it answered.
 pub(crate) const RETIRE: u8 = 6;
+/// A record waits in the lane of a side that said it sleeps (socket only).
+pub(crate) const WAKE: u8 = 7;
+/// The memfd of a local worker's lanes (the pool's first frame to it).
+pub(crate) const LANES: u8 = 8;
+
+/// A frame of one kind byte (`Stop`, `Retire`, `Wake`), header included.
+pub(crate) fn short_frame(kind: u8) -> Vec<u8> {
+    frame_of(kind, 0)
+}
+
+/// The `Lanes` frame, header included; its one descriptor is sent with it.
+pub(crate) fn lanes_frame() -> Vec<u8> {
+    frame_of(LANES, 1)
+}
+
+fn frame_of(kind: u8, nfds: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + 1);
+    let at = begin_frame(&mut buf);
+    buf.push(kind);
+    end_frame(&mut buf, at, nfds);
+    buf
+}
 
 pub(crate) const MODE_ITEMS: u8 = 0;
 pub(crate) const MODE_BATCH: u8 = 1;

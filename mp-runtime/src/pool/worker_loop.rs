@@ -1,9 +1,10 @@
 //! The child side of a pool: a runtime-registered worker that runs other registered workers by
 //! name, many times, on what the pool sends it.
 //!
-//! It reads `Job` frames (several may arrive in one read), runs every item of a job through the
-//! item's registered entry function (catching panics), and answers each job with one `Done`
-//! frame before it starts the next, so that the pool always knows which job a dead worker held.
+//! It reads `Job` frames (from its lanes in memory shared with the pool, or its socket: see
+//! `worker_channel`), runs every item of a job through the item's registered entry function
+//! (catching panics), and answers each job with one `Done` frame before it starts the next, so
+//! that the pool always knows which job a dead worker held.
 //! It ends on `Stop` or end of stream. It ignores SIGINT, as Python's pool workers do: Ctrl-C in a
 //! terminal reaches the whole process group, and the parent (not each worker) decides what to
 //! stop; when the parent dies, its workers die with it (parent-death signal).
@@ -14,12 +15,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use super::wire::{self, Cursor};
+use super::worker_channel::WorkerChannel;
 use crate::codec;
 use crate::connection::FdOwned;
 use crate::error::{Error, Result};
 use crate::registry::{self, EntryFn};
 use crate::transport::frame::send_parts;
-use crate::transport::reader::{FrameReader, take_fds};
+use crate::transport::reader::take_fds;
 use crate::worker::{Input, Outcome};
 
 /// The registered name of the pool's worker loop.
@@ -173,23 +175,12 @@ pub(crate) fn serve(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
 }
 
 fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
-    let mut reader = FrameReader::new(wire::MAX_FRAME);
-    // The next job usually comes within a round trip of the last answer: look for it briefly
-    // before sleeping in `recvmsg`, which saves the wake-up.
-    let spin = crate::sys::spin_wait::SpinWait::new();
+    let mut channel = WorkerChannel::new(sock);
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
     let mut out = Vec::with_capacity(4096);
     loop {
-        let frame = loop {
-            if let Some(f) = reader.next_frame()? {
-                break f;
-            }
-            spin.spin_until_readable(sock, crate::sys::poll::Deadline::NEVER);
-            match reader.fill(sock) {
-                Ok(Some(0)) | Err(Error::Closed) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
+        let Some(frame) = channel.next()? else {
+            return Ok(());
         };
         let mut fds: std::collections::VecDeque<OwnedFd> = frame.fds.into();
         let mut cur = Cursor::new(&frame.payload);
@@ -256,8 +247,7 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
         wire::end_frame(&mut out, at, out_fds.len());
         let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
-        let _writing = super::watchdog::running().map(|w| w.write_lock());
-        match send_parts(sock, &[&out], &raw) {
+        match channel.send(&out, &raw) {
             // The pool is gone (its program ended, e.g. on Ctrl-C, or it terminated the pool)
             // while this task ran: nobody is waiting for the result, and nothing went wrong
             // here. End quietly, as at end of stream.
@@ -267,11 +257,7 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         if max_resident > 0 && super::memory::resident_bytes() > max_resident {
             // Tell the pool first, so that it gives the jobs sent ahead to other workers
             // instead of counting this exit as a death.
-            let mut buf = Vec::new();
-            let at = wire::begin_frame(&mut buf);
-            buf.push(wire::RETIRE);
-            wire::end_frame(&mut buf, at, 0);
-            let _ = send_parts(sock, &[&buf], &[]);
+            let _ = channel.send(&wire::short_frame(wire::RETIRE), &[]);
             return Ok(());
         }
     }

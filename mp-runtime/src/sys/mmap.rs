@@ -29,18 +29,37 @@ const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_SEAL);
 #[derive(Debug)]
 pub(crate) struct SharedRegion {
     fd: OwnedFd,
+    map: Mapping,
+}
+
+/// A shared mapping whose file descriptor was given away ([`SharedRegion::into_mapping`]): the
+/// memory stays mapped until this is dropped, without holding a descriptor.
+#[derive(Debug)]
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: the region itself only holds a descriptor and the address of a shared mapping; it
-// never dereferences the pointer. Every user of `as_ptr` states how its accesses are
-// synchronized between threads and processes (atomics, copies made under a cross-process lock,
-// or an `unsafe` contract of its caller), so moving or sharing the handle between threads adds
-// nothing that sharing it between processes does not.
-unsafe impl Send for SharedRegion {}
+// SAFETY: the mapping itself only holds the address of a shared mapping; it never dereferences
+// the pointer. Every user of `as_ptr` states how its accesses are synchronized between threads
+// and processes (atomics, copies made under a cross-process lock, or an `unsafe` contract of its
+// caller), so moving or sharing the handle between threads adds nothing that sharing it between
+// processes does not.
+unsafe impl Send for Mapping {}
 // SAFETY: as above.
-unsafe impl Sync for SharedRegion {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
 
 impl SharedRegion {
     /// A new zero-filled memfd region of `len` bytes, sealed against shrinking. Its pages are
@@ -115,19 +134,27 @@ impl SharedRegion {
         }?;
         Ok(SharedRegion {
             fd,
-            ptr: ptr.cast(),
-            len,
+            map: Mapping {
+                ptr: ptr.cast(),
+                len,
+            },
         })
     }
 
     /// The start of the mapping (page-aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     /// The size in bytes (of the file when it was mapped).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.map.len()
+    }
+
+    /// The mapping and the descriptor apart: for memory whose file is only needed to be sent
+    /// once, so that the process does not keep a descriptor open for it.
+    pub(crate) fn into_mapping(self) -> (Mapping, OwnedFd) {
+        (self.map, self.fd)
     }
 
     /// The file's size now; smaller than [`len`](SharedRegion::len) only if another process
@@ -166,7 +193,7 @@ impl AsFd for SharedRegion {
     }
 }
 
-impl Drop for SharedRegion {
+impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` describe the mapping made in `map`, unmapped only here; no
         // reference into it outlives `self` (accessors borrow `self`).
