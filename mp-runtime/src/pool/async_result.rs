@@ -121,6 +121,9 @@ struct CellState<T> {
     waker: Option<Waker>,
     callbacks: Option<Callbacks<T>>,
     watchers: Vec<Arc<Watcher>>,
+    /// Threads asleep on `cv`: a cell nobody sleeps on is filled without a wake-up call (a
+    /// system call each, on the pool's thread, which fills every cell).
+    sleepers: usize,
 }
 
 /// Where a result lands: filled once, waited on by any number of threads.
@@ -145,6 +148,7 @@ impl<T> Cell<T> {
                 waker: None,
                 callbacks,
                 watchers: Vec::new(),
+                sleepers: 0,
             }),
             cv: Condvar::new(),
             ready: AtomicBool::new(false),
@@ -157,14 +161,12 @@ impl<T> Cell<T> {
 
     /// Fills the cell (the first call wins), runs the callbacks, wakes every waiter.
     pub(crate) fn set(&self, v: Result<T>) {
-        let callbacks = {
-            let mut st = self.lock();
-            if st.done {
-                return;
-            }
-            st.callbacks.take()
-        };
-        if let Some(cb) = callbacks {
+        let mut st = self.lock();
+        if st.done {
+            return;
+        }
+        if let Some(cb) = st.callbacks.take() {
+            drop(st);
             let outcome = catch_unwind(AssertUnwindSafe(|| match &v {
                 Ok(x) => {
                     if let Some(f) = cb.success {
@@ -180,16 +182,19 @@ impl<T> Cell<T> {
             if outcome.is_err() {
                 crate::sys::stderr_line("mp: a pool result callback panicked; the result is kept");
             }
+            st = self.lock();
         }
-        let mut st = self.lock();
         st.success = v.is_ok();
         st.value = Some(v);
         st.done = true;
         self.ready.store(true, Ordering::Release);
         let waker = st.waker.take();
         let watchers = std::mem::take(&mut st.watchers);
+        let sleepers = st.sleepers > 0;
         drop(st);
-        self.cv.notify_all();
+        if sleepers {
+            self.cv.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -239,20 +244,22 @@ impl<T> Cell<T> {
         }
         let mut st = self.lock();
         while !st.done {
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            st.sleepers += 1;
+            st = match deadline {
+                None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        st.sleepers -= 1;
                         return false;
                     }
-                    st = self
-                        .cv
+                    self.cv
                         .wait_timeout(st, d - now)
                         .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .0
                 }
-            }
+            };
+            st.sleepers -= 1;
         }
         true
     }

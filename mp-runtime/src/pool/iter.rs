@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use serde::de::DeserializeOwned;
 use super::chunking::{Decoded, decode_chunk};
 use super::scheduler::{ChunkResult, Core, Sink};
 use crate::error::{Error, Result};
+use crate::sys::poll::Deadline;
+use crate::sys::spin_wait::SpinWait;
 
 #[derive(Default)]
 struct Ready<R> {
@@ -18,6 +21,9 @@ struct Ready<R> {
     ordered: BTreeMap<usize, Decoded<R>>,
     /// ... or in the order they finished.
     arrived: VecDeque<Decoded<R>>,
+    /// Consumers asleep on the condition variable: a chunk that arrives while the consumer is
+    /// busy costs no wake-up call.
+    sleepers: usize,
 }
 
 /// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
@@ -29,6 +35,9 @@ pub(crate) struct ImapSink<R> {
     sizes: Mutex<std::collections::HashMap<usize, usize>>,
     ready: Mutex<Ready<R>>,
     cv: Condvar,
+    /// Chunks completed so far, readable without the lock: what the consumer watches while it
+    /// spins before sleeping.
+    arrivals: AtomicUsize,
 }
 
 impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
@@ -49,8 +58,12 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
         } else {
             r.arrived.push_back(decoded);
         }
+        let sleepers = r.sleepers > 0;
+        self.arrivals.fetch_add(1, Ordering::Release);
         drop(r);
-        self.cv.notify_all();
+        if sleepers {
+            self.cv.notify_all();
+        }
     }
 }
 
@@ -79,6 +92,9 @@ pub struct IMap<R, I> {
     next_out: usize,
     /// The time limit of each item (`None`: the pool's).
     limit: Option<Duration>,
+    /// The next chunk usually completes within a round trip: the consumer looks for it briefly
+    /// before it sleeps, which saves the pool's thread a wake-up call and this one a wake-up.
+    spin: SpinWait,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -108,8 +124,10 @@ where
                 ready: Mutex::new(Ready {
                     ordered: BTreeMap::new(),
                     arrived: VecDeque::new(),
+                    sleepers: 0,
                 }),
                 cv: Condvar::new(),
+                arrivals: AtomicUsize::new(0),
             }),
             worker,
             input,
@@ -122,6 +140,7 @@ where
             current: Decoded::Each(Vec::new().into_iter()),
             next_out: 0,
             limit,
+            spin: SpinWait::new(),
             _r: PhantomData,
         }
     }
@@ -214,24 +233,35 @@ where
                 return None;
             }
             let sink = self.sink.clone();
+            let seen = sink.arrivals.load(Ordering::Acquire);
             let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
             if self.take_chunk(&mut r) {
                 continue;
             }
-            match deadline {
-                None => drop(sink.cv.wait(r).unwrap_or_else(|p| p.into_inner())),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Some(Err(Error::Timeout));
-                    }
-                    drop(
-                        sink.cv
-                            .wait_timeout(r, d - now)
-                            .unwrap_or_else(|p| p.into_inner()),
-                    );
-                }
+            drop(r);
+            let until =
+                Deadline::after(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+            self.spin
+                .spin_until(until, || sink.arrivals.load(Ordering::Acquire) != seen);
+            let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
+            if self.take_chunk(&mut r) {
+                continue;
             }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Some(Err(Error::Timeout));
+            }
+            r.sleepers += 1;
+            let mut r = match deadline {
+                None => sink.cv.wait(r).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    sink.cv
+                        .wait_timeout(r, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            r.sleepers -= 1;
         }
     }
 

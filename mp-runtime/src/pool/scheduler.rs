@@ -237,6 +237,9 @@ struct Handed {
 pub(crate) struct Core {
     state: Mutex<State>,
     space: Condvar,
+    /// Submitters asleep on `space` (changed under the lock): places freed while nobody waits
+    /// for one cost no wake-up call.
+    space_sleepers: std::sync::atomic::AtomicUsize,
     finished: Condvar,
     wake: EventFd,
     /// The scheduler thread, which must never wait for itself (a callback may drop the pool).
@@ -260,6 +263,7 @@ impl Core {
                 ..State::default()
             }),
             space: Condvar::new(),
+            space_sleepers: std::sync::atomic::AtomicUsize::new(0),
             finished: Condvar::new(),
             wake,
             scheduler: std::sync::OnceLock::new(),
@@ -278,6 +282,13 @@ impl Core {
             true
         } else {
             false
+        }
+    }
+
+    /// Wakes submitters waiting for a place in flight, if any.
+    fn notify_space(&self) {
+        if self.space_sleepers.load(Ordering::SeqCst) > 0 {
+            self.space.notify_all();
         }
     }
 
@@ -317,7 +328,9 @@ impl Core {
                      another thread or raise max_tasks_in_flight",
                 ));
             }
+            self.space_sleepers.fetch_add(1, Ordering::SeqCst);
             st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+            self.space_sleepers.fetch_sub(1, Ordering::SeqCst);
         }
         if let Some(reason) = &st.broken {
             let message = reason.clone();
@@ -431,7 +444,7 @@ impl Core {
         let task = st.queue.remove(pos).expect("position is in range");
         st.in_flight -= 1;
         drop(st);
-        self.space.notify_all();
+        self.notify_space();
         task.fail(|| Error::Cancelled);
         true
     }
@@ -459,7 +472,7 @@ impl Core {
         let tasks: Vec<Task> = st.queue.drain(..).collect();
         st.in_flight -= tasks.len();
         drop(st);
-        self.space.notify_all();
+        self.notify_space();
         let n = tasks.len();
         for t in tasks {
             t.fail(|| Error::Cancelled);
@@ -497,7 +510,7 @@ impl Core {
         st.terminate = true;
         st.closed = true;
         drop(st);
-        self.space.notify_all();
+        self.notify_space();
         self.wake_now();
     }
 
@@ -588,6 +601,9 @@ struct Slot {
     retiring: bool,
     /// Its stream ended (the worker exits): only its exit is awaited.
     ended: bool,
+    /// When it last answered (or was started): a worker that holds jobs and has not answered
+    /// for longer than the work-ahead time is running a long one, and gets no more packed on.
+    answered: Instant,
 }
 
 /// What a worker's watchdog reported: item `position` of job `id` ran `elapsed`; a batch
@@ -624,6 +640,7 @@ impl Slot {
             killed_for_terminate: false,
             retiring: false,
             ended: false,
+            answered: Instant::now(),
         };
         if share {
             // Without lanes (no memory for them) the worker is served on its socket alone.
@@ -1020,7 +1037,7 @@ impl Scheduler {
             t.fail(terminated);
         }
         core.finished.notify_all();
-        core.space.notify_all();
+        core.notify_space();
     }
 
     /// One round: dispatch, wait, handle what happened. False once the pool is done.
@@ -1091,7 +1108,7 @@ impl Scheduler {
             t.fail(|| Error::task_failed(reason.clone()));
         }
         if !to_fail.is_empty() {
-            self.core.space.notify_all();
+            self.core.notify_space();
             for (t, reason) in to_fail {
                 t.fail(|| Error::PoolBroken {
                     message: reason.clone(),
@@ -1145,7 +1162,7 @@ impl Scheduler {
             }
             if !cancelled.is_empty() {
                 drop(st);
-                self.core.space.notify_all();
+                self.core.notify_space();
                 for t in cancelled {
                     t.fail(|| Error::Cancelled);
                 }
@@ -1281,7 +1298,23 @@ impl Scheduler {
         }
     }
 
-    /// Hands queued tasks to workers with room, the least loaded first.
+    /// How many short jobs a worker is given before the next goes to another: as many as it
+    /// runs within the work-ahead time (0 while job times are unknown, or when one job takes
+    /// longer than that).
+    fn pack(&self) -> usize {
+        match self.job_ns {
+            0 => 0,
+            ns => (self.launcher.work_ahead().0 / ns) as usize,
+        }
+    }
+
+    /// Hands queued tasks to workers with room. Short jobs are packed onto the worker that
+    /// already has the most, up to what it runs within the work-ahead time ([`Scheduler::pack`];
+    /// not onto one that has not answered for longer than that, which runs a long job), and
+    /// only then spread, the least loaded first: a worker kept busy on its own CPU runs
+    /// without a context switch, where jobs spread over every worker wake them all, and on a
+    /// machine with fewer CPUs than the pool's threads (the caller and this thread included)
+    /// every wake-up is a switch. Longer jobs are spread at once, so they run in parallel.
     /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
     /// lock is released (their sinks may run callbacks that submit).
     fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
@@ -1289,14 +1322,23 @@ impl Scheduler {
             return;
         }
         let depth = self.depth();
+        let pack = self.pack().min(depth);
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        let now = Instant::now();
+        let ahead = Duration::from_nanos(self.launcher.work_ahead().0);
+        let flowing = |s: &Slot| s.held.is_empty() || now.duration_since(s.answered) <= ahead;
         while !st.queue.is_empty() {
-            let Some(best) = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.stopping && s.held.len() < depth && s.sent < max_tasks)
-                .min_by_key(|(_, s)| s.held.len())
+            let open = || {
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.stopping && s.held.len() < depth && s.sent < max_tasks)
+            };
+            let packed = open()
+                .filter(|(_, s)| s.held.len() < pack && flowing(s))
+                .max_by_key(|(i, s)| (s.held.len(), std::cmp::Reverse(*i)));
+            let Some(best) = packed
+                .or_else(|| open().min_by_key(|(_, s)| s.held.len()))
                 .map(|(i, _)| i)
             else {
                 break;
@@ -1425,7 +1467,7 @@ impl Scheduler {
         let mut st = self.core.lock();
         st.in_flight -= done.len();
         drop(st);
-        self.core.space.notify_all();
+        self.core.notify_space();
         for d in done {
             deliver(d);
         }
@@ -1513,7 +1555,7 @@ impl Scheduler {
             st.broken = Some(reason);
         }
         drop(st);
-        self.core.space.notify_all();
+        self.core.notify_space();
         if let Some((task, error)) = failed_alone {
             task.fail(|| error.replicate());
         }
@@ -1793,6 +1835,7 @@ fn handle_frame(
             } else {
                 (*job_ns * 7 + ns) / 8
             };
+            slot.answered = Instant::now();
             done.push(Done {
                 task,
                 payload: frame.payload,
