@@ -262,6 +262,7 @@ where
                 }
             };
             r.sleepers -= 1;
+            self.spin.woke();
         }
     }
 

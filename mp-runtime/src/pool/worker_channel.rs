@@ -83,6 +83,7 @@ impl<'a> WorkerChannel<'a> {
             }
             let filled = self.reader.fill(self.sock);
             lanes.awake();
+            self.spin.woke();
             if !self.queue_socket_frames(filled)? {
                 return Ok(None);
             }

@@ -27,7 +27,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::poll::{Deadline, readable};
@@ -47,6 +47,9 @@ pub(crate) struct SpinWait {
     skip: AtomicU32,
     /// Misses in a row: the next miss skips `2^misses` waits, up to [`SKIP_AFTER_MISS`].
     misses: AtomicU32,
+    /// When the last wait that did not find its answer by spinning began, in microseconds
+    /// since [`epoch`] plus one (0: none pending), for [`SpinWait::woke`].
+    sleep_began: AtomicU64,
 }
 
 impl SpinWait {
@@ -55,6 +58,21 @@ impl SpinWait {
         SpinWait {
             skip: AtomicU32::new(0),
             misses: AtomicU32::new(0),
+            sleep_began: AtomicU64::new(0),
+        }
+    }
+
+    /// After the blocking wait that followed a spin that did not find the answer: if the
+    /// answer came within two windows of the wait's start, the peer is quick and the miss was
+    /// a near one, so the next wait spins again. Without this, sides that skipped their spins
+    /// woke each other late, which made the next spins miss too, and a steady flow settled at
+    /// the price of a wake-up per message.
+    pub(crate) fn woke(&self) {
+        let began = self.sleep_began.swap(0, Ordering::Relaxed);
+        if began != 0 && micros_since_epoch().saturating_sub(began) <= 2 * WINDOW.as_micros() as u64
+        {
+            self.skip.store(0, Ordering::Relaxed);
+            self.misses.store(0, Ordering::Relaxed);
         }
     }
 
@@ -78,6 +96,8 @@ impl SpinWait {
         let skip = self.skip.load(Ordering::Relaxed);
         if skip > 0 {
             self.skip.store(skip - 1, Ordering::Relaxed);
+            self.sleep_began
+                .store(micros_since_epoch(), Ordering::Relaxed);
             return false;
         }
         let started = Instant::now();
@@ -92,6 +112,10 @@ impl SpinWait {
                 self.misses.store((misses + 1).min(8), Ordering::Relaxed);
                 self.skip
                     .store((1u32 << misses).min(SKIP_AFTER_MISS), Ordering::Relaxed);
+                self.sleep_began.store(
+                    micros_since_epoch().saturating_sub(WINDOW.as_micros() as u64),
+                    Ordering::Relaxed,
+                );
                 return false;
             }
             // Give the CPU away between looks: when the peer waits for this very CPU it runs
@@ -99,6 +123,12 @@ impl SpinWait {
             std::thread::yield_now();
         }
     }
+}
+
+/// Microseconds since the first call in this process, plus one (never 0).
+fn micros_since_epoch() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 /// Whether spinning can help this process: more than one CPU to run on, and `MP_SPIN` is not
@@ -148,6 +178,31 @@ mod tests {
         let (_c, d) = UnixStream::pair().unwrap();
         assert!(!s.spin_until_readable(d.as_fd(), Deadline::NEVER));
         assert_eq!(s.skip.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_near_miss_spins_again_a_long_wait_does_not() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let s = SpinWait::new();
+        if !enabled() {
+            return;
+        }
+        // A miss, then a wait that ended long after it began: the skip stands.
+        assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+        std::thread::sleep(3 * WINDOW);
+        s.woke();
+        assert_eq!(s.skip.load(Ordering::Relaxed), 1);
+        // The skipped wait, then a second miss in a row (two waits to skip), whose answer came
+        // at once (its start set later than now, so that no preemption of this test can make
+        // it look long): the next wait spins.
+        assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+        assert!(!s.spin_until_readable(b.as_fd(), Deadline::NEVER));
+        assert_eq!(s.skip.load(Ordering::Relaxed), 2);
+        s.sleep_began
+            .store(micros_since_epoch() + 10_000_000, Ordering::Relaxed);
+        s.woke();
+        assert_eq!(s.skip.load(Ordering::Relaxed), 0);
+        assert_eq!(s.misses.load(Ordering::Relaxed), 0);
     }
 
     #[test]
