@@ -1058,7 +1058,20 @@ impl Scheduler {
         }
         let mut unsent = Vec::new();
         self.start_workers(&mut st, &mut to_fail);
-        self.dispatch(&mut st, &mut unsent);
+        let tasks = self.take_tasks(&mut st);
+        if !tasks.is_empty() {
+            drop(st);
+            let left = self.dispatch(tasks, &mut unsent);
+            st = core.lock();
+            st.in_flight -= unsent.len();
+            for t in left.into_iter().rev() {
+                st.queue.push_front(t);
+            }
+        }
+        self.retire_spent();
+        // Tasks submitted while the lock was released did not wake this thread: look again at
+        // once if a worker can take them.
+        let more = !st.queue.is_empty() && self.room() > 0;
         let idle = st.queue.is_empty() && self.slots.iter().all(|s| s.held.is_empty());
         if st.closed && st.feeders == 0 && idle {
             for s in &mut self.slots {
@@ -1086,6 +1099,7 @@ impl Scheduler {
             .filter_map(|s| s.kill_at)
             .map(|t| t.saturating_duration_since(now))
             .chain(retry_in)
+            .chain(more.then_some(Duration::ZERO))
             .min();
         st.sleeping = true;
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
@@ -1317,9 +1331,17 @@ impl Scheduler {
     /// every wake-up is a switch. Longer jobs are spread at once, so they run in parallel.
     /// Tasks that could not be sent are pushed to `failed` with the reason, to be failed once the
     /// lock is released (their sinks may run callbacks that submit).
-    fn dispatch(&mut self, st: &mut State, failed: &mut Vec<(Task, String)>) {
-        if st.queue.is_empty() {
-            return;
+    ///
+    /// It runs without the shared lock, on the tasks [`Scheduler::take_tasks`] took, so that
+    /// submitters are not held up while jobs are written; tasks no worker can take after all
+    /// (one stopped meanwhile) are given back, to go to the front of the queue.
+    fn dispatch(
+        &mut self,
+        mut tasks: VecDeque<Task>,
+        failed: &mut Vec<(Task, String)>,
+    ) -> VecDeque<Task> {
+        if tasks.is_empty() {
+            return tasks;
         }
         let depth = self.depth();
         let pack = self.pack().min(depth);
@@ -1327,7 +1349,7 @@ impl Scheduler {
         let now = Instant::now();
         let ahead = Duration::from_nanos(self.launcher.work_ahead().0);
         let flowing = |s: &Slot| s.held.is_empty() || now.duration_since(s.answered) <= ahead;
-        while !st.queue.is_empty() {
+        while !tasks.is_empty() {
             let open = || {
                 self.slots
                     .iter()
@@ -1343,7 +1365,7 @@ impl Scheduler {
             else {
                 break;
             };
-            let task = st.queue.pop_front().expect("queue is not empty");
+            let task = tasks.pop_front().expect("tasks are left");
             let slot = &mut self.slots[best];
             match slot.send_job(&task, &mut self.scratch) {
                 Ok(()) => {
@@ -1354,18 +1376,47 @@ impl Scheduler {
                     slot.held.push_back(task);
                 }
                 Err(e) => {
-                    // Cannot duplicate the task's descriptors: fail it alone.
-                    st.in_flight -= 1;
+                    // Cannot duplicate the task's descriptors: fail it alone (its place in
+                    // flight is freed by the caller).
                     failed.push((task, format!("its handles could not be sent: {e}")));
                 }
             }
         }
-        // Workers that reached their task limit and hold nothing retire.
+        tasks
+    }
+
+    /// Workers that reached their task limit and hold nothing retire.
+    fn retire_spent(&mut self) {
+        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
         for s in &mut self.slots {
             if !s.stopping && s.sent >= max_tasks && s.held.is_empty() {
                 s.send_stop();
             }
         }
+    }
+
+    /// How many more tasks the workers can take now.
+    fn room(&self) -> usize {
+        let depth = self.depth();
+        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        self.slots
+            .iter()
+            .filter(|s| !s.stopping)
+            .map(|s| {
+                depth
+                    .saturating_sub(s.held.len())
+                    .min(max_tasks.saturating_sub(s.sent))
+            })
+            .sum()
+    }
+
+    /// Takes from the queue as many tasks as the workers have room for now.
+    fn take_tasks(&self, st: &mut State) -> VecDeque<Task> {
+        if st.queue.is_empty() {
+            return VecDeque::new();
+        }
+        let n = self.room().min(st.queue.len());
+        st.queue.drain(..n).collect()
     }
 
     /// Polls the wake-up descriptor, every worker and their answer lanes, at most `timeout`
@@ -1435,6 +1486,7 @@ impl Scheduler {
             for l in &lanes {
                 l.awake();
             }
+            self.spin.woke();
         }
         let any = |f: &PollFd<'_>, mask: PollFlags| f.revents().is_some_and(|r| r.intersects(mask));
         let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
