@@ -140,7 +140,7 @@ where
             current: Decoded::Each(Vec::new().into_iter()),
             next_out: 0,
             limit,
-            spin: SpinWait::new(),
+            spin: SpinWait::pool(),
             _r: PhantomData,
         }
     }

@@ -998,7 +998,7 @@ pub(crate) fn spawn(
         replacing: 0,
         deaths: Deaths::new(cfg.intensity),
         cfg,
-        spin: SpinWait::new(),
+        spin: SpinWait::pool(),
     };
     std::thread::Builder::new()
         .name("mp-pool".into())

@@ -39,7 +39,7 @@ impl<'a> WorkerChannel<'a> {
             reader: FrameReader::new(wire::MAX_FRAME),
             lanes: None,
             marked: VecDeque::new(),
-            spin: SpinWait::new(),
+            spin: SpinWait::pool(),
             record: Vec::with_capacity(super::lane::MAX_RECORD),
         }
     }
