@@ -48,6 +48,12 @@ fn sleep_ms(ms: u64) -> u64 {
 }
 
 #[mp::worker]
+fn pid_after_ms(ms: u64) -> i32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id() as i32
+}
+
+#[mp::worker]
 fn fail_on(x: u64) -> Result<u64, String> {
     if x == 3 {
         Err(format!("refusing {x}"))
@@ -1030,6 +1036,20 @@ fn callbacks_submitting_to_a_bounded_pool_never_wait_for_themselves() {
         Err(Error::PoolBroken { .. })
     ));
     assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+/// Short jobs are packed onto one worker, but a worker gets more only once it has answered
+/// since it was last idle: right after a flood of short jobs, two slow ones still run on two
+/// workers at once, not one after the other.
+#[test]
+fn slow_jobs_after_short_ones_go_to_different_workers() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    for _ in 0..3 {
+        assert_eq!(p.map_chunked(square, 0..2000u64, 1).unwrap(), squares(2000));
+        let pids = p.map_chunked(pid_after_ms, [300u64, 300], 1).unwrap();
+        assert_ne!(pids[0], pids[1], "both slow jobs ran on worker {}", pids[0]);
+    }
 }
 
 fn kill_worker(pid: i32) {

@@ -604,6 +604,10 @@ struct Slot {
     /// When it last answered (or was started): a worker that holds jobs and has not answered
     /// for longer than the work-ahead time is running a long one, and gets no more packed on.
     answered: Instant,
+    /// When it last went from holding nothing to holding a job: a worker gets more packed on
+    /// only once it has answered since, so that two jobs of unknown length given to idle
+    /// workers go to two of them.
+    busy_since: Instant,
 }
 
 /// What a worker's watchdog reported: item `position` of job `id` ran `elapsed`; a batch
@@ -641,6 +645,7 @@ impl Slot {
             retiring: false,
             ended: false,
             answered: Instant::now(),
+            busy_since: Instant::now(),
         };
         if share {
             // Without lanes (no memory for them) the worker is served on its socket alone.
@@ -727,6 +732,14 @@ impl Slot {
         }
         self.stopping = true;
         self.link.kill();
+    }
+
+    /// Records `task` as sent to this worker.
+    fn hold(&mut self, task: Task) {
+        if self.held.is_empty() {
+            self.busy_since = Instant::now();
+        }
+        self.held.push_back(task);
     }
 
     /// Kills the worker if the next task it runs was terminated.
@@ -1151,7 +1164,7 @@ impl Scheduler {
                             });
                         }
                         slot.sent += 1;
-                        slot.held.push_back(h.task);
+                        slot.hold(h.task);
                     }
                     None => st.queue.push_front(h.task),
                 }
@@ -1348,7 +1361,10 @@ impl Scheduler {
         let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
         let now = Instant::now();
         let ahead = Duration::from_nanos(self.launcher.work_ahead().0);
-        let flowing = |s: &Slot| s.held.is_empty() || now.duration_since(s.answered) <= ahead;
+        let flowing = |s: &Slot| {
+            s.held.is_empty()
+                || s.answered >= s.busy_since && now.duration_since(s.answered) <= ahead
+        };
         while !tasks.is_empty() {
             let open = || {
                 self.slots
@@ -1373,7 +1389,7 @@ impl Scheduler {
                         flag.store(true, Ordering::Release);
                     }
                     slot.sent += 1;
-                    slot.held.push_back(task);
+                    slot.hold(task);
                 }
                 Err(e) => {
                     // Cannot duplicate the task's descriptors: fail it alone (its place in
