@@ -336,16 +336,7 @@ fn run(cmd: &mut Command, what: &str) -> Vec<String> {
 }
 
 fn value(lines: &[String], metric: &str) -> Option<f64> {
-    let needle = format!("\"metric\": \"{metric}\"");
-    lines.iter().find(|l| l.contains(&needle)).and_then(|l| {
-        l.split("\"value\": ")
-            .nth(1)?
-            .split(',')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    })
+    common::metric_value(lines.iter().map(String::as_str), metric)
 }
 
 fn mpiexec_rank(extra: &[String], prefix: &str, forwarded: &[String]) -> Command {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use mp::{Connection, JoinableQueue, Pipe, Queue};
 
-use crate::common::{Options, Scenario, emit, median, quantile_99, raw_echo_rtts};
+use crate::common::{Options, Scenario, emit, median, metric_value, quantile_99, raw_echo_rtts};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -522,14 +522,9 @@ fn pairs_child(o: &Options, spin: bool, idle: bool) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The value of metric `metric` in the JSON lines `figures`.
+/// The value of metric `metric` in the result lines `figures` of a child run.
 fn figure(figures: &str, metric: &str) -> Result<f64, String> {
-    figures
-        .lines()
-        .find(|l| l.contains(&format!("\"{metric}\"")))
-        .and_then(|l| l.split("\"value\": ").nth(1))
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
+    metric_value(figures.lines(), metric)
         .ok_or_else(|| format!("a run of pipe_pingpong_pairs printed no {metric}: {figures}"))
 }
 

@@ -84,6 +84,23 @@ pub fn emit(scenario: &str, metric: &str, value: f64, unit: &str) {
     );
 }
 
+/// The value of metric `metric` among result lines printed by [`emit`] (another run's output).
+pub fn metric_value<'a>(lines: impl IntoIterator<Item = &'a str>, metric: &str) -> Option<f64> {
+    let needle = format!("\"metric\": \"{metric}\"");
+    lines
+        .into_iter()
+        .find(|l| l.contains(&needle))
+        .and_then(|l| {
+            l.split("\"value\": ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 fn six_digits(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return format!("{v}");
