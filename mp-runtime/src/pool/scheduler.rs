@@ -680,7 +680,7 @@ impl Slot {
         match self.try_lane(frame, fds) {
             Ok(None) => {}
             Ok(Some(fds)) => self.backlog.push_back((frame.to_vec(), fds)),
-            Err(e) => self.break_lane(e),
+            Err(e) => self.distrust(e),
         }
     }
 
@@ -713,16 +713,17 @@ impl Slot {
                     return;
                 }
                 Err(e) => {
-                    self.break_lane(e);
+                    self.distrust(e);
                     return;
                 }
             }
         }
     }
 
-    /// The worker broke its lanes (a position out of range): nothing it sends can be trusted.
-    /// It is killed, and the job it held fails as for a malformed answer.
-    fn break_lane(&mut self, e: Error) {
+    /// The worker sent something that is not a valid answer, or broke its lanes (a position
+    /// out of range): whatever it sends next cannot be trusted. It is given no more jobs and
+    /// killed, and `bury` fails the job it held with `e` as a malformed answer and replaces it.
+    fn distrust(&mut self, e: Error) {
         self.backlog.clear();
         if self.fault.is_none() {
             self.fault = Some(match e {
@@ -732,6 +733,17 @@ impl Slot {
         }
         self.stopping = true;
         self.link.kill();
+    }
+
+    /// How many more jobs this worker can be sent now: up to `depth` held, and `max_tasks` in
+    /// its life (none once it is stopping).
+    fn room(&self, depth: usize, max_tasks: usize) -> usize {
+        if self.stopping {
+            return 0;
+        }
+        depth
+            .saturating_sub(self.held.len())
+            .min(max_tasks.saturating_sub(self.sent))
     }
 
     /// Records `task` as sent to this worker.
@@ -1115,7 +1127,7 @@ impl Scheduler {
             .chain(more.then_some(Duration::ZERO))
             .min();
         st.sleeping = true;
-        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        let max_tasks = self.max_tasks();
         st.idle = self
             .slots
             .iter()
@@ -1211,14 +1223,7 @@ impl Scheduler {
                 && slot.expired.is_none()
                 && let Err(e) = read_results(slot, socket, &mut done, &mut self.job_ns)
             {
-                // Whatever follows a bad message cannot be trusted: stop reading this worker and
-                // giving it jobs, kill it, and let `bury` fail the job it held and replace it.
-                slot.fault = Some(match e {
-                    Error::Protocol { message } => message,
-                    other => other.to_string(),
-                });
-                slot.stopping = true;
-                slot.link.kill();
+                slot.distrust(e);
             }
             if slot.expired.is_some() && !slot.stopping {
                 // A time limit: stop the worker (SIGTERM first when there is a grace).
@@ -1358,7 +1363,7 @@ impl Scheduler {
         }
         let depth = self.depth();
         let pack = self.pack().min(depth);
-        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        let max_tasks = self.max_tasks();
         let now = Instant::now();
         let ahead = Duration::from_nanos(self.launcher.work_ahead().0);
         let flowing = |s: &Slot| {
@@ -1370,7 +1375,7 @@ impl Scheduler {
                 self.slots
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| !s.stopping && s.held.len() < depth && s.sent < max_tasks)
+                    .filter(|(_, s)| s.room(depth, max_tasks) > 0)
             };
             let packed = open()
                 .filter(|(_, s)| s.held.len() < pack && flowing(s))
@@ -1403,7 +1408,7 @@ impl Scheduler {
 
     /// Workers that reached their task limit and hold nothing retire.
     fn retire_spent(&mut self) {
-        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
+        let max_tasks = self.max_tasks();
         for s in &mut self.slots {
             if !s.stopping && s.sent >= max_tasks && s.held.is_empty() {
                 s.send_stop();
@@ -1413,17 +1418,13 @@ impl Scheduler {
 
     /// How many more tasks the workers can take now.
     fn room(&self) -> usize {
-        let depth = self.depth();
-        let max_tasks = self.cfg.max_tasks_per_child.unwrap_or(usize::MAX);
-        self.slots
-            .iter()
-            .filter(|s| !s.stopping)
-            .map(|s| {
-                depth
-                    .saturating_sub(s.held.len())
-                    .min(max_tasks.saturating_sub(s.sent))
-            })
-            .sum()
+        let (depth, max_tasks) = (self.depth(), self.max_tasks());
+        self.slots.iter().map(|s| s.room(depth, max_tasks)).sum()
+    }
+
+    /// Jobs per worker before it is replaced (unbounded without `max_tasks_per_child`).
+    fn max_tasks(&self) -> usize {
+        self.cfg.max_tasks_per_child.unwrap_or(usize::MAX)
     }
 
     /// Takes from the queue as many tasks as the workers have room for now.
@@ -1805,7 +1806,6 @@ fn terminated() -> Error {
     }
 }
 
-/// Reads everything the worker sent (without blocking) and collects the finished jobs.
 /// Reads what worker `slot` sent: from its socket if `socket` (poll said it is readable, or the
 /// worker exited), and from its answer lane. In lane mode the socket carries only the frames
 /// the lane marks (answers with descriptors, long ones), wake-ups, and the two messages sent
