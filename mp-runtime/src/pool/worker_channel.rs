@@ -49,7 +49,7 @@ impl<'a> WorkerChannel<'a> {
         loop {
             let got = match &self.lanes {
                 None => {
-                    let Some(frame) = self.socket_frame(true)? else {
+                    let Some(frame) = self.socket_frame()? else {
                         return Ok(None);
                     };
                     if frame.payload.first() != Some(&wire::LANES) {
@@ -90,16 +90,13 @@ impl<'a> WorkerChannel<'a> {
         }
     }
 
-    /// The next frame on the socket, blocking (after a short spin if `spin`); `None` at its
-    /// end.
-    fn socket_frame(&mut self, spin: bool) -> Result<Option<RawFrame>> {
+    /// The next frame on the socket, blocking after a short spin; `None` at its end.
+    fn socket_frame(&mut self) -> Result<Option<RawFrame>> {
         loop {
             if let Some(f) = self.reader.next_frame()? {
                 return Ok(Some(f));
             }
-            if spin {
-                self.spin.spin_until_readable(self.sock, Deadline::NEVER);
-            }
+            self.spin.spin_until_readable(self.sock, Deadline::NEVER);
             match self.reader.fill(self.sock) {
                 Ok(Some(0)) | Err(Error::Closed) => return Ok(None),
                 Ok(_) => {}
