@@ -5,6 +5,11 @@
 //! first out. A frame's announced length is checked against the reader's maximum, and the
 //! buffer grows with the bytes that arrive (at most twofold per call), never to an announced
 //! length up front: a corrupt header cannot make it reserve gigabytes that never come.
+//!
+//! A large frame (a payload of [`DIRECT_MIN`] bytes or more) that has not fully arrived is read
+//! straight into its own payload vector, which is handed out as is: its bytes cross memory once
+//! on the way in, not twice (socket to buffer, buffer to payload). That vector is reserved up
+//! to [`TRUSTED_LEN`] at once, and beyond it grows with what arrives.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -17,6 +22,16 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// The largest buffer [`FrameReader::release_if_idle`] keeps.
 const IDLE_KEEP: usize = 4 * READ_CHUNK;
+
+/// The shortest payload read straight into its own vector when it has not all arrived.
+const DIRECT_MIN: usize = READ_CHUNK;
+
+/// How much of a large frame's announced length is reserved before its bytes arrive: address
+/// space only (untouched pages cost no memory), so a lying header costs little.
+const TRUSTED_LEN: usize = 16 << 20;
+
+/// The most bytes of a large frame one read asks for (zeroed just before it).
+const DIRECT_READ: usize = 4 * READ_CHUNK;
 
 /// Takes `n` descriptors from the front of `fds`.
 pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
@@ -50,6 +65,17 @@ pub(crate) struct FrameReader {
     short: bool,
     /// Frames shorter than [`frame::PADDED_MIN`] are padded to it (a `Connection`'s peer).
     padded: bool,
+    /// A large frame being read straight into its payload.
+    direct: Option<Direct>,
+}
+
+/// A large frame whose header has been read and whose payload is arriving.
+struct Direct {
+    payload: Vec<u8>,
+    /// The payload's announced length.
+    len: usize,
+    /// Descriptors the frame announced.
+    nfds: usize,
 }
 
 impl FrameReader {
@@ -63,6 +89,7 @@ impl FrameReader {
             fds: VecDeque::new(),
             short: false,
             padded: false,
+            direct: None,
         }
     }
 
@@ -78,6 +105,9 @@ impl FrameReader {
     /// One `recvmsg` (blocking or not, as the socket is). Returns the bytes read: 0 at end of
     /// stream. `WouldBlock` on a non-blocking socket is `Ok(None)`.
     pub(crate) fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<Option<usize>> {
+        if let Some(d) = self.direct.as_mut().filter(|d| d.payload.len() < d.len) {
+            return fill_direct(d, sock, &mut self.fds, &mut self.short);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -107,7 +137,7 @@ impl FrameReader {
     /// about to wait a long time (a manager's), so that one large message does not pin its size
     /// in memory for the connection's life.
     pub(crate) fn release_if_idle(&mut self) {
-        if self.start == self.end && self.buf.len() > IDLE_KEEP {
+        if self.start == self.end && self.direct.is_none() && self.buf.len() > IDLE_KEEP {
             self.buf = vec![0; READ_CHUNK];
             self.start = 0;
             self.end = 0;
@@ -128,6 +158,17 @@ impl FrameReader {
 
     /// The next complete frame in the buffer, if any.
     pub(crate) fn next_frame(&mut self) -> Result<Option<RawFrame>> {
+        if let Some(d) = &self.direct {
+            if d.payload.len() < d.len {
+                return Ok(None);
+            }
+            let d = self.direct.take().expect("checked");
+            let fds = take_fds(&mut self.fds, d.nfds)?;
+            return Ok(Some(RawFrame {
+                payload: d.payload,
+                fds,
+            }));
+        }
         let avail = self.end - self.start;
         if avail < HEADER_LEN {
             return Ok(None);
@@ -152,6 +193,14 @@ impl FrameReader {
         } else {
             HEADER_LEN + len
         };
+        if avail < wire && len >= DIRECT_MIN && wire == HEADER_LEN + len {
+            // The rest goes straight into the payload (`fill_direct`).
+            let mut payload = Vec::with_capacity(len.min(TRUSTED_LEN));
+            payload.extend_from_slice(&self.buf[self.start + HEADER_LEN..self.end]);
+            self.start = self.end;
+            self.direct = Some(Direct { payload, len, nfds });
+            return Ok(None);
+        }
         if avail < wire {
             // Make room for more of the frame so that the next fills can complete it. The length
             // comes from the peer: the buffer grows at most twofold per call (and `fill` doubles
@@ -177,6 +226,30 @@ impl FrameReader {
         let fds = take_fds(&mut self.fds, nfds)?;
         Ok(Some(RawFrame { payload, fds }))
     }
+}
+
+/// One `recvmsg` of the rest of a large frame into its payload: never past the frame's end, so
+/// the next frame's bytes go to the buffer.
+fn fill_direct(
+    d: &mut Direct,
+    sock: BorrowedFd<'_>,
+    fds: &mut VecDeque<OwnedFd>,
+    short: &mut bool,
+) -> Result<Option<usize>> {
+    let have = d.payload.len();
+    let want = (d.len - have).min(DIRECT_READ);
+    // Beyond the trusted reservation, grow with what arrived (at most twofold).
+    d.payload.reserve_exact(want.min(have.max(READ_CHUNK)));
+    let want = want.min(d.payload.capacity() - have);
+    d.payload.resize(have + want, 0);
+    let got = frame::recv_some(sock, &mut d.payload[have..], |fd| fds.push_back(fd));
+    let n = match &got {
+        Ok(Some(n)) => *n,
+        _ => 0,
+    };
+    d.payload.truncate(have + n);
+    *short = n < want;
+    got
 }
 
 #[cfg(test)]
@@ -216,22 +289,54 @@ mod tests {
         let mut r = FrameReader::new(MAX);
         assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
         assert!(r.buf.len() <= 4 * READ_CHUNK, "reserved {}", r.buf.len());
+        let direct = r.direct.as_ref().map_or(0, |d| d.payload.capacity());
+        assert!(direct <= TRUSTED_LEN, "reserved {direct} for the payload");
     }
 
     #[test]
-    fn an_idle_reader_gives_back_what_a_large_frame_grew() {
+    fn an_idle_reader_gives_back_what_a_backlog_grew() {
         let (a, b) = stream_pair().unwrap();
-        let body = vec![7u8; 40 * READ_CHUNK];
-        let mut frame = header(body.len(), 0).to_vec();
-        frame.extend_from_slice(&body);
-        let writer = std::thread::spawn(move || write_all(a.as_fd(), &frame));
+        // Small frames that pile up unread grow the buffer.
+        let mut stream = Vec::new();
+        for i in 0..400u32 {
+            stream.extend_from_slice(&header(1000, 0));
+            stream.extend(std::iter::repeat_n(i as u8, 1000));
+        }
+        let writer = std::thread::spawn(move || write_all(a.as_fd(), &stream));
         let mut r = FrameReader::new(MAX);
-        let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
+        let mut got = 0;
+        while got < 400 * (HEADER_LEN + 1000) {
+            got += r.fill(b.as_fd()).unwrap().expect("blocking");
+        }
         writer.join().unwrap();
-        assert_eq!(f.payload.len(), body.len());
-        assert!(r.capacity() > body.len());
+        assert!(r.capacity() > IDLE_KEEP, "grew to {}", r.capacity());
+        for i in 0..400u32 {
+            let f = r.next_frame().unwrap().expect("buffered");
+            assert_eq!(f.payload, vec![i as u8; 1000]);
+        }
         r.release_if_idle();
         assert_eq!(r.capacity(), READ_CHUNK);
+    }
+
+    #[test]
+    fn a_large_frame_is_read_into_its_payload_not_the_buffer() {
+        let (a, b) = stream_pair().unwrap();
+        let body: Vec<u8> = (0..40 * READ_CHUNK).map(|i| (i % 251) as u8).collect();
+        let mut stream = header(body.len(), 0).to_vec();
+        stream.extend_from_slice(&body);
+        // The next frame follows at once: it must not be swallowed into the large payload.
+        stream.extend_from_slice(&header(3, 0));
+        stream.extend_from_slice(b"end");
+        let writer = std::thread::spawn(move || write_all(a.as_fd(), &stream));
+        let mut r = FrameReader::new(MAX);
+        let f = read_one(&mut r, b.as_fd()).unwrap().expect("a frame");
+        assert!(f.payload == body, "the large payload came back changed");
+        assert!(r.capacity() <= IDLE_KEEP, "buffer grew to {}", r.capacity());
+        assert_eq!(
+            read_one(&mut r, b.as_fd()).unwrap().unwrap().payload,
+            b"end"
+        );
+        writer.join().unwrap();
     }
 
     #[test]
