@@ -507,6 +507,37 @@ for_each_method!(
     }
 );
 
+/// Allocates and touches `mib` MiB one MiB at a time, keeps a small block allocated after them
+/// (so that freeing them leaves a hole the allocator cannot trim from the top of its heap),
+/// frees the rest, and returns this worker's pid.
+#[mp::worker]
+fn free_below_a_pin(mib: usize) -> u32 {
+    let held: Vec<Vec<u8>> = (0..mib).map(|_| vec![1u8; 1 << 20]).collect();
+    let pin = vec![2u8; 256 << 10];
+    std::hint::black_box(&held);
+    drop(held);
+    std::mem::forget(std::hint::black_box(pin));
+    std::process::id()
+}
+
+for_each_method!(
+    memory_a_task_freed_does_not_retire_its_worker,
+    |ctx: mp::Context| {
+        let soft = own_memory("VmRSS") + (128 << 20);
+        let p = Pool::builder()
+            .processes(1)
+            .context(ctx)
+            .max_memory_per_child(soft)
+            .restart_intensity(1, Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let first = p.apply(free_below_a_pin, (256,)).unwrap();
+        // The allocator kept the freed 256 MiB for reuse; the limit counts memory in use.
+        assert_eq!(p.apply(free_below_a_pin, (256,)).unwrap(), first);
+        assert_eq!(p.apply(leak_mib, (0,)).unwrap(), first, "the worker stays");
+    }
+);
+
 for_each_method!(
     an_allocation_past_the_hard_limit_fails_only_its_item,
     |ctx: mp::Context| {

@@ -153,9 +153,11 @@ pub mod __private {
     /// Wraps the user's `main`: enters child mode if this process is an `mp` child (in case the
     /// constructor did not run), or the role its launcher gave it (an MPI rank other than 0
     /// serves as a node agent and never runs `main`), runs `main`, then joins non-daemon
-    /// children and terminates daemon ones, even if `main` panics.
+    /// children and terminates daemon ones, even if `main` panics. The program keeps freed
+    /// memory for reuse (`sys::malloc`), as `mp`'s workers do.
     pub fn main<T: std::process::Termination>(body: impl FnOnce() -> T) -> T {
         crate::roles::enter_if_requested();
+        crate::sys::malloc::keep_freed_memory();
         struct AtExit(Vec<crate::roles::AtMainEnd>);
         impl Drop for AtExit {
             fn drop(&mut self) {

@@ -87,6 +87,16 @@ pub(crate) fn resident_bytes() -> u64 {
     status_bytes("VmRSS").unwrap_or(0)
 }
 
+/// Whether this process's resident memory is above `max` bytes, counting only memory in use:
+/// freed memory the allocator keeps for reuse (`sys::malloc`) is given back before the verdict.
+pub(crate) fn above(max: u64) -> bool {
+    if resident_bytes() <= max {
+        return false;
+    }
+    crate::sys::malloc::give_back_freed_memory();
+    resident_bytes() > max
+}
+
 /// Sets this process's `RLIMIT_DATA` to `bytes` (soft and hard: a task cannot raise it).
 pub(crate) fn limit_data(bytes: u64) -> nix::Result<()> {
     use nix::sys::resource::{Resource, setrlimit};

@@ -45,6 +45,7 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let sock = sock.0;
+    crate::sys::malloc::keep_freed_memory();
     if hard > 0
         && let Err(e) = super::memory::limit_data(hard)
     {
@@ -254,7 +255,7 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
             Err(Error::Closed) => return Ok(()),
             other => other?,
         }
-        if max_resident > 0 && super::memory::resident_bytes() > max_resident {
+        if max_resident > 0 && super::memory::above(max_resident) {
             // Tell the pool first, so that it gives the jobs sent ahead to other workers
             // instead of counting this exit as a death.
             let _ = channel.send(&wire::short_frame(wire::RETIRE), &[]);

@@ -4,6 +4,7 @@
 pub(crate) mod cpu_time;
 pub(crate) mod crowding;
 pub(crate) mod fd;
+pub(crate) mod malloc;
 pub(crate) mod mmap;
 pub(crate) mod pid;
 pub(crate) mod pidfd;

@@ -95,6 +95,8 @@ pub(crate) fn entry(input: Input<'_>) -> Outcome {
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler code.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     super::panic::install_hook();
+    // The server holds its clients' data for long: memory they free goes back to the system.
+    crate::sys::malloc::give_back_eagerly();
     match serve(&report, config, init_fds) {
         Ok(()) => Outcome::Returned {
             bytes: Vec::new(),
