@@ -22,6 +22,14 @@ fn send_on(conn: Connection<u64>, n: u64) -> u64 {
     n + 1
 }
 
+/// Sends `n` on `conn` and echoes `blob`: a job and an answer that carry a descriptor and are
+/// long enough to be read straight into their own buffer.
+#[mp::worker]
+fn send_on_and_echo(conn: Connection<u64>, n: u64, blob: Vec<u8>) -> Vec<u8> {
+    conn.send(&n).unwrap();
+    blob
+}
+
 #[mp::worker]
 fn square(x: u64) -> u64 {
     x * x
@@ -108,6 +116,51 @@ for_each_method!(
             .collect::<mp::Result<_>>()
             .unwrap();
         assert_eq!(out, inputs);
+        pool.close();
+        pool.join().unwrap();
+    }
+);
+
+/// A message of `len` bytes that tells items apart.
+fn blob(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|b| (b * 7 + i) as u8).collect()
+}
+
+for_each_method!(
+    large_messages_with_and_without_handles_keep_their_order,
+    |ctx: mp::Context| {
+        let pool = Pool::builder().processes(2).context(ctx).build().unwrap();
+        let sizes = [300 << 10, 3 << 20, 10, 70 << 10, LONG_BYTES];
+        let mut pending = Vec::new();
+        let mut pipes = Vec::new();
+        for i in 0..40usize {
+            let data = blob(i, sizes[i % sizes.len()]);
+            if i % 3 == 0 {
+                let (ours, theirs) = Pipe::<u64>::duplex().unwrap();
+                let r = pool.apply_async(send_on_and_echo, (theirs, i as u64, data.clone()));
+                pending.push((i, data, r.unwrap()));
+                pipes.push((i, ours));
+            } else {
+                pending.push((
+                    i,
+                    data.clone(),
+                    pool.apply_async(echo_bytes, (data,)).unwrap(),
+                ));
+            }
+        }
+        for (i, data, r) in pending {
+            let got = r.get_timeout(LONG).unwrap();
+            assert!(
+                got == data,
+                "item {i}: {} bytes back for {}",
+                got.len(),
+                data.len()
+            );
+        }
+        for (i, ours) in pipes {
+            assert!(ours.poll(Some(LONG)).unwrap());
+            assert_eq!(ours.recv().unwrap(), i as u64);
+        }
         pool.close();
         pool.join().unwrap();
     }

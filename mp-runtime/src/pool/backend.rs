@@ -14,7 +14,7 @@ use crate::connection::FdRef;
 use crate::error::{Error, Result};
 use crate::process::{Process, ProcessBuilder};
 use crate::start_method::StartMethod;
-use crate::transport::socket::stream_pair;
+use crate::transport::socket::bulk_stream_pair;
 
 /// Starts workers.
 pub(crate) trait Launcher: Send {
@@ -165,7 +165,7 @@ impl Launcher for LocalLauncher {
                 std::io::Error::from_raw_os_error(libc::EAGAIN),
             ));
         }
-        let (ours, theirs) = stream_pair()?;
+        let (ours, theirs) = bulk_stream_pair()?;
         crate::sys::fd::set_nonblocking(ours.as_fd(), true).map_err(|e| Error::io("fcntl", e))?;
         let init_fds: Vec<FdRef<'_>> = self
             .init

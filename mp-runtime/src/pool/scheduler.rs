@@ -763,7 +763,21 @@ impl Slot {
         }
     }
 
-    fn push_frame(&mut self, frame: &[u8], fds: Vec<OwnedFd>) {
+    fn push_frame(&mut self, frame: &[u8], mut fds: Vec<OwnedFd>) {
+        let mut frame = frame;
+        if self.out.is_empty() && frame.len() >= WRITE_THROUGH {
+            // What the socket takes now is not copied into the queue first. A failure is
+            // left to `flush`, which reports it.
+            if let Ok(n) = self.send_some(frame, &fds) {
+                frame = &frame[n..];
+                if n > 0 {
+                    fds = Vec::new();
+                }
+                if frame.is_empty() {
+                    return;
+                }
+            }
+        }
         if let Some(last) = self.out.back_mut()
             && last.pos == 0
             && last.fds.len() + fds.len() <= MAX_FDS
@@ -800,30 +814,17 @@ impl Slot {
 
     /// Writes what the socket takes without blocking. Errors mean the worker is gone.
     fn flush(&mut self) -> Result<()> {
-        while let Some(o) = self.out.front_mut() {
-            let raw: Vec<RawFd> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
-            let rights = [ControlMessage::ScmRights(&raw)];
-            let cmsgs: &[ControlMessage<'_>] = if o.pos == 0 && !raw.is_empty() {
-                &rights
-            } else {
-                &[]
-            };
-            let iov = [std::io::IoSlice::new(&o.bytes[o.pos..])];
-            match sendmsg::<()>(
-                self.link.channel().as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            ) {
+        while let Some(o) = self.out.front() {
+            let fds: &[OwnedFd] = if o.pos == 0 { &o.fds } else { &[] };
+            match self.send_some(&o.bytes[o.pos..], fds) {
+                Ok(0) => return Ok(()),
                 Ok(n) => {
+                    let o = self.out.front_mut().expect("present");
                     o.pos += n;
                     if o.pos >= o.bytes.len() {
                         self.out.pop_front();
                     }
                 }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return Ok(()),
                 Err(e) => {
                     self.out.clear();
                     return Err(Error::sys("send", e));
@@ -831,6 +832,29 @@ impl Slot {
             }
         }
         Ok(())
+    }
+
+    /// One non-blocking `sendmsg` of `bytes`, with `fds` on its first byte: how many bytes the
+    /// socket took (0 when it is full).
+    fn send_some(&self, bytes: &[u8], fds: &[OwnedFd]) -> std::result::Result<usize, Errno> {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+        let iov = [std::io::IoSlice::new(bytes)];
+        loop {
+            match sendmsg::<()>(
+                self.link.channel().as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -995,6 +1019,10 @@ struct StartFailure {
     backoff: Duration,
     retry_at: Instant,
 }
+
+/// A frame this long is written to the socket at once when nothing waits before it, instead of
+/// being copied into the slot's queue first (shorter ones are queued, and go out together).
+const WRITE_THROUGH: usize = 64 * 1024;
 
 /// The wait before a second attempt to start a worker; it doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(10);
