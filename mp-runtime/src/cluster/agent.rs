@@ -255,12 +255,16 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                         .encode(),
                     ),
                 },
-                Msg::Data { worker, bytes } => {
+                Msg::Data {
+                    worker,
+                    bytes: data,
+                } => {
                     if let Some(w) = workers.get_mut(&worker)
                         && !w.broken
                     {
-                        w.out.push(bytes);
-                        w.jobs.feed(bytes);
+                        w.jobs.feed(data);
+                        let from = bytes.len() - data.len();
+                        w.out.push(bytes, from);
                     }
                 }
                 Msg::Kill { worker } => {

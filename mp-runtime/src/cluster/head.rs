@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 /// How long the agents have to say goodbye when `main` ended.
 const BYE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The most bytes read from one worker's socket per round.
-const READ_SIZE: usize = 1 << 20;
+/// The most bytes read from one worker's socket into one message.
+const READ_SIZE: usize = 4 << 20;
 
 /// What rank 0's MPI thread shares with the threads that use the cluster.
 pub(crate) struct Head {
@@ -238,7 +238,6 @@ impl Route {
 pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     let mut routes: HashMap<u64, Route> = HashMap::new();
     let mut backoff = Backoff::new();
-    let mut buf = vec![0u8; READ_SIZE];
     let mut readable: Vec<u64> = Vec::new();
     let code = 'run: loop {
         let mut busy = false;
@@ -275,31 +274,24 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
         }
         while let Some((from, bytes)) = comm.try_recv() {
             busy = true;
-            receive(&head, &mut comm, &mut routes, from, &bytes);
+            receive(&head, &mut comm, &mut routes, from, bytes);
         }
         for (&worker, r) in routes.iter_mut() {
             if !readable.contains(&worker) || r.closed {
                 continue;
             }
             loop {
-                match recv(r.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                    Ok(0) => {
-                        r.closed = true;
-                        break;
-                    }
-                    Ok(n) => {
+                match read_data(r.sock.as_fd(), worker) {
+                    Read::Data(msg, more) => {
                         busy = true;
                         r.awaiting = true;
-                        let mut msg = data_head(worker, n);
-                        msg.extend_from_slice(&buf[..n]);
                         comm.send(r.agent, msg);
-                        if n < buf.len() {
+                        if !more {
                             break;
                         }
                     }
-                    Err(Errno::EINTR) => {}
-                    Err(Errno::EAGAIN) => break,
-                    Err(_) => {
+                    Read::Nothing => break,
+                    Read::Closed => {
                         r.closed = true;
                         break;
                     }
@@ -336,7 +328,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     while byes + 1 < comm.size && Instant::now() < deadline {
         match comm.try_recv() {
             Some((_, bytes)) if matches!(Msg::decode(&bytes), Ok(Msg::Bye)) => byes += 1,
-            Some((from, bytes)) => receive(&head, &mut comm, &mut routes, from, &bytes),
+            Some((from, bytes)) => receive(&head, &mut comm, &mut routes, from, bytes),
             None => {
                 comm.progress();
                 std::thread::sleep(Duration::from_micros(200));
@@ -358,15 +350,46 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     drop(comm);
 }
 
+/// What one read of a worker's socket on rank 0 gave.
+enum Read {
+    /// A `Data` message of what the scheduler wrote; true if it was cut at [`READ_SIZE`].
+    Data(Vec<u8>, bool),
+    /// Nothing waiting.
+    Nothing,
+    /// The scheduler closed its end, or the socket failed.
+    Closed,
+}
+
+/// Reads what the scheduler wrote to a worker's socket straight into a `Data` message for its
+/// agent, sized to what the socket holds: the bytes are copied once on their way to MPI.
+fn read_data(sock: BorrowedFd<'_>, worker: u64) -> Read {
+    let queued = crate::sys::fd::queued_bytes(sock).min(READ_SIZE);
+    let mut msg = data_head(worker, queued.max(1));
+    let head = msg.len();
+    msg.resize(head + queued.max(1), 0);
+    loop {
+        return match recv(sock.as_raw_fd(), &mut msg[head..], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => Read::Closed,
+            Ok(n) => {
+                msg.truncate(head + n);
+                Read::Data(msg, n == READ_SIZE)
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => Read::Nothing,
+            Err(_) => Read::Closed,
+        };
+    }
+}
+
 /// Handles one message from an agent.
 fn receive(
     head: &Head,
     comm: &mut Comm,
     routes: &mut HashMap<u64, Route>,
     from: usize,
-    bytes: &[u8],
+    bytes: Vec<u8>,
 ) {
-    let msg = match Msg::decode(bytes) {
+    let msg = match Msg::decode(&bytes) {
         Ok(m) => m,
         Err(e) => {
             crate::sys::stderr_line(&format!("mp: bad message from rank {from} ignored: {e}"));
@@ -395,11 +418,15 @@ fn receive(
                 let _ = reply.send(Err(message));
             }
         }
-        Msg::Data { worker, bytes } => {
+        Msg::Data {
+            worker,
+            bytes: data,
+        } => {
+            let from = bytes.len() - data.len();
             if let Some(r) = routes.get_mut(&worker) {
                 r.awaiting = false;
                 if !r.closed {
-                    r.out.push(bytes);
+                    r.out.push(bytes, from);
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! Bytes waiting for a non-blocking stream socket. The MPI threads of rank 0 and of the node
 //! agents never block on a socket (one slow worker must not stall the others), so what a socket
-//! does not take at once waits here for the next round.
+//! does not take at once waits here for the next round. A message received from MPI is kept
+//! whole and written from where its bytes start, not copied again.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
@@ -18,48 +20,48 @@ pub(super) enum Flushed {
     Gone,
 }
 
-/// A queue of bytes to write, and how far into it the socket has taken.
+/// Buffers to write in order, each with how far into it the socket has taken.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
-    bytes: Vec<u8>,
-    pos: usize,
+    pieces: VecDeque<(Vec<u8>, usize)>,
 }
 
 impl Outbox {
-    /// Adds `bytes` after what is waiting.
-    pub(super) fn push(&mut self, bytes: &[u8]) {
-        self.bytes.extend_from_slice(bytes);
+    /// Adds `bytes[from..]` after what is waiting, without copying them.
+    pub(super) fn push(&mut self, bytes: Vec<u8>, from: usize) {
+        if from < bytes.len() {
+            self.pieces.push_back((bytes, from));
+        }
     }
 
     /// Nothing is waiting.
     pub(super) fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.pieces.is_empty()
     }
 
     /// Writes what the socket takes without blocking.
     pub(super) fn flush(&mut self, sock: BorrowedFd<'_>) -> Flushed {
         let mut done = Flushed::Idle;
-        while self.pos < self.bytes.len() {
+        while let Some((bytes, pos)) = self.pieces.front_mut() {
             match send(
                 sock.as_raw_fd(),
-                &self.bytes[self.pos..],
+                &bytes[*pos..],
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             ) {
                 Ok(n) => {
-                    self.pos += n;
+                    *pos += n;
                     done = Flushed::Wrote;
+                    if *pos >= bytes.len() {
+                        self.pieces.pop_front();
+                    }
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(_) => {
-                    done = Flushed::Gone;
-                    break;
+                    self.pieces.clear();
+                    return Flushed::Gone;
                 }
             }
-        }
-        if self.pos >= self.bytes.len() || done == Flushed::Gone {
-            self.bytes.clear();
-            self.pos = 0;
         }
         done
     }
@@ -77,15 +79,44 @@ mod tests {
         let (a, b) = stream_pair().unwrap();
         let mut out = Outbox::default();
         assert_eq!(out.flush(a.as_fd()), Flushed::Idle);
-        out.push(b"hello");
+        out.push(b"xxhello".to_vec(), 2);
+        out.push(b"!".to_vec(), 1);
+        out.push(b", you".to_vec(), 0);
         assert_eq!(out.flush(a.as_fd()), Flushed::Wrote);
         assert!(out.is_empty());
-        let mut got = [0u8; 5];
-        assert_eq!(nix::unistd::read(&b, &mut got).unwrap(), 5);
-        assert_eq!(&got, b"hello");
+        let mut got = [0u8; 10];
+        assert_eq!(nix::unistd::read(&b, &mut got).unwrap(), 10);
+        assert_eq!(&got, b"hello, you");
         drop(b);
-        out.push(b"lost");
+        out.push(b"lost".to_vec(), 0);
         assert_eq!(out.flush(a.as_fd()), Flushed::Gone);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_full_socket_keeps_the_rest_in_order() {
+        let (a, b) = stream_pair().unwrap();
+        crate::sys::fd::set_nonblocking(a.as_fd(), true).unwrap();
+        let big: Vec<u8> = (0..4 << 20).map(|i| (i % 253) as u8).collect();
+        let mut out = Outbox::default();
+        out.push(big.clone(), 0);
+        out.push(b"tail".to_vec(), 0);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !out.is_empty() {
+            assert_ne!(out.flush(a.as_fd()), Flushed::Gone);
+            let n = nix::unistd::read(&b, &mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(a);
+        loop {
+            let n = nix::unistd::read(&b, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got.len(), big.len() + 4);
+        assert!(got[..big.len()] == big[..] && &got[big.len()..] == b"tail");
     }
 }

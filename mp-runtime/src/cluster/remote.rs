@@ -13,7 +13,7 @@ use super::{fingerprint, launch_env};
 use crate::error::{Error, Result};
 use crate::pool::backend::{Launcher, Link, Remote, RemoteSpec};
 use crate::start_method::StartMethod;
-use crate::transport::socket::stream_pair;
+use crate::transport::socket::bulk_stream_pair;
 
 /// How long the agents have to report after the job started.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -129,7 +129,7 @@ impl Launcher for MpiLauncher {
             .expect("a cluster pool has at least one agent");
         let agent = index + 1;
         let worker = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
-        let (ours, theirs) = stream_pair()?;
+        let (ours, theirs) = bulk_stream_pair()?;
         for fd in [ours.as_fd(), theirs.as_fd()] {
             crate::sys::fd::set_nonblocking(fd, true).map_err(|e| Error::io("fcntl", e))?;
         }
