@@ -1156,9 +1156,13 @@ impl Scheduler {
             .min();
         st.sleeping = true;
         let max_tasks = self.max_tasks();
+        // Last in the list is handed a task first: the first idle worker, the one `dispatch`
+        // would choose, so that a caller waiting for each result keeps using one worker (a
+        // remote one that sat idle answers later: its agent looks for messages less often).
         st.idle = self
             .slots
             .iter()
+            .rev()
             .filter(|s| {
                 s.held.is_empty() && s.nothing_to_write() && !s.stopping && s.sent < max_tasks
             })
