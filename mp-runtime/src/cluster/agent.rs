@@ -16,7 +16,7 @@ use nix::sys::time::TimeSpec;
 
 use super::fingerprint;
 use super::messages::{Hello, LaunchSpec, Msg, data_head};
-use super::mpi_io::{Backoff, Comm};
+use super::mpi_io::{AGENT_SPIN, Backoff, Comm};
 use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
@@ -212,7 +212,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
     comm.send(0, Msg::Hello(hello).encode());
     let mut workers: HashMap<u64, Local> = HashMap::new();
     let mut started = 0usize;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(AGENT_SPIN);
     let mut ready: Vec<(u64, bool, bool)> = Vec::new();
     loop {
         let mut busy = false;

@@ -20,7 +20,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::time::TimeSpec;
 
 use super::messages::{Hello, LaunchSpec, Msg, data_head};
-use super::mpi_io::{Backoff, Comm};
+use super::mpi_io::{Backoff, Comm, HEAD_SPIN};
 use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 
@@ -237,7 +237,7 @@ impl Route {
 /// The MPI thread of rank 0, until `main` ends.
 pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     let mut routes: HashMap<u64, Route> = HashMap::new();
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(HEAD_SPIN);
     let mut readable: Vec<u64> = Vec::new();
     let code = 'run: loop {
         let mut busy = false;

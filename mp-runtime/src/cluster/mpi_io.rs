@@ -123,19 +123,26 @@ fn free(buffer: *const [u8]) {
 }
 
 /// How long to wait for the sockets between two looks at MPI, which has no descriptor to wait
-/// on. Right after something happened, not at all ([`SPIN`]: the next message usually follows
-/// within microseconds: the answer to a job, or the next job after an answer); the thread yields
-/// the CPU between looks. Then a quarter of the time since, from 20 µs up to [`MAX_WAIT`]: an
+/// on. Right after something happened, not at all (for [`Backoff::spin`]: the next message
+/// usually follows within microseconds: the answer to a job, or the next job after an answer);
+/// the thread yields the CPU between looks. Then a quarter of the time since, from 20 µs up to [`MAX_WAIT`]: an
 /// idle rank looks at MPI [`MAX_WAIT`] apart, a few hundred cheap calls a second, well under
 /// 1 % of a core. While an answer is awaited, waits stay under [`EXPECTING_WAIT`]. Traffic on
 /// the sockets ends a wait at once.
 pub(crate) struct Backoff {
     last: Instant,
+    /// How long after activity MPI is looked at without waiting.
+    spin: Duration,
 }
 
-/// How long after activity MPI is looked at without waiting.
-const SPIN: Duration = Duration::from_micros(200);
-/// The shortest wait after [`SPIN`].
+/// Rank 0's eager look after activity: it competes with the pool's workers for the CPU while
+/// they run.
+pub(crate) const HEAD_SPIN: Duration = Duration::from_micros(200);
+/// A node agent's eager look after activity, when none of its workers holds a job (it only
+/// waits for the next one then): long enough that a caller waiting for each result finds it
+/// still looking after a hiccup of a few hundred microseconds, not in its backoff.
+pub(crate) const AGENT_SPIN: Duration = Duration::from_millis(1);
+/// The shortest wait after the eager look.
 const MIN_WAIT: Duration = Duration::from_micros(20);
 /// The longest wait while an answer from another rank is awaited.
 pub(crate) const EXPECTING_WAIT: Duration = Duration::from_micros(100);
@@ -143,9 +150,11 @@ pub(crate) const EXPECTING_WAIT: Duration = Duration::from_micros(100);
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(2);
 
 impl Backoff {
-    pub(crate) fn new() -> Self {
+    /// A backoff that looks at MPI without waiting for `spin` after activity.
+    pub(crate) fn new(spin: Duration) -> Self {
         Backoff {
             last: Instant::now(),
+            spin,
         }
     }
 
@@ -159,7 +168,7 @@ impl Backoff {
     /// is about to wake this thread anyway). Yields the CPU when it returns zero.
     pub(crate) fn next_wait(&self, expecting: bool, spin: bool) -> Duration {
         let idle = self.last.elapsed();
-        if idle < SPIN && spin {
+        if idle < self.spin && spin {
             std::thread::yield_now();
             return Duration::ZERO;
         }
@@ -178,7 +187,7 @@ mod tests {
 
     #[test]
     fn backoff_is_eager_after_activity_then_grows_to_its_bound() {
-        let mut b = Backoff::new();
+        let mut b = Backoff::new(HEAD_SPIN);
         assert_eq!(b.next_wait(false, true), Duration::ZERO);
         assert_eq!(b.next_wait(false, false), MIN_WAIT);
         b.last = Instant::now() - Duration::from_millis(1);
@@ -193,5 +202,17 @@ mod tests {
         assert_eq!(b.next_wait(true, true), EXPECTING_WAIT);
         b.active();
         assert_eq!(b.next_wait(false, true), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_agent_looks_eagerly_for_longer_than_rank_0() {
+        let ago = Instant::now() - Duration::from_micros(500);
+        let mut head = Backoff::new(HEAD_SPIN);
+        let mut agent = Backoff::new(AGENT_SPIN);
+        (head.last, agent.last) = (ago, ago);
+        assert!(head.next_wait(false, true) >= MIN_WAIT);
+        assert_eq!(agent.next_wait(false, true), Duration::ZERO);
+        // Not while a worker holds a job: its answer wakes the agent.
+        assert!(agent.next_wait(false, false) >= MIN_WAIT);
     }
 }
