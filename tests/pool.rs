@@ -1052,6 +1052,22 @@ fn slow_jobs_after_short_ones_go_to_different_workers() {
     }
 }
 
+/// A caller that waits for each result before the next keeps using one worker, whichever
+/// path its task takes (written by the caller to an idle worker, or dispatched by the
+/// scheduler): on a cluster, a worker that sat idle answers later, as its agent backs off.
+#[test]
+fn a_caller_waiting_for_each_result_keeps_one_worker() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    // Both workers have started and answered.
+    let pids = p.map_chunked(pid_after_ms, [50u64, 50], 1).unwrap();
+    assert_ne!(pids[0], pids[1]);
+    let first = p.apply(pid_after_ms, (0,)).unwrap();
+    for i in 0..300 {
+        assert_eq!(p.apply(pid_after_ms, (0,)).unwrap(), first, "call {i}");
+    }
+}
+
 fn kill_worker(pid: i32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
