@@ -103,7 +103,13 @@
 //! | `Fork` | `"fork"` | fork(2) of the parent, memory and all |
 //!
 //! Children die with their parent (`PR_SET_PDEATHSIG`), so a `kill -9` of the parent leaves no
-//! orphans. Workers also run from `cargo test` integration tests and doctests: a spawned child
+//! orphans.
+//!
+//! With glibc, an `#[mp::main]` program and its pool workers keep freed memory for reuse: blocks
+//! up to 32 MiB come from the heap and up to 64 MiB of free heap is kept (where glibc's own
+//! dynamic thresholds top out), so tasks that move megabytes do not fault their buffers in
+//! afresh each time. Set `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…` (any `glibc.malloc.`
+//! tunable) to keep your own settings; `max_memory_per_child` counts only memory in use. Workers also run from `cargo test` integration tests and doctests: a spawned child
 //! enters its worker from a constructor that runs before the test harness's `main`.
 //!
 //! ## Without the macros

@@ -160,8 +160,10 @@ impl PoolBuilder {
     /// Replaces a worker process after a task if its resident memory (RSS) is then above
     /// `bytes` (Celery's `worker_max_memory_per_child`): memory a task leaked goes back to the
     /// system, and no task fails. The worker checks after each task (a read of
-    /// `/proc/self/status`); its unstarted tasks go to other workers. A value below what an
-    /// idle worker already uses is [`Error::InvalidArgument`] at [`build`](PoolBuilder::build).
+    /// `/proc/self/status`); its unstarted tasks go to other workers. Freed memory that the
+    /// allocator keeps for reuse is given back first, so only memory in use counts. A value
+    /// below what an idle worker already uses is [`Error::InvalidArgument`] at
+    /// [`build`](PoolBuilder::build).
     pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
         self.memory.soft = Some(bytes);
         self
