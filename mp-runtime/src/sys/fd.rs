@@ -44,7 +44,6 @@ pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// How many bytes a socket holds unread (`FIONREAD`); 0 if it cannot tell.
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 pub(crate) fn queued_bytes(fd: BorrowedFd<'_>) -> usize {
     use std::os::fd::AsRawFd;
     let mut n: libc::c_int = 0;

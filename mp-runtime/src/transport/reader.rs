@@ -8,8 +8,8 @@
 //!
 //! A large frame (a payload of [`DIRECT_MIN`] bytes or more) that has not fully arrived is read
 //! straight into its own payload vector, which is handed out as is: its bytes cross memory once
-//! on the way in, not twice (socket to buffer, buffer to payload). That vector is reserved up
-//! to [`TRUSTED_LEN`] at once, and beyond it grows with what arrives.
+//! on the way in, not twice (socket to buffer, buffer to payload). That vector too grows only
+//! with bytes that have arrived: those the socket holds (`FIONREAD`), or twofold.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -25,13 +25,6 @@ const IDLE_KEEP: usize = 4 * READ_CHUNK;
 
 /// The shortest payload read straight into its own vector when it has not all arrived.
 const DIRECT_MIN: usize = READ_CHUNK;
-
-/// How much of a large frame's announced length is reserved before its bytes arrive: address
-/// space only (untouched pages cost no memory), so a lying header costs little.
-const TRUSTED_LEN: usize = 16 << 20;
-
-/// The most bytes of a large frame one read asks for (zeroed just before it).
-const DIRECT_READ: usize = 4 * READ_CHUNK;
 
 /// Takes `n` descriptors from the front of `fds`.
 pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<OwnedFd>> {
@@ -195,7 +188,7 @@ impl FrameReader {
         };
         if avail < wire && len >= DIRECT_MIN && wire == HEADER_LEN + len {
             // The rest goes straight into the payload (`fill_direct`).
-            let mut payload = Vec::with_capacity(len.min(TRUSTED_LEN));
+            let mut payload = Vec::new();
             payload.extend_from_slice(&self.buf[self.start + HEADER_LEN..self.end]);
             self.start = self.end;
             self.direct = Some(Direct { payload, len, nfds });
@@ -237,10 +230,16 @@ fn fill_direct(
     short: &mut bool,
 ) -> Result<Option<usize>> {
     let have = d.payload.len();
-    let want = (d.len - have).min(DIRECT_READ);
-    // Beyond the trusted reservation, grow with what arrived (at most twofold).
-    d.payload.reserve_exact(want.min(have.max(READ_CHUNK)));
-    let want = want.min(d.payload.capacity() - have);
+    let rest = d.len - have;
+    if d.payload.capacity() == have {
+        // Room for what the socket holds (usually the rest of the frame, read at once), or
+        // twice what came so far: never for bytes that have not arrived.
+        let arrived = crate::sys::fd::queued_bytes(sock);
+        d.payload
+            .reserve_exact(rest.min(arrived.max(have).max(READ_CHUNK)));
+    }
+    let want = rest.min(d.payload.capacity() - have);
+    // Zeroed before the kernel writes it: safe code hands recvmsg initialized memory.
     d.payload.resize(have + want, 0);
     let got = frame::recv_some(sock, &mut d.payload[have..], |fd| fds.push_back(fd));
     let n = match &got {
@@ -290,7 +289,10 @@ mod tests {
         assert!(read_one(&mut r, b.as_fd()).unwrap().is_none());
         assert!(r.buf.len() <= 4 * READ_CHUNK, "reserved {}", r.buf.len());
         let direct = r.direct.as_ref().map_or(0, |d| d.payload.capacity());
-        assert!(direct <= TRUSTED_LEN, "reserved {direct} for the payload");
+        assert!(
+            direct <= 4 * READ_CHUNK,
+            "reserved {direct} for the payload"
+        );
     }
 
     #[test]
