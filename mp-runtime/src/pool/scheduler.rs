@@ -45,8 +45,8 @@ use super::wire::{self, Cursor};
 use crate::error::{Error, Result, WorkerError};
 use crate::sys::poll::Deadline;
 use crate::sys::spin_wait::SpinWait;
-use crate::transport::frame::HEADER_LEN;
 use crate::transport::frame::MAX_FDS;
+use crate::transport::frame::{HEADER_LEN, header};
 use crate::transport::reader::{FrameReader, RawFrame, take_fds};
 
 /// One item's result as it arrived: the encoded value and its descriptors, or the error.
@@ -650,7 +650,7 @@ impl Slot {
         if share {
             // Without lanes (no memory for them) the worker is served on its socket alone.
             if let Ok((lanes, fd)) = Lanes::create() {
-                slot.push_frame(&wire::lanes_frame(), vec![fd]);
+                slot.push_frame(Parts(&wire::lanes_frame(), &[]), vec![fd]);
                 slot.lanes = Some(Arc::new(lanes));
                 // Sent now (a new socket takes it whole), which closes the memfd here: a pool
                 // that is built holds no descriptor for its workers' lanes. A worker already
@@ -669,6 +669,11 @@ impl Slot {
     /// Sends a frame (header included): into the job lane when it can, else on the socket
     /// (behind a marker in lane mode), or into the backlog while the lane is full.
     fn send_frame(&mut self, frame: &[u8], fds: Vec<OwnedFd>) {
+        self.send_frame_parts(Parts(frame, &[]), fds);
+    }
+
+    /// [`Slot::send_frame`] of a frame in two parts, written from where they are.
+    fn send_frame_parts(&mut self, frame: Parts<'_>, fds: Vec<OwnedFd>) {
         if self.lanes.is_none() {
             self.push_frame(frame, fds);
             return;
@@ -686,11 +691,12 @@ impl Slot {
 
     /// Writes one frame into the job lane (or its marker, the frame going on the socket).
     /// Gives the descriptors back if the lane has no room.
-    fn try_lane(&mut self, frame: &[u8], fds: Vec<OwnedFd>) -> Result<Option<Vec<OwnedFd>>> {
+    fn try_lane(&mut self, frame: Parts<'_>, fds: Vec<OwnedFd>) -> Result<Option<Vec<OwnedFd>>> {
         let lanes = self.lanes.clone().expect("lane mode");
-        if fds.is_empty() && lanes.send(&frame[HEADER_LEN..])? {
+        // A frame in two parts is long: longer than a lane's message.
+        if fds.is_empty() && frame.1.is_empty() && lanes.send(&frame.0[HEADER_LEN..])? {
             if lanes.peer_sleeping() {
-                self.push_frame(&wire::short_frame(wire::WAKE), Vec::new());
+                self.push_frame(Parts(&wire::short_frame(wire::WAKE), &[]), Vec::new());
             }
             return Ok(None);
         }
@@ -706,7 +712,7 @@ impl Slot {
     /// Moves what the job lane now has room for out of the backlog.
     fn flush_backlog(&mut self) {
         while let Some((frame, fds)) = self.backlog.pop_front() {
-            match self.try_lane(&frame, fds) {
+            match self.try_lane(Parts(&frame, &[]), fds) {
                 Ok(None) => {}
                 Ok(Some(fds)) => {
                     self.backlog.push_front((frame, fds));
@@ -763,17 +769,19 @@ impl Slot {
         }
     }
 
-    fn push_frame(&mut self, frame: &[u8], mut fds: Vec<OwnedFd>) {
+    /// Queues a frame for the socket, or writes it at once if it is long and nothing waits
+    /// before it.
+    fn push_frame(&mut self, frame: Parts<'_>, mut fds: Vec<OwnedFd>) {
         let mut frame = frame;
         if self.out.is_empty() && frame.len() >= WRITE_THROUGH {
             // What the socket takes now is not copied into the queue first. A failure is
             // left to `flush`, which reports it.
             if let Ok(n) = self.send_some(frame, &fds) {
-                frame = &frame[n..];
+                frame = frame.after(n);
                 if n > 0 {
                     fds = Vec::new();
                 }
-                if frame.is_empty() {
+                if frame.len() == 0 {
                     return;
                 }
             }
@@ -783,7 +791,8 @@ impl Slot {
             && last.fds.len() + fds.len() <= MAX_FDS
             && last.bytes.len() < (1 << 20)
         {
-            last.bytes.extend_from_slice(frame);
+            last.bytes.extend_from_slice(frame.0);
+            last.bytes.extend_from_slice(frame.1);
             last.fds.extend(fds);
             return;
         }
@@ -795,7 +804,6 @@ impl Slot {
     }
 
     fn send_job(&mut self, task: &Task, scratch: &mut Vec<u8>) -> Result<()> {
-        job_frame(task, scratch);
         let fds = task
             .chunk
             .fds
@@ -803,7 +811,15 @@ impl Slot {
             .map(|f| f.try_clone())
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::io("dup", e))?;
-        self.send_frame(scratch, fds);
+        job_frame_head(task, scratch);
+        let items = &task.chunk.items;
+        if items.len() >= WRITE_THROUGH {
+            // The items go out from where the task holds them, not through a copy.
+            self.send_frame_parts(Parts(scratch, items), fds);
+        } else {
+            scratch.extend_from_slice(items);
+            self.send_frame(scratch, fds);
+        }
         Ok(())
     }
 
@@ -816,7 +832,7 @@ impl Slot {
     fn flush(&mut self) -> Result<()> {
         while let Some(o) = self.out.front() {
             let fds: &[OwnedFd] = if o.pos == 0 { &o.fds } else { &[] };
-            match self.send_some(&o.bytes[o.pos..], fds) {
+            match self.send_some(Parts(&o.bytes[o.pos..], &[]), fds) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     let o = self.out.front_mut().expect("present");
@@ -834,17 +850,25 @@ impl Slot {
         Ok(())
     }
 
-    /// One non-blocking `sendmsg` of `bytes`, with `fds` on its first byte: how many bytes the
+    /// One non-blocking `sendmsg` of `frame`, with `fds` on its first byte: how many bytes the
     /// socket took (0 when it is full).
-    fn send_some(&self, bytes: &[u8], fds: &[OwnedFd]) -> std::result::Result<usize, Errno> {
+    fn send_some(&self, frame: Parts<'_>, fds: &[OwnedFd]) -> std::result::Result<usize, Errno> {
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let rights = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-        let iov = [std::io::IoSlice::new(bytes)];
+        let both = [
+            std::io::IoSlice::new(frame.0),
+            std::io::IoSlice::new(frame.1),
+        ];
+        let iov = if frame.1.is_empty() {
+            &both[..1]
+        } else {
+            &both[..]
+        };
         loop {
             match sendmsg::<()>(
                 self.link.channel().as_raw_fd(),
-                &iov,
+                iov,
                 cmsgs,
                 MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
                 None,
@@ -858,10 +882,43 @@ impl Slot {
     }
 }
 
+/// A frame in two parts, the second possibly empty: a long job's head and its items, written
+/// from where each is.
+#[derive(Clone, Copy)]
+struct Parts<'a>(&'a [u8], &'a [u8]);
+
+impl<'a> Parts<'a> {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+
+    /// What is left after the first `n` bytes.
+    fn after(self, n: usize) -> Parts<'a> {
+        match n.checked_sub(self.0.len()) {
+            None => Parts(&self.0[n..], self.1),
+            Some(m) => Parts(&self.1[m..], &[]),
+        }
+    }
+
+    fn to_vec(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.0);
+        v.extend_from_slice(self.1);
+        v
+    }
+}
+
 /// Writes the `Job` frame of `task` into `buf` (cleared first).
 fn job_frame(task: &Task, buf: &mut Vec<u8>) {
+    job_frame_head(task, buf);
+    buf.extend_from_slice(&task.chunk.items);
+}
+
+/// Writes the `Job` frame of `task` into `buf` (cleared first) up to its items, which follow
+/// it on the wire (its header counts them).
+fn job_frame_head(task: &Task, buf: &mut Vec<u8>) {
     buf.clear();
-    let at = wire::begin_frame(buf);
+    buf.extend_from_slice(&[0u8; HEADER_LEN]);
     buf.push(wire::JOB);
     wire::put_uint(buf, task.id);
     wire::put_bytes(buf, task.worker.as_bytes());
@@ -871,14 +928,14 @@ fn job_frame(task: &Task, buf: &mut Vec<u8>) {
         wire::put_uint(buf, limit_ns);
         wire::put_uint(buf, task.chunk.nitems as u64);
         wire::put_uint(buf, task.chunk.fds.len() as u64);
-        wire::put_bytes(buf, &task.chunk.items);
+        wire::put_uint(buf, task.chunk.items.len() as u64);
     } else {
         buf.push(wire::MODE_ITEMS);
         wire::put_uint(buf, limit_ns);
         wire::put_uint(buf, task.chunk.nitems as u64);
-        buf.extend_from_slice(&task.chunk.items);
     }
-    wire::end_frame(buf, at, task.chunk.fds.len());
+    let len = buf.len() - HEADER_LEN + task.chunk.items.len();
+    buf[..HEADER_LEN].copy_from_slice(&header(len, task.chunk.fds.len()));
 }
 
 /// A job's results as parsed from a `Done` frame.
