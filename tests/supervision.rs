@@ -478,17 +478,22 @@ fn use_mib(mib: usize) -> usize {
     std::hint::black_box(&held).len()
 }
 
+/// A pool of one worker that retires above this process's resident memory plus `headroom`; a
+/// retirement is not a death, so the tight restart intensity would catch a worker that died.
+fn one_worker_with_memory_headroom(ctx: mp::Context, headroom: u64) -> Pool {
+    Pool::builder()
+        .processes(1)
+        .context(ctx)
+        .max_memory_per_child(own_memory("VmRSS") + headroom)
+        .restart_intensity(1, Duration::from_secs(600))
+        .build()
+        .unwrap()
+}
+
 for_each_method!(
     a_worker_above_max_memory_is_replaced_after_its_task,
     |ctx: mp::Context| {
-        let soft = own_memory("VmRSS") + (128 << 20);
-        let p = Pool::builder()
-            .processes(1)
-            .context(ctx)
-            .max_memory_per_child(soft)
-            .restart_intensity(1, Duration::from_secs(600))
-            .build()
-            .unwrap();
+        let p = one_worker_with_memory_headroom(ctx, 128 << 20);
         let small = p.apply(leak_mib, (1,)).unwrap();
         assert_eq!(
             p.apply(leak_mib, (1,)).unwrap(),
@@ -523,14 +528,7 @@ fn free_below_a_pin(mib: usize) -> u32 {
 for_each_method!(
     memory_a_task_freed_does_not_retire_its_worker,
     |ctx: mp::Context| {
-        let soft = own_memory("VmRSS") + (128 << 20);
-        let p = Pool::builder()
-            .processes(1)
-            .context(ctx)
-            .max_memory_per_child(soft)
-            .restart_intensity(1, Duration::from_secs(600))
-            .build()
-            .unwrap();
+        let p = one_worker_with_memory_headroom(ctx, 128 << 20);
         let first = p.apply(free_below_a_pin, (256,)).unwrap();
         // The allocator kept the freed 256 MiB for reuse; the limit counts memory in use.
         assert_eq!(p.apply(free_below_a_pin, (256,)).unwrap(), first);
