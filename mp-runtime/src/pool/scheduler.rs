@@ -378,19 +378,26 @@ impl Core {
         if !st.sleeping || !st.queue.is_empty() || !task.chunk.fds.is_empty() {
             return Err(task);
         }
+        let long = task.chunk.items.len() >= super::lane::MAX_RECORD;
+        if long && st.idle.last().is_some_and(|i| i.lanes.is_some()) {
+            // Longer than a lane's message: the scheduler writes it on the socket, behind a
+            // marker, from the task's own bytes.
+            return Err(task);
+        }
         let Some(Idle { key, fd, lanes }) = st.idle.pop() else {
             return Err(task);
         };
         let mut buf = Vec::new();
-        job_frame(&task, &mut buf);
+        job_frame_head(&task, &mut buf);
         if let Some(lanes) = lanes {
+            buf.extend_from_slice(&task.chunk.items);
             // A lane that refuses (or that the worker broke) leaves the task to the scheduler.
             if !matches!(lanes.send(&buf[HEADER_LEN..]), Ok(true)) {
                 return Err(task);
             }
             if lanes.peer_sleeping() {
                 // Not sent (socket full): the worker has unread bytes there and wakes anyway.
-                let _ = send_nonblocking(fd.as_fd(), &wire::short_frame(wire::WAKE));
+                let _ = send_nonblocking(fd.as_fd(), Parts(&wire::short_frame(wire::WAKE), &[]));
             }
             if let Some(flag) = &task.started {
                 flag.store(true, Ordering::Release);
@@ -402,19 +409,21 @@ impl Core {
             });
             return Ok(false);
         }
+        // The head and the task's items in one write, without copying the items.
+        let frame = Parts(&buf, &task.chunk.items);
         let sent = loop {
-            match send_nonblocking(fd.as_fd(), &buf) {
+            match send_nonblocking(fd.as_fd(), frame) {
                 Ok(n) if n > 0 => break n,
                 Err(Errno::EINTR) => continue,
                 // Nothing written (full, or the worker is gone): the scheduler takes it.
                 _ => return Err(task),
             }
         };
+        let partial = sent < frame.len();
+        let rest = partial.then(|| (frame.to_vec(), sent));
         if let Some(flag) = &task.started {
             flag.store(true, Ordering::Release);
         }
-        let partial = sent < buf.len();
-        let rest = partial.then_some((buf, sent));
         st.handed.push(Handed { key, task, rest });
         Ok(partial)
     }
@@ -546,11 +555,19 @@ impl Core {
 }
 
 /// Writes `bytes` on `fd` without blocking or raising SIGPIPE; the bytes taken.
-fn send_nonblocking(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> nix::Result<usize> {
-    let iov = [std::io::IoSlice::new(bytes)];
+fn send_nonblocking(fd: std::os::fd::BorrowedFd<'_>, frame: Parts<'_>) -> nix::Result<usize> {
+    let both = [
+        std::io::IoSlice::new(frame.0),
+        std::io::IoSlice::new(frame.1),
+    ];
+    let iov = if frame.1.is_empty() {
+        &both[..1]
+    } else {
+        &both[..]
+    };
     sendmsg::<()>(
         fd.as_raw_fd(),
-        &iov,
+        iov,
         &[],
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
@@ -906,12 +923,6 @@ impl<'a> Parts<'a> {
         v.extend_from_slice(self.1);
         v
     }
-}
-
-/// Writes the `Job` frame of `task` into `buf` (cleared first).
-fn job_frame(task: &Task, buf: &mut Vec<u8>) {
-    job_frame_head(task, buf);
-    buf.extend_from_slice(&task.chunk.items);
 }
 
 /// Writes the `Job` frame of `task` into `buf` (cleared first) up to its items, which follow
@@ -2168,6 +2179,86 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{:?}", core.pids());
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Reads the next frame on the worker's side, failing (not hanging) if none comes whole.
+    fn next_frame(r: &mut FrameReader, sock: &OwnedFd) -> RawFrame {
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            if let Some(f) = r.next_frame().unwrap() {
+                return f;
+            }
+            assert!(std::time::Instant::now() < deadline, "no whole frame came");
+            if crate::sys::poll::readable(sock.as_fd(), Deadline::after(Some(LONG / 30))).unwrap() {
+                assert_ne!(r.fill(sock.as_fd()).unwrap(), Some(0), "no frame came");
+            }
+        }
+    }
+
+    #[test]
+    fn long_jobs_arrive_whole_whichever_path_writes_them() {
+        let (wtx, wrx) = mpsc::channel();
+        let mut launcher = FakeLauncher {
+            next_pid: 100,
+            workers: wtx,
+        };
+        let first = launcher.launch().unwrap();
+        let core = Core::new(None, false, Limits::default()).unwrap();
+        let cfg = Config {
+            processes: 1,
+            max_tasks_per_child: None,
+            lazy: false,
+            intensity: Intensity::default_for(1),
+            memory_limit: None,
+        };
+        let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::new(ToTest(Mutex::new(tx)));
+        let w = wrx.recv_timeout(LONG).unwrap();
+        let mut reader = FrameReader::new(wire::MAX_FRAME);
+        // A job with a descriptor is always written by the scheduler (a submitter hands only
+        // plain jobs to an idle worker).
+        let long = |n: usize, with_fd: bool| {
+            let items: Vec<u8> = (0..(1 << 20) + n).map(|i| (i * 13 + n) as u8).collect();
+            let fds = match with_fd {
+                true => vec![std::io::stdin().as_fd().try_clone_to_owned().unwrap()],
+                false => Vec::new(),
+            };
+            let chunk = Chunk {
+                items: items.clone(),
+                fds,
+                nitems: 1,
+                batch: false,
+            };
+            (Task::new("test", 0, chunk, sink.clone()), items)
+        };
+        // One at a time (written by the submitter while the scheduler sleeps, or by the
+        // scheduler), then three at once; each is more than the socket takes at once.
+        for (batch, with_fd) in [(1, false), (1, true), (3, false), (3, true), (1, false)] {
+            let mut sent = Vec::new();
+            for n in 0..batch {
+                let (t, items) = long(n, with_fd);
+                core.submit(t, false).unwrap();
+                sent.push(items);
+            }
+            for items in sent {
+                let f = next_frame(&mut reader, &w);
+                assert_eq!(f.payload[0], wire::JOB);
+                assert!(f.payload.ends_with(&items), "a long job arrived changed");
+                assert_eq!(f.fds.len(), usize::from(with_fd));
+                let id = Cursor::new(&f.payload[1..]).uint().unwrap();
+                let mut ok = vec![1];
+                ok.push(wire::TAG_OK);
+                wire::put_uint(&mut ok, 0);
+                wire::put_bytes(&mut ok, b"ok");
+                send(&w, &done_frame(id, &ok));
+                let got = rx.recv_timeout(LONG).unwrap();
+                assert!(matches!(&got[..], [Ok(b)] if b == b"ok"), "{got:?}");
+            }
+        }
+        core.terminate();
+        core.wait_finished();
+        thread.join().unwrap();
     }
 
     #[test]
