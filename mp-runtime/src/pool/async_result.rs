@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use super::chunking::{decode_chunk, decode_results};
 use super::scheduler::{ChunkResult, Sink};
 use crate::error::{Error, Result};
+use crate::sys::poll::Deadline;
+use crate::sys::spin_wait::SpinWait;
 
 /// Functions to call when a result is ready: `on_success` with the value, `on_error` with the
 /// error; exactly one of them runs (Python's `callback` and `error_callback`).
@@ -134,9 +136,11 @@ pub(crate) struct Cell<T> {
     ready: AtomicBool,
 }
 
-/// How long a waiter checks for a result before it sleeps: a short task's result usually
-/// arrives within a round trip, and a thread that did not sleep needs no wake-up.
-const SPIN: Duration = Duration::from_micros(30);
+/// How this process's result waiters look for a result before they sleep: a short task's
+/// result usually arrives within a round trip, and a thread that did not sleep needs no
+/// wake-up. The pool's rule (`sys::spin_wait`): not while the machine is crowded, and less
+/// after misses in a row, so that waits on long tasks stop spinning in vain.
+static SPIN: SpinWait = SpinWait::pool();
 
 impl<T> Cell<T> {
     pub(crate) fn new(callbacks: Option<Callbacks<T>>) -> Arc<Self> {
@@ -236,11 +240,13 @@ impl<T> Cell<T> {
 
     /// Waits until done or `timeout` passes; true if done.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
-        let start = Instant::now();
-        let deadline = timeout.and_then(|t| start.checked_add(t));
-        let spin_until = deadline.map_or(start + SPIN, |d| d.min(start + SPIN));
-        while !self.ready.load(Ordering::Acquire) && Instant::now() < spin_until {
-            std::thread::yield_now();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if self.ready.load(Ordering::Acquire)
+            || SPIN.spin_until(Deadline::after(timeout), || {
+                self.ready.load(Ordering::Acquire)
+            })
+        {
+            return true;
         }
         let mut st = self.lock();
         while !st.done {
@@ -261,6 +267,8 @@ impl<T> Cell<T> {
             };
             st.sleepers -= 1;
         }
+        // The spin missed: if the result came soon after all, the next waits spin again.
+        SPIN.woke();
         true
     }
 

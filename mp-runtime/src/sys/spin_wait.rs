@@ -1,6 +1,7 @@
 //! The short, adaptive spin a request/response side runs before it sleeps in the kernel, shared
 //! by [`Connection`](crate::connection::Connection), the manager's connections, a pool's
-//! workers waiting for their next job and the pool's scheduler waiting for answers.
+//! workers waiting for their next job, the pool's scheduler waiting for answers and callers
+//! waiting for a result (`AsyncResult::get`, an executor's `Future::result`).
 //!
 //! Sleeping in `poll`/`recvmsg` and being woken costs 10–25 µs here when the wake-up crosses to
 //! another CPU, more than the rest of a round trip. So a side that waits for an answer first
@@ -16,7 +17,8 @@
 //!   waits long or often in vain costs one failed window in seventeen waits, and a side whose
 //!   CPU is wanted by others stops taking turns from them. Over loopback TCP to a manager that
 //!   rule is worth 40% (110 k queue items a second against 77 k without it).
-//! - **Inside a pool** (its scheduler, workers and `imap` consumers: [`SpinWait::pool`]), that
+//! - **Inside a pool** (its scheduler, workers, `imap` consumers and result waiters:
+//!   [`SpinWait::pool`]), that
 //!   rule made `apply` round trips bimodal: with the caller, the scheduler and a worker on two
 //!   CPUs, one yield that ran another of them put a side to sleep for sixteen waits, the others
 //!   then missed in turn, and about one run in three stayed at 27 µs a round trip instead of
