@@ -397,7 +397,8 @@ impl Core {
             }
             if lanes.peer_sleeping() {
                 // Not sent (socket full): the worker has unread bytes there and wakes anyway.
-                let _ = send_nonblocking(fd.as_fd(), Parts(&wire::short_frame(wire::WAKE), &[]));
+                let _ =
+                    send_nonblocking(fd.as_fd(), Parts(&wire::short_frame(wire::WAKE), &[]), &[]);
             }
             if let Some(flag) = &task.started {
                 flag.store(true, Ordering::Release);
@@ -412,7 +413,7 @@ impl Core {
         // The head and the task's items in one write, without copying the items.
         let frame = Parts(&buf, &task.chunk.items);
         let sent = loop {
-            match send_nonblocking(fd.as_fd(), frame) {
+            match send_nonblocking(fd.as_fd(), frame, &[]) {
                 Ok(n) if n > 0 => break n,
                 Err(Errno::EINTR) => continue,
                 // Nothing written (full, or the worker is gone): the scheduler takes it.
@@ -554,8 +555,16 @@ impl Core {
     }
 }
 
-/// Writes `bytes` on `fd` without blocking or raising SIGPIPE; the bytes taken.
-fn send_nonblocking(fd: std::os::fd::BorrowedFd<'_>, frame: Parts<'_>) -> nix::Result<usize> {
+/// Writes `frame` on `fd` without blocking or raising SIGPIPE, with `fds` on its first byte;
+/// the bytes taken.
+fn send_nonblocking(
+    fd: std::os::fd::BorrowedFd<'_>,
+    frame: Parts<'_>,
+    fds: &[OwnedFd],
+) -> nix::Result<usize> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
     let both = [
         std::io::IoSlice::new(frame.0),
         std::io::IoSlice::new(frame.1),
@@ -568,7 +577,7 @@ fn send_nonblocking(fd: std::os::fd::BorrowedFd<'_>, frame: Parts<'_>) -> nix::R
     sendmsg::<()>(
         fd.as_raw_fd(),
         iov,
-        &[],
+        cmsgs,
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         None,
     )
@@ -870,26 +879,8 @@ impl Slot {
     /// One non-blocking `sendmsg` of `frame`, with `fds` on its first byte: how many bytes the
     /// socket took (0 when it is full).
     fn send_some(&self, frame: Parts<'_>, fds: &[OwnedFd]) -> std::result::Result<usize, Errno> {
-        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let rights = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
-        let both = [
-            std::io::IoSlice::new(frame.0),
-            std::io::IoSlice::new(frame.1),
-        ];
-        let iov = if frame.1.is_empty() {
-            &both[..1]
-        } else {
-            &both[..]
-        };
         loop {
-            match sendmsg::<()>(
-                self.link.channel().as_raw_fd(),
-                iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-                None,
-            ) {
+            match send_nonblocking(self.link.channel(), frame, fds) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return Ok(0),
@@ -2164,6 +2155,17 @@ mod tests {
         buf
     }
 
+    /// Answers job `id` with one item, `value`, and checks that its task completes with it.
+    fn answer_ok(w: &OwnedFd, rx: &mpsc::Receiver<Vec<Result<Vec<u8>>>>, id: u64, value: &[u8]) {
+        let mut ok = vec![1];
+        ok.push(wire::TAG_OK);
+        wire::put_uint(&mut ok, 0);
+        wire::put_bytes(&mut ok, value);
+        send(w, &done_frame(id, &ok));
+        let got = rx.recv_timeout(LONG).unwrap();
+        assert!(matches!(&got[..], [Ok(b)] if b == value), "{got:?}");
+    }
+
     fn expect_protocol_error(rx: &mpsc::Receiver<Vec<Result<Vec<u8>>>>, text: &str) {
         let got = rx.recv_timeout(LONG).expect("the task completes");
         match &got[..] {
@@ -2179,6 +2181,31 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{:?}", core.pids());
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// A scheduler with one scripted worker: the pool's core, its thread, and the worker's end
+    /// of each worker it starts (the first, then each replacement).
+    fn one_scripted_worker() -> (
+        Arc<Core>,
+        std::thread::JoinHandle<()>,
+        mpsc::Receiver<OwnedFd>,
+    ) {
+        let (wtx, wrx) = mpsc::channel();
+        let mut launcher = FakeLauncher {
+            next_pid: 100,
+            workers: wtx,
+        };
+        let first = launcher.launch().unwrap();
+        let core = Core::new(None, false, Limits::default()).unwrap();
+        let cfg = Config {
+            processes: 1,
+            max_tasks_per_child: None,
+            lazy: false,
+            intensity: Intensity::default_for(1),
+            memory_limit: None,
+        };
+        let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
+        (core, thread, wrx)
     }
 
     /// Reads the next frame on the worker's side, failing (not hanging) if none comes whole.
@@ -2197,21 +2224,7 @@ mod tests {
 
     #[test]
     fn long_jobs_arrive_whole_whichever_path_writes_them() {
-        let (wtx, wrx) = mpsc::channel();
-        let mut launcher = FakeLauncher {
-            next_pid: 100,
-            workers: wtx,
-        };
-        let first = launcher.launch().unwrap();
-        let core = Core::new(None, false, Limits::default()).unwrap();
-        let cfg = Config {
-            processes: 1,
-            max_tasks_per_child: None,
-            lazy: false,
-            intensity: Intensity::default_for(1),
-            memory_limit: None,
-        };
-        let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
+        let (core, thread, wrx) = one_scripted_worker();
         let (tx, rx) = mpsc::channel();
         let sink = Arc::new(ToTest(Mutex::new(tx)));
         let w = wrx.recv_timeout(LONG).unwrap();
@@ -2247,13 +2260,7 @@ mod tests {
                 assert!(f.payload.ends_with(&items), "a long job arrived changed");
                 assert_eq!(f.fds.len(), usize::from(with_fd));
                 let id = Cursor::new(&f.payload[1..]).uint().unwrap();
-                let mut ok = vec![1];
-                ok.push(wire::TAG_OK);
-                wire::put_uint(&mut ok, 0);
-                wire::put_bytes(&mut ok, b"ok");
-                send(&w, &done_frame(id, &ok));
-                let got = rx.recv_timeout(LONG).unwrap();
-                assert!(matches!(&got[..], [Ok(b)] if b == b"ok"), "{got:?}");
+                answer_ok(&w, &rx, id, b"ok");
             }
         }
         core.terminate();
@@ -2263,21 +2270,7 @@ mod tests {
 
     #[test]
     fn bad_answers_fail_their_task_and_the_worker_is_replaced() {
-        let (wtx, wrx) = mpsc::channel();
-        let mut launcher = FakeLauncher {
-            next_pid: 100,
-            workers: wtx,
-        };
-        let first = launcher.launch().unwrap();
-        let core = Core::new(None, false, Limits::default()).unwrap();
-        let cfg = Config {
-            processes: 1,
-            max_tasks_per_child: None,
-            lazy: false,
-            intensity: Intensity::default_for(1),
-            memory_limit: None,
-        };
-        let thread = spawn(core.clone(), Box::new(launcher), vec![first], cfg).unwrap();
+        let (core, thread, wrx) = one_scripted_worker();
         let (tx, rx) = mpsc::channel();
         let sink = Arc::new(ToTest(Mutex::new(tx)));
 
@@ -2307,13 +2300,7 @@ mod tests {
         // A good answer still works on the same worker.
         core.submit(task(&sink), false).unwrap();
         let id = next_job(&w);
-        let mut ok = vec![1];
-        ok.push(wire::TAG_OK);
-        wire::put_uint(&mut ok, 0);
-        wire::put_bytes(&mut ok, b"42");
-        send(&w, &done_frame(id, &ok));
-        let got = rx.recv_timeout(LONG).unwrap();
-        assert!(matches!(&got[..], [Ok(b)] if b == b"42"), "{got:?}");
+        answer_ok(&w, &rx, id, b"42");
 
         // Terminating with a task in flight fails it and ends the thread.
         core.submit(task(&sink), false).unwrap();
