@@ -363,10 +363,11 @@ enum Read {
 /// Reads what the scheduler wrote to a worker's socket straight into a `Data` message for its
 /// agent, sized to what the socket holds: the bytes are copied once on their way to MPI.
 fn read_data(sock: BorrowedFd<'_>, worker: u64) -> Read {
-    let queued = crate::sys::fd::queued_bytes(sock).min(READ_SIZE);
-    let mut msg = data_head(worker, queued.max(1));
+    // At least one byte: a socket that polled readable with nothing queued is at its end.
+    let size = crate::sys::fd::queued_bytes(sock).clamp(1, READ_SIZE);
+    let mut msg = data_head(worker, size);
     let head = msg.len();
-    msg.resize(head + queued.max(1), 0);
+    msg.resize(head + size, 0);
     loop {
         return match recv(sock.as_raw_fd(), &mut msg[head..], MsgFlags::MSG_DONTWAIT) {
             Ok(0) => Read::Closed,

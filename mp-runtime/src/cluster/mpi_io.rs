@@ -125,9 +125,9 @@ fn free(buffer: *const [u8]) {
 /// How long to wait for the sockets between two looks at MPI, which has no descriptor to wait
 /// on. Right after something happened, not at all (for [`Backoff::spin`]: the next message
 /// usually follows within microseconds: the answer to a job, or the next job after an answer);
-/// the thread yields the CPU between looks. Then a quarter of the time since, from 20 µs up to [`MAX_WAIT`]: an
-/// idle rank looks at MPI [`MAX_WAIT`] apart, a few hundred cheap calls a second, well under
-/// 1 % of a core. While an answer is awaited, waits stay under [`EXPECTING_WAIT`]. Traffic on
+/// the thread yields the CPU between looks. Then a quarter of the time since, from 20 µs up to
+/// [`MAX_WAIT`]: an idle rank looks at MPI [`MAX_WAIT`] apart, a few hundred cheap calls a
+/// second, well under 1 % of a core. While an answer is awaited, waits stay under [`EXPECTING_WAIT`]. Traffic on
 /// the sockets ends a wait at once.
 pub(crate) struct Backoff {
     last: Instant,

@@ -36,12 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, setsockopt, socketpair, sockopt,
+    sendmsg, socketpair,
 };
 
 use super::crash;
 use crate::error::{Error, Result};
 use crate::transport::frame::MAX_FDS;
+use crate::transport::socket::grow_send_buffer;
 
 /// Send buffer asked for the spine (the kernel caps it at `net.core.wmem_max`).
 const SPINE_SNDBUF: usize = 4 << 20;
@@ -274,11 +275,6 @@ fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| Error::io("socketpair", e))
-}
-
-/// Asks for a send buffer of `bytes` (best effort: the kernel caps it at `net.core.wmem_max`).
-fn grow_send_buffer(fd: &OwnedFd, bytes: usize) {
-    let _ = setsockopt(fd, sockopt::SndBuf, &bytes);
 }
 
 /// Sends one frame without blocking: false if the socket's buffer is full.

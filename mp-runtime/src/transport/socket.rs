@@ -26,9 +26,13 @@ const BULK_SEND_BUFFER: usize = 4 << 20;
 pub(crate) fn bulk_stream_pair() -> Result<(OwnedFd, OwnedFd)> {
     let (a, b) = stream_pair()?;
     for fd in [&a, &b] {
-        // Best effort: a smaller buffer is slower, not wrong.
-        let _ =
-            nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::SndBuf, &BULK_SEND_BUFFER);
+        grow_send_buffer(fd, BULK_SEND_BUFFER);
     }
     Ok((a, b))
+}
+
+/// Asks for a send buffer of `bytes` (best effort: the kernel caps it at `net.core.wmem_max`,
+/// and a smaller buffer is slower, not wrong).
+pub(crate) fn grow_send_buffer(fd: &OwnedFd, bytes: usize) {
+    let _ = nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::SndBuf, &bytes);
 }
