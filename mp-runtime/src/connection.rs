@@ -177,7 +177,7 @@ impl<T> Connection<T> {
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.reader()?;
         let deadline = Deadline::after(timeout);
-        if timeout != Some(Duration::ZERO) && self.spin.spin_until_readable(fd, deadline) {
+        if self.spin.spin_until_readable(fd, deadline) {
             return Ok(true);
         }
         readable(fd, deadline).map_err(|e| Error::io("poll", e))

@@ -1565,10 +1565,10 @@ impl Scheduler {
             at.push((channel, fds.len() - 1));
         }
         let answers = || lanes.iter().any(|l| l.has_data());
-        let ready_now = timeout != PollTimeout::ZERO
-            && self.spin.spin_until(until, || {
-                answers() || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-            });
+        // A zero timeout (work is waiting) is a look: the spin returns at once.
+        let ready_now = self.spin.spin_until(until, || {
+            answers() || matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        });
         // Found ready while spinning: the last look's results are in `fds`.
         if !ready_now {
             // Say that this side sleeps, so that workers wake it on their sockets; an answer

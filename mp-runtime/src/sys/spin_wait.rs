@@ -121,9 +121,11 @@ impl SpinWait {
     }
 
     /// [`spin_until_readable`](SpinWait::spin_until_readable) for any condition that can be
-    /// checked without blocking (several descriptors at once, say).
+    /// checked without blocking (several descriptors at once, say). A deadline already passed
+    /// (a zero timeout: a look, not a wait) spins not at all and counts as no miss, so callers
+    /// that poll do not stop the spin of the waits that follow.
     pub(crate) fn spin_until(&self, deadline: Deadline, ready: impl FnMut() -> bool) -> bool {
-        if !enabled() {
+        if !enabled() || deadline.passed() {
             return false;
         }
         match self.rule {
@@ -228,6 +230,16 @@ mod tests {
         let s = SpinWait::new();
         // With one CPU (or MP_SPIN=0) there is no spin at all.
         assert_eq!(s.spin_until_readable(b.as_fd(), Deadline::NEVER), enabled());
+    }
+
+    #[test]
+    fn a_look_with_no_time_left_is_not_a_miss() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        for s in [SpinWait::new(), SpinWait::pool()] {
+            assert!(!s.spin_until_readable(b.as_fd(), Deadline::after(Some(Duration::ZERO))));
+            assert_eq!(s.skip.load(Ordering::Relaxed), 0);
+            assert_eq!(s.misses.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[test]
