@@ -87,8 +87,13 @@ impl Lanes {
 
     /// The lanes whose memfd the pool sent, seen from the worker's side.
     pub(crate) fn attach(fd: OwnedFd) -> Result<Lanes> {
-        let region =
-            SharedRegion::from_fd(fd).map_err(|e| Error::io("map the pool's shared lanes", e))?;
+        let region = SharedRegion::from_fd(fd).map_err(|e| match e.kind() {
+            // Not a sealed, non-empty memfd: the peer's doing, like a wrong size.
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                Error::protocol(format!("the pool's shared lanes cannot be used: {e}"))
+            }
+            _ => Error::io("map the pool's shared lanes", e),
+        })?;
         if region.len() != LEN {
             return Err(Error::protocol(
                 "the pool's shared lanes have the wrong size",
@@ -366,5 +371,14 @@ mod tests {
             .unwrap()
             .into_mapping();
         assert!(matches!(Lanes::attach(fd), Err(Error::Protocol { .. })));
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_a_sealed_memfd_is_refused() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        match Lanes::attach(file.into()) {
+            Err(Error::Protocol { message }) => assert!(message.contains("sealed"), "{message}"),
+            other => panic!("expected a protocol error, got {:?}", other.err()),
+        }
     }
 }
