@@ -66,6 +66,50 @@ fn send_n(conn: Connection<u32>, id: u32, n: u32) {
     }
 }
 
+/// A message of `check_order`: its index, a body whose length and bytes follow from the index,
+/// and a descriptor on some indices.
+type Mixed = (u32, Vec<u8>, Option<Handle>);
+
+/// The body of message `i`: sizes on both sides of what a pipe's shared memory holds (about
+/// 8 KiB) and of a socket buffer.
+fn mixed_body(i: u32) -> Vec<u8> {
+    let len = [8, 100, 4000, 7990, 9000, 70_000][i as usize % 6];
+    vec![i as u8; len]
+}
+
+/// Receives `Mixed` messages until `u32::MAX`, checking each against its index; answers every
+/// third one, so that both sides spin for each other part of the time. Returns how many came.
+#[mp::worker]
+fn check_order(conn: Connection<Mixed>) -> u32 {
+    let mut next = 0;
+    loop {
+        let (i, body, handle) = conn.recv().unwrap();
+        if i == u32::MAX {
+            return next;
+        }
+        assert_eq!(i, next, "messages out of order");
+        assert!(body == mixed_body(i), "message {i} garbled");
+        assert_eq!(handle.is_some(), i % 7 == 3, "message {i} lost its handle");
+        next += 1;
+        if i % 3 == 0 {
+            conn.send(&(i, Vec::new(), None)).unwrap();
+        }
+    }
+}
+
+/// Sends `0..n`, pausing a little longer after each, so that the receiver's spins start and
+/// end at every point of a send. (The tests start their children as daemons: a forked child
+/// holds the test's own end of the pipe too, and a failed test must not wait for it at exit.)
+#[mp::worker]
+fn send_paced(conn: Connection<u32>, n: u32) {
+    for i in 0..n {
+        conn.send(&i).unwrap();
+        for _ in 0..(i % 64) * 40 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 for_each_method!(co_01_echo_child, |ctx: mp::Context| {
     let (a, b) = Pipe::<Triple>::duplex().unwrap();
     let mut p = started(ctx.process(echo_values, (b,)));
@@ -334,6 +378,108 @@ for_each_method!(co_20_21_file_descriptors_travel, |ctx: mp::Context| {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "low+high");
     std::fs::remove_file(&path).unwrap();
 });
+
+for_each_method!(
+    messages_of_every_size_with_and_without_handles_keep_their_order,
+    |ctx: mp::Context| {
+        let (a, b) = Pipe::<Mixed>::duplex().unwrap();
+        let mut p = started(ctx.process_builder().daemon(true).build(check_order, (b,)));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::OwnedFd::from(file);
+        for i in 0..600u32 {
+            let handle = (i % 7 == 3).then(|| Handle::from(fd.try_clone().unwrap()));
+            a.send(&(i, mixed_body(i), handle)).unwrap();
+            if i % 3 == 0 {
+                let (echo, body, handle) = a.recv_timeout(LONG).unwrap();
+                assert_eq!((echo, body.len(), handle.is_none()), (i, 0, true));
+            }
+        }
+        a.send(&(u32::MAX, Vec::new(), None)).unwrap();
+        assert_eq!(join(&mut p).unwrap(), 600);
+    }
+);
+
+for_each_method!(
+    receives_that_time_out_while_messages_arrive_lose_none,
+    |ctx: mp::Context| {
+        let (r, w) = Pipe::<u32>::simplex().unwrap();
+        let mut p = started(
+            ctx.process_builder()
+                .daemon(true)
+                .build(send_paced, (w, 3000)),
+        );
+        let started_at = Instant::now();
+        let (mut next, mut timeouts) = (0, 0u32);
+        loop {
+            match r.recv_timeout(Duration::from_micros(20)) {
+                Ok(v) => {
+                    assert_eq!(v, next, "a message was lost or overtaken");
+                    next += 1;
+                }
+                Err(Error::Timeout) => timeouts += 1,
+                Err(Error::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(started_at.elapsed() < LONG, "stuck at {next}");
+        }
+        assert_eq!(next, 3000, "after {timeouts} timeouts");
+        join(&mut p).unwrap();
+    }
+);
+
+for_each_method!(
+    a_peer_killed_while_the_receiver_waits_is_end_of_stream,
+    |ctx: mp::Context| {
+        let (a, b) = Pipe::<Triple>::duplex().unwrap();
+        let mut p = started(ctx.process_builder().daemon(true).build(echo_values, (b,)));
+        for i in 0..200 {
+            a.send(&(i, 0.5, Some(i))).unwrap();
+            assert_eq!(a.recv_timeout(LONG).unwrap(), (i, 0.5, Some(i)));
+        }
+        p.kill().unwrap();
+        assert!(matches!(a.recv_timeout(LONG), Err(Error::Closed)));
+        let _ = join(&mut p);
+    }
+);
+
+#[test]
+fn a_short_buffer_or_a_low_limit_fails_the_same_whichever_way_a_message_came() {
+    let _g = shared();
+    let (a, mut b) = Pipe::<()>::duplex().unwrap();
+    b.set_max_message_len(64);
+    std::thread::scope(|s| {
+        // Many round trips, so that the receiver spins (and the message goes through shared
+        // memory) in most, on a machine with more than one CPU.
+        s.spawn(|| {
+            // Until the receiver closes its end.
+            while let Ok(b"ok") = a.recv_bytes().as_deref() {
+                a.send_bytes(&[9u8; 40]).unwrap();
+                assert_eq!(a.recv_bytes().unwrap(), b"ok");
+                a.send_bytes(&[7u8; 65]).unwrap();
+            }
+        });
+        for _ in 0..300 {
+            b.send_bytes(b"ok").unwrap();
+            let mut short = [0u8; 10];
+            match b.recv_bytes_into(&mut short) {
+                Err(Error::BufferTooShort { capacity, message }) => {
+                    assert_eq!((capacity, message), (10, vec![9u8; 40]))
+                }
+                other => panic!("{other:?}"),
+            }
+            b.send_bytes(b"ok").unwrap();
+            match b.recv_bytes() {
+                Err(Error::MessageTooLarge { len: 65, max: 64 }) => {}
+                other => panic!("{other:?}"),
+            }
+            // A socket frame that was too long stays partly unread: the stream cannot go on.
+            if b.poll(Some(Duration::ZERO)).unwrap() {
+                break;
+            }
+        }
+        b.close();
+    });
+}
 
 #[test]
 fn co_22_handle_message_without_descriptors_is_an_error() {

@@ -6,11 +6,16 @@
 //! to a grandchild.
 //!
 //! A receiving end that finds nothing to read first spins for a few tens of microseconds,
-//! looking at the socket and yielding the CPU between looks, before it sleeps in the kernel: a
-//! reply from a peer running on another CPU then arrives without a cross-CPU wake-up (which costs
-//! more than the rest of a round trip). The spin is adaptive: after a spin that ended in a sleep
-//! anyway, the next waits of that end sleep at once, so an idle end costs nothing. There is no
-//! spin when the process may use a single CPU, nor when `MP_SPIN=0` is set in the environment.
+//! yielding the CPU between looks, before it sleeps in the kernel: a reply from a peer running
+//! on another CPU then arrives without a cross-CPU wake-up (which costs more than the rest of a
+//! round trip). The ends of a [`Pipe`] also share a page of memory per direction
+//! ([`handoff`]): a short message without handles, sent while the receiver spins, is copied
+//! there instead of being written to the socket, so such a request and its reply make no system
+//! call. The spin is adaptive: after a spin that ended in a sleep anyway, the next waits of that
+//! end sleep at once, so an idle end costs nothing. There is no spin when the process may use a
+//! single CPU, nor when `MP_SPIN=0` is set in the environment.
+
+mod handoff;
 
 pub use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use std::fmt;
@@ -23,11 +28,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use self::handoff::{Handoff, Outcome};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable, wait_readable};
 use crate::sys::spin_wait::SpinWait;
-use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN, RecvLimit};
+use crate::transport::frame::{self, DEFAULT_MAX_LEN, HEADER_LEN, PaddedHead, RecvLimit};
 use crate::transport::socket::stream_pair;
 
 /// Constructors of connected [`Connection`] pairs.
@@ -46,7 +52,12 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     /// Two connected ends; both can send and receive (Python's `Pipe()`).
     pub fn duplex() -> Result<(Connection<T>, Connection<T>)> {
         let (a, b) = stream_pair()?;
-        Ok((Connection::from_fd(a), Connection::from_fd(b)))
+        let (mut a, mut b) = (Connection::from_fd(a), Connection::from_fd(b));
+        if let Some((x, y)) = Handoff::pair() {
+            a.handoff = Some(x);
+            b.handoff = Some(y);
+        }
+        Ok((a, b))
     }
 
     /// `(reader, writer)`: the first end only receives, the second only sends (Python's
@@ -57,6 +68,10 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         reader.writable = false;
         let mut writer = Connection::from_fd(b);
         writer.readable = false;
+        if let Some((x, y)) = Handoff::pair() {
+            reader.handoff = Some(x);
+            writer.handoff = Some(y);
+        }
         Ok((reader, writer))
     }
 }
@@ -64,8 +79,11 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
 /// One end of a [`Pipe`], carrying values of type `T`.
 ///
 /// A receive (or a [`poll`](Connection::poll) that may wait) that finds nothing to read first
-/// looks at the socket for up to 50 µs, yielding the CPU between looks, before it sleeps in the
-/// kernel: a reply from a peer on another CPU then arrives without a cross-CPU wake-up. The spin
+/// looks for a message for up to 50 µs, yielding the CPU between looks, before it sleeps in the
+/// kernel: a reply from a peer on another CPU then arrives without a cross-CPU wake-up. Between
+/// the two ends of a [`Pipe`], a message of up to about 8 KiB without handles sent during that
+/// look is copied through memory the ends share rather than the socket, so neither side makes
+/// a system call for it; the socket carries everything else, in order with it. The spin
 /// is adaptive (after a spin that ended in a sleep anyway, or one where the CPU went to another
 /// process, the next waits of this end sleep at once), so an idle or oversubscribed end costs
 /// next to nothing. It is off when the process can use a single CPU, and when the environment
@@ -81,6 +99,9 @@ pub struct Connection<T> {
     recv_lock: Mutex<()>,
     /// The spin before a receive or `poll` sleeps.
     spin: SpinWait,
+    /// The memory shared with the other end of a [`Pipe`]; `None` for listener connections
+    /// (and a pipe whose memory could not be had).
+    handoff: Option<Handoff>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -100,6 +121,7 @@ impl<T> Connection<T> {
             send_lock: Mutex::new(()),
             recv_lock: Mutex::new(()),
             spin: SpinWait::new(),
+            handoff: None,
             _type: PhantomData,
         }
     }
@@ -139,7 +161,32 @@ impl<T> Connection<T> {
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
         let fd = self.writer()?;
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        frame::send_padded_bytes(fd, buf)
+        if self.try_share(buf) {
+            return Ok(());
+        }
+        self.send_on_socket(fd, |fd| frame::send_padded_bytes(fd, buf))
+    }
+
+    /// Puts a message without descriptors in the pipe's shared memory, if the receiver spins
+    /// for it there. The caller holds the send lock.
+    fn try_share(&self, payload: &[u8]) -> bool {
+        self.handoff.as_ref().is_some_and(|h| h.try_put(payload))
+    }
+
+    /// Sends one message by `write_frame` on the socket, counted for the pipe's shared memory.
+    /// The caller holds the send lock.
+    fn send_on_socket(
+        &self,
+        fd: BorrowedFd<'_>,
+        write_frame: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(handoff) = &self.handoff else {
+            return write_frame(fd);
+        };
+        handoff.before_socket_send();
+        let sent = write_frame(fd);
+        handoff.after_socket_send();
+        sent
     }
 
     /// Receives one message as bytes (Python's `recv_bytes`). Descriptors that came with it are
@@ -147,9 +194,10 @@ impl<T> Connection<T> {
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         let fd = self.reader()?;
         let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.spin.spin_until_readable(fd, Deadline::NEVER);
-        let head = frame::recv_padded_head(fd, self.max_len, RecvLimit::NEVER)?;
-        head.read_payload(fd, RecvLimit::NEVER)
+        match self.next_message(fd, None)? {
+            Incoming::Shared(message) => Ok(message),
+            Incoming::Socket(head) => head.read_payload(fd, RecvLimit::NEVER),
+        }
     }
 
     /// Receives one message into `buf`, returning its length. A message longer than `buf` is
@@ -157,8 +205,19 @@ impl<T> Connection<T> {
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         let fd = self.reader()?;
         let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.spin.spin_until_readable(fd, Deadline::NEVER);
-        let head = frame::recv_padded_head(fd, self.max_len, RecvLimit::NEVER)?;
+        let head = match self.next_message(fd, None)? {
+            Incoming::Shared(message) if message.len() > buf.len() => {
+                return Err(Error::BufferTooShort {
+                    capacity: buf.len(),
+                    message,
+                });
+            }
+            Incoming::Shared(message) => {
+                buf[..message.len()].copy_from_slice(&message);
+                return Ok(message.len());
+            }
+            Incoming::Socket(head) => head,
+        };
         let len = head.len;
         if len > buf.len() {
             return Err(Error::BufferTooShort {
@@ -172,10 +231,72 @@ impl<T> Connection<T> {
         Ok(len)
     }
 
+    /// The next message: whole from the pipe's shared memory, or its start from the socket. The
+    /// caller holds the receive lock. Waits up to `timeout` for it to begin (`None`: as long as
+    /// it takes), spinning first.
+    fn next_message(&self, fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<Incoming> {
+        let deadline = Deadline::after(timeout);
+        match &self.handoff {
+            None => {
+                self.spin.spin_until_readable(fd, deadline);
+            }
+            Some(handoff) => {
+                if let Some(message) = handoff.take_message() {
+                    return self.checked(message?).map(Incoming::Shared);
+                }
+                // Spin on the shared memory if this receiver can announce itself there, else
+                // (a socket message is pending, or another receiver of this end spins) on
+                // the socket.
+                let mut announced = None;
+                self.spin.spin_until(deadline, || match announced {
+                    None => {
+                        let on_memory = handoff.announce();
+                        announced = Some(on_memory);
+                        if on_memory {
+                            handoff.answered()
+                        } else {
+                            readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or(true)
+                        }
+                    }
+                    Some(true) => handoff.answered(),
+                    Some(false) => {
+                        readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or(true)
+                    }
+                });
+                if announced == Some(true)
+                    && let Outcome::Message(message) = handoff.end_spin(timeout)?
+                {
+                    return self.checked(message).map(Incoming::Shared);
+                }
+            }
+        }
+        let limit = timeout.map_or(RecvLimit::NEVER, RecvLimit::within);
+        let head = frame::recv_padded_head(fd, self.max_len, limit)?;
+        if let Some(handoff) = &self.handoff {
+            handoff.socket_read();
+        }
+        Ok(Incoming::Socket(head))
+    }
+
+    /// A message from shared memory, held to this end's maximum length like one from the
+    /// socket.
+    fn checked(&self, message: Vec<u8>) -> Result<Vec<u8>> {
+        if message.len() as u64 > self.max_len {
+            return Err(Error::MessageTooLarge {
+                len: message.len() as u64,
+                max: self.max_len,
+            });
+        }
+        Ok(message)
+    }
+
     /// Whether a message (or end of stream) is ready to be received, waiting up to `timeout`
     /// (`None` waits forever, `Some(Duration::ZERO)` does not wait). Does not consume anything.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.reader()?;
+        if self.handoff.as_ref().is_some_and(Handoff::has_message) {
+            return Ok(true);
+        }
         let deadline = Deadline::after(timeout);
         if self.spin.spin_until_readable(fd, deadline) {
             return Ok(true);
@@ -187,6 +308,7 @@ impl<T> Connection<T> {
     /// further use of this end is [`Error::InvalidState`]. Idempotent.
     pub fn close(&mut self) {
         self.fd = None;
+        self.handoff = None;
         // Opened now, into the slot just freed, so that `as_fd` has it for later.
         let _ = closed_marker();
     }
@@ -202,6 +324,7 @@ impl<T> Connection<T> {
         c.readable = self.readable;
         c.writable = self.writable;
         c.max_len = self.max_len;
+        c.handoff = self.handoff.clone();
         Ok(c)
     }
 
@@ -247,7 +370,10 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
             });
         }
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        frame::send_padded(fd, &mut buf, &fds)
+        if fds.is_empty() && self.try_share(&buf[HEADER_LEN..]) {
+            return Ok(());
+        }
+        self.send_on_socket(fd, |fd| frame::send_padded(fd, &mut buf, &fds))
     }
 
     /// Receives one value, blocking until it arrives. [`Error::Closed`] once the peer is gone.
@@ -270,10 +396,12 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         let fd = self.reader()?;
         let (mut head, rest) = {
             let _g = self.recv_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let limit = timeout.map_or(RecvLimit::NEVER, RecvLimit::within);
-            self.spin.spin_until_readable(fd, Deadline::after(timeout));
-            let head = frame::recv_padded_head(fd, self.max_len, limit)?;
+            let head = match self.next_message(fd, timeout)? {
+                Incoming::Shared(message) => return codec::decode(&message, Vec::new()),
+                Incoming::Socket(head) => head,
+            };
             let rest = if head.rest() > 0 {
+                let limit = timeout.map_or(RecvLimit::NEVER, RecvLimit::within);
                 Some(head.read_payload(fd, limit)?)
             } else {
                 None
@@ -286,6 +414,14 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
             Some(payload) => codec::decode(&payload, fds),
         }
     }
+}
+
+/// A message as [`Connection::next_message`] found it.
+enum Incoming {
+    /// Whole, copied out of the pipe's shared memory.
+    Shared(Vec<u8>),
+    /// Its header and first bytes, read from the socket.
+    Socket(PaddedHead),
 }
 
 /// What a closed connection's `as_fd` gives: `/dev/null`, which polls as readable, so that
@@ -334,23 +470,32 @@ impl<T> Serialize for Connection<T> {
             .fd
             .as_ref()
             .ok_or_else(|| codec::ser_error::<S::Error>("cannot send a closed Connection"))?;
-        let mut t = s.serialize_tuple(2)?;
+        let mut t = s.serialize_tuple(3)?;
         t.serialize_element(&FdRef(fd.as_fd()))?;
         t.serialize_element(&Flags {
             tcp: self.tcp,
             readable: self.readable,
             writable: self.writable,
         })?;
+        // The pipe's shared memory, and which half of it this end receives on.
+        t.serialize_element(&self.handoff.as_ref().map(|h| (FdRef(h.fd()), h.incoming())))?;
         t.end()
     }
 }
 
 impl<'de, T> Deserialize<'de> for Connection<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (fd, flags): (FdOwned, Flags) = Deserialize::deserialize(d)?;
+        let (fd, flags, memory): (FdOwned, Flags, Option<(FdOwned, u8)>) =
+            Deserialize::deserialize(d)?;
         let mut c = Connection::from_socket(fd.0, flags.tcp);
         c.readable = flags.readable;
         c.writable = flags.writable;
+        if let Some((memory, incoming)) = memory {
+            c.handoff = Some(
+                Handoff::from_fd(memory.0, incoming)
+                    .map_err(|e| codec::de_error::<D::Error>(&e))?,
+            );
+        }
         Ok(c)
     }
 }
