@@ -218,12 +218,13 @@ impl Handoff {
     /// read the socket.
     pub(crate) fn after_socket_send(&self) {
         fence(Ordering::SeqCst);
-        let _ = self.word(self.outgoing(), STATE).compare_exchange(
-            WAITING,
-            SOCKET,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let state_word = self.word(self.outgoing(), STATE);
+        // A load first: with nobody spinning (the common case when the socket is used), the
+        // cache line stays shared instead of being taken for a write that would fail.
+        if state_word.load(Ordering::SeqCst) == WAITING {
+            let _ =
+                state_word.compare_exchange(WAITING, SOCKET, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 
     // ---- the receiving side ----
