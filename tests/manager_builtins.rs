@@ -1196,10 +1196,10 @@ fn hold_and_get_joinable(
 }
 
 /// A manager over TCP serves `get` in the server: a consumer killed while its `get` waits
-/// there takes no item (its connection is closed before its session ends). If the server took
-/// one for it before it knew, the item goes back first in line, counted once: the order holds
-/// and `join` returns after every `task_done`. (Several rounds: the server notices the death
-/// between two looks at the queue, or after taking an item.)
+/// there takes no item (its connection is closed before its session ends). The server looks at
+/// its caller before it takes an item for it, so items put after the death stay in the queue
+/// and are counted at once; an item taken for a caller that died in between would go back
+/// first in line, counted once. The order holds and `join` returns after every `task_done`.
 #[test]
 fn a_consumer_killed_in_a_tcp_get_loses_no_order_and_no_count() {
     let _g = shared();

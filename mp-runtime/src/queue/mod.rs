@@ -217,6 +217,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn try_get(&self) -> Result<T> {
         self.get_with(false, Some(Duration::ZERO))
     }
+
+    /// Waits up to `timeout` until the queue has an item or was shut down, without taking one;
+    /// false if the time passed first. (Another consumer may take the item before this one.)
+    pub(crate) fn wait_for_item(&self, timeout: Duration) -> Result<bool> {
+        Ok(self.ring()?.wait_for_item(Deadline::after(Some(timeout))))
+    }
 }
 
 impl<T> Queue<T> {

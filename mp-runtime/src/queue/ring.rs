@@ -669,6 +669,20 @@ impl Ring {
         }
     }
 
+    /// Waits until the ring holds an item or was shut down, without taking anything; false
+    /// if `deadline` passed first. (For a consumer that must look at something else between
+    /// seeing an item and taking it.)
+    pub(crate) fn wait_for_item(&self, deadline: Deadline) -> bool {
+        let h = self.header();
+        let seen = h.tail.0.load(Ordering::SeqCst);
+        if self.has_items_or_shut_down() {
+            return true;
+        }
+        let moved =
+            || h.tail.0.load(Ordering::SeqCst) != seen || h.shutdown.load(Ordering::SeqCst) != 0;
+        wake::wait(&self.spin_items, &h.items, deadline, moved)
+    }
+
     fn try_get<R>(
         &self,
         deadline: Deadline,

@@ -200,30 +200,37 @@ impl Managed for QueueObj {
                 }
             }),
             GET => call.read_try(this, name, |q, (wait,): (Wait,)| {
-                let mut failed = None;
                 let got = sliced(wait, caller, |slice| {
-                    if let Some(item) = q.take_returned() {
-                        return Some((item, true));
+                    // The caller is looked at before anything is taken for it: one that died
+                    // while this `get` waited takes nothing, so that nobody sees the queue an
+                    // item short while it would be given back.
+                    if !caller.alive() {
+                        return None;
                     }
-                    match q.q.get_timeout(slice) {
-                        Ok(item) => Some((item, false)),
-                        Err(Error::Empty) => None,
-                        Err(e) => {
-                            failed = Some(e);
-                            None
+                    if let Some(item) = q.take_returned() {
+                        return Some(Ok((item, true)));
+                    }
+                    match q.q.try_get() {
+                        Ok(item) => Some(Ok((item, false))),
+                        Err(Error::Empty) => {
+                            // Wait for an item without taking it; the next look takes it.
+                            match q.q.wait_for_item(slice) {
+                                Ok(_) => None,
+                                Err(e) => Some(Err(e)),
+                            }
                         }
+                        Err(e) => Some(Err(e)),
                     }
                 });
-                if let Some(e) = failed {
-                    return Err(remote(e));
-                }
                 match got {
-                    Ok(Some((item, from_returned))) if !caller.alive() => {
-                        // Its taker died while it waited: the item goes back, first in line.
+                    Ok(Some(Err(e))) => Err(remote(e)),
+                    Ok(Some(Ok((item, from_returned)))) if !caller.alive() => {
+                        // Its taker died between the look and the take: the item goes back,
+                        // first in line.
                         q.give_back(item, from_returned);
                         Err(RemoteError::State("the caller is gone".into()))
                     }
-                    Ok(Some((item, _))) => Ok(Ok(item)),
+                    Ok(Some(Ok((item, _)))) => Ok(Ok(item)),
                     Ok(None) => Ok(Err(Refused::Empty)),
                     Err(e) => Err(e),
                 }
