@@ -8,10 +8,9 @@
 //! A receiving end that finds nothing to read first spins for a few tens of microseconds,
 //! yielding the CPU between looks, before it sleeps in the kernel: a reply from a peer running
 //! on another CPU then arrives without a cross-CPU wake-up (which costs more than the rest of a
-//! round trip). The ends of a [`Pipe`] also share a page of memory per direction
-//! ([`handoff`]): a short message without handles, sent while the receiver spins, is copied
-//! there instead of being written to the socket, so such a request and its reply make no system
-//! call. The spin is adaptive: after a spin that ended in a sleep anyway, the next waits of that
+//! round trip). The ends of a [`Pipe`] also share a page of memory per direction: a short
+//! message without handles, sent while the receiver spins, is copied there instead of being
+//! written to the socket, so such a request and its reply make no system call. The spin is adaptive: after a spin that ended in a sleep anyway, the next waits of that
 //! end sleep at once, so an idle end costs nothing. There is no spin when the process may use a
 //! single CPU, nor when `MP_SPIN=0` is set in the environment.
 
