@@ -40,13 +40,13 @@
 //! a peer can do through the slot is what it can do through the socket: send a wrong message,
 //! or stop in the middle of one (a receive with a timeout then fails as it would on the socket).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::sys::mmap::SharedRegion;
+use crate::sys::mmap::{Mapping, SharedRegion};
 use crate::sys::thread_tag;
 
 /// The bytes of one direction's slot: its words, then its message.
@@ -69,6 +69,12 @@ const FULL: u64 = 3;
 const SOCKET: u64 = 4;
 const TAKING: u64 = 5;
 
+/// A word of the first slot's state line that the side which did not make the memory sets
+/// once it has mapped it, before its first message: how the other side learns, with no change
+/// to the messages, that its peer uses the memory (a manager's connections).
+const ATTACHED: usize = 8;
+const ATTACHED_MAGIC: u64 = 0x6d70_5f70_6167_6531; // "mp_page1"
+
 /// How long a receiver waits for a claimed slot before it checks that the sender still runs.
 const LIVENESS_CHECK_AFTER: Duration = Duration::from_millis(1);
 
@@ -89,7 +95,9 @@ fn word(state: u64, argument: u64) -> u64 {
 /// One end's view of its pipe's memory: the slot it receives on and the one it sends on.
 #[derive(Clone, Debug)]
 pub(crate) struct Handoff {
-    region: Arc<SharedRegion>,
+    /// The memory; its descriptor is kept (or not) by the owner, which needs it only to send
+    /// the end to another process.
+    memory: Arc<Mapping>,
     /// The slot this end receives on (0 or 1); it sends on the other.
     incoming: u8,
 }
@@ -103,40 +111,54 @@ pub(crate) enum Outcome {
 }
 
 impl Handoff {
-    /// The two ends of a new pipe's memory, or `None` when it cannot be had (no memory, no
-    /// descriptors left): the pipe then works through its socket alone.
-    pub(crate) fn pair() -> Option<(Handoff, Handoff)> {
-        let region = Arc::new(SharedRegion::create_reserved(c"mp-pipe", REGION_LEN).ok()?);
+    /// The two ends of new memory (receiving on slots 0 and 1) and its descriptor, or `None`
+    /// when it cannot be had (no memory, no descriptors left): the connection then works
+    /// through its socket alone.
+    pub(crate) fn pair() -> Option<(Handoff, Handoff, OwnedFd)> {
+        let (memory, fd) = SharedRegion::create_reserved(c"mp-pipe", REGION_LEN)
+            .ok()?
+            .into_mapping();
+        let memory = Arc::new(memory);
         let a = Handoff {
-            region: region.clone(),
+            memory: memory.clone(),
             incoming: 0,
         };
         Some((
             a,
             Handoff {
-                region,
+                memory,
                 incoming: 1,
             },
+            fd,
         ))
     }
 
     /// The end whose memory is `fd` and which receives on slot `incoming`, as another process
-    /// sent it.
-    pub(crate) fn from_fd(fd: OwnedFd, incoming: u8) -> std::result::Result<Self, String> {
-        let region = SharedRegion::from_fd(fd)
-            .map_err(|e| format!("cannot map the memory of the connection received: {e}"))?;
-        if region.len() != REGION_LEN || incoming > 1 {
+    /// sent it, with the descriptor back.
+    pub(crate) fn from_fd(
+        fd: OwnedFd,
+        incoming: u8,
+    ) -> std::result::Result<(Self, OwnedFd), String> {
+        // The size first: a peer's descriptor is not mapped at whatever size it has.
+        let size = nix::sys::stat::fstat(&fd)
+            .map_err(|e| format!("cannot read the size of the memory received: {e}"))?
+            .st_size;
+        if size != REGION_LEN as i64 || incoming > 1 {
             return Err("the connection received has memory of the wrong size".into());
         }
-        Ok(Handoff {
-            region: Arc::new(region),
-            incoming,
-        })
-    }
-
-    /// The memory's descriptor, to send this end to another process.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.region.as_fd()
+        let region = SharedRegion::from_fd(fd)
+            .map_err(|e| format!("cannot map the memory of the connection received: {e}"))?;
+        if region.len() != REGION_LEN {
+            return Err("the connection received has memory of the wrong size".into());
+        }
+        let (memory, fd) = region.into_mapping();
+        Ok((
+            Handoff {
+                memory: Arc::new(memory),
+                incoming,
+            },
+            fd,
+        ))
     }
 
     /// The slot this end receives on.
@@ -144,22 +166,33 @@ impl Handoff {
         self.incoming
     }
 
+    /// Tells the side that made the memory that this side uses it (see [`ATTACHED`]).
+    pub(crate) fn mark_attached(&self) {
+        self.word(0, ATTACHED)
+            .store(ATTACHED_MAGIC, Ordering::SeqCst);
+    }
+
+    /// Whether the other side said it uses the memory.
+    pub(crate) fn peer_attached(&self) -> bool {
+        self.word(0, ATTACHED).load(Ordering::SeqCst) == ATTACHED_MAGIC
+    }
+
     /// A word of slot `slot`.
     fn word(&self, slot: u8, at: usize) -> &AtomicU64 {
         let offset = usize::from(slot) * SLOT_LEN + at;
-        debug_assert!(offset + 8 <= self.region.len() && offset.is_multiple_of(8));
+        debug_assert!(offset + 8 <= self.memory.len() && offset.is_multiple_of(8));
         // SAFETY: `offset` is inside the mapping (two slots, checked at creation and when
         // received) and 8-aligned (the mapping is page-aligned, the words are at multiples of
-        // 64). Any bit pattern is a valid `AtomicU64`, other processes only touch the word
-        // atomically, and the mapping lives as long as `self.region`, which the reference
+        // 8). Any bit pattern is a valid `AtomicU64`, other processes only touch the word
+        // atomically, and the mapping lives as long as `self.memory`, which the reference
         // borrows.
-        unsafe { &*self.region.as_ptr().add(offset).cast::<AtomicU64>() }
+        unsafe { &*self.memory.as_ptr().add(offset).cast::<AtomicU64>() }
     }
 
     fn data(&self, slot: u8) -> *mut u8 {
         // SAFETY: inside the mapping, as for `word`.
         unsafe {
-            self.region
+            self.memory
                 .as_ptr()
                 .add(usize::from(slot) * SLOT_LEN + DATA)
         }
@@ -368,10 +401,16 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+
+    fn pair() -> (Handoff, Handoff) {
+        let (a, b, _fd) = Handoff::pair().unwrap();
+        (a, b)
+    }
 
     #[test]
     fn a_message_goes_through_the_slot_only_while_a_receiver_spins() {
-        let (a, b) = Handoff::pair().unwrap();
+        let (a, b) = pair();
         assert!(!a.try_put(b"early"), "nobody spins");
         assert!(b.announce());
         assert!(!b.answered());
@@ -390,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_socket_message_not_yet_read_keeps_later_ones_off_the_slot() {
-        let (a, b) = Handoff::pair().unwrap();
+        let (a, b) = pair();
         // Sent on the socket while nobody spun, not read yet.
         a.before_socket_send();
         a.after_socket_send();
@@ -411,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_spin_that_ends_unanswered_frees_the_slot() {
-        let (a, b) = Handoff::pair().unwrap();
+        let (a, b) = pair();
         assert!(b.announce());
         assert!(!b.announce(), "one receiver spins at a time");
         assert!(matches!(b.end_spin(None).unwrap(), Outcome::Socket));
@@ -421,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_message_left_by_a_receiver_that_died_is_taken_next() {
-        let (a, b) = Handoff::pair().unwrap();
+        let (a, b) = pair();
         assert!(b.announce());
         assert!(a.try_put(b"orphan"));
         // The receiver died here; the next receive of that end finds the message.
@@ -432,7 +471,7 @@ mod tests {
 
     #[test]
     fn a_message_too_long_for_the_slot_is_refused() {
-        let (a, b) = Handoff::pair().unwrap();
+        let (a, b) = pair();
         assert!(b.announce());
         assert!(!a.try_put(&vec![0u8; CAPACITY + 1]));
         assert!(a.try_put(&vec![7u8; CAPACITY]));
@@ -441,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_length_beyond_the_slot_written_by_a_peer_is_a_protocol_error() {
-        let (_a, b) = Handoff::pair().unwrap();
+        let (_a, b) = pair();
         b.word(b.incoming, STATE)
             .store(word(FULL, CAPACITY as u64 + 1), Ordering::SeqCst);
         assert!(matches!(
@@ -454,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_sender_that_died_after_its_claim_frees_the_slot() {
-        let (_a, b) = Handoff::pair().unwrap();
+        let (_a, b) = pair();
         assert!(b.announce());
         // A pid no process has: above the kernel's maximum.
         let gone = (1u64 << 22) + 1;
@@ -466,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_live_sender_that_never_finishes_its_message_fails_a_receive_with_a_limit() {
-        let (_a, b) = Handoff::pair().unwrap();
+        let (_a, b) = pair();
         assert!(b.announce());
         b.word(b.incoming, STATE).store(
             word(CLAIMED, u64::from(crate::sys::pid::current())),
@@ -483,8 +522,21 @@ mod tests {
         let region = SharedRegion::create(c"mp-test", 4096).unwrap();
         let fd = region.as_fd().try_clone_to_owned().unwrap();
         assert!(Handoff::from_fd(fd, 0).unwrap_err().contains("wrong size"));
-        let (a, _b) = Handoff::pair().unwrap();
-        let fd = a.fd().try_clone_to_owned().unwrap();
-        assert!(Handoff::from_fd(fd, 2).is_err());
+        let (_a, _b, fd) = Handoff::pair().unwrap();
+        assert!(Handoff::from_fd(fd.try_clone().unwrap(), 2).is_err());
+        let (b, _fd) = Handoff::from_fd(fd, 1).unwrap();
+        assert_eq!(b.incoming(), 1);
+        // Not memory at all (what a hostile manager client could offer).
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        assert!(Handoff::from_fd(devnull.into(), 1).is_err());
+    }
+
+    #[test]
+    fn the_side_that_maps_the_memory_says_so() {
+        let (a, _b, fd) = Handoff::pair().unwrap();
+        assert!(!a.peer_attached());
+        let (b, _fd) = Handoff::from_fd(fd, 1).unwrap();
+        b.mark_attached();
+        assert!(a.peer_attached());
     }
 }

@@ -14,14 +14,14 @@
 //! end sleep at once, so an idle end costs nothing. There is no spin when the process may use a
 //! single CPU, nor when `MP_SPIN=0` is set in the environment.
 
-mod handoff;
+pub(crate) mod handoff;
 
 pub use crate::transport::auth::HANDSHAKE_TIMEOUT;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -52,9 +52,10 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     pub fn duplex() -> Result<(Connection<T>, Connection<T>)> {
         let (a, b) = stream_pair()?;
         let (mut a, mut b) = (Connection::from_fd(a), Connection::from_fd(b));
-        if let Some((x, y)) = Handoff::pair() {
-            a.handoff = Some(x);
-            b.handoff = Some(y);
+        if let Some((x, y, fd)) = Handoff::pair() {
+            let fd = Arc::new(fd);
+            a.handoff = Some((x, fd.clone()));
+            b.handoff = Some((y, fd));
         }
         Ok((a, b))
     }
@@ -67,9 +68,10 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         reader.writable = false;
         let mut writer = Connection::from_fd(b);
         writer.readable = false;
-        if let Some((x, y)) = Handoff::pair() {
-            reader.handoff = Some(x);
-            writer.handoff = Some(y);
+        if let Some((x, y, fd)) = Handoff::pair() {
+            let fd = Arc::new(fd);
+            reader.handoff = Some((x, fd.clone()));
+            writer.handoff = Some((y, fd));
         }
         Ok((reader, writer))
     }
@@ -98,9 +100,10 @@ pub struct Connection<T> {
     recv_lock: Mutex<()>,
     /// The spin before a receive or `poll` sleeps.
     spin: SpinWait,
-    /// The memory shared with the other end of a [`Pipe`]; `None` for listener connections
-    /// (and a pipe whose memory could not be had).
-    handoff: Option<Handoff>,
+    /// The memory shared with the other end of a [`Pipe`], and its descriptor (to send this
+    /// end to another process); `None` for listener connections (and a pipe whose memory
+    /// could not be had).
+    handoff: Option<(Handoff, Arc<OwnedFd>)>,
     _type: PhantomData<fn(T) -> T>,
 }
 
@@ -169,7 +172,9 @@ impl<T> Connection<T> {
     /// Puts a message without descriptors in the pipe's shared memory, if the receiver spins
     /// for it there. The caller holds the send lock.
     fn try_share(&self, payload: &[u8]) -> bool {
-        self.handoff.as_ref().is_some_and(|h| h.try_put(payload))
+        self.handoff
+            .as_ref()
+            .is_some_and(|(h, _)| h.try_put(payload))
     }
 
     /// Sends one message by `write_frame` on the socket, counted for the pipe's shared memory.
@@ -179,7 +184,7 @@ impl<T> Connection<T> {
         fd: BorrowedFd<'_>,
         write_frame: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
     ) -> Result<()> {
-        let Some(handoff) = &self.handoff else {
+        let Some((handoff, _)) = &self.handoff else {
             return write_frame(fd);
         };
         handoff.before_socket_send();
@@ -239,7 +244,7 @@ impl<T> Connection<T> {
             None => {
                 self.spin.spin_until_readable(fd, deadline);
             }
-            Some(handoff) => {
+            Some((handoff, _)) => {
                 if let Some(message) = handoff.take_message() {
                     return self.checked(message?).map(Incoming::Shared);
                 }
@@ -271,7 +276,7 @@ impl<T> Connection<T> {
         }
         let limit = timeout.map_or(RecvLimit::NEVER, RecvLimit::within);
         let head = frame::recv_padded_head(fd, self.max_len, limit)?;
-        if let Some(handoff) = &self.handoff {
+        if let Some((handoff, _)) = &self.handoff {
             handoff.socket_read();
         }
         Ok(Incoming::Socket(head))
@@ -293,7 +298,7 @@ impl<T> Connection<T> {
     /// (`None` waits forever, `Some(Duration::ZERO)` does not wait). Does not consume anything.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let fd = self.reader()?;
-        if self.handoff.as_ref().is_some_and(Handoff::has_message) {
+        if self.handoff.as_ref().is_some_and(|(h, _)| h.has_message()) {
             return Ok(true);
         }
         let deadline = Deadline::after(timeout);
@@ -477,7 +482,12 @@ impl<T> Serialize for Connection<T> {
             writable: self.writable,
         })?;
         // The pipe's shared memory, and which half of it this end receives on.
-        t.serialize_element(&self.handoff.as_ref().map(|h| (FdRef(h.fd()), h.incoming())))?;
+        t.serialize_element(
+            &self
+                .handoff
+                .as_ref()
+                .map(|(h, fd)| (FdRef(fd.as_fd()), h.incoming())),
+        )?;
         t.end()
     }
 }
@@ -490,10 +500,9 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         c.readable = flags.readable;
         c.writable = flags.writable;
         if let Some((memory, incoming)) = memory {
-            c.handoff = Some(
-                Handoff::from_fd(memory.0, incoming)
-                    .map_err(|e| codec::de_error::<D::Error>(&e))?,
-            );
+            let (handoff, fd) = Handoff::from_fd(memory.0, incoming)
+                .map_err(|e| codec::de_error::<D::Error>(&e))?;
+            c.handoff = Some((handoff, Arc::new(fd)));
         }
         Ok(c)
     }

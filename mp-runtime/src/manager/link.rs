@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use super::protocol::{Hello, ObjId, PROTOCOL, Reply, Request, Ticket, Welcome};
 use super::wire::Wire;
 use crate::codec;
+use crate::connection::handoff::Handoff;
 use crate::error::{Error, Result};
 use crate::global::Global;
 use crate::listener::{Address, Client};
@@ -550,18 +551,31 @@ fn open(
     let conn = Client::connect::<()>(address.clone(), authkey)?;
     let (fd, tcp) = conn.into_socket()?;
     let mut wire = Wire::new(fd, tcp);
-    wire.send(&Hello {
+    let hello = Hello {
         protocol: PROTOCOL,
         pid: std::process::id(),
         session,
         thread,
         borrow,
-    })?;
+    };
+    // A local connection offers a page of shared memory with its `Hello` (see `wire`).
+    let offered = if tcp { None } else { Handoff::pair() };
+    match &offered {
+        Some((_, _, memory)) => wire.send_with_fds(&hello, &[memory.as_raw_fd()])?,
+        None => wire.send(&hello)?,
+    }
     let frame = wire.recv(Deadline::after(Some(
         crate::transport::auth::HANDSHAKE_TIMEOUT,
     )))?;
     match codec::decode::<Welcome>(&frame.payload, Vec::new())? {
-        Welcome::Accepted { session, manager } => Ok((wire, session, manager)),
+        Welcome::Accepted { session, manager } => {
+            if let Some((ours, _, _)) = offered
+                && ours.peer_attached()
+            {
+                wire.attach(ours);
+            }
+            Ok((wire, session, manager))
+        }
         Welcome::Refused(e) => Err(super::remote_error(e)),
     }
 }

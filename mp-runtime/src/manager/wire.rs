@@ -2,14 +2,19 @@
 //! buffer, and a short spin before sleeping.
 //!
 //! A call is a request and its reply, in order; the caller is blocked in between. Sleeping in
-//! the kernel and being woken costs most of a call, so a waiting side first spins briefly on the
-//! socket ([`SpinWait`], the same adaptive spin as [`Connection`](crate::Connection)'s).
+//! the kernel and being woken costs most of a call, so a waiting side first spins briefly
+//! ([`SpinWait`], the same adaptive spin as [`Connection`](crate::Connection)'s). A local
+//! client also offers the server a page of memory with its `Hello` (the descriptor rides with
+//! the frame, so the messages are unchanged and an older server just closes it): once the
+//! server says it mapped it, a short request or reply sent while the other side spins goes
+//! through that memory instead of the socket, as between the ends of a `Pipe`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use serde::Serialize;
 
 use crate::codec;
+use crate::connection::handoff::{Handoff, Outcome};
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable};
 use crate::sys::spin_wait::SpinWait;
@@ -33,6 +38,8 @@ pub(crate) struct Wire {
     spin: SpinWait,
     /// Bytes of the frame being built (reused).
     out: Vec<u8>,
+    /// The memory shared with the peer, once both sides use it.
+    handoff: Option<Handoff>,
 }
 
 impl Wire {
@@ -45,7 +52,14 @@ impl Wire {
             reader: FrameReader::padded(if tcp { MAX_TCP } else { DEFAULT_MAX_LEN }),
             spin: SpinWait::new(),
             out: Vec::with_capacity(256),
+            handoff: None,
         }
+    }
+
+    /// From now on, short messages may go through `handoff` (see the module docs). Both sides
+    /// attach between two messages: after the server's `Welcome` and before the first request.
+    pub(crate) fn attach(&mut self, handoff: Handoff) {
+        self.handoff = Some(handoff);
     }
 
     /// Whether this is a TCP connection (which carries no descriptors).
@@ -97,7 +111,16 @@ impl Wire {
                 message: format!("a message can carry at most {} handles", frame::MAX_FDS),
             });
         }
-        let sent = frame::send_padded(self.fd.as_fd(), &mut self.out, fds);
+        let sent = match &self.handoff {
+            Some(h) if fds.is_empty() && h.try_put(&self.out[HEADER_LEN..]) => Ok(()),
+            Some(h) => {
+                h.before_socket_send();
+                let sent = frame::send_padded(self.fd.as_fd(), &mut self.out, fds);
+                h.after_socket_send();
+                sent
+            }
+            None => frame::send_padded(self.fd.as_fd(), &mut self.out, fds),
+        };
         if self.out.capacity() > OUT_KEEP {
             self.out = Vec::with_capacity(256);
         }
@@ -107,12 +130,42 @@ impl Wire {
     /// Receives the next frame, waiting until `deadline` ([`Error::Timeout`] after it; nothing
     /// is consumed then, but the caller must treat the connection as out of step).
     pub(crate) fn recv(&mut self, deadline: Deadline) -> Result<RawFrame> {
-        if let Some(f) = self.reader.next_frame()? {
+        if let Some(message) = self.handoff.as_ref().and_then(Handoff::take_message) {
+            return shared_frame(message);
+        }
+        if let Some(f) = self.next_frame()? {
             return Ok(f);
         }
         let mut released = false;
         loop {
-            let ready = if self.spin.spin_until_readable(self.fd.as_fd(), deadline) {
+            let fd = self.fd.as_fd();
+            let ready = match &self.handoff {
+                None => self.spin.spin_until_readable(fd, deadline),
+                Some(h) => {
+                    // Spin on the shared memory if this side can announce itself there, else
+                    // (a socket message is pending) on the socket.
+                    let mut announced = None;
+                    let spun = self.spin.spin_until(deadline, || match announced {
+                        None => {
+                            let on_memory = h.announce();
+                            announced = Some(on_memory);
+                            on_memory && h.answered() || !on_memory && looks_readable(fd)
+                        }
+                        Some(true) => h.answered(),
+                        Some(false) => looks_readable(fd),
+                    });
+                    if announced == Some(true) {
+                        match h.end_spin(deadline.remaining())? {
+                            Outcome::Message(message) => return shared_frame(Ok(message)),
+                            // Told to read the socket: wait for it below.
+                            Outcome::Socket => false,
+                        }
+                    } else {
+                        spun
+                    }
+                }
+            };
+            let ready = if ready {
                 true
             } else {
                 if !released {
@@ -120,7 +173,7 @@ impl Wire {
                     self.reader.release_if_idle();
                     released = true;
                 }
-                readable(self.fd.as_fd(), deadline).map_err(|e| Error::io("poll", e))?
+                readable(fd, deadline).map_err(|e| Error::io("poll", e))?
             };
             if !ready {
                 if deadline.passed() {
@@ -128,18 +181,129 @@ impl Wire {
                 }
                 continue;
             }
-            if self.reader.fill(self.fd.as_fd())? == Some(0) {
+            if self.reader.fill(fd)? == Some(0) {
                 return Err(Error::Closed);
             }
-            if let Some(f) = self.reader.next_frame()? {
+            if let Some(f) = self.next_frame()? {
                 return Ok(f);
             }
         }
     }
+
+    /// The next whole frame already read from the socket, counted for the shared memory.
+    fn next_frame(&mut self) -> Result<Option<RawFrame>> {
+        let frame = self.reader.next_frame()?;
+        if frame.is_some()
+            && let Some(h) = &self.handoff
+        {
+            h.socket_read();
+        }
+        Ok(frame)
+    }
+}
+
+/// A message from the shared memory as a frame (such messages carry no descriptors).
+fn shared_frame(message: Result<Vec<u8>>) -> Result<RawFrame> {
+    Ok(RawFrame {
+        payload: message?,
+        fds: Vec::new(),
+    })
+}
+
+/// Whether `fd` is readable now (an error counts: the read reports it).
+fn looks_readable(fd: BorrowedFd<'_>) -> bool {
+    readable(fd, Deadline::after(Some(std::time::Duration::ZERO))).unwrap_or(true)
 }
 
 impl AsRawFd for Wire {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::socket::stream_pair;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// Two wires over a socket pair, sharing a page when `page` is true.
+    fn wires(page: bool) -> (Wire, Wire) {
+        let (a, b) = stream_pair().unwrap();
+        let (mut a, mut b) = (Wire::new(a, false), Wire::new(b, false));
+        if page {
+            let (x, y, _fd) = Handoff::pair().unwrap();
+            a.attach(x);
+            b.attach(y);
+        }
+        (a, b)
+    }
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    /// Message `i`: its index and a body on either side of what the page holds.
+    fn message(i: u32) -> (u32, Vec<u8>) {
+        (
+            i,
+            vec![i as u8; [3, 500, 7900, 9000, 100_000][i as usize % 5]],
+        )
+    }
+
+    #[test]
+    fn requests_and_replies_keep_their_order_whichever_way_they_go() {
+        for page in [true, false] {
+            let (mut client, mut server) = wires(page);
+            let echo = std::thread::spawn(move || {
+                // Echoes each message; every third reply carries a descriptor (the socket).
+                let devnull = std::fs::File::open("/dev/null").unwrap();
+                while let Ok(frame) = server.recv(Deadline::after(Some(LIMIT))) {
+                    let (i, body): (u32, Vec<u8>) =
+                        codec::decode(&frame.payload, frame.fds).unwrap();
+                    let fds = if i % 3 == 0 {
+                        vec![devnull.as_raw_fd()]
+                    } else {
+                        Vec::new()
+                    };
+                    server.send_with_fds(&(i, body), &fds).unwrap();
+                }
+            });
+            for i in 0..500 {
+                client.send(&message(i)).unwrap();
+                let frame = client.recv(Deadline::after(Some(LIMIT))).unwrap();
+                assert_eq!(frame.fds.len(), usize::from(i % 3 == 0), "message {i}");
+                let back: (u32, Vec<u8>) = codec::decode(&frame.payload, Vec::new()).unwrap();
+                assert!(back == message(i), "message {i} came back wrong");
+            }
+            // Several in a row before any reply is read (short: a socket buffer holds them all).
+            for i in 0..50u32 {
+                client.send(&(i, vec![1u8; 100])).unwrap();
+            }
+            let mut got = Vec::new();
+            for _ in 0..50 {
+                let frame = client.recv(Deadline::after(Some(LIMIT))).unwrap();
+                let back: (u32, Vec<u8>) = codec::decode(&frame.payload, Vec::new()).unwrap();
+                got.push(back.0);
+            }
+            assert_eq!(got, (0..50).collect::<Vec<u32>>(), "page {page}");
+            drop(client);
+            echo.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_peer_gone_while_a_side_waits_is_closed_and_a_deadline_is_a_timeout() {
+        let (mut a, b) = wires(true);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            a.recv(Deadline::after(Some(Duration::from_millis(20)))),
+            Err(Error::Timeout)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        drop(b);
+        assert!(matches!(
+            a.recv(Deadline::after(Some(LIMIT))),
+            Err(Error::Closed)
+        ));
     }
 }

@@ -18,6 +18,7 @@ use super::Server;
 use super::find_type;
 use super::limits;
 use crate::codec;
+use crate::connection::handoff::Handoff;
 use crate::error::Result;
 use crate::sys::poll::Deadline;
 use crate::transport::frame::{HEADER_LEN, header};
@@ -35,7 +36,7 @@ pub(super) fn refuse(fd: OwnedFd, tcp: bool, why: RemoteError) {
 /// Serves one accepted, authenticated connection until it closes.
 pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
     let mut wire = Wire::new(fd, tcp);
-    let Some((session, anchor, thread)) = welcome(server, &mut wire) else {
+    let Some((session, anchor, thread, page)) = welcome(server, &mut wire) else {
         return;
     };
     let conn = match server.add_conn(session, &wire_fd(&wire)) {
@@ -53,6 +54,11 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
         thread,
         tcp: wire.is_tcp(),
     };
+    // The client's page, if it offered one: said to be in use before the welcome, used after
+    // it (so that both sides count the messages that follow from the same point).
+    if let Some(page) = &page {
+        page.mark_attached();
+    }
     if wire
         .send(&Welcome::Accepted {
             session,
@@ -60,6 +66,9 @@ pub(super) fn serve_connection(server: &Arc<Server>, fd: OwnedFd, tcp: bool) {
         })
         .is_ok()
     {
+        if let Some(page) = page {
+            wire.attach(page);
+        }
         while let Ok(frame) = wire.recv(Deadline::NEVER) {
             let request = match codec::decode_borrowed::<Request<'_>>(&frame.payload) {
                 Ok(r) => r,
@@ -99,8 +108,17 @@ fn wire_fd(wire: &Wire) -> OwnedFd {
 
 /// Reads the client's `Hello`: returns its session, whether this connection opened it, and
 /// the client thread it calls for.
-fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64)> {
-    let frame = wire.recv(Deadline::after(Some(HELLO_TIMEOUT))).ok()?;
+/// Reads the client's `Hello`: its session (new or joined), whether this connection anchors it,
+/// its thread, and the page of shared memory a local client offered with it (if it can be
+/// mapped; a connection works without).
+fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64, Option<Handoff>)> {
+    let mut frame = wire.recv(Deadline::after(Some(HELLO_TIMEOUT))).ok()?;
+    let page = match frame.fds.pop() {
+        Some(fd) if frame.fds.is_empty() && !wire.is_tcp() => {
+            Handoff::from_fd(fd, 1).ok().map(|(page, _fd)| page)
+        }
+        _ => None,
+    };
     let hello = match Hello::decode(&frame.payload) {
         Ok(h) => h,
         Err(e) => {
@@ -125,9 +143,9 @@ fn welcome(server: &Arc<Server>, wire: &mut Wire) -> Option<(u64, bool, u64)> {
             if let Some(parent) = hello.borrow {
                 table.borrow(session, parent);
             }
-            Some((session, true, hello.thread))
+            Some((session, true, hello.thread, page))
         }
-        Some(s) if table.has_session(s) => Some((s, false, hello.thread)),
+        Some(s) if table.has_session(s) => Some((s, false, hello.thread, page)),
         Some(_) => {
             drop(table);
             let _ = wire.send(&Welcome::Refused(RemoteError::NoSuchObject));
