@@ -384,10 +384,13 @@ impl Handoff {
                             ));
                         }
                     }
-                    if started.elapsed() < LIVENESS_CHECK_AFTER {
+                    // Yield at first; then sleep, longer the longer it lasts (up to 10 ms), so
+                    // that a peer that claims and never finishes costs next to no CPU.
+                    let waited = started.elapsed();
+                    if waited < LIVENESS_CHECK_AFTER {
                         std::thread::yield_now();
                     } else {
-                        std::thread::sleep(Duration::from_micros(100));
+                        std::thread::sleep((waited / 16).min(Duration::from_millis(10)));
                     }
                 }
                 // Not this receiver's spin any more (a peer rewrote the state, or a receiver
