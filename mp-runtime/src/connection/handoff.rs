@@ -40,13 +40,15 @@
 //! a peer can do through the slot is what it can do through the socket: send a wrong message,
 //! or stop in the middle of one (a receive with a timeout then fails as it would on the socket).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, SharedRegion};
+use crate::sys::poll::{Deadline, readable};
+use crate::sys::spin_wait::SpinWait;
 use crate::sys::thread_tag;
 
 /// The bytes of one direction's slot: its words, then its message.
@@ -100,6 +102,20 @@ pub(crate) struct Handoff {
     memory: Arc<Mapping>,
     /// The slot this end receives on (0 or 1); it sends on the other.
     incoming: u8,
+}
+
+/// How a receiver's [`Handoff::spin`] went.
+pub(crate) enum Spun {
+    /// It announced itself on the slot: end it with [`Handoff::end_spin`].
+    Announced,
+    /// It looked at the socket instead (or did not spin at all); whether the socket became
+    /// readable.
+    OnSocket(bool),
+}
+
+/// Whether `fd` is readable now (an error counts: the read reports it).
+fn looks_readable(fd: BorrowedFd<'_>) -> bool {
+    readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or(true)
 }
 
 /// What a receiver finds when it stops spinning.
@@ -241,15 +257,24 @@ impl Handoff {
             .is_ok()
     }
 
+    /// Writes one message to the socket by `write`, counted so that no later message overtakes
+    /// it through the slot, and turns a receiver spinning on the slot to the socket.
+    pub(crate) fn send_on_socket(&self, write: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.before_socket_send();
+        let sent = write();
+        self.after_socket_send();
+        sent
+    }
+
     /// Counts a message about to be written to the socket.
-    pub(crate) fn before_socket_send(&self) {
+    fn before_socket_send(&self) {
         self.word(self.outgoing(), SOCKET_SENT)
             .fetch_add(1, Ordering::SeqCst);
     }
 
     /// After a message was written to the socket: a receiver spinning on the slot is told to
     /// read the socket.
-    pub(crate) fn after_socket_send(&self) {
+    fn after_socket_send(&self) {
         fence(Ordering::SeqCst);
         let state_word = self.word(self.outgoing(), STATE);
         // A load first: with nobody spinning (the common case when the socket is used), the
@@ -305,7 +330,7 @@ impl Handoff {
 
     /// Announces that this receiver spins for a message. False when it cannot: another receiver
     /// of this end spins, or a socket message was sent that is not read yet (read it).
-    pub(crate) fn announce(&self) -> bool {
+    fn announce(&self) -> bool {
         let slot = self.incoming;
         if self.word(slot, SOCKET_SENT).load(Ordering::SeqCst)
             != self.word(slot, SOCKET_READ).load(Ordering::SeqCst)
@@ -333,8 +358,33 @@ impl Handoff {
 
     /// Whether the spin announced by [`announce`](Handoff::announce) can end: a sender claimed
     /// the slot or wrote to the socket.
-    pub(crate) fn answered(&self) -> bool {
+    fn answered(&self) -> bool {
         self.word(self.incoming, STATE).load(Ordering::SeqCst) != WAITING
+    }
+
+    /// A receiver's spin by `spin`'s rule, until `deadline` at most: on the slot if this
+    /// receiver can announce itself there, else (a socket message is pending, or another
+    /// receiver of this end spins) on the socket `fd`.
+    pub(crate) fn spin(&self, spin: &SpinWait, fd: BorrowedFd<'_>, deadline: Deadline) -> Spun {
+        let mut announced = None;
+        let socket_ready = spin.spin_until(deadline, || match announced {
+            None => {
+                let on_slot = self.announce();
+                announced = Some(on_slot);
+                if on_slot {
+                    self.answered()
+                } else {
+                    looks_readable(fd)
+                }
+            }
+            Some(true) => self.answered(),
+            Some(false) => looks_readable(fd),
+        });
+        if announced == Some(true) {
+            Spun::Announced
+        } else {
+            Spun::OnSocket(socket_ready)
+        }
     }
 
     /// Ends an announced spin: takes the message a sender put (or is putting) in the slot, or

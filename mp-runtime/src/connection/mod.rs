@@ -10,9 +10,10 @@
 //! on another CPU then arrives without a cross-CPU wake-up (which costs more than the rest of a
 //! round trip). The ends of a [`Pipe`] also share a page of memory per direction: a short
 //! message without handles, sent while the receiver spins, is copied there instead of being
-//! written to the socket, so such a request and its reply make no system call. The spin is adaptive: after a spin that ended in a sleep anyway, the next waits of that
-//! end sleep at once, so an idle end costs nothing. There is no spin when the process may use a
-//! single CPU, nor when `MP_SPIN=0` is set in the environment.
+//! written to the socket, so such a request and its reply make no system call. The spin is
+//! adaptive: after a spin that ended in a sleep anyway, the next waits of that end sleep at
+//! once, so an idle end costs nothing. There is no spin when the process may use a single CPU,
+//! nor when `MP_SPIN=0` is set in the environment.
 
 pub(crate) mod handoff;
 
@@ -27,7 +28,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use self::handoff::{Handoff, Outcome};
+use self::handoff::{Handoff, Outcome, Spun};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable, wait_readable};
@@ -52,11 +53,7 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     pub fn duplex() -> Result<(Connection<T>, Connection<T>)> {
         let (a, b) = stream_pair()?;
         let (mut a, mut b) = (Connection::from_fd(a), Connection::from_fd(b));
-        if let Some((x, y, fd)) = Handoff::pair() {
-            let fd = Arc::new(fd);
-            a.handoff = Some((x, fd.clone()));
-            b.handoff = Some((y, fd));
-        }
+        share_memory(&mut a, &mut b);
         Ok((a, b))
     }
 
@@ -68,12 +65,18 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
         reader.writable = false;
         let mut writer = Connection::from_fd(b);
         writer.readable = false;
-        if let Some((x, y, fd)) = Handoff::pair() {
-            let fd = Arc::new(fd);
-            reader.handoff = Some((x, fd.clone()));
-            writer.handoff = Some((y, fd));
-        }
+        share_memory(&mut reader, &mut writer);
         Ok((reader, writer))
+    }
+}
+
+/// Gives the two ends of a new pipe the memory they share (see `handoff`); without it (no
+/// memory or descriptor left) they use their socket alone.
+fn share_memory<T>(a: &mut Connection<T>, b: &mut Connection<T>) {
+    if let Some((x, y, fd)) = Handoff::pair() {
+        let fd = Arc::new(fd);
+        a.handoff = Some((x, fd.clone()));
+        b.handoff = Some((y, fd));
     }
 }
 
@@ -84,8 +87,8 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
 /// kernel: a reply from a peer on another CPU then arrives without a cross-CPU wake-up. Between
 /// the two ends of a [`Pipe`], a message of up to about 8 KiB without handles sent during that
 /// look is copied through memory the ends share rather than the socket, so neither side makes
-/// a system call for it; the socket carries everything else, in order with it. The spin
-/// is adaptive (after a spin that ended in a sleep anyway, or one where the CPU went to another
+/// a system call for it; the socket carries everything else, in order with it. The spin is
+/// adaptive (after a spin that ended in a sleep anyway, or one where the CPU went to another
 /// process, the next waits of this end sleep at once), so an idle or oversubscribed end costs
 /// next to nothing. It is off when the process can use a single CPU, and when the environment
 /// variable `MP_SPIN` is `0` as the process first waits (children inherit it).
@@ -184,13 +187,10 @@ impl<T> Connection<T> {
         fd: BorrowedFd<'_>,
         write_frame: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
     ) -> Result<()> {
-        let Some((handoff, _)) = &self.handoff else {
-            return write_frame(fd);
-        };
-        handoff.before_socket_send();
-        let sent = write_frame(fd);
-        handoff.after_socket_send();
-        sent
+        match &self.handoff {
+            Some((handoff, _)) => handoff.send_on_socket(|| write_frame(fd)),
+            None => write_frame(fd),
+        }
     }
 
     /// Receives one message as bytes (Python's `recv_bytes`). Descriptors that came with it are
@@ -248,26 +248,7 @@ impl<T> Connection<T> {
                 if let Some(message) = handoff.take_message() {
                     return self.checked(message?).map(Incoming::Shared);
                 }
-                // Spin on the shared memory if this receiver can announce itself there, else
-                // (a socket message is pending, or another receiver of this end spins) on
-                // the socket.
-                let mut announced = None;
-                self.spin.spin_until(deadline, || match announced {
-                    None => {
-                        let on_memory = handoff.announce();
-                        announced = Some(on_memory);
-                        if on_memory {
-                            handoff.answered()
-                        } else {
-                            readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or(true)
-                        }
-                    }
-                    Some(true) => handoff.answered(),
-                    Some(false) => {
-                        readable(fd, Deadline::after(Some(Duration::ZERO))).unwrap_or(true)
-                    }
-                });
-                if announced == Some(true)
+                if let Spun::Announced = handoff.spin(&self.spin, fd, deadline)
                     && let Outcome::Message(message) = handoff.end_spin(timeout)?
                 {
                     return self.checked(message).map(Incoming::Shared);

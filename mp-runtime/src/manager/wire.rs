@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use serde::Serialize;
 
 use crate::codec;
-use crate::connection::handoff::{Handoff, Outcome};
+use crate::connection::handoff::{Handoff, Outcome, Spun};
 use crate::error::{Error, Result};
 use crate::sys::poll::{Deadline, readable};
 use crate::sys::spin_wait::SpinWait;
@@ -113,12 +113,7 @@ impl Wire {
         }
         let sent = match &self.handoff {
             Some(h) if fds.is_empty() && h.try_put(&self.out[HEADER_LEN..]) => Ok(()),
-            Some(h) => {
-                h.before_socket_send();
-                let sent = frame::send_padded(self.fd.as_fd(), &mut self.out, fds);
-                h.after_socket_send();
-                sent
-            }
+            Some(h) => h.send_on_socket(|| frame::send_padded(self.fd.as_fd(), &mut self.out, fds)),
             None => frame::send_padded(self.fd.as_fd(), &mut self.out, fds),
         };
         if self.out.capacity() > OUT_KEEP {
@@ -141,29 +136,14 @@ impl Wire {
             let fd = self.fd.as_fd();
             let ready = match &self.handoff {
                 None => self.spin.spin_until_readable(fd, deadline),
-                Some(h) => {
-                    // Spin on the shared memory if this side can announce itself there, else
-                    // (a socket message is pending) on the socket.
-                    let mut announced = None;
-                    let spun = self.spin.spin_until(deadline, || match announced {
-                        None => {
-                            let on_memory = h.announce();
-                            announced = Some(on_memory);
-                            on_memory && h.answered() || !on_memory && looks_readable(fd)
-                        }
-                        Some(true) => h.answered(),
-                        Some(false) => looks_readable(fd),
-                    });
-                    if announced == Some(true) {
-                        match h.end_spin(deadline.remaining())? {
-                            Outcome::Message(message) => return shared_frame(Ok(message)),
-                            // Told to read the socket: wait for it below.
-                            Outcome::Socket => false,
-                        }
-                    } else {
-                        spun
-                    }
-                }
+                Some(h) => match h.spin(&self.spin, fd, deadline) {
+                    Spun::Announced => match h.end_spin(deadline.remaining())? {
+                        Outcome::Message(message) => return shared_frame(Ok(message)),
+                        // Told to read the socket: wait for it below.
+                        Outcome::Socket => false,
+                    },
+                    Spun::OnSocket(ready) => ready,
+                },
             };
             let ready = if ready {
                 true
@@ -208,11 +188,6 @@ fn shared_frame(message: Result<Vec<u8>>) -> Result<RawFrame> {
         payload: message?,
         fds: Vec::new(),
     })
-}
-
-/// Whether `fd` is readable now (an error counts: the read reports it).
-fn looks_readable(fd: BorrowedFd<'_>) -> bool {
-    readable(fd, Deadline::after(Some(std::time::Duration::ZERO))).unwrap_or(true)
 }
 
 impl AsRawFd for Wire {
