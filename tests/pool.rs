@@ -119,6 +119,16 @@ fn report_and_block(report: Connection<i32>) -> u64 {
     0
 }
 
+/// Squares `x`; one of the gated items first waits (up to a minute) for the gate.
+#[mp::worker]
+fn square_gated(item: (u64, bool, mp::Event)) -> u64 {
+    let (x, gated, gate) = item;
+    if gated {
+        gate.wait_timeout(Duration::from_secs(60));
+    }
+    x * x
+}
+
 /// Serializing it always fails.
 #[derive(Debug, Deserialize)]
 struct NoEncode(u8);
@@ -780,6 +790,62 @@ fn imap_takes_input_lazily() {
         *taken.lock().unwrap() < 100,
         "an endless input is not drained"
     );
+}
+
+/// A consumer of a fast stream waits for several chunks at once; a chunk that arrives while the
+/// others it waits for cannot (they wait for this very consumer) is still delivered.
+#[test]
+fn imap_delivers_a_result_its_consumer_needs_while_it_batches() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let gate = mp::Event::new().unwrap();
+    // Many quick items first (the consumer learns that results stream in), then one quick item
+    // and, behind it, items that wait until the consumer has seen every result before them.
+    let n = 4000u64;
+    let first_gated = n - 9;
+    let input: Vec<(u64, bool, mp::Event)> = (0..n)
+        .map(|x| (x, x >= first_gated, gate.clone()))
+        .collect();
+    let it = p.imap_unordered(square_gated, input).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opener = gate.clone();
+    let consumer = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for r in it {
+            got.push(r.unwrap());
+            if got.len() as u64 == first_gated {
+                opener.set();
+            }
+        }
+        tx.send(got).unwrap();
+    });
+    let got = rx.recv_timeout(Duration::from_secs(50));
+    gate.set();
+    consumer.join().unwrap();
+    let mut got = got.expect("a finished result was held back while its consumer waited");
+    got.sort_unstable();
+    assert_eq!(got, squares(n));
+}
+
+/// Ordered and unordered streams long enough to batch keep every result, in order for `imap`.
+#[test]
+fn imap_streams_keep_every_result() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let n = 30_000u64;
+    let ordered: Vec<u64> = p
+        .imap_chunked(square, 0..n, 7)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, squares(n));
+    let mut unordered: Vec<u64> = p
+        .imap_unordered_chunked(square, 0..n, 3)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, squares(n));
 }
 
 #[test]

@@ -9,40 +9,53 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunking::{Decoded, decode_chunk};
+use super::arrived::Arrived;
+use super::chunking::Decoded;
 use super::scheduler::{ChunkResult, Core, Sink};
 use crate::error::{Error, Result};
 use crate::sys::poll::Deadline;
 use crate::sys::spin_wait::SpinWait;
 
-#[derive(Default)]
-struct Ready<R> {
+/// A finished chunk, still encoded: the consumer decodes it when it takes it.
+struct Finished {
+    /// Its index among the iterator's chunks.
+    chunk: usize,
+    /// How many items it has.
+    len: usize,
+    results: Arrived,
+}
+
+struct Ready {
     /// Finished chunks by chunk index (ordered) ...
-    ordered: BTreeMap<usize, Decoded<R>>,
+    ordered: BTreeMap<usize, Finished>,
     /// ... or in the order they finished.
-    arrived: VecDeque<Decoded<R>>,
+    arrived: VecDeque<Finished>,
     /// Consumers asleep on the condition variable: a chunk that arrives while the consumer is
     /// busy costs no wake-up call.
     sleepers: usize,
+    /// The count of arrivals at which a sleeping consumer wants to be woken: while results
+    /// stream in it takes several chunks per wake-up, instead of costing the pool's thread a
+    /// wake-up call per chunk.
+    wake_at: usize,
 }
 
 /// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
-/// order; the iterator takes a whole chunk per lock.
-pub(crate) struct ImapSink<R> {
+/// order; the iterator takes a whole chunk per lock, and decodes it (`arrived`).
+pub(crate) struct ImapSink {
     ordered: bool,
     chunksize: usize,
     /// Item counts of submitted chunks shorter than `chunksize` (the last one).
     sizes: Mutex<std::collections::HashMap<usize, usize>>,
-    ready: Mutex<Ready<R>>,
+    ready: Mutex<Ready>,
     cv: Condvar,
     /// Chunks completed so far, readable without the lock: what the consumer watches while it
     /// spins before sleeping.
     arrivals: AtomicUsize,
 }
 
-impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
+impl Sink for ImapSink {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
-        let n = match &results {
+        let len = match &results {
             ChunkResult::Items(v) => v.len(),
             ChunkResult::Batch(_) | ChunkResult::Hole { .. } => self
                 .sizes
@@ -51,17 +64,21 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
                 .remove(&chunk)
                 .unwrap_or(self.chunksize),
         };
-        let decoded = decode_chunk(results, n, Some(chunk * self.chunksize));
+        let finished = Finished {
+            chunk,
+            len,
+            results: Arrived::keep(results),
+        };
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if self.ordered {
-            r.ordered.insert(chunk, decoded);
+            r.ordered.insert(chunk, finished);
         } else {
-            r.arrived.push_back(decoded);
+            r.arrived.push_back(finished);
         }
-        let sleepers = r.sleepers > 0;
-        self.arrivals.fetch_add(1, Ordering::Release);
+        let arrived = self.arrivals.fetch_add(1, Ordering::Release) + 1;
+        let wake = r.sleepers > 0 && arrived >= r.wake_at;
         drop(r);
-        if sleepers {
+        if wake {
             self.cv.notify_all();
         }
     }
@@ -70,14 +87,15 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
 /// The iterator of [`Pool::imap`](crate::Pool::imap) and
 /// [`Pool::imap_unordered`](crate::Pool::imap_unordered): one `Result` per input item.
 ///
-/// It takes input only as results are consumed: at most a few chunks per worker are in flight
-/// ahead of the consumer, so an endless or huge input is fine. Where the input is an
+/// It takes input only as results are consumed: a few chunks per worker are in flight ahead of
+/// the consumer (up to 256 chunks while results stream in, so that the workers never wait for
+/// it), so an endless or huge input is fine. Where the input is an
 /// [`ExactSizeIterator`], so is this (progress bars such as `indicatif`'s `.progress()` show a
 /// length). Dropping it stops taking input; tasks already submitted still run. With a chunk size
 /// above 1, an item that fails fails alone: the others of its chunk yield their results.
 pub struct IMap<R, I> {
     core: Arc<Core>,
-    sink: Arc<ImapSink<R>>,
+    sink: Arc<ImapSink>,
     worker: &'static str,
     input: I,
     chunksize: usize,
@@ -92,11 +110,34 @@ pub struct IMap<R, I> {
     next_out: usize,
     /// The time limit of each item (`None`: the pool's).
     limit: Option<Duration>,
-    /// The next chunk usually completes within a round trip: the consumer looks for it briefly
-    /// before it sleeps, which saves the pool's thread a wake-up call and this one a wake-up.
+    /// While results come one at a time, the next chunk usually completes within a round trip:
+    /// the consumer looks for it briefly before it sleeps, which saves the pool's thread a
+    /// wake-up call and this one a wake-up.
     spin: SpinWait,
+    /// How many chunks the next sleep waits for (see [`BATCH_DELAY`]).
+    batch: usize,
     _r: PhantomData<fn() -> R>,
 }
+
+/// The most chunks kept in flight ahead of a consumer whose results stream in: four times what
+/// it waits for at once (see [`IMap::ahead`]), so that the workers keep a deep queue while it
+/// sleeps.
+const STREAM_WINDOW: usize = 256;
+
+/// The longest a finished chunk waits for others while the consumer sleeps until several have
+/// arrived. A consumer waits for more than one chunk only after waits that ended quickly
+/// (results stream in), and goes back to one chunk at a time at the first wait that reaches
+/// this bound, so a slow stream pays it at most once before its results come one by one again.
+///
+/// While results stream in, the consumer neither spins nor is woken per chunk: on a machine
+/// with fewer CPUs than the consumer, the pool's thread and the workers together, a consumer
+/// that looks for each chunk keeps its CPU from the workers (the kernel sees it busy and moves
+/// nobody there), and one woken per chunk costs the pool's thread a wake-up call per chunk.
+const BATCH_DELAY: Duration = Duration::from_millis(1);
+
+/// A wait shorter than this means results stream in: the next one may wait for twice as many
+/// chunks.
+const SHORT_WAIT: Duration = Duration::from_micros(200);
 
 impl<R, I> IMap<R, I>
 where
@@ -125,6 +166,7 @@ where
                     ordered: BTreeMap::new(),
                     arrived: VecDeque::new(),
                     sleepers: 0,
+                    wake_at: 0,
                 }),
                 cv: Condvar::new(),
                 arrivals: AtomicUsize::new(0),
@@ -141,13 +183,22 @@ where
             next_out: 0,
             limit,
             spin: SpinWait::pool(),
+            batch: 1,
             _r: PhantomData,
         }
     }
 
+    /// How many items may be in flight ahead of the consumer: a few chunks per worker, and while
+    /// results stream in (the consumer sleeps until several chunks are back), four times that
+    /// many chunks, up to [`STREAM_WINDOW`].
+    fn ahead(&self) -> usize {
+        self.window
+            .max(self.chunksize * (4 * self.batch).min(STREAM_WINDOW))
+    }
+
     /// Submits chunks until the window ahead of the consumer is full or the input ends.
     fn feed(&mut self) {
-        while !self.exhausted && self.submitted - self.yielded < self.window {
+        while !self.exhausted && self.submitted - self.yielded < self.ahead() {
             let index = self.next_chunk;
             let items: Vec<I::Item> = self.input.by_ref().take(self.chunksize).collect();
             let n = items.len();
@@ -203,8 +254,8 @@ where
     }
 
     /// Takes the next finished chunk, if it is there.
-    fn take_chunk(&mut self, r: &mut Ready<R>) -> bool {
-        let chunk = if self.sink.ordered {
+    fn take_chunk(&mut self, r: &mut Ready) -> Option<Finished> {
+        if self.sink.ordered {
             let c = r.ordered.remove(&self.next_out);
             if c.is_some() {
                 self.next_out += 1;
@@ -212,14 +263,12 @@ where
             c
         } else {
             r.arrived.pop_front()
-        };
-        match chunk {
-            Some(c) => {
-                self.current = c;
-                true
-            }
-            None => false,
         }
+    }
+
+    /// Makes a finished chunk the one being yielded (decoding it, out of the lock).
+    fn start(&mut self, f: Finished) {
+        self.current = f.results.decode(f.len, Some(f.chunk * self.chunksize));
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
@@ -235,34 +284,70 @@ where
             let sink = self.sink.clone();
             let seen = sink.arrivals.load(Ordering::Acquire);
             let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-            if self.take_chunk(&mut r) {
+            if let Some(f) = self.take_chunk(&mut r) {
+                drop(r);
+                self.start(f);
                 continue;
             }
             drop(r);
-            let until =
-                Deadline::after(deadline.map(|d| d.saturating_duration_since(Instant::now())));
-            self.spin
-                .spin_until(until, || sink.arrivals.load(Ordering::Acquire) != seen);
+            // Chunks still out: a sleep for several leaves at least half of them running.
+            let want = match deadline {
+                Some(_) => 1,
+                None => self
+                    .batch
+                    .min(self.next_chunk.saturating_sub(seen) / 2)
+                    .max(1),
+            };
+            if want == 1 {
+                let until =
+                    Deadline::after(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+                if self
+                    .spin
+                    .spin_until(until, || sink.arrivals.load(Ordering::Acquire) != seen)
+                {
+                    // Found within a spin: results come quickly, the next wait may batch.
+                    self.batch = self.batch.max(2);
+                }
+            }
             let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-            if self.take_chunk(&mut r) {
+            if let Some(f) = self.take_chunk(&mut r) {
+                drop(r);
+                self.start(f);
                 continue;
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Some(Err(Error::Timeout));
             }
+            let seen = sink.arrivals.load(Ordering::Acquire);
+            r.wake_at = seen + want;
             r.sleepers += 1;
-            let mut r = match deadline {
+            let bound = if want > 1 {
+                Some(now + BATCH_DELAY)
+            } else {
+                deadline
+            };
+            let mut r = match bound {
                 None => sink.cv.wait(r).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     sink.cv
-                        .wait_timeout(r, d - now)
+                        .wait_timeout(r, d.saturating_duration_since(now))
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
             };
             r.sleepers -= 1;
-            self.spin.woke();
+            drop(r);
+            let got = sink.arrivals.load(Ordering::Acquire) - seen;
+            self.batch = match (got >= want, now.elapsed() < SHORT_WAIT) {
+                (true, true) => (self.batch * 2).min(STREAM_WINDOW / 4),
+                (true, false) => self.batch,
+                // The bound passed first: back to one chunk at a time.
+                (false, _) => 1,
+            };
+            if want == 1 {
+                self.spin.woke();
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! workers are started is behind the `backend` traits, so the same scheduler can drive workers
 //! that are not local processes.
 
+mod arrived;
 mod async_result;
 pub(crate) mod backend;
 mod builder;
