@@ -37,15 +37,24 @@ struct Ready {
     /// stream in it takes several chunks per wake-up, instead of costing the pool's thread a
     /// wake-up call per chunk.
     wake_at: usize,
+    /// Buffers of decoded chunks, for the next chunks' bytes (at most [`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
 }
+
+/// How many emptied buffers wait for reuse, at most, and the largest kept: big results are
+/// rare enough that their allocation does not matter, and are not worth holding on to.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 64 * 1024;
 
 /// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
 /// order; the iterator takes a whole chunk per lock, and decodes it (`arrived`).
 pub(crate) struct ImapSink {
     ordered: bool,
     chunksize: usize,
-    /// Item counts of submitted chunks shorter than `chunksize` (the last one).
-    sizes: Mutex<std::collections::HashMap<usize, usize>>,
+    /// The index plus one of the one chunk shorter than `chunksize` (the last; 0: none yet),
+    /// and its length: set before that chunk is submitted, so before it completes.
+    short_chunk: AtomicUsize,
+    short_len: AtomicUsize,
     ready: Mutex<Ready>,
     cv: Condvar,
     /// Chunks completed so far, readable without the lock: what the consumer watches while it
@@ -57,19 +66,23 @@ impl Sink for ImapSink {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
         let len = match &results {
             ChunkResult::Items(v) => v.len(),
-            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => self
-                .sizes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&chunk)
-                .unwrap_or(self.chunksize),
+            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => {
+                if self.short_chunk.load(Ordering::Acquire) == chunk + 1 {
+                    self.short_len.load(Ordering::Acquire)
+                } else {
+                    self.chunksize
+                }
+            }
         };
+        let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        // A buffer the consumer is done with: the bytes cross from this thread to the consumer's
+        // and back without an allocation (and the allocator's lock) each way.
+        let spare = r.spare.pop();
         let finished = Finished {
             chunk,
             len,
-            results: Arrived::keep(results),
+            results: Arrived::keep(results, spare),
         };
-        let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if self.ordered {
             r.ordered.insert(chunk, finished);
         } else {
@@ -116,6 +129,8 @@ pub struct IMap<R, I> {
     spin: SpinWait,
     /// How many chunks the next sleep waits for (see [`BATCH_DELAY`]).
     batch: usize,
+    /// The buffer of the chunk last decoded, to give back to the sink.
+    emptied: Option<Vec<u8>>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -161,12 +176,14 @@ where
             sink: Arc::new(ImapSink {
                 ordered,
                 chunksize,
-                sizes: Mutex::new(std::collections::HashMap::new()),
+                short_chunk: AtomicUsize::new(0),
+                short_len: AtomicUsize::new(0),
                 ready: Mutex::new(Ready {
                     ordered: BTreeMap::new(),
                     arrived: VecDeque::new(),
                     sleepers: 0,
                     wake_at: 0,
+                    spare: Vec::new(),
                 }),
                 cv: Condvar::new(),
                 arrivals: AtomicUsize::new(0),
@@ -184,6 +201,7 @@ where
             limit,
             spin: SpinWait::pool(),
             batch: 1,
+            emptied: None,
             _r: PhantomData,
         }
     }
@@ -211,11 +229,8 @@ where
             self.next_chunk += 1;
             self.submitted += n;
             if n < self.chunksize {
-                self.sink
-                    .sizes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(index, n);
+                self.sink.short_len.store(n, Ordering::Release);
+                self.sink.short_chunk.store(index + 1, Ordering::Release);
             }
             let sink: Arc<dyn Sink> = self.sink.clone();
             let submitted = super::submit_part(
@@ -253,8 +268,14 @@ where
         }
     }
 
-    /// Takes the next finished chunk, if it is there.
+    /// Takes the next finished chunk, if it is there (and gives back emptied buffers).
     fn take_chunk(&mut self, r: &mut Ready) -> Option<Finished> {
+        if let Some(buf) = self.emptied.take()
+            && r.spare.len() < SPARE_BUFFERS
+            && buf.capacity() <= SPARE_CAPACITY
+        {
+            r.spare.push(buf);
+        }
         if self.sink.ordered {
             let c = r.ordered.remove(&self.next_out);
             if c.is_some() {
@@ -268,7 +289,9 @@ where
 
     /// Makes a finished chunk the one being yielded (decoding it, out of the lock).
     fn start(&mut self, f: Finished) {
-        self.current = f.results.decode(f.len, Some(f.chunk * self.chunksize));
+        let (decoded, buffer) = f.results.decode(f.len, Some(f.chunk * self.chunksize));
+        self.current = decoded;
+        self.emptied = buffer;
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
