@@ -23,6 +23,8 @@ mod common;
 mod manager;
 #[path = "scenarios/pool.rs"]
 mod pool;
+#[path = "scenarios/pool_idle.rs"]
+mod pool_idle;
 #[path = "scenarios/pool_timeouts.rs"]
 mod pool_timeouts;
 #[path = "scenarios/process_start.rs"]

@@ -83,10 +83,11 @@ fn reason(e: Error) -> String {
 /// Encodes `items` as one batch chunk: a single `Vec` of argument tuples (a one-argument
 /// worker's `T` encodes like `(T,)`).
 pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
-    // Room for small items up front: the encoder grows its buffer a byte at a time, and for a
-    // chunk of numbers the reallocations cost as much as the encoding.
+    // Room for a short chunk of small items up front: the encoder grows its buffer a byte at a
+    // time, and for a chunk of numbers the reallocations cost as much as the encoding. A long
+    // chunk grows as it goes (a guess of its whole size up front measured slower).
     let guess = items.len() * (std::mem::size_of::<T>() + 2).min(64);
-    let mut bytes = Vec::with_capacity(10 + guess);
+    let mut bytes = Vec::with_capacity((10 + guess).min(4096));
     let fds = codec::encode_owned_into(items, &mut bytes)?;
     Ok(Chunk {
         items: bytes,
