@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -287,11 +287,18 @@ where
         }
     }
 
-    /// Makes a finished chunk the one being yielded (decoding it, out of the lock).
-    fn start(&mut self, f: Finished) {
+    /// Makes the next finished chunk, if it is there, the one being yielded (decoding it once
+    /// the lock is released); else gives the lock back.
+    fn start_next<'a>(&mut self, mut r: MutexGuard<'a, Ready>) -> Option<MutexGuard<'a, Ready>> {
+        let f = match self.take_chunk(&mut r) {
+            Some(f) => f,
+            None => return Some(r),
+        };
+        drop(r);
         let (decoded, buffer) = f.results.decode(f.len, Some(f.chunk * self.chunksize));
         self.current = decoded;
         self.emptied = buffer;
+        None
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
@@ -306,12 +313,10 @@ where
             }
             let sink = self.sink.clone();
             let seen = sink.arrivals.load(Ordering::Acquire);
-            let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = self.take_chunk(&mut r) {
-                drop(r);
-                self.start(f);
+            let Some(r) = self.start_next(sink.ready.lock().unwrap_or_else(|p| p.into_inner()))
+            else {
                 continue;
-            }
+            };
             drop(r);
             // Chunks still out: a sleep for several leaves at least half of them running.
             let want = match deadline {
@@ -332,12 +337,10 @@ where
                     self.batch = self.batch.max(2);
                 }
             }
-            let mut r = sink.ready.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = self.take_chunk(&mut r) {
-                drop(r);
-                self.start(f);
+            let Some(mut r) = self.start_next(sink.ready.lock().unwrap_or_else(|p| p.into_inner()))
+            else {
                 continue;
-            }
+            };
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Some(Err(Error::Timeout));
