@@ -8,7 +8,7 @@
 //! laziness, chunking, callbacks, errors per task, a task SIGKILLed on an agent, terminate,
 //! close/join, time limits, terminate of a running task, memory limits, initializer,
 //! max_tasks_per_child, executor, handles refused, 1 MiB arguments
-//! and results, what worker processes inherit). Other launches: a job of one rank, a rank with a
+//! and results, short and long messages mixed in order, what worker processes inherit). Other launches: a job of one rank, a rank with a
 //! different registry, a failing `main`, an agent rank SIGKILLed, and a job across three network
 //! namespaces joined by a bridge (created and always deleted by the test). After each launch no
 //! process of it is left, and `/dev/shm` holds nothing of ours.
@@ -445,7 +445,42 @@ fn scenario_pool() -> ExitCode {
             let many = pool.map_chunked(echo_bytes, vec![big; 8], 1).map_err(e)?;
             ensure(many.iter().all(|b| *b == want), || {
                 "8 × 1 MiB came back wrong".into()
-            })
+            })?;
+            // Short and long messages mixed, both ways and in order: a long job's items and a
+            // long answer travel as messages of their own between the short ones.
+            let sizes = [
+                3usize,
+                70_000,
+                0,
+                65_536,
+                65_535,
+                200_000,
+                1,
+                1 << 20,
+                17,
+                64 * 1024 - 9,
+            ];
+            let inputs: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| (0..n).map(|i| (i * 7 + k) as u8).collect())
+                .collect();
+            for chunk in [1, 3] {
+                let back = pool
+                    .map_chunked(echo_bytes, inputs.clone(), chunk)
+                    .map_err(e)?;
+                for (k, (got, sent)) in back.iter().zip(&inputs).enumerate() {
+                    let mut want = sent.clone();
+                    want.reverse();
+                    ensure(*got == want, || {
+                        format!(
+                            "item {k} ({} bytes, chunks of {chunk}) came back wrong",
+                            sent.len()
+                        )
+                    })?;
+                }
+            }
+            Ok(())
         })(),
     );
     c.check(

@@ -3,9 +3,11 @@
 //! relays each worker's byte stream to and from rank 0. It decides nothing: rank 0's scheduler
 //! does (which job goes where, retries, replacements), as it does for a local pool.
 //!
-//! A worker's answers are forwarded frame by frame. A frame that carries descriptors (a result
-//! holding an OS handle) cannot leave the node: it is replaced by an answer that fails each of
-//! its items with a message that says so. When a worker process exits (killed, crashed, or
+//! A worker's answers are forwarded frame by frame: short ones gathered into one `Data` message,
+//! a long one as a `Frame` and its payload as a message of its own, sent from the buffer it was
+//! read into (rank 0 receives it into the buffer its scheduler reads). A frame that carries
+//! descriptors (a result holding an OS handle) cannot leave the node: it is replaced by an
+//! answer that fails each of its items with a message that says so. When a worker process exits (killed, crashed, or
 //! stopped), the agent reaps it and reports its exit code after the last of its answers, so
 //! that rank 0 fails only the job it was running.
 
@@ -25,6 +27,9 @@ use crate::pool::wire::{self, Cursor};
 use crate::registry;
 use crate::transport::frame::{HEADER_LEN, header};
 use crate::transport::reader::FrameReader;
+
+/// The shortest answer payload sent as a message of its own rather than copied into a `Data`.
+const OWN_MESSAGE: usize = 64 * 1024;
 
 /// One local worker process and its stream.
 struct Local {
@@ -91,8 +96,20 @@ impl Local {
         }
     }
 
-    /// Reads what the worker sent and appends its frames to `msg` (a `Data` message).
-    fn read(&mut self, rank: usize, msg: &mut Vec<u8>) {
+    /// Reads what the worker sent: the messages to rank 0 that carry its frames, in order.
+    fn read(&mut self, rank: usize, worker: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut msg = data_head(worker, 0);
+        self.read_frames(rank, worker, &mut msg, &mut out);
+        if msg.len() > data_head(worker, 0).len() {
+            out.push(msg);
+        }
+        out
+    }
+
+    /// [`Local::read`]: short frames are appended to `msg` (a `Data` message), which goes to
+    /// `out` before a long one does.
+    fn read_frames(&mut self, rank: usize, worker: u64, msg: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
         if self.broken {
             return;
         }
@@ -113,8 +130,17 @@ impl Local {
                     if frame.payload.first() == Some(&wire::DONE) {
                         self.answered += 1;
                     }
-                    msg.extend_from_slice(&header(frame.payload.len(), 0));
-                    msg.extend_from_slice(&frame.payload);
+                    if frame.payload.len() >= OWN_MESSAGE {
+                        if msg.len() > data_head(worker, 0).len() {
+                            out.push(std::mem::replace(msg, data_head(worker, 0)));
+                        }
+                        let len = frame.payload.len() as u64;
+                        out.push(Msg::Frame { worker, len }.encode());
+                        out.push(frame.payload);
+                    } else {
+                        msg.extend_from_slice(&header(frame.payload.len(), 0));
+                        msg.extend_from_slice(&frame.payload);
+                    }
                 }
                 Ok(Some(frame)) => match without_handles(&frame.payload, rank) {
                     Some(answer) => {
@@ -267,6 +293,22 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                         w.out.push(bytes, from);
                     }
                 }
+                Msg::Bulk {
+                    worker,
+                    bytes: head,
+                } => {
+                    // The items are the next message from rank 0, whoever they are for.
+                    let items = comm.recv_from(0);
+                    if let Some(w) = workers.get_mut(&worker)
+                        && !w.broken
+                    {
+                        w.jobs.feed(head);
+                        w.jobs.feed(&items);
+                        let from = bytes.len() - head.len();
+                        w.out.push(bytes, from);
+                        w.out.push(items, 0);
+                    }
+                }
                 Msg::Kill { worker } => {
                     if let Some(w) = workers.get(&worker) {
                         w.link.kill();
@@ -296,10 +338,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                 continue;
             };
             if readable || exited {
-                let mut msg = data_head(worker, 0);
-                let head_len = msg.len();
-                w.read(rank, &mut msg);
-                if msg.len() > head_len {
+                for msg in w.read(rank, worker) {
                     busy = true;
                     comm.send(0, msg);
                 }
@@ -365,7 +404,85 @@ fn wait(workers: &HashMap<u64, Local>, timeout: std::time::Duration) -> Vec<(u64
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
     use super::*;
+
+    /// A worker's end of its stream, for [`Local::read`].
+    struct FakeLink(OwnedFd, OwnedFd);
+
+    impl Link for FakeLink {
+        fn pid(&self) -> i32 {
+            0
+        }
+        fn channel(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+        fn sentinel(&self) -> BorrowedFd<'_> {
+            self.1.as_fd()
+        }
+        fn kill(&self) {}
+        fn reap(&mut self) -> i32 {
+            0
+        }
+    }
+
+    #[test]
+    fn long_answers_go_alone_between_the_short_ones_in_order() {
+        let (ours, theirs) = crate::transport::socket::bulk_stream_pair().unwrap();
+        let (sentinel, _keep) = crate::transport::socket::stream_pair().unwrap();
+        crate::sys::fd::set_nonblocking(ours.as_fd(), true).unwrap();
+        let payloads: Vec<Vec<u8>> = [5usize, 9, OWN_MESSAGE, 2, 200_000, OWN_MESSAGE - 1]
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| vec![k as u8; n])
+            .collect();
+        let sent = payloads.clone();
+        let writer = std::thread::spawn(move || {
+            for p in &sent {
+                crate::transport::frame::send_frame(theirs.as_fd(), p, &[]).unwrap();
+            }
+            theirs
+        });
+        let mut w = Local {
+            link: Box::new(FakeLink(ours, sentinel)),
+            reader: FrameReader::new(wire::MAX_FRAME),
+            out: Outbox::default(),
+            broken: false,
+            jobs: FrameCounter::default(),
+            answered: 0,
+        };
+        let mut msgs = Vec::new();
+        let total: usize = payloads.iter().map(Vec::len).sum();
+        while msgs.iter().map(Vec::len).sum::<usize>() < total {
+            msgs.extend(w.read(1, 77));
+        }
+        drop(writer.join().unwrap());
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let (mut i, mut long) = (0, 0);
+        while i < msgs.len() {
+            match Msg::decode(&msgs[i]).unwrap() {
+                Msg::Data { worker: 77, bytes } => {
+                    got.extend(
+                        crate::cluster::relay::split_frames(bytes)
+                            .unwrap()
+                            .into_iter()
+                            .map(|f| f.payload),
+                    );
+                    i += 1;
+                }
+                Msg::Frame { worker: 77, len } => {
+                    long += 1;
+                    assert_eq!(msgs[i + 1].len() as u64, len);
+                    got.push(msgs[i + 1].clone());
+                    i += 2;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, payloads);
+        assert_eq!(long, 2, "the long answers are messages of their own");
+    }
 
     #[test]
     fn frames_are_counted_across_pieces() {

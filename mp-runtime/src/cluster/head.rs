@@ -1,34 +1,31 @@
 //! Rank 0's side: the MPI thread that joins the pools' schedulers to the node agents, and how
 //! other threads ask things of it.
 //!
-//! Each remote worker is a stream socket pair on rank 0, exactly like a local worker's: the
-//! scheduler holds one end (through `remote::RemoteLink`), this thread the other. What the
-//! scheduler writes goes to the worker's agent as `Data` messages, and what the agent sends back
-//! is written to the socket in order. When the agent reports the worker's exit, the rest of its
-//! stream is written first, then the worker's exit cell (its sentinel) is set: the scheduler
-//! reads every answer the worker gave before it learns of its death, as with a local process.
+//! Each remote worker's stream is a [`Relay`] in memory on rank 0: the scheduler writes jobs
+//! into it (through `remote::RemoteLink`) and reads answers from it as from a local worker's
+//! socket, and this thread sends what was written to the worker's agent as `Data` messages and
+//! queues what the agent sends back, in order. When the agent reports the worker's exit, the
+//! stream ends after the last answer and then the worker's exit cell (its sentinel) is set: the
+//! scheduler reads every answer the worker gave before it learns of its death, as with a local
+//! process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{MsgFlags, recv};
 use nix::sys::time::TimeSpec;
 
-use super::messages::{Hello, LaunchSpec, Msg, data_head};
+use super::messages::{Hello, LaunchSpec, Msg};
 use super::mpi_io::{Backoff, Comm, HEAD_SPIN};
-use super::outbox::{Flushed, Outbox};
+use super::relay::{Outgoing, Relay};
 use crate::error::{Error, Result};
+use crate::transport::reader::RawFrame;
 
 /// How long the agents have to say goodbye when `main` ended.
 const BYE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The most bytes read from one worker's socket into one message.
-const READ_SIZE: usize = 4 << 20;
 
 /// What rank 0's MPI thread shares with the threads that use the cluster.
 pub(crate) struct Head {
@@ -49,12 +46,12 @@ struct State {
 
 /// What other threads ask of the MPI thread.
 pub(crate) enum Command {
-    /// Start a worker on `agent`, whose stream is `sock` and whose end goes to `exit`.
+    /// Start a worker on `agent`, whose stream is `relay` and whose end goes to `exit`.
     Launch {
         worker: u64,
         agent: usize,
         spec: LaunchSpec,
-        sock: OwnedFd,
+        relay: Arc<Relay>,
         exit: Arc<ExitCell>,
         reply: mpsc::Sender<std::result::Result<i32, String>>,
     },
@@ -142,6 +139,11 @@ impl Head {
     pub(crate) fn finish(&self, code: i32) {
         let _ = self.ask(Command::Finish { code });
     }
+
+    /// Wakes the MPI thread: a relay has bytes for an agent.
+    pub(super) fn nudge(&self) {
+        let _ = self.wake.write(1);
+    }
 }
 
 /// Where a remote worker's exit becomes known on rank 0: its code, and a descriptor that is
@@ -198,47 +200,18 @@ impl ExitCell {
 /// One remote worker's stream, as the MPI thread holds it.
 struct Route {
     agent: usize,
-    sock: OwnedFd,
-    /// Bytes from the worker not yet written to the socket.
-    out: Outbox,
+    relay: Arc<Relay>,
     exit: Arc<ExitCell>,
     /// Waiting for the agent's answer to the launch.
     reply: Option<mpsc::Sender<std::result::Result<i32, String>>>,
-    /// The agent reported the worker's exit.
-    exited: Option<i32>,
     /// Bytes went to the worker since it last sent any: an answer is awaited.
     awaiting: bool,
-    /// The scheduler closed its end: nothing more to read or write.
-    closed: bool,
-}
-
-impl Route {
-    /// Writes what the socket takes; true if it took something.
-    fn write(&mut self) -> bool {
-        if self.closed {
-            return false;
-        }
-        match self.out.flush(self.sock.as_fd()) {
-            Flushed::Wrote => true,
-            Flushed::Idle => false,
-            Flushed::Gone => {
-                self.closed = true;
-                false
-            }
-        }
-    }
-
-    /// Everything the agent sent has been handed to the scheduler.
-    fn drained(&self) -> bool {
-        self.out.is_empty() || self.closed
-    }
 }
 
 /// The MPI thread of rank 0, until `main` ends.
 pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     let mut routes: HashMap<u64, Route> = HashMap::new();
     let mut backoff = Backoff::new(HEAD_SPIN);
-    let mut readable: Vec<u64> = Vec::new();
     let code = 'run: loop {
         let mut busy = false;
         let commands = std::mem::take(&mut head.lock().commands);
@@ -249,7 +222,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                     worker,
                     agent,
                     spec,
-                    sock,
+                    relay,
                     exit,
                     reply,
                 } => {
@@ -258,13 +231,10 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                         worker,
                         Route {
                             agent,
-                            sock,
-                            out: Outbox::default(),
+                            relay,
                             exit,
                             reply: Some(reply),
-                            exited: None,
                             awaiting: true,
-                            closed: false,
                         },
                     );
                 }
@@ -276,38 +246,19 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
             busy = true;
             receive(&head, &mut comm, &mut routes, from, bytes);
         }
-        for (&worker, r) in routes.iter_mut() {
-            if !readable.contains(&worker) || r.closed {
-                continue;
-            }
-            loop {
-                match read_data(r.sock.as_fd(), worker) {
-                    Read::Data(msg, more) => {
-                        busy = true;
-                        r.awaiting = true;
-                        comm.send(r.agent, msg);
-                        if !more {
-                            break;
-                        }
-                    }
-                    Read::Nothing => break,
-                    Read::Closed => {
-                        r.closed = true;
-                        break;
+        for r in routes.values_mut() {
+            for out in r.relay.take_outgoing() {
+                busy = true;
+                r.awaiting = true;
+                match out {
+                    Outgoing::Data(msg) => comm.send(r.agent, msg),
+                    Outgoing::Shared { bulk, items } => {
+                        comm.send(r.agent, bulk);
+                        comm.send_shared(r.agent, items);
                     }
                 }
             }
         }
-        for r in routes.values_mut() {
-            busy |= r.write();
-        }
-        routes.retain(|_, r| match r.exited {
-            Some(code) if r.drained() => {
-                r.exit.set(code);
-                false
-            }
-            _ => true,
-        });
         if comm.progress() {
             // Sends in progress need MPI to be called to move on.
             busy = true;
@@ -315,8 +266,8 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
         if busy {
             backoff.active();
         }
-        let expecting = routes.values().any(|r| r.awaiting && r.exited.is_none());
-        readable = wait(&head, &routes, backoff.next_wait(expecting, true));
+        let expecting = routes.values().any(|r| r.awaiting);
+        wait(&head, backoff.next_wait(expecting, true));
     };
     for agent in 1..comm.size {
         comm.send(agent, Msg::Shutdown { code }.encode());
@@ -345,41 +296,10 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
     // Launches asked for too late fail when their reply channel drops with the commands.
     drop(leftovers);
     for (_, r) in routes.drain() {
+        r.relay.end();
         r.exit.set(crate::process::child::UNKNOWN_EXITCODE);
     }
     drop(comm);
-}
-
-/// What one read of a worker's socket on rank 0 gave.
-enum Read {
-    /// A `Data` message of what the scheduler wrote; true if it was cut at [`READ_SIZE`].
-    Data(Vec<u8>, bool),
-    /// Nothing waiting.
-    Nothing,
-    /// The scheduler closed its end, or the socket failed.
-    Closed,
-}
-
-/// Reads what the scheduler wrote to a worker's socket straight into a `Data` message for its
-/// agent, sized to what the socket holds: the bytes are copied once on their way to MPI.
-fn read_data(sock: BorrowedFd<'_>, worker: u64) -> Read {
-    // At least one byte: a socket that polled readable with nothing queued is at its end.
-    let size = crate::sys::fd::queued_bytes(sock).clamp(1, READ_SIZE);
-    let mut msg = data_head(worker, size);
-    let head = msg.len();
-    msg.resize(head + size, 0);
-    loop {
-        return match recv(sock.as_raw_fd(), &mut msg[head..], MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => Read::Closed,
-            Ok(n) => {
-                msg.truncate(head + n);
-                Read::Data(msg, n == READ_SIZE)
-            }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => Read::Nothing,
-            Err(_) => Read::Closed,
-        };
-    }
 }
 
 /// Handles one message from an agent.
@@ -423,17 +343,35 @@ fn receive(
             worker,
             bytes: data,
         } => {
-            let from = bytes.len() - data.len();
             if let Some(r) = routes.get_mut(&worker) {
                 r.awaiting = false;
-                if !r.closed {
-                    r.out.push(bytes, from);
+                r.relay.deliver_data(data);
+            }
+        }
+        Msg::Frame { worker, len } => {
+            // The payload is the next message from this agent, whoever it is for.
+            let payload = comm.recv_from(from);
+            if let Some(r) = routes.get_mut(&worker) {
+                r.awaiting = false;
+                if payload.len() as u64 == len {
+                    r.relay.deliver([RawFrame {
+                        payload,
+                        fds: Vec::new(),
+                    }]);
+                } else {
+                    r.relay.break_stream(format!(
+                        "a frame announced {len} bytes but {} came",
+                        payload.len()
+                    ));
                 }
             }
         }
         Msg::Exited { worker, code } => {
-            if let Some(r) = routes.get_mut(&worker) {
-                r.exited = Some(code);
+            if let Some(r) = routes.remove(&worker) {
+                // Everything the worker sent came before: its stream ends, then its death is
+                // known.
+                r.relay.end();
+                r.exit.set(code);
             }
         }
         other => crate::sys::stderr_line(&format!(
@@ -442,37 +380,15 @@ fn receive(
     }
 }
 
-/// Polls the wake-up descriptor and the workers' sockets for up to `timeout`; returns the
-/// workers whose sockets are readable.
-fn wait(head: &Head, routes: &HashMap<u64, Route>, timeout: Duration) -> Vec<u64> {
-    let mut ids = Vec::with_capacity(routes.len());
-    let mut fds = Vec::with_capacity(routes.len() + 1);
-    fds.push(PollFd::new(head.wake.as_fd(), PollFlags::POLLIN));
-    for (&w, r) in routes {
-        if r.closed {
-            continue;
-        }
-        let mut flags = PollFlags::POLLIN;
-        if !r.out.is_empty() {
-            flags |= PollFlags::POLLOUT;
-        }
-        ids.push(w);
-        fds.push(PollFd::new(r.sock.as_fd(), flags));
-    }
+/// Sleeps until another thread wakes this one (a command, or bytes in a relay), or `timeout`.
+fn wait(head: &Head, timeout: Duration) {
+    let mut fds = [PollFd::new(head.wake.as_fd(), PollFlags::POLLIN)];
     let ts = TimeSpec::from_duration(timeout);
-    if nix::poll::ppoll(&mut fds, Some(ts), None).is_err() {
-        return Vec::new();
-    }
-    if fds[0]
-        .revents()
-        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+    if nix::poll::ppoll(&mut fds, Some(ts), None).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
     {
         let _ = head.wake.read();
     }
-    let rd = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
-    ids.into_iter()
-        .zip(&fds[1..])
-        .filter(|(_, f)| f.revents().is_some_and(|r| r.intersects(rd)))
-        .map(|(w, _)| w)
-        .collect()
 }

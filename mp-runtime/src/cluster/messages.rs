@@ -10,6 +10,10 @@
 //! Exited:       7 worker code(zigzag)                         agent → 0
 //! Shutdown:     8 code(zigzag)                                0 → agent, when main ended
 //! Bye:          9                                             agent → 0, its last message
+//! Frame:       10 worker len                                  agent → 0: the next message is
+//!                                                             one whole answer frame's payload
+//! Bulk:        11 worker bytes…                               0 → agent: the stream goes on
+//!                                                             with bytes, then the next message
 //! ```
 //!
 //! Rank 0 receives until every agent's `Bye` before it finalizes MPI: no message is left
@@ -19,7 +23,11 @@
 //! pool's `wire` encoding). `Data` carries a piece of the byte stream between the pool's
 //! scheduler and one worker process, which the two ends forward as it comes: MPI keeps the
 //! order of messages between two ranks, so the stream arrives whole and in order, and
-//! `Exited` arrives after the last `Data` of its worker.
+//! `Exited` arrives after the last `Data` of its worker. From an agent, `Data` holds whole
+//! frames only, and a long answer travels as `Frame` followed by a message of its bare payload:
+//! rank 0 receives that payload into the buffer the scheduler then reads it from, with no copy
+//! on the way. To an agent, a long job goes as `Bulk` (the frame's header and the job's head)
+//! followed by a message of its items, sent from the buffer the task keeps them in.
 
 use crate::error::{Error, Result};
 use crate::pool::wire::{Cursor, put_bytes, put_uint};
@@ -34,6 +42,8 @@ const KILL: u8 = 6;
 const EXITED: u8 = 7;
 const SHUTDOWN: u8 = 8;
 const BYE: u8 = 9;
+const FRAME: u8 = 10;
+const BULK: u8 = 11;
 
 /// What a node agent says about itself when it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +76,8 @@ pub(crate) enum Msg<'a> {
     Exited { worker: u64, code: i32 },
     Shutdown { code: i32 },
     Bye,
+    Frame { worker: u64, len: u64 },
+    Bulk { worker: u64, bytes: &'a [u8] },
 }
 
 fn zigzag(v: i32) -> u64 {
@@ -150,6 +162,16 @@ impl Msg<'_> {
                 put_uint(&mut b, zigzag(*code));
             }
             Msg::Bye => b.push(BYE),
+            Msg::Bulk { worker, bytes } => {
+                b.push(BULK);
+                put_uint(&mut b, *worker);
+                b.extend_from_slice(bytes);
+            }
+            Msg::Frame { worker, len } => {
+                b.push(FRAME);
+                put_uint(&mut b, *worker);
+                put_uint(&mut b, *len);
+            }
         }
         b
     }
@@ -214,6 +236,17 @@ impl Msg<'_> {
                 code: unzigzag(c.uint()?)?,
             },
             BYE => Msg::Bye,
+            BULK => {
+                let worker = c.uint()?;
+                Msg::Bulk {
+                    worker,
+                    bytes: &buf[c.position()..],
+                }
+            }
+            FRAME => Msg::Frame {
+                worker: c.uint()?,
+                len: c.uint()?,
+            },
             k => return Err(Error::protocol(format!("unknown cluster message kind {k}"))),
         };
         Ok(msg)
@@ -269,6 +302,14 @@ mod tests {
             Msg::Shutdown { code: 101 },
             Msg::Shutdown { code: 0 },
             Msg::Bye,
+            Msg::Frame {
+                worker: 5,
+                len: 1 << 20,
+            },
+            Msg::Bulk {
+                worker: 6,
+                bytes: &[9, 8, 7],
+            },
         ];
         for m in &all {
             let bytes = m.encode();

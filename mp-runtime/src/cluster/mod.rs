@@ -59,6 +59,7 @@ mod launch_env;
 mod messages;
 mod mpi_io;
 mod outbox;
+mod relay;
 mod remote;
 pub(crate) mod session;
 

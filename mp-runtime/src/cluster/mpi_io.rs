@@ -7,23 +7,41 @@
 //! messages (`MPI_Iprobe`) between polls of its sockets; [`Backoff`] makes those polls longer
 //! the longer nothing happens, so that an idle rank costs almost no CPU (see `Backoff`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source, Status};
 use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::Equivalence;
 use mpi::{Tag, Threading};
 
 /// The one tag of `mp`'s messages: MPI keeps the order of messages with one tag between two
 /// ranks, which `messages` relies on.
 const TAG: Tag = 0x6d70;
 
-/// A send in progress: its request, and the buffer it owns until then.
+/// A send in progress: its request, and the buffer it holds until then.
 struct Sending {
     request: Request<'static, [u8], StaticScope>,
-    buffer: *const [u8],
+    buffer: Held,
+}
+
+/// The buffer of a send in progress.
+enum Held {
+    /// Owned: from `Box::leak` in [`Comm::send`], freed when the send completes.
+    Owned(*const [u8]),
+    /// Shared with a task that keeps it ([`Comm::send_shared`]): a reference dropped then.
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Held {
+    /// The send completed: nothing reads the buffer any more.
+    fn release(self) {
+        match self {
+            Held::Owned(buffer) => free(buffer),
+            Held::Shared(items) => drop(items),
+        }
+    }
 }
 
 /// This rank's MPI: world communicator, rank and size, and the sends in progress.
@@ -62,9 +80,29 @@ impl Comm {
             .immediate_send_with_tag(StaticScope, buffer, TAG);
         self.sending.push(Sending {
             request,
-            buffer: buffer as *const [u8],
+            buffer: Held::Owned(buffer as *const [u8]),
         });
         // Small messages often complete at once; frees their buffers early.
+        self.progress();
+    }
+
+    /// Starts sending `bytes`, shared with their owner, to `rank` without copying them; returns
+    /// at once. The reference is dropped when the send completes.
+    pub(crate) fn send_shared(&mut self, rank: usize, bytes: Arc<Vec<u8>>) {
+        // SAFETY: the slice points into the vector `bytes` holds, which is neither freed nor
+        // written while this send is in progress: the `Arc` is kept in `sending` until the
+        // request completes (`progress`, `flush`, or `Drop`, which flushes), and a vector
+        // shared through an `Arc` cannot be written through it.
+        let buffer: &'static [u8] =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        let request = self
+            .world
+            .process_at_rank(rank as i32)
+            .immediate_send_with_tag(StaticScope, buffer, TAG);
+        self.sending.push(Sending {
+            request,
+            buffer: Held::Shared(bytes),
+        });
         self.progress();
     }
 
@@ -73,7 +111,7 @@ impl Comm {
         let mut pending = Vec::with_capacity(self.sending.len());
         for s in self.sending.drain(..) {
             match s.request.test() {
-                Ok(_) => free(s.buffer),
+                Ok(_) => s.buffer.release(),
                 Err(request) => pending.push(Sending {
                     request,
                     buffer: s.buffer,
@@ -90,20 +128,25 @@ impl Comm {
     /// that receives, so the probed message is the one received.)
     pub(crate) fn try_recv(&mut self) -> Option<(usize, Vec<u8>)> {
         let status: Status = self.world.any_process().immediate_probe_with_tag(TAG)?;
-        let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
-        let mut buf = vec![0u8; len];
-        let source = status.source_rank();
-        self.world
-            .process_at_rank(source)
-            .receive_into_with_tag(&mut buf[..], TAG);
-        Some((source as usize, buf))
+        let source = usize::try_from(status.source_rank()).ok()?;
+        Some((source, self.recv_from(source)))
+    }
+
+    /// The next message from `rank`, waiting for it: one known to be there or on its way (the
+    /// payload that follows a `Frame`). It lands in a vector of its exact size, not zeroed first.
+    pub(crate) fn recv_from(&mut self, rank: usize) -> Vec<u8> {
+        let (bytes, _) = self
+            .world
+            .process_at_rank(rank as i32)
+            .receive_vec_with_tag::<u8>(TAG);
+        bytes
     }
 
     /// Waits for every send in progress to complete.
     pub(crate) fn flush(&mut self) {
         for s in self.sending.drain(..) {
             s.request.wait_without_status();
-            free(s.buffer);
+            s.buffer.release();
         }
     }
 }

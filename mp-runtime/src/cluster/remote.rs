@@ -1,19 +1,19 @@
 //! The cluster as a pool backend: [`MpiBackend`] checks that the job has agents that run the
 //! same program, and its launcher starts workers on them, the least loaded agent first. The
-//! scheduler drives a [`RemoteLink`] exactly like a local worker.
+//! scheduler drives a [`RemoteLink`] like a local worker, its stream in a [`Relay`].
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::head::{self, Command, ExitCell, Head};
 use super::messages::LaunchSpec;
+use super::relay::Relay;
 use super::{fingerprint, launch_env};
 use crate::error::{Error, Result};
-use crate::pool::backend::{Launcher, Link, Remote, RemoteSpec};
+use crate::pool::backend::{Launcher, Link, Pipe, Remote, RemoteSpec};
 use crate::start_method::StartMethod;
-use crate::transport::socket::bulk_stream_pair;
 
 /// How long the agents have to report after the job started.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -129,10 +129,7 @@ impl Launcher for MpiLauncher {
             .expect("a cluster pool has at least one agent");
         let agent = index + 1;
         let worker = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
-        let (ours, theirs) = bulk_stream_pair()?;
-        for fd in [ours.as_fd(), theirs.as_fd()] {
-            crate::sys::fd::set_nonblocking(fd, true).map_err(|e| Error::io("fcntl", e))?;
-        }
+        let relay = Arc::new(Relay::new(worker, self.head.clone())?);
         let exit = Arc::new(ExitCell::new()?);
         let (reply, answer) = mpsc::channel();
         let ended = |why: String| Error::PoolBroken {
@@ -143,7 +140,7 @@ impl Launcher for MpiLauncher {
                 worker,
                 agent,
                 spec: self.spec.clone(),
-                sock: theirs,
+                relay: relay.clone(),
                 exit: exit.clone(),
                 reply,
             })
@@ -174,7 +171,7 @@ impl Launcher for MpiLauncher {
             worker,
             agent,
             pid,
-            channel: ours,
+            relay,
             exit,
             head: self.head.clone(),
             live: live.clone(),
@@ -187,7 +184,7 @@ struct RemoteLink {
     worker: u64,
     agent: usize,
     pid: i32,
-    channel: OwnedFd,
+    relay: Arc<Relay>,
     exit: Arc<ExitCell>,
     head: Arc<Head>,
     live: Arc<AtomicUsize>,
@@ -199,7 +196,11 @@ impl Link for RemoteLink {
     }
 
     fn channel(&self) -> BorrowedFd<'_> {
-        self.channel.as_fd()
+        self.relay.fd()
+    }
+
+    fn pipe(&self) -> Option<Arc<dyn Pipe>> {
+        Some(self.relay.clone())
     }
 
     fn sentinel(&self) -> BorrowedFd<'_> {
@@ -224,6 +225,7 @@ impl Link for RemoteLink {
 
 impl Drop for RemoteLink {
     fn drop(&mut self) {
+        self.relay.drop_stream();
         self.live.fetch_sub(1, Ordering::SeqCst);
     }
 }

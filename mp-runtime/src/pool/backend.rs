@@ -14,6 +14,7 @@ use crate::connection::FdRef;
 use crate::error::{Error, Result};
 use crate::process::{Process, ProcessBuilder};
 use crate::start_method::StartMethod;
+use crate::transport::reader::FrameReader;
 use crate::transport::socket::bulk_stream_pair;
 
 /// Starts workers.
@@ -51,6 +52,26 @@ pub(crate) trait Link: Send {
     }
     /// Waits for the worker to exit and returns Python's exit code (`-N` for signal `N`).
     fn reap(&mut self) -> i32;
+    /// The worker's stream when it travels in memory rather than on the socket (a remote
+    /// worker's, handed to and from the thread that talks to its machine): `channel` is then
+    /// only readable while answers wait in the pipe, and the pipe carries no descriptors.
+    fn pipe(&self) -> Option<Arc<dyn Pipe>> {
+        None
+    }
+}
+
+/// A worker's byte stream carried in memory (see [`Link::pipe`]).
+pub(crate) trait Pipe: Send + Sync {
+    /// Takes `parts`, written one after the other, whole: a pipe is never full.
+    fn send(&self, parts: &[&[u8]]);
+    /// Takes a frame of `head` then `items`, the items sent from where they are (the task that
+    /// holds them keeps them, to send again if the worker dies first).
+    fn send_shared(&self, head: &[u8], items: &Arc<Vec<u8>>);
+    /// Moves the whole frames that have arrived into `reader` (with
+    /// [`FrameReader::push_frame`]): the bytes they hold, `Some(0)` once the stream has ended
+    /// and everything was read, `None` if nothing is waiting. An error if the worker's side
+    /// sent something that is not a frame of the pool's protocol.
+    fn recv(&self, reader: &mut FrameReader) -> Result<Option<usize>>;
 }
 
 /// Where a pool's (or an executor's) workers run: on this machine (the default,

@@ -19,15 +19,25 @@ pub(crate) fn default_chunksize(len: usize, processes: usize) -> usize {
     }
 }
 
+/// Room left before an item's bytes for its two varints (descriptor count, length): each item is
+/// encoded where it stays in the chunk, and its varints are written in front once its size is
+/// known.
+const PREFIX_ROOM: usize = 2 + 5;
+
+/// The longest item moved down to close the room its varints did not need. A longer one stays
+/// where it is, behind varints padded to fill the room (the decoder reads them the same), so that
+/// a large argument is not copied once more.
+const COMPACT_MAX: usize = 16 * 1024;
+
 /// Encodes up to `n` items of `items` into one chunk (fewer if the input ends). Returns how many
 /// items were taken, and the chunk or the first encoding error among them.
 pub(crate) fn encode_chunk<T: Serialize>(
     items: &mut impl Iterator<Item = T>,
     n: usize,
-    scratch: &mut Vec<u8>,
 ) -> (usize, Result<Chunk>) {
+    let mut bytes = Vec::new();
     let mut chunk = Chunk {
-        items: Vec::new(),
+        items: Default::default(),
         fds: Vec::new(),
         nitems: 0,
         batch: false,
@@ -38,8 +48,9 @@ pub(crate) fn encode_chunk<T: Serialize>(
         if first_error.is_some() {
             continue;
         }
-        scratch.clear();
-        match codec::encode_into(&item, scratch) {
+        let at = bytes.len();
+        bytes.resize(at + PREFIX_ROOM, 0);
+        match codec::encode_into(&item, &mut bytes) {
             Ok(raw) => {
                 for fd in &raw {
                     // SAFETY: `fd` was recorded by the codec from a live handle inside `item`,
@@ -50,13 +61,23 @@ pub(crate) fn encode_chunk<T: Serialize>(
                         Err(e) => first_error = Some(Error::io("dup", e)),
                     }
                 }
-                wire::put_uint(&mut chunk.items, raw.len() as u64);
-                wire::put_bytes(&mut chunk.items, scratch);
+                let len = bytes.len() - at - PREFIX_ROOM;
+                let nfds = raw.len() as u64;
+                if len >= COMPACT_MAX && nfds < 1 << 14 && (len as u64) < 1 << 35 {
+                    wire::put_uint_padded(&mut bytes[at..at + 2], nfds);
+                    wire::put_uint_padded(&mut bytes[at + 2..at + PREFIX_ROOM], len as u64);
+                } else {
+                    let mut prefix = Vec::with_capacity(PREFIX_ROOM + 8);
+                    wire::put_uint(&mut prefix, nfds);
+                    wire::put_uint(&mut prefix, len as u64);
+                    bytes.splice(at..at + PREFIX_ROOM, prefix);
+                }
             }
             Err(e) => first_error = Some(e),
         }
     }
     let taken = chunk.nitems;
+    chunk.items = bytes.into();
     match first_error {
         Some(e) => (taken, Err(e)),
         None => (taken, Ok(chunk)),
@@ -90,7 +111,7 @@ pub(crate) fn encode_batch<T: Serialize>(items: &[T]) -> Result<Chunk> {
     let mut bytes = Vec::with_capacity((10 + guess).min(4096));
     let fds = codec::encode_owned_into(items, &mut bytes)?;
     Ok(Chunk {
-        items: bytes,
+        items: bytes.into(),
         fds,
         nitems: items.len(),
         batch: true,
@@ -240,5 +261,67 @@ impl<R> Iterator for Decoded<R> {
             Decoded::All(values) => values.size_hint(),
             Decoded::Each(results) => results.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    /// Per-item chunks as the worker reads them: each item's descriptor count and bytes.
+    fn read_items(chunk: &Chunk) -> Vec<(u64, Vec<u8>)> {
+        let mut c = wire::Cursor::new(&chunk.items);
+        let mut out = Vec::new();
+        for _ in 0..chunk.nitems {
+            let nfds = c.uint().unwrap();
+            out.push((nfds, c.bytes().unwrap().to_vec()));
+        }
+        assert!(c.u8().is_err(), "bytes after the last item");
+        out
+    }
+
+    fn bytes_of(n: usize) -> ByteBuf {
+        ByteBuf::from((0..n).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn items_short_and_long_read_back_whole() {
+        let values: Vec<ByteBuf> = [0, 5, COMPACT_MAX - 8, COMPACT_MAX, 1 << 20]
+            .into_iter()
+            .map(bytes_of)
+            .collect();
+        let (taken, chunk) = encode_chunk(&mut values.iter(), 10);
+        let chunk = chunk.unwrap();
+        assert_eq!(taken, values.len());
+        let read = read_items(&chunk);
+        assert_eq!(read.len(), values.len());
+        for (v, (nfds, bytes)) in values.iter().zip(&read) {
+            assert_eq!(*nfds, 0);
+            assert_eq!(&codec::decode::<ByteBuf>(bytes, Vec::new()).unwrap(), v);
+        }
+        // A short item's varints take what they need; a long one's fill the room.
+        assert_eq!(chunk.items[..2], [0, 1]);
+        let one = encode_chunk(&mut std::iter::once(&values[4]), 1).1.unwrap();
+        let encoded = codec::encode(&values[4]).unwrap().bytes;
+        assert_eq!(one.items.len(), PREFIX_ROOM + encoded.len());
+        assert_eq!(one.items[PREFIX_ROOM..], encoded[..]);
+    }
+
+    #[test]
+    fn an_item_that_cannot_be_encoded_fails_the_chunk_and_the_rest_are_taken() {
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                _: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let items = [None, Some(Refuses), None];
+        let (taken, chunk) = encode_chunk(&mut items.iter(), 3);
+        assert_eq!(taken, 3);
+        assert!(matches!(chunk, Err(Error::Codec { .. })));
     }
 }

@@ -550,9 +550,8 @@ pub(crate) fn submit_part<T: Serialize>(
     feeder: bool,
     limit: Option<Duration>,
 ) -> Result<Option<u64>> {
-    let mut scratch = Vec::new();
     let whole = if part.len() == 1 {
-        encode_chunk(&mut part.iter(), 1, &mut scratch).1
+        encode_chunk(&mut part.iter(), 1).1
     } else {
         encode_batch(part)
     };
@@ -568,23 +567,25 @@ pub(crate) fn submit_part<T: Serialize>(
         }
         Err(_) => {
             // Rare: find the items that do not encode, and send the others alone.
+            let mut good_items = Vec::new();
             let mut good = scheduler::Chunk {
-                items: Vec::new(),
+                items: Default::default(),
                 fds: Vec::new(),
                 nitems: 0,
                 batch: false,
             };
             let mut failed = Vec::new();
             for (at, item) in part.iter().enumerate() {
-                match encode_chunk(&mut std::iter::once(item), 1, &mut scratch).1 {
+                match encode_chunk(&mut std::iter::once(item), 1).1 {
                     Ok(one) => {
-                        good.items.extend_from_slice(&one.items);
+                        good_items.extend_from_slice(&one.items);
                         good.fds.extend(one.fds);
                         good.nitems += 1;
                     }
                     Err(e) => failed.push((at, e.at_position(0))),
                 }
             }
+            good.items = good_items.into();
             if good.nitems > 0 {
                 core.ensure_portable(&good, type_name)?;
                 let patched: Arc<dyn Sink> = Arc::new(Patched {
@@ -650,8 +651,7 @@ pub(crate) fn submit_one<A: Serialize>(
     started: Option<Arc<std::sync::atomic::AtomicBool>>,
     limit: Option<Duration>,
 ) -> Result<u64> {
-    let mut scratch = Vec::new();
-    let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1, &mut scratch);
+    let (_, chunk) = encode_chunk(&mut std::iter::once(args), 1);
     let chunk = chunk?;
     core.ensure_portable(&chunk, std::any::type_name::<A>())?;
     let mut task = Task::new(name, 0, chunk, sink).with_limit(limit);

@@ -4,7 +4,9 @@
 //! Each worker has its own duplex socket, and a local worker also its lanes, two rings in
 //! shared memory that carry jobs and answers without a system call while both sides are awake
 //! (`lane`): the socket then carries what memory cannot (descriptors, long messages) and the
-//! wake-ups of a side that sleeps. The owner of every task is known: when a worker's
+//! wake-ups of a side that sleeps. A remote worker's stream travels in memory to and from the
+//! thread that relays it to its machine (`Link::pipe`), its descriptor only saying when answers
+//! wait. The owner of every task is known: when a worker's
 //! sentinel fires, the scheduler reads what the worker still managed to send, fails the one job
 //! it was running with [`Error::WorkerDied`], puts the jobs it had not started back at the front
 //! of the queue, and starts a replacement. There is no shared queue whose lock a dying worker
@@ -38,7 +40,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
-use super::backend::{Launcher, Link};
+use super::backend::{Launcher, Link, Pipe};
 use super::intensity::{Deaths, Intensity};
 use super::lane::{Lanes, Record};
 use super::wire::{self, Cursor};
@@ -87,7 +89,9 @@ pub(crate) trait Sink: Send + Sync {
 /// Encoded arguments of a task. Per item `nfds len bytes`, or for a batch chunk the encoded
 /// `Vec` of argument tuples (its descriptors in `fds`).
 pub(crate) struct Chunk {
-    pub(crate) items: Vec<u8>,
+    /// Shared, so that a send to a remote worker goes out from here while the task keeps them
+    /// (to send again if the worker dies first).
+    pub(crate) items: Arc<Vec<u8>>,
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) nitems: usize,
     pub(crate) batch: bool,
@@ -133,7 +137,7 @@ impl Task {
     /// answers it in order, if it gets to it), nothing to deliver to.
     fn tombstone(&self) -> Task {
         let chunk = Chunk {
-            items: Vec::new(),
+            items: Arc::default(),
             fds: Vec::new(),
             nitems: self.chunk.nitems,
             batch: self.chunk.batch,
@@ -219,11 +223,20 @@ struct State {
 }
 
 /// A worker with nothing to do, as published for submitters: its slot's key, and where to
-/// write a job (its lanes, or a second descriptor on its socket).
+/// write a job (its lanes, or a second descriptor on its socket, or its pipe).
 struct Idle {
     key: u64,
-    fd: Arc<OwnedFd>,
+    door: Door,
     lanes: Option<Arc<Lanes>>,
+}
+
+/// Where a submitter writes a job for an idle worker itself.
+#[derive(Clone)]
+enum Door {
+    /// A second descriptor on the worker's socket.
+    Socket(Arc<OwnedFd>),
+    /// The worker's pipe ([`Link::pipe`]).
+    Pipe(Arc<dyn Pipe>),
 }
 
 /// A task a submitter wrote to an idle worker itself.
@@ -384,7 +397,7 @@ impl Core {
             // marker, from the task's own bytes.
             return Err(task);
         }
-        let Some(Idle { key, fd, lanes }) = st.idle.pop() else {
+        let Some(Idle { key, door, lanes }) = st.idle.pop() else {
             return Err(task);
         };
         let mut buf = Vec::new();
@@ -395,7 +408,9 @@ impl Core {
             if !matches!(lanes.send(&buf[HEADER_LEN..]), Ok(true)) {
                 return Err(task);
             }
-            if lanes.peer_sleeping() {
+            if lanes.peer_sleeping()
+                && let Door::Socket(fd) = &door
+            {
                 // Not sent (socket full): the worker has unread bytes there and wakes anyway.
                 let _ =
                     send_nonblocking(fd.as_fd(), Parts(&wire::short_frame(wire::WAKE), &[]), &[]);
@@ -412,13 +427,23 @@ impl Core {
         }
         // The head and the task's items in one write, without copying the items.
         let frame = Parts(&buf, &task.chunk.items);
-        let sent = loop {
-            match send_nonblocking(fd.as_fd(), frame, &[]) {
-                Ok(n) if n > 0 => break n,
-                Err(Errno::EINTR) => continue,
-                // Nothing written (full, or the worker is gone): the scheduler takes it.
-                _ => return Err(task),
+        let sent = match &door {
+            Door::Pipe(pipe) => {
+                if frame.1.len() >= WRITE_THROUGH {
+                    pipe.send_shared(frame.0, &task.chunk.items);
+                } else {
+                    pipe.send(&[frame.0, frame.1]);
+                }
+                frame.len()
             }
+            Door::Socket(fd) => loop {
+                match send_nonblocking(fd.as_fd(), frame, &[]) {
+                    Ok(n) if n > 0 => break n,
+                    Err(Errno::EINTR) => continue,
+                    // Nothing written (full, or the worker is gone): the scheduler takes it.
+                    _ => return Err(task),
+                }
+            },
         };
         let partial = sent < frame.len();
         let rest = partial.then(|| (frame.to_vec(), sent));
@@ -593,9 +618,11 @@ struct Out {
 struct Slot {
     /// Identifies the slot in `State::idle` and `State::handed`.
     key: u64,
-    /// A second descriptor on the job socket, for submitters writing to an idle worker.
-    fast: Option<Arc<OwnedFd>>,
+    /// Where submitters write to the worker while it is idle.
+    fast: Option<Door>,
     link: Box<dyn Link>,
+    /// The worker's stream, if it travels in memory (`Link::pipe`), not on `link.channel()`.
+    pipe: Option<Arc<dyn Pipe>>,
     reader: FrameReader,
     /// The worker's lanes (a local worker's), which carry jobs and answers (`pool::lane`).
     lanes: Option<Arc<Lanes>>,
@@ -652,7 +679,15 @@ impl Slot {
         static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut slot = Slot {
             key: KEYS.fetch_add(1, Ordering::Relaxed),
-            fast: link.channel().try_clone_to_owned().ok().map(Arc::new),
+            fast: match link.pipe() {
+                Some(pipe) => Some(Door::Pipe(pipe)),
+                None => link
+                    .channel()
+                    .try_clone_to_owned()
+                    .ok()
+                    .map(|fd| Door::Socket(Arc::new(fd))),
+            },
+            pipe: link.pipe(),
             link,
             reader: FrameReader::new(wire::MAX_FRAME),
             lanes: None,
@@ -798,6 +833,14 @@ impl Slot {
     /// Queues a frame for the socket, or writes it at once if it is long and nothing waits
     /// before it.
     fn push_frame(&mut self, frame: Parts<'_>, mut fds: Vec<OwnedFd>) {
+        if let Some(pipe) = &self.pipe
+            && fds.is_empty()
+            && self.out.is_empty()
+        {
+            // A pipe takes everything at once.
+            pipe.send(&[frame.0, frame.1]);
+            return;
+        }
         let mut frame = frame;
         if self.out.is_empty() && frame.len() >= WRITE_THROUGH {
             // What the socket takes now is not copied into the queue first. A failure is
@@ -839,7 +882,13 @@ impl Slot {
             .map_err(|e| Error::io("dup", e))?;
         job_frame_head(task, scratch);
         let items = &task.chunk.items;
-        if items.len() >= WRITE_THROUGH {
+        if let Some(pipe) = &self.pipe
+            && items.len() >= WRITE_THROUGH
+            && fds.is_empty()
+            && self.out.is_empty()
+        {
+            pipe.send_shared(scratch, items);
+        } else if items.len() >= WRITE_THROUGH {
             // The items go out from where the task holds them, not through a copy.
             self.send_frame_parts(Parts(scratch, items), fds);
         } else {
@@ -879,6 +928,14 @@ impl Slot {
     /// One non-blocking `sendmsg` of `frame`, with `fds` on its first byte: how many bytes the
     /// socket took (0 when it is full).
     fn send_some(&self, frame: Parts<'_>, fds: &[OwnedFd]) -> std::result::Result<usize, Errno> {
+        if let Some(pipe) = &self.pipe {
+            // Handles cannot travel to another machine: refused before they get here.
+            if !fds.is_empty() {
+                return Err(Errno::EINVAL);
+            }
+            pipe.send(&[frame.0, frame.1]);
+            return Ok(frame.len());
+        }
         loop {
             match send_nonblocking(self.link.channel(), frame, fds) {
                 Ok(n) => return Ok(n),
@@ -1226,9 +1283,9 @@ impl Scheduler {
                 s.held.is_empty() && s.nothing_to_write() && !s.stopping && s.sent < max_tasks
             })
             .filter_map(|s| {
-                s.fast.clone().map(|fd| Idle {
+                s.fast.clone().map(|door| Idle {
                     key: s.key,
-                    fd,
+                    door,
                     lanes: s.lanes.clone(),
                 })
             })
@@ -1830,7 +1887,7 @@ fn chunk_without(chunk: &Chunk, at: usize, span: (usize, usize)) -> Option<Chunk
         items.extend_from_slice(&chunk.items[prefix..start]);
         items.extend_from_slice(&chunk.items[end..]);
         return Some(Chunk {
-            items,
+            items: Arc::new(items),
             fds: Vec::new(),
             nitems: chunk.nitems - 1,
             batch: true,
@@ -1853,7 +1910,7 @@ fn chunk_without(chunk: &Chunk, at: usize, span: (usize, usize)) -> Option<Chunk
         next_fd += nfds;
     }
     Some(Chunk {
-        items,
+        items: Arc::new(items),
         fds,
         nitems: chunk.nitems - 1,
         batch: false,
@@ -1909,7 +1966,11 @@ fn read_results(
     job_ns: &mut u64,
 ) -> Result<()> {
     while socket && !slot.ended {
-        match slot.reader.fill(slot.link.channel()) {
+        let filled = match &slot.pipe {
+            Some(pipe) => pipe.recv(&mut slot.reader),
+            None => slot.reader.fill(slot.link.channel()),
+        };
+        match filled {
             Ok(Some(0)) | Err(Error::Closed) => {
                 slot.ended = true;
                 break;
@@ -2120,7 +2181,7 @@ mod tests {
         wire::put_uint(&mut items, 0);
         wire::put_bytes(&mut items, b"x");
         let chunk = Chunk {
-            items,
+            items: items.into(),
             fds: Vec::new(),
             nitems: 1,
             batch: false,
@@ -2238,7 +2299,7 @@ mod tests {
                 false => Vec::new(),
             };
             let chunk = Chunk {
-                items: items.clone(),
+                items: items.clone().into(),
                 fds,
                 nitems: 1,
                 batch: false,

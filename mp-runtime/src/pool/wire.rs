@@ -93,6 +93,18 @@ pub(crate) fn put_uint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// Writes `v` as a varint that fills `slot` exactly, padded with continuation bits: read back as
+/// `v` by [`Cursor::uint`], for a length written in front of bytes already in place. `v` must
+/// fit in `7 * slot.len()` bits.
+pub(crate) fn put_uint_padded(slot: &mut [u8], v: u64) {
+    let n = slot.len();
+    debug_assert!(n > 0 && n <= 9 && v >> (7 * n) == 0);
+    for (i, b) in slot.iter_mut().enumerate() {
+        let more = if i + 1 < n { 0x80 } else { 0 };
+        *b = ((v >> (7 * i)) as u8 & 0x7f) | more;
+    }
+}
+
 #[inline]
 pub(crate) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
     put_uint(buf, b.len() as u64);
@@ -195,5 +207,24 @@ mod tests {
         let mut buf = Vec::new();
         put_bytes(&mut buf, b"hi");
         assert_eq!(Cursor::new(&buf).bytes().unwrap(), b"hi");
+    }
+
+    #[test]
+    fn padded_varints_read_back_as_their_value() {
+        for (width, v) in [
+            (1, 0),
+            (2, 0),
+            (2, 300),
+            (2, (1 << 14) - 1),
+            (5, 1 << 20),
+            (5, (1 << 35) - 1),
+        ] {
+            let mut slot = vec![0u8; width];
+            put_uint_padded(&mut slot, v);
+            slot.push(0x2a);
+            let mut c = Cursor::new(&slot);
+            assert_eq!(c.uint().unwrap(), v, "{v} in {width} bytes");
+            assert_eq!(c.u8().unwrap(), 0x2a);
+        }
     }
 }

@@ -41,6 +41,7 @@ pub(crate) fn take_fds(fds: &mut VecDeque<OwnedFd>, n: usize) -> Result<Vec<Owne
 }
 
 /// A received frame: its payload and the descriptors it announced.
+#[derive(Debug)]
 pub(crate) struct RawFrame {
     pub(crate) payload: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
@@ -60,6 +61,8 @@ pub(crate) struct FrameReader {
     padded: bool,
     /// A large frame being read straight into its payload.
     direct: Option<Direct>,
+    /// Whole frames handed over by [`FrameReader::push_frame`], for a stream carried in memory.
+    handed: VecDeque<RawFrame>,
 }
 
 /// A large frame whose header has been read and whose payload is arriving.
@@ -83,6 +86,7 @@ impl FrameReader {
             short: false,
             padded: false,
             direct: None,
+            handed: VecDeque::new(),
         }
     }
 
@@ -149,8 +153,20 @@ impl FrameReader {
         self.short
     }
 
+    /// Hands over a whole frame that arrived in memory rather than on a socket (a remote
+    /// worker's answers, `cluster::relay`), to be read in turn by [`FrameReader::next_frame`].
+    /// A reader gets its frames one way or the other, never both.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) fn push_frame(&mut self, frame: RawFrame) {
+        debug_assert!(self.start == self.end && self.direct.is_none());
+        self.handed.push_back(frame);
+    }
+
     /// The next complete frame in the buffer, if any.
     pub(crate) fn next_frame(&mut self) -> Result<Option<RawFrame>> {
+        if let Some(frame) = self.handed.pop_front() {
+            return Ok(Some(frame));
+        }
         if let Some(d) = &self.direct {
             if d.payload.len() < d.len {
                 return Ok(None);
