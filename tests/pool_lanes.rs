@@ -166,6 +166,38 @@ for_each_method!(
     }
 );
 
+for_each_method!(
+    answers_holding_several_long_results_come_back_whole,
+    |ctx: mp::Context| {
+        // Results of 64 KiB or more leave the worker from their own buffers, between the
+        // bytes of the answer around them: several in one answer, short ones between.
+        let pool = Pool::builder().processes(2).context(ctx).build().unwrap();
+        let sizes = [
+            10,
+            70 << 10,
+            3,
+            200 << 10,
+            64 << 10,
+            (64 << 10) - 1,
+            0,
+            1 << 20,
+        ];
+        let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| blob(i, n)).collect();
+        for chunk in [1, 3, 8] {
+            let got = pool.map_chunked(echo_bytes, data.clone(), chunk).unwrap();
+            for (i, (got, sent)) in got.iter().zip(&data).enumerate() {
+                assert!(
+                    got == sent,
+                    "item {i} of chunks of {chunk}: {} bytes back",
+                    got.len()
+                );
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+    }
+);
+
 fn assert_broken_lane(got: mp::Result<impl std::fmt::Debug>) {
     match got {
         Err(Error::Protocol { message }) => {

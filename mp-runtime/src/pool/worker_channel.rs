@@ -154,20 +154,32 @@ impl<'a> WorkerChannel<'a> {
             }
             return Ok(());
         }
-        while !lanes.send_marker()? {
-            if crate::sys::poll::peer_closed(self.sock) {
-                return Err(Error::Closed);
+        self.send_long(&[frame], fds)
+    }
+
+    /// Sends a long frame in `parts` (header included), written from where they are: on the
+    /// socket, behind a marker in lane mode.
+    pub(crate) fn send_long(&mut self, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
+        if let Some(lanes) = &self.lanes {
+            while !lanes.send_marker()? {
+                if crate::sys::poll::peer_closed(self.sock) {
+                    return Err(Error::Closed);
+                }
+                std::thread::sleep(ROOM_RETRY);
             }
-            std::thread::sleep(ROOM_RETRY);
+            // The frame itself wakes a sleeping pool.
+            lanes.peer_sleeping();
         }
-        // The frame itself wakes a sleeping pool.
-        lanes.peer_sleeping();
-        self.send_on_socket(frame, fds)
+        self.send_parts_on_socket(parts, fds)
     }
 
     fn send_on_socket(&self, frame: &[u8], fds: &[RawFd]) -> Result<()> {
+        self.send_parts_on_socket(&[frame], fds)
+    }
+
+    fn send_parts_on_socket(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
         // The watchdog thread writes on the same socket.
         let _writing = super::watchdog::running().map(|w| w.write_lock());
-        send_parts(self.sock, &[frame], fds)
+        send_parts(self.sock, parts, fds)
     }
 }

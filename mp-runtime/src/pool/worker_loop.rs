@@ -20,7 +20,7 @@ use crate::codec;
 use crate::connection::FdOwned;
 use crate::error::{Error, Result};
 use crate::registry::{self, EntryFn};
-use crate::transport::frame::send_parts;
+use crate::transport::frame::{HEADER_LEN, header, send_parts};
 use crate::transport::reader::take_fds;
 use crate::worker::{Input, Outcome};
 
@@ -117,15 +117,53 @@ fn run_one(f: EntryFn, input: Input<'_>) -> Outcome {
     }
 }
 
+/// The shortest result sent from its own buffer, after the bytes of the answer before it,
+/// instead of being copied into the answer.
+const SENT_IN_PLACE: usize = 64 * 1024;
+
+/// A `Done` answer being built: its bytes, and long results that follow the bytes up to a
+/// position (`Answer::parts` puts them in order).
+struct Answer {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    long: Vec<(usize, Vec<u8>)>,
+}
+
+impl Answer {
+    /// The answer in order: its bytes, cut where the long results go.
+    fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = Vec::with_capacity(2 * self.long.len() + 1);
+        let mut from = 0;
+        for (at, result) in &self.long {
+            parts.push(&self.bytes[from..*at]);
+            parts.push(&result[..]);
+            from = *at;
+        }
+        parts.push(&self.bytes[from..]);
+        parts
+    }
+
+    /// The bytes of the long results.
+    fn long_len(&self) -> usize {
+        self.long.iter().map(|(_, r)| r.len()).sum()
+    }
+}
+
 /// Appends one result in the `Done` format (see `wire`): the tag and its fields.
-fn put_outcome(out: &mut Vec<u8>, out_fds: &mut Vec<OwnedFd>, outcome: Outcome) {
+fn put_outcome(answer: &mut Answer, outcome: Outcome) {
+    let out = &mut answer.bytes;
     match outcome {
         Outcome::Returned { bytes, fds } => {
             out.push(wire::TAG_OK);
             wire::put_uint(out, fds.len() as u64);
-            wire::put_bytes(out, &bytes);
-            crate::worker::recycle_result_buffer(bytes);
-            out_fds.extend(fds);
+            if bytes.len() >= SENT_IN_PLACE {
+                wire::put_uint(out, bytes.len() as u64);
+                answer.long.push((out.len(), bytes));
+            } else {
+                wire::put_bytes(out, &bytes);
+                crate::worker::recycle_result_buffer(bytes);
+            }
+            answer.fds.extend(fds);
         }
         Outcome::Failed { message } => {
             out.push(wire::TAG_FAILED);
@@ -161,7 +199,7 @@ fn put_outcome(out: &mut Vec<u8>, out_fds: &mut Vec<OwnedFd>, outcome: Outcome) 
             out.push(wire::TAG_EACH);
             wire::put_uint(out, items.len() as u64);
             for item in items {
-                put_outcome(out, out_fds, item);
+                put_outcome(answer, item);
             }
         }
     }
@@ -178,7 +216,11 @@ pub(crate) fn serve(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
 fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
     let mut channel = WorkerChannel::new(sock);
     let mut entries: HashMap<String, std::result::Result<EntryFn, String>> = HashMap::new();
-    let mut out = Vec::with_capacity(4096);
+    let mut answer = Answer {
+        bytes: Vec::with_capacity(4096),
+        fds: Vec::new(),
+        long: Vec::new(),
+    };
     loop {
         let Some(frame) = channel.next()? else {
             return Ok(());
@@ -210,14 +252,15 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         }
         // A batch job is answered with one result for the whole chunk.
         let units = if batch { 1 } else { nitems };
+        answer.long.clear();
+        let out = &mut answer.bytes;
         out.clear();
-        let at = wire::begin_frame(&mut out);
+        let at = wire::begin_frame(out);
         out.push(wire::DONE);
-        wire::put_uint(&mut out, id);
+        wire::put_uint(out, id);
         let elapsed_at = out.len();
         out.extend_from_slice(&[0u8; 8]);
-        wire::put_uint(&mut out, units as u64);
-        let mut out_fds: Vec<OwnedFd> = Vec::new();
+        wire::put_uint(out, units as u64);
         for pos in 0..units {
             let nfds = cur.usize()?;
             let bytes = cur.bytes()?;
@@ -239,16 +282,27 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
                 ),
                 Err(m) => Outcome::Failed { message: m.clone() },
             };
-            put_outcome(&mut out, &mut out_fds, ran);
+            put_outcome(&mut answer, ran);
         }
         if let Some(w) = watchdog {
             w.end_job();
         }
         let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        out[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
-        wire::end_frame(&mut out, at, out_fds.len());
-        let raw: Vec<_> = out_fds.iter().map(|f| f.as_raw_fd()).collect();
-        match channel.send(&out, &raw) {
+        answer.bytes[elapsed_at..elapsed_at + 8].copy_from_slice(&ns.to_le_bytes());
+        let fds = std::mem::take(&mut answer.fds);
+        let len = answer.bytes.len() - at - HEADER_LEN + answer.long_len();
+        answer.bytes[at..at + HEADER_LEN].copy_from_slice(&header(len, fds.len()));
+        let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let sent = if answer.long.is_empty() {
+            channel.send(&answer.bytes, &raw)
+        } else {
+            channel.send_long(&answer.parts(), &raw)
+        };
+        drop(fds);
+        if let Some((_, result)) = answer.long.pop() {
+            crate::worker::recycle_result_buffer(result);
+        }
+        match sent {
             // The pool is gone (its program ended, e.g. on Ctrl-C, or it terminated the pool)
             // while this task ran: nobody is waiting for the result, and nothing went wrong
             // here. End quietly, as at end of stream.

@@ -390,6 +390,36 @@ pub(crate) fn recv_some(
     recv_some_with(sock, buf, MsgFlags::empty(), take_fd)
 }
 
+/// One `recv` of at most `max` bytes appended to `buf`, in its spare capacity (at least `max`
+/// bytes of it), without zeroing that room first: the bytes read (0 at the end of the stream),
+/// `None` when a non-blocking socket has nothing to read. For a frame that announced no
+/// descriptors: any sent along with it anyway are closed by the kernel, not received.
+pub(crate) fn recv_into_spare(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<Option<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let max = max.min(spare.len());
+    loop {
+        // SAFETY: `spare` is `max` or more bytes of `buf`'s allocation past its length, owned
+        // by this call through `&mut buf`; `recv` writes at most `max` bytes there and reads
+        // nothing from it.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), spare.as_mut_ptr().cast(), max, 0) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(Some(n));
+        }
+        match Errno::last() {
+            Errno::EINTR => {}
+            Errno::EAGAIN => return Ok(None),
+            e => return Err(Error::sys("recv", e)),
+        }
+    }
+}
+
 /// [`recv_some`] with extra recvmsg `flags` (`MSG_DONTWAIT` to never block on a blocking
 /// socket).
 pub(crate) fn recv_some_with(

@@ -255,6 +255,13 @@ fn fill_direct(
             .reserve_exact(rest.min(arrived.max(have).max(READ_CHUNK)));
     }
     let want = rest.min(d.payload.capacity() - have);
+    if d.nfds == 0 {
+        // No descriptors to receive: a plain read into the vector's spare room, which is not
+        // zeroed first (the kernel writes what it reads; nothing else is looked at).
+        let got = frame::recv_into_spare(sock, &mut d.payload, want);
+        *short = !matches!(got, Ok(Some(n)) if n >= want);
+        return got;
+    }
     // Zeroed before the kernel writes it: safe code hands recvmsg initialized memory.
     d.payload.resize(have + want, 0);
     let got = frame::recv_some(sock, &mut d.payload[have..], |fd| fds.push_back(fd));
