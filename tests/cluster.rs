@@ -68,6 +68,14 @@ fn killed_on_7(x: u64) -> u64 {
     x
 }
 
+/// Whether this worker process maps the bulk areas its node agent shares for long messages.
+#[mp::worker]
+fn maps_bulk_areas(_: u64) -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .contains("mp-cluster-bulk")
+}
+
 #[mp::worker]
 fn echo_bytes(b: Vec<u8>) -> Vec<u8> {
     let mut b = b;
@@ -447,7 +455,9 @@ fn scenario_pool() -> ExitCode {
                 "8 × 1 MiB came back wrong".into()
             })?;
             // Short and long messages mixed, both ways and in order: a long job's items and a
-            // long answer travel as messages of their own between the short ones.
+            // long answer travel as messages of their own between the short ones, and between
+            // an agent and its worker in their shared bulk areas (16 MiB each way), but for one
+            // longer than that, which takes the socket.
             let sizes = [
                 3usize,
                 70_000,
@@ -458,6 +468,7 @@ fn scenario_pool() -> ExitCode {
                 1,
                 1 << 20,
                 17,
+                17 << 20,
                 64 * 1024 - 9,
             ];
             let inputs: Vec<Vec<u8>> = sizes
@@ -480,7 +491,10 @@ fn scenario_pool() -> ExitCode {
                     })?;
                 }
             }
-            Ok(())
+            let mapped = pool.map_chunked(maps_bulk_areas, 0..16u64, 1).map_err(e)?;
+            ensure(mapped.contains(&true), || {
+                "no worker that ran long jobs maps bulk areas".into()
+            })
         })(),
     );
     c.check(

@@ -11,9 +11,14 @@
 //! stopped), the agent reaps it and reports its exit code after the last of its answers, so
 //! that rank 0 fails only the job it was running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::time::TimeSpec;
 
 use super::fingerprint;
@@ -22,6 +27,7 @@ use super::mpi_io::{AGENT_SPIN, Backoff, Comm};
 use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
+use crate::pool::bulk::{AgentBulk, MIN_BULK};
 use crate::pool::memory::MemoryLimits;
 use crate::pool::wire::{self, Cursor};
 use crate::registry;
@@ -43,6 +49,26 @@ struct Local {
     jobs: FrameCounter,
     /// `Done` frames the worker sent back.
     answered: u64,
+    /// The areas shared with the worker for long jobs and answers: made for its first long job
+    /// (a worker that never gets one costs no memory for them).
+    bulk: Option<AgentBulk>,
+    /// The areas could not be made: the worker is served on its socket alone.
+    no_bulk: bool,
+    /// Answers being sent from the bulk answer area, in order: where each ends, and whether its
+    /// send has completed.
+    in_flight: VecDeque<(u64, Arc<AtomicBool>)>,
+}
+
+/// A message to rank 0 made of what a worker sent.
+enum ToRank0 {
+    Bytes(Vec<u8>),
+    /// A long answer's payload, `len` bytes at `at` in the worker's bulk answer area, which it
+    /// may use again past `end` once sent.
+    InBulk {
+        at: *const u8,
+        len: usize,
+        end: u64,
+    },
 }
 
 /// Counts the frames in a byte stream that arrives in pieces (the jobs rank 0 sends a worker),
@@ -97,19 +123,54 @@ impl Local {
     }
 
     /// Reads what the worker sent: the messages to rank 0 that carry its frames, in order.
-    fn read(&mut self, rank: usize, worker: u64) -> Vec<Vec<u8>> {
+    fn read(&mut self, rank: usize, worker: u64) -> Vec<ToRank0> {
         let mut out = Vec::new();
         let mut msg = data_head(worker, 0);
         self.read_frames(rank, worker, &mut msg, &mut out);
         if msg.len() > data_head(worker, 0).len() {
-            out.push(msg);
+            out.push(ToRank0::Bytes(msg));
         }
         out
     }
 
+    /// Where a `DoneBulk` says its answer lies: address, length and end, checked against the
+    /// bulk answer area (`None` if it is not a valid one).
+    fn answer_in_bulk(&mut self, payload: &[u8]) -> Option<(*const u8, usize, u64)> {
+        let mut c = Cursor::new(payload);
+        c.u8().ok()?;
+        let (pos, len) = (c.uint().ok()?, c.usize().ok()?);
+        let at = self.bulk.as_mut()?.answer(pos, len).ok()?;
+        Some((at, len, pos + len as u64))
+    }
+
+    /// The worker's bulk areas, made and sent to it now if it has none yet and nothing waits to
+    /// be written before them.
+    fn bulk(&mut self) -> Option<&mut AgentBulk> {
+        if self.bulk.is_none() && !self.no_bulk && !self.broken && self.out.is_empty() {
+            match share_bulk(self.link.as_ref(), &mut self.out) {
+                Ok(bulk) => self.bulk = bulk,
+                Err(_) => self.no_bulk = true,
+            }
+        }
+        self.bulk.as_mut()
+    }
+
+    /// Gives the worker back the room of the answers whose sends have completed, in order.
+    fn free_sent(&mut self) {
+        while let Some((end, done)) = self.in_flight.front() {
+            if !done.load(Ordering::Acquire) {
+                break;
+            }
+            if let Some(bulk) = &self.bulk {
+                bulk.free_answers(*end);
+            }
+            self.in_flight.pop_front();
+        }
+    }
+
     /// [`Local::read`]: short frames are appended to `msg` (a `Data` message), which goes to
     /// `out` before a long one does.
-    fn read_frames(&mut self, rank: usize, worker: u64, msg: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+    fn read_frames(&mut self, rank: usize, worker: u64, msg: &mut Vec<u8>, out: &mut Vec<ToRank0>) {
         if self.broken {
             return;
         }
@@ -126,17 +187,37 @@ impl Local {
         }
         loop {
             match self.reader.next_frame() {
+                Ok(Some(frame))
+                    if frame.fds.is_empty() && frame.payload.first() == Some(&wire::DONE_BULK) =>
+                {
+                    let Some((at, len, end)) = self.answer_in_bulk(&frame.payload) else {
+                        // Not where the worker may write: nothing it sends can be trusted.
+                        self.broken = true;
+                        self.link.kill();
+                        return;
+                    };
+                    self.answered += 1;
+                    if msg.len() > data_head(worker, 0).len() {
+                        out.push(ToRank0::Bytes(std::mem::replace(msg, data_head(worker, 0))));
+                    }
+                    let frame = Msg::Frame {
+                        worker,
+                        len: len as u64,
+                    };
+                    out.push(ToRank0::Bytes(frame.encode()));
+                    out.push(ToRank0::InBulk { at, len, end });
+                }
                 Ok(Some(frame)) if frame.fds.is_empty() => {
                     if frame.payload.first() == Some(&wire::DONE) {
                         self.answered += 1;
                     }
                     if frame.payload.len() >= OWN_MESSAGE {
                         if msg.len() > data_head(worker, 0).len() {
-                            out.push(std::mem::replace(msg, data_head(worker, 0)));
+                            out.push(ToRank0::Bytes(std::mem::replace(msg, data_head(worker, 0))));
                         }
                         let len = frame.payload.len() as u64;
-                        out.push(Msg::Frame { worker, len }.encode());
-                        out.push(frame.payload);
+                        out.push(ToRank0::Bytes(Msg::Frame { worker, len }.encode()));
+                        out.push(ToRank0::Bytes(frame.payload));
                     } else {
                         msg.extend_from_slice(&header(frame.payload.len(), 0));
                         msg.extend_from_slice(&frame.payload);
@@ -195,6 +276,35 @@ fn without_handles(payload: &[u8], rank: usize) -> Option<Vec<u8>> {
     }
     wire::end_frame(&mut out, at, 0);
     Some(out)
+}
+
+/// Makes a worker's bulk areas and starts sending them to it, on a socket where nothing waits
+/// to be written before them (what the socket does not take at once waits in `out`, the
+/// descriptor having gone with the first byte). `Ok(None)` if the socket has no room now (try
+/// again later), an error if the areas cannot be made or the socket failed.
+fn share_bulk(link: &dyn Link, out: &mut Outbox) -> Result<Option<AgentBulk>> {
+    let mut fds = [PollFd::new(link.channel(), PollFlags::POLLOUT)];
+    let writable = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT));
+    if !writable {
+        return Ok(None);
+    }
+    let (bulk, memfd) = AgentBulk::create()?;
+    let frame = wire::bulk_frame();
+    let raw = [memfd.as_raw_fd()];
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let iov = [std::io::IoSlice::new(&frame)];
+    match sendmsg::<()>(link.channel().as_raw_fd(), &iov, &rights, flags, None) {
+        Ok(n) => {
+            out.push(frame, n);
+            Ok(Some(bulk))
+        }
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+        Err(e) => Err(Error::sys("send", e)),
+    }
 }
 
 /// Starts a local worker process as `spec` says.
@@ -268,6 +378,9 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                                 broken: false,
                                 jobs: FrameCounter::default(),
                                 answered: 0,
+                                bulk: None,
+                                no_bulk: false,
+                                in_flight: VecDeque::new(),
                             },
                         );
                         comm.send(0, Msg::Launched { worker, pid }.encode());
@@ -297,16 +410,38 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                     worker,
                     bytes: head,
                 } => {
-                    // The items are the next message from rank 0, whoever they are for.
-                    let items = comm.recv_from(0);
-                    if let Some(w) = workers.get_mut(&worker)
-                        && !w.broken
-                    {
-                        w.jobs.feed(head);
-                        w.jobs.feed(&items);
-                        let from = bytes.len() - head.len();
-                        w.out.push(bytes, from);
-                        w.out.push(items, 0);
+                    // The items are the next message from rank 0, whoever they are for: into
+                    // the worker's bulk job area if it has room, as bytes otherwise.
+                    let mut w = workers.get_mut(&worker).filter(|w| !w.broken);
+                    let mut placed = None;
+                    let got = comm.recv_placed(0, |len| {
+                        if len < MIN_BULK || head.len() < HEADER_LEN {
+                            return None;
+                        }
+                        let bulk = w.as_mut()?.bulk()?;
+                        let (pos, at) = bulk.reserve_job(len).ok()??;
+                        placed = Some(pos);
+                        // SAFETY: `reserve_job` gave `len` bytes of the job area at `at`, which
+                        // the worker neither reads nor writes before the job is announced, and
+                        // which stay mapped while `bulk` lives (past this receive).
+                        Some(unsafe { std::slice::from_raw_parts_mut(at, len) })
+                    });
+                    let Some(w) = w else { continue };
+                    match (got, placed) {
+                        (Ok(len), Some(pos)) => {
+                            let job = &head[HEADER_LEN..];
+                            let frame = wire::bulk_span_frame(wire::JOB_BULK, pos, len, job);
+                            w.jobs.feed(&frame);
+                            w.out.push(frame, 0);
+                        }
+                        (Err(items), _) => {
+                            w.jobs.feed(head);
+                            w.jobs.feed(&items);
+                            let from = bytes.len() - head.len();
+                            w.out.push(bytes, from);
+                            w.out.push(items, 0);
+                        }
+                        (Ok(_), None) => unreachable!("placed when received in place"),
                     }
                 }
                 Msg::Kill { worker } => {
@@ -340,7 +475,18 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
             if readable || exited {
                 for msg in w.read(rank, worker) {
                     busy = true;
-                    comm.send(0, msg);
+                    match msg {
+                        ToRank0::Bytes(bytes) => comm.send(0, bytes),
+                        ToRank0::InBulk { at, len, end } => {
+                            let done = Arc::new(AtomicBool::new(false));
+                            let keep = w.bulk.as_ref().expect("checked").keep_mapped();
+                            // SAFETY: `at..at + len` was checked to lie in the answer area that
+                            // `keep` maps, and the worker writes none of it until the agent
+                            // frees it, after `done` (`Local::free_sent`).
+                            unsafe { comm.send_mapped(0, at, len, keep, done.clone()) };
+                            w.in_flight.push_back((end, done));
+                        }
+                    }
                 }
             }
             if exited {
@@ -352,6 +498,9 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
         }
         if comm.progress() {
             busy = true;
+        }
+        for w in workers.values_mut() {
+            w.free_sent();
         }
         if busy {
             backoff.active();
@@ -451,11 +600,17 @@ mod tests {
             broken: false,
             jobs: FrameCounter::default(),
             answered: 0,
+            bulk: None,
+            no_bulk: true,
+            in_flight: VecDeque::new(),
         };
         let mut msgs = Vec::new();
         let total: usize = payloads.iter().map(Vec::len).sum();
         while msgs.iter().map(Vec::len).sum::<usize>() < total {
-            msgs.extend(w.read(1, 77));
+            msgs.extend(w.read(1, 77).into_iter().map(|m| match m {
+                ToRank0::Bytes(b) => b,
+                ToRank0::InBulk { .. } => panic!("no bulk areas here"),
+            }));
         }
         drop(writer.join().unwrap());
         let mut got: Vec<Vec<u8>> = Vec::new();

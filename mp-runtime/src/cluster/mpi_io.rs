@@ -8,12 +8,14 @@
 //! the longer nothing happens, so that an idle rank costs almost no CPU (see `Backoff`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
-use mpi::point_to_point::{Destination, Source, Status};
+use mpi::point_to_point::{Destination, MatchedReceiveVec, Source, Status};
 use mpi::request::{Request, StaticScope};
 use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::Equivalence;
 use mpi::{Tag, Threading};
 
 /// The one tag of `mp`'s messages: MPI keeps the order of messages with one tag between two
@@ -30,8 +32,12 @@ struct Sending {
 enum Held {
     /// Owned: from `Box::leak` in [`Comm::send`], freed when the send completes.
     Owned(*const [u8]),
-    /// Shared with a task that keeps it ([`Comm::send_shared`]): a reference dropped then.
-    Shared(Arc<Vec<u8>>),
+    /// Kept alive by its owner ([`Comm::send_shared`], [`Comm::send_mapped`]): the reference is
+    /// dropped when the send completes, and `done` set.
+    Kept {
+        _keep: Arc<dyn Send + Sync>,
+        done: Option<Arc<AtomicBool>>,
+    },
 }
 
 impl Held {
@@ -39,7 +45,11 @@ impl Held {
     fn release(self) {
         match self {
             Held::Owned(buffer) => free(buffer),
-            Held::Shared(items) => drop(items),
+            Held::Kept { done, .. } => {
+                if let Some(done) = done {
+                    done.store(true, Ordering::Release);
+                }
+            }
         }
     }
 }
@@ -101,9 +111,65 @@ impl Comm {
             .immediate_send_with_tag(StaticScope, buffer, TAG);
         self.sending.push(Sending {
             request,
-            buffer: Held::Shared(bytes),
+            buffer: Held::Kept {
+                _keep: bytes,
+                done: None,
+            },
         });
         self.progress();
+    }
+
+    /// Starts sending the `len` bytes at `at` to `rank`, in shared memory that `keep` keeps
+    /// mapped; returns at once. `done` is set when the send has completed.
+    ///
+    /// # Safety
+    /// `at..at + len` must lie in the mapping `keep` holds, and nothing may write those bytes
+    /// until `done` is set.
+    pub(crate) unsafe fn send_mapped(
+        &mut self,
+        rank: usize,
+        at: *const u8,
+        len: usize,
+        keep: Arc<dyn Send + Sync>,
+        done: Arc<AtomicBool>,
+    ) {
+        // SAFETY: the caller's contract: the bytes stay mapped (held by `keep`, kept in
+        // `sending` until the request completes) and unwritten until then.
+        let buffer: &'static [u8] = unsafe { std::slice::from_raw_parts(at, len) };
+        let request = self
+            .world
+            .process_at_rank(rank as i32)
+            .immediate_send_with_tag(StaticScope, buffer, TAG);
+        self.sending.push(Sending {
+            request,
+            buffer: Held::Kept {
+                _keep: keep,
+                done: Some(done),
+            },
+        });
+        self.progress();
+    }
+
+    /// The next message from `rank`, waiting for it (one known to be on its way), received
+    /// where `place` says for its length if it says somewhere: `Ok(len)` then, the bytes
+    /// otherwise.
+    pub(crate) fn recv_placed(
+        &mut self,
+        rank: usize,
+        place: impl FnOnce(usize) -> Option<&'static mut [u8]>,
+    ) -> std::result::Result<usize, Vec<u8>> {
+        let (message, status) = self
+            .world
+            .process_at_rank(rank as i32)
+            .matched_probe_with_tag(TAG);
+        let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+        match place(len) {
+            Some(room) => {
+                message.matched_receive_into(room);
+                Ok(len)
+            }
+            None => Err((message, status).matched_receive_vec::<u8>().0),
+        }
     }
 
     /// Completes the sends that are done and frees their buffers; true if some are pending.

@@ -10,6 +10,7 @@ mod arrived;
 mod async_result;
 pub(crate) mod backend;
 mod builder;
+pub(crate) mod bulk;
 pub(crate) mod chunking;
 mod intensity;
 mod iter;

@@ -31,6 +31,11 @@
 //! Wake:       7   (on the socket only: a record waits in the lane of a side that said it sleeps)
 //! Lanes:      8   (the pool's first frame to a local worker, with one descriptor: the memfd of
 //!               its lanes; from then on jobs and answers travel in them, see `pool::lane`)
+//! Bulk:       9   (a node agent's first frame to a cluster worker, with one descriptor: the
+//!               memfd of their bulk areas, see `pool::bulk`)
+//! JobBulk:   10 pos len job…   (a `Job` whose items are the `len` bytes at `pos` of the bulk
+//!               job area; `job…` is the `Job` payload up to its items, kind byte included)
+//! DoneBulk:  11 pos len   (the `len` bytes at `pos` of the bulk answer area are a `Done` payload)
 //! ```
 
 use crate::error::{Error, Result};
@@ -48,6 +53,12 @@ pub(crate) const RETIRE: u8 = 6;
 pub(crate) const WAKE: u8 = 7;
 /// The memfd of a local worker's lanes (the pool's first frame to it).
 pub(crate) const LANES: u8 = 8;
+/// The memfd of a cluster worker's bulk areas (its node agent's first frame to it).
+pub(crate) const BULK: u8 = 9;
+/// A job whose items lie in the bulk job area.
+pub(crate) const JOB_BULK: u8 = 10;
+/// An answer that lies in the bulk answer area.
+pub(crate) const DONE_BULK: u8 = 11;
 
 /// A frame of one kind byte (`Stop`, `Retire`, `Wake`), header included.
 pub(crate) fn short_frame(kind: u8) -> Vec<u8> {
@@ -57,6 +68,25 @@ pub(crate) fn short_frame(kind: u8) -> Vec<u8> {
 /// The `Lanes` frame, header included; its one descriptor is sent with it.
 pub(crate) fn lanes_frame() -> Vec<u8> {
     frame_of(LANES, 1)
+}
+
+/// The `Bulk` frame, header included; its one descriptor is sent with it.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn bulk_frame() -> Vec<u8> {
+    frame_of(BULK, 1)
+}
+
+/// A frame of `kind` (`JobBulk`, `DoneBulk`) that points at `len` bytes at `pos` of a bulk
+/// area, followed by `rest`, header included.
+pub(crate) fn bulk_span_frame(kind: u8, pos: u64, len: usize, rest: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + 21 + rest.len());
+    let at = begin_frame(&mut buf);
+    buf.push(kind);
+    put_uint(&mut buf, pos);
+    put_uint(&mut buf, len as u64);
+    buf.extend_from_slice(rest);
+    end_frame(&mut buf, at, 0);
+    buf
 }
 
 fn frame_of(kind: u8, nfds: usize) -> Vec<u8> {

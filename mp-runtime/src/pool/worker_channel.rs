@@ -1,11 +1,13 @@
 //! A pool worker's end of its connection to the pool: frames from the socket until the pool
 //! sends the worker its lanes (`pool::lane`), then from the lanes, with the socket for messages
-//! that carry descriptors or are long, and for sleep.
+//! that carry descriptors or are long, and for sleep. A cluster worker's node agent sends it
+//! bulk areas instead (`pool::bulk`), where long jobs and answers lie.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
+use super::bulk::WorkerBulk;
 use super::lane::{Lanes, Record};
 use super::wire;
 use crate::error::{Error, Result};
@@ -24,6 +26,8 @@ pub(crate) struct WorkerChannel<'a> {
     sock: BorrowedFd<'a>,
     reader: FrameReader,
     lanes: Option<Lanes>,
+    /// The bulk areas its node agent shares with a cluster worker.
+    bulk: Option<WorkerBulk>,
     /// Frames read from the socket in lane mode, waiting for their markers.
     marked: VecDeque<RawFrame>,
     /// The next job usually comes within a round trip of the last answer: look for it briefly
@@ -38,6 +42,7 @@ impl<'a> WorkerChannel<'a> {
             sock,
             reader: FrameReader::new(wire::MAX_FRAME),
             lanes: None,
+            bulk: None,
             marked: VecDeque::new(),
             spin: SpinWait::pool(),
             record: Vec::with_capacity(super::lane::MAX_RECORD),
@@ -52,6 +57,13 @@ impl<'a> WorkerChannel<'a> {
                     let Some(frame) = self.socket_frame()? else {
                         return Ok(None);
                     };
+                    if frame.payload.first() == Some(&wire::BULK) {
+                        let fd = frame.fds.into_iter().next().ok_or_else(|| {
+                            Error::protocol("the node agent sent bulk areas without their memory")
+                        })?;
+                        self.bulk = Some(WorkerBulk::attach(fd)?);
+                        continue;
+                    }
                     if frame.payload.first() != Some(&wire::LANES) {
                         return Ok(Some(frame));
                     }
@@ -155,6 +167,39 @@ impl<'a> WorkerChannel<'a> {
             return Ok(());
         }
         self.send_long(&[frame], fds)
+    }
+
+    /// Runs `f` on the items of a `JobBulk` (`len` bytes at `pos` of the bulk job area), where
+    /// they lie.
+    pub(crate) fn bulk_job<R>(
+        &mut self,
+        pos: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.bulk
+            .as_mut()
+            .ok_or_else(|| Error::protocol("a job in bulk areas this worker was not given"))?
+            .with_job(pos, len, f)
+    }
+
+    /// Sends a long answer frame in `parts` (header included, no descriptors): into the bulk
+    /// answer area when there is one with room, announced by a short `DoneBulk`; else as
+    /// [`WorkerChannel::send_long`].
+    pub(crate) fn send_answer(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Some(bulk) = self.bulk.as_mut()
+            && len >= super::bulk::MIN_BULK + HEADER_LEN
+            && parts.first().is_some_and(|p| p.len() >= HEADER_LEN)
+        {
+            let mut payload = parts.to_vec();
+            payload[0] = &payload[0][HEADER_LEN..];
+            if let Some((pos, len)) = bulk.put_answer(&payload) {
+                let frame = wire::bulk_span_frame(wire::DONE_BULK, pos, len, &[]);
+                return self.send(&frame, &[]);
+            }
+        }
+        self.send_long(parts, &[])
     }
 
     /// Sends a long frame in `parts` (header included), written from where they are: on the

@@ -205,6 +205,64 @@ fn put_outcome(answer: &mut Answer, outcome: Outcome) {
     }
 }
 
+/// A job's items to run: the entry, and how its items are answered.
+struct Items<'a> {
+    f: &'a std::result::Result<EntryFn, String>,
+    batch: bool,
+    /// Results in the answer: the items, or one for a batch.
+    units: usize,
+    watchdog: Option<&'static std::sync::Arc<super::watchdog::Watchdog>>,
+}
+
+impl Items<'_> {
+    /// Runs each item read from `cur`, appending its result to `answer`.
+    fn run(
+        &self,
+        cur: &mut Cursor<'_>,
+        fds: &mut std::collections::VecDeque<OwnedFd>,
+        answer: &mut Answer,
+    ) -> Result<()> {
+        for pos in 0..self.units {
+            let nfds = cur.usize()?;
+            let bytes = cur.bytes()?;
+            self.item(pos, nfds, bytes, fds, answer)?;
+        }
+        Ok(())
+    }
+
+    /// Runs item `pos` (or a batch), whose arguments are `bytes` and `nfds` descriptors of
+    /// `fds`, appending its result to `answer`.
+    fn item(
+        &self,
+        pos: usize,
+        nfds: usize,
+        bytes: &[u8],
+        fds: &mut std::collections::VecDeque<OwnedFd>,
+        answer: &mut Answer,
+    ) -> Result<()> {
+        let item_fds = take_fds(fds, nfds)?;
+        if let Some(w) = self.watchdog
+            && !self.batch
+        {
+            // A batch's items report themselves as they start (`worker::run_chunk`).
+            w.item(pos, (0, 0));
+        }
+        let ran = match self.f {
+            Ok(f) => run_one(
+                *f,
+                Input {
+                    bytes,
+                    fds: item_fds,
+                    batch: self.batch,
+                },
+            ),
+            Err(m) => Outcome::Failed { message: m.clone() },
+        };
+        put_outcome(answer, ran);
+        Ok(())
+    }
+}
+
 /// Runs jobs from `sock` until the pool stops this worker or the stream ends; a worker whose
 /// resident memory is above `max_resident` (0: no limit) after a job retires.
 pub(crate) fn serve(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
@@ -227,11 +285,19 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         };
         let mut fds: std::collections::VecDeque<OwnedFd> = frame.fds.into();
         let mut cur = Cursor::new(&frame.payload);
-        match cur.u8()? {
-            wire::JOB => {}
+        // Where the job's items are: after its head, or in the bulk job area.
+        let in_bulk = match cur.u8()? {
+            wire::JOB => None,
+            wire::JOB_BULK => {
+                let span = (cur.uint()?, cur.usize()?);
+                if cur.u8()? != wire::JOB {
+                    return Err(Error::protocol("a job in bulk areas without its head"));
+                }
+                Some(span)
+            }
             wire::STOP => return Ok(()),
             k => return Err(Error::protocol(format!("unknown pool message kind {k}"))),
-        }
+        };
         let started = Instant::now();
         let id = cur.uint()?;
         let name = std::str::from_utf8(cur.bytes()?)
@@ -261,28 +327,27 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         let elapsed_at = out.len();
         out.extend_from_slice(&[0u8; 8]);
         wire::put_uint(out, units as u64);
-        for pos in 0..units {
-            let nfds = cur.usize()?;
-            let bytes = cur.bytes()?;
-            let item_fds = take_fds(&mut fds, nfds)?;
-            if let Some(w) = watchdog
-                && !batch
-            {
-                // A batch's items report themselves as they start (`worker::run_chunk`).
-                w.item(pos, (0, 0));
+        let job = Items {
+            f: &f,
+            batch,
+            units,
+            watchdog,
+        };
+        match in_bulk {
+            None => job.run(&mut cur, &mut fds, &mut answer)?,
+            // A batch's descriptor count and length are in the head, its bytes in the area.
+            Some((pos, len)) if batch => {
+                let nfds = cur.usize()?;
+                if cur.usize()? != len {
+                    return Err(Error::protocol("a batch in bulk areas of the wrong length"));
+                }
+                channel.bulk_job(pos, len, |items| {
+                    job.item(0, nfds, items, &mut fds, &mut answer)
+                })??
             }
-            let ran = match &f {
-                Ok(f) => run_one(
-                    *f,
-                    Input {
-                        bytes,
-                        fds: item_fds,
-                        batch,
-                    },
-                ),
-                Err(m) => Outcome::Failed { message: m.clone() },
-            };
-            put_outcome(&mut answer, ran);
+            Some((pos, len)) => channel.bulk_job(pos, len, |items| {
+                job.run(&mut Cursor::new(items), &mut fds, &mut answer)
+            })??,
         }
         if let Some(w) = watchdog {
             w.end_job();
@@ -295,6 +360,8 @@ fn serve_jobs(sock: BorrowedFd<'_>, max_resident: u64) -> Result<()> {
         let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
         let sent = if answer.long.is_empty() {
             channel.send(&answer.bytes, &raw)
+        } else if raw.is_empty() {
+            channel.send_answer(&answer.parts())
         } else {
             channel.send_long(&answer.parts(), &raw)
         };
