@@ -51,6 +51,14 @@
 //! `OMPI_*`) nor its descriptors, so the `Fork` start method is refused for cluster workers.
 //! All MPI calls go through one thread per rank, which backs off from polling when idle: an
 //! idle agent costs well under 1 % of a core (see docs/PERFORMANCE.md).
+//!
+//! How bytes travel: on rank 0 a remote worker's stream stays in memory between the pool's
+//! scheduler and the MPI thread (no socket), and a long job's items are sent from the buffer
+//! the task keeps them in. On a node agent, long jobs (64 KiB or more) and long answers cross
+//! between the agent and its worker in two areas of shared memory, received from MPI into one
+//! and sent to MPI from the other, made for a worker when its first long job arrives: 32 MiB per
+//! worker that moves long messages, reserved on its node (a worker that only gets short jobs
+//! costs nothing). A message that does not fit takes the worker's socket.
 
 mod agent;
 mod fingerprint;
