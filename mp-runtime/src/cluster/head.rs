@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,10 @@ pub(crate) struct Head {
     state: Mutex<State>,
     changed: Condvar,
     wake: EventFd,
+    /// Bytes were written to a relay since the MPI thread last looked (see [`Head::nudge`]).
+    pending: AtomicBool,
+    /// The MPI thread sleeps in `poll` (or is about to): a relay's bytes must wake it.
+    sleeping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -81,6 +86,8 @@ impl Head {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             wake,
+            pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
         }))
     }
 
@@ -140,9 +147,14 @@ impl Head {
         let _ = self.ask(Command::Finish { code });
     }
 
-    /// Wakes the MPI thread: a relay has bytes for an agent.
+    /// Tells the MPI thread that a relay has bytes for an agent, waking it only if it sleeps:
+    /// while it is awake it finds them at its next round, without a system call here. (Either
+    /// it sees `pending` after saying it sleeps, or this sees `sleeping`: both are `SeqCst`.)
     pub(super) fn nudge(&self) {
-        let _ = self.wake.write(1);
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            let _ = self.wake.write(1);
+        }
     }
 }
 
@@ -246,6 +258,9 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
             busy = true;
             receive(&head, &mut comm, &mut routes, from, bytes);
         }
+        // Cleared before the relays are looked at: bytes written after this are seen now or at
+        // the next round, which `wait` then does not sleep before.
+        head.pending.store(false, Ordering::SeqCst);
         for r in routes.values_mut() {
             for out in r.relay.take_outgoing() {
                 busy = true;
@@ -382,13 +397,63 @@ fn receive(
 
 /// Sleeps until another thread wakes this one (a command, or bytes in a relay), or `timeout`.
 fn wait(head: &Head, timeout: Duration) {
+    head.sleeping.store(true, Ordering::SeqCst);
+    // Bytes written since this thread last looked: no sleep (a zero timeout still reads the
+    // wake-up descriptor).
+    let timeout = if head.pending.swap(false, Ordering::SeqCst) {
+        Duration::ZERO
+    } else {
+        timeout
+    };
     let mut fds = [PollFd::new(head.wake.as_fd(), PollFlags::POLLIN)];
     let ts = TimeSpec::from_duration(timeout);
-    if nix::poll::ppoll(&mut fds, Some(ts), None).is_ok()
+    let polled = nix::poll::ppoll(&mut fds, Some(ts), None);
+    head.sleeping.store(false, Ordering::SeqCst);
+    if polled.is_ok()
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN))
     {
         let _ = head.wake.read();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_an_awake_thread_cost_no_wake_up_and_skip_its_next_sleep() {
+        let head = Head::new(2).unwrap();
+        head.nudge();
+        assert!(head.wake.read().is_err(), "no wake-up while it is awake");
+        // The next wait does not sleep: it would wait a minute otherwise.
+        let (tx, rx) = mpsc::channel();
+        let h = head.clone();
+        std::thread::spawn(move || {
+            wait(&h, Duration::from_secs(60));
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("a pending write skips the sleep");
+    }
+
+    #[test]
+    fn bytes_for_a_sleeping_thread_wake_it() {
+        let head = Head::new(2).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let h = head.clone();
+        std::thread::spawn(move || {
+            wait(&h, Duration::from_secs(60));
+            tx.send(()).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !head.sleeping.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the thread never went to sleep");
+            std::thread::yield_now();
+        }
+        head.nudge();
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the nudge wakes the sleeping thread");
     }
 }
