@@ -107,6 +107,20 @@ impl FrameCounter {
 }
 
 impl Local {
+    fn new(link: Box<dyn Link>) -> Local {
+        Local {
+            link,
+            reader: FrameReader::new(wire::MAX_FRAME),
+            out: Outbox::default(),
+            broken: false,
+            jobs: FrameCounter::default(),
+            answered: 0,
+            bulk: None,
+            no_bulk: false,
+            in_flight: VecDeque::new(),
+        }
+    }
+
     /// Writes what the socket takes; true if it took something.
     fn write(&mut self) -> bool {
         if self.broken {
@@ -369,20 +383,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                     Ok(link) => {
                         started += 1;
                         let pid = link.pid();
-                        workers.insert(
-                            worker,
-                            Local {
-                                link,
-                                reader: FrameReader::new(wire::MAX_FRAME),
-                                out: Outbox::default(),
-                                broken: false,
-                                jobs: FrameCounter::default(),
-                                answered: 0,
-                                bulk: None,
-                                no_bulk: false,
-                                in_flight: VecDeque::new(),
-                            },
-                        );
+                        workers.insert(worker, Local::new(link));
                         comm.send(0, Msg::Launched { worker, pid }.encode());
                     }
                     Err(e) => comm.send(
@@ -593,17 +594,7 @@ mod tests {
             }
             theirs
         });
-        let mut w = Local {
-            link: Box::new(FakeLink(ours, sentinel)),
-            reader: FrameReader::new(wire::MAX_FRAME),
-            out: Outbox::default(),
-            broken: false,
-            jobs: FrameCounter::default(),
-            answered: 0,
-            bulk: None,
-            no_bulk: true,
-            in_flight: VecDeque::new(),
-        };
+        let mut w = Local::new(Box::new(FakeLink(ours, sentinel)));
         let mut msgs = Vec::new();
         let total: usize = payloads.iter().map(Vec::len).sum();
         while msgs.iter().map(Vec::len).sum::<usize>() < total {

@@ -11,17 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::time::TimeSpec;
 
 use super::messages::{Hello, LaunchSpec, Msg};
 use super::mpi_io::{Backoff, Comm, HEAD_SPIN};
 use super::relay::{Outgoing, Relay};
+use super::wake::Waker;
 use crate::error::{Error, Result};
 use crate::transport::reader::RawFrame;
 
@@ -34,11 +32,7 @@ pub(crate) struct Head {
     pub(crate) size: usize,
     state: Mutex<State>,
     changed: Condvar,
-    wake: EventFd,
-    /// Bytes were written to a relay since the MPI thread last looked (see [`Head::nudge`]).
-    pending: AtomicBool,
-    /// The MPI thread sleeps in `poll` (or is about to): a relay's bytes must wake it.
-    sleeping: AtomicBool,
+    waker: Arc<Waker>,
 }
 
 #[derive(Default)]
@@ -79,15 +73,11 @@ pub(crate) fn install(head: Arc<Head>) {
 
 impl Head {
     pub(crate) fn new(size: usize) -> Result<Arc<Head>> {
-        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| Error::io("eventfd", e))?;
         Ok(Arc::new(Head {
             size,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-            wake,
-            pending: AtomicBool::new(false),
-            sleeping: AtomicBool::new(false),
+            waker: Arc::new(Waker::new()?),
         }))
     }
 
@@ -103,7 +93,7 @@ impl Head {
         }
         st.commands.push(command);
         drop(st);
-        let _ = self.wake.write(1);
+        self.waker.wake();
         Ok(())
     }
 
@@ -147,14 +137,9 @@ impl Head {
         let _ = self.ask(Command::Finish { code });
     }
 
-    /// Tells the MPI thread that a relay has bytes for an agent, waking it only if it sleeps:
-    /// while it is awake it finds them at its next round, without a system call here. (Either
-    /// it sees `pending` after saying it sleeps, or this sees `sleeping`: both are `SeqCst`.)
-    pub(super) fn nudge(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let _ = self.wake.write(1);
-        }
+    /// What a relay wakes the MPI thread with.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 }
 
@@ -260,7 +245,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
         }
         // Cleared before the relays are looked at: bytes written after this are seen now or at
         // the next round, which `wait` then does not sleep before.
-        head.pending.store(false, Ordering::SeqCst);
+        head.waker.looking();
         for r in routes.values_mut() {
             for out in r.relay.take_outgoing() {
                 busy = true;
@@ -282,7 +267,7 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
             backoff.active();
         }
         let expecting = routes.values().any(|r| r.awaiting);
-        wait(&head, backoff.next_wait(expecting, true));
+        head.waker.sleep(backoff.next_wait(expecting, true));
     };
     for agent in 1..comm.size {
         comm.send(agent, Msg::Shutdown { code }.encode());
@@ -392,68 +377,5 @@ fn receive(
         other => crate::sys::stderr_line(&format!(
             "mp: unexpected message from rank {from} ignored: {other:?}"
         )),
-    }
-}
-
-/// Sleeps until another thread wakes this one (a command, or bytes in a relay), or `timeout`.
-fn wait(head: &Head, timeout: Duration) {
-    head.sleeping.store(true, Ordering::SeqCst);
-    // Bytes written since this thread last looked: no sleep (a zero timeout still reads the
-    // wake-up descriptor).
-    let timeout = if head.pending.swap(false, Ordering::SeqCst) {
-        Duration::ZERO
-    } else {
-        timeout
-    };
-    let mut fds = [PollFd::new(head.wake.as_fd(), PollFlags::POLLIN)];
-    let ts = TimeSpec::from_duration(timeout);
-    let polled = nix::poll::ppoll(&mut fds, Some(ts), None);
-    head.sleeping.store(false, Ordering::SeqCst);
-    if polled.is_ok()
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
-    {
-        let _ = head.wake.read();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_for_an_awake_thread_cost_no_wake_up_and_skip_its_next_sleep() {
-        let head = Head::new(2).unwrap();
-        head.nudge();
-        assert!(head.wake.read().is_err(), "no wake-up while it is awake");
-        // The next wait does not sleep: it would wait a minute otherwise.
-        let (tx, rx) = mpsc::channel();
-        let h = head.clone();
-        std::thread::spawn(move || {
-            wait(&h, Duration::from_secs(60));
-            tx.send(()).unwrap();
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("a pending write skips the sleep");
-    }
-
-    #[test]
-    fn bytes_for_a_sleeping_thread_wake_it() {
-        let head = Head::new(2).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let h = head.clone();
-        std::thread::spawn(move || {
-            wait(&h, Duration::from_secs(60));
-            tx.send(()).unwrap();
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !head.sleeping.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the thread never went to sleep");
-            std::thread::yield_now();
-        }
-        head.nudge();
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("the nudge wakes the sleeping thread");
     }
 }

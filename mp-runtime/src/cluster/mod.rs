@@ -70,6 +70,7 @@ mod outbox;
 mod relay;
 mod remote;
 pub(crate) mod session;
+mod wake;
 
 use std::sync::Arc;
 

@@ -84,13 +84,18 @@ impl Comm {
     /// Starts sending `bytes` to `rank`; returns at once.
     pub(crate) fn send(&mut self, rank: usize, bytes: Vec<u8>) {
         let buffer: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        self.start(rank, buffer, Held::Owned(buffer as *const [u8]));
+    }
+
+    /// Starts sending `buffer`, which `held` keeps valid until the send completes.
+    fn start(&mut self, rank: usize, buffer: &'static [u8], held: Held) {
         let request = self
             .world
             .process_at_rank(rank as i32)
             .immediate_send_with_tag(StaticScope, buffer, TAG);
         self.sending.push(Sending {
             request,
-            buffer: Held::Owned(buffer as *const [u8]),
+            buffer: held,
         });
         // Small messages often complete at once; frees their buffers early.
         self.progress();
@@ -105,18 +110,11 @@ impl Comm {
         // shared through an `Arc` cannot be written through it.
         let buffer: &'static [u8] =
             unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
-        let request = self
-            .world
-            .process_at_rank(rank as i32)
-            .immediate_send_with_tag(StaticScope, buffer, TAG);
-        self.sending.push(Sending {
-            request,
-            buffer: Held::Kept {
-                _keep: bytes,
-                done: None,
-            },
-        });
-        self.progress();
+        let held = Held::Kept {
+            _keep: bytes,
+            done: None,
+        };
+        self.start(rank, buffer, held);
     }
 
     /// Starts sending the `len` bytes at `at` to `rank`, in shared memory that `keep` keeps
@@ -136,18 +134,11 @@ impl Comm {
         // SAFETY: the caller's contract: the bytes stay mapped (held by `keep`, kept in
         // `sending` until the request completes) and unwritten until then.
         let buffer: &'static [u8] = unsafe { std::slice::from_raw_parts(at, len) };
-        let request = self
-            .world
-            .process_at_rank(rank as i32)
-            .immediate_send_with_tag(StaticScope, buffer, TAG);
-        self.sending.push(Sending {
-            request,
-            buffer: Held::Kept {
-                _keep: keep,
-                done: Some(done),
-            },
-        });
-        self.progress();
+        let held = Held::Kept {
+            _keep: keep,
+            done: Some(done),
+        };
+        self.start(rank, buffer, held);
     }
 
     /// The next message from `rank`, waiting for it (one known to be on its way), received

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::head::Head;
 use super::messages::{Msg, data_head};
+use super::wake::Waker;
 use crate::error::{Error, Result};
 use crate::pool::backend::Pipe;
 use crate::pool::wire;
@@ -28,7 +28,8 @@ use crate::transport::reader::{FrameReader, RawFrame};
 /// One remote worker's stream on rank 0.
 pub(crate) struct Relay {
     worker: u64,
-    head: Arc<Head>,
+    /// Wakes the MPI thread when bytes wait for it.
+    waker: Arc<Waker>,
     state: Mutex<State>,
     /// Readable while frames wait, once the stream has ended, or once it broke.
     ready: EventFd,
@@ -57,10 +58,10 @@ struct State {
 }
 
 impl Relay {
-    pub(crate) fn new(worker: u64, head: Arc<Head>) -> Result<Relay> {
+    pub(crate) fn new(worker: u64, waker: Arc<Waker>) -> Result<Relay> {
         Ok(Relay {
             worker,
-            head,
+            waker,
             state: Mutex::new(State::default()),
             ready: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| Error::io("eventfd", e))?,
@@ -161,7 +162,7 @@ impl Pipe for Relay {
         }
         drop(st);
         if first {
-            self.head.nudge();
+            self.waker.nudge();
         }
     }
 
@@ -179,7 +180,7 @@ impl Pipe for Relay {
         });
         drop(st);
         if first {
-            self.head.nudge();
+            self.waker.nudge();
         }
     }
 
@@ -245,7 +246,7 @@ mod tests {
     }
 
     fn relay() -> Relay {
-        Relay::new(42, Head::new(3).unwrap()).unwrap()
+        Relay::new(42, Arc::new(Waker::new().unwrap())).unwrap()
     }
 
     fn readable(r: &Relay) -> bool {

@@ -129,7 +129,7 @@ impl Launcher for MpiLauncher {
             .expect("a cluster pool has at least one agent");
         let agent = index + 1;
         let worker = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
-        let relay = Arc::new(Relay::new(worker, self.head.clone())?);
+        let relay = Arc::new(Relay::new(worker, self.head.waker())?);
         let exit = Arc::new(ExitCell::new()?);
         let (reply, answer) = mpsc::channel();
         let ended = |why: String| Error::PoolBroken {
