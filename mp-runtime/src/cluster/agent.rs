@@ -7,9 +7,9 @@
 //! a long one as a `Frame` and its payload as a message of its own, sent from the buffer it was
 //! read into (rank 0 receives it into the buffer its scheduler reads). A frame that carries
 //! descriptors (a result holding an OS handle) cannot leave the node: it is replaced by an
-//! answer that fails each of its items with a message that says so. When a worker process exits (killed, crashed, or
-//! stopped), the agent reaps it and reports its exit code after the last of its answers, so
-//! that rank 0 fails only the job it was running.
+//! answer that fails each of its items with a message that says so. When a worker process
+//! exits (killed, crashed, or stopped), the agent reaps it and reports its exit code after the
+//! last of its answers, so that rank 0 fails only the job it was running.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
@@ -57,6 +57,60 @@ struct Local {
     /// Answers being sent from the bulk answer area, in order: where each ends, and whether its
     /// send has completed.
     in_flight: VecDeque<(u64, Arc<AtomicBool>)>,
+}
+
+/// The messages to rank 0 that carry one worker's frames, in order: short frames gathered into
+/// one `Data` message, which goes before each long one (a `Frame`, then its payload alone).
+struct ToRank0Messages {
+    worker: u64,
+    /// The `Data` message being gathered.
+    data: Vec<u8>,
+    /// The length of its head: it holds frames past that.
+    head: usize,
+    out: Vec<ToRank0>,
+}
+
+impl ToRank0Messages {
+    fn new(worker: u64) -> Self {
+        let data = data_head(worker, 0);
+        ToRank0Messages {
+            worker,
+            head: data.len(),
+            data,
+            out: Vec::new(),
+        }
+    }
+
+    /// Appends whole frames (header included) to the `Data` message.
+    fn short(&mut self, frames: &[&[u8]]) {
+        for f in frames {
+            self.data.extend_from_slice(f);
+        }
+    }
+
+    /// A long frame's payload of `len` bytes, after what was gathered.
+    fn long(&mut self, len: usize, payload: ToRank0) {
+        self.flush();
+        let frame = Msg::Frame {
+            worker: self.worker,
+            len: len as u64,
+        };
+        self.out.push(ToRank0::Bytes(frame.encode()));
+        self.out.push(payload);
+    }
+
+    fn flush(&mut self) {
+        if self.data.len() > self.head {
+            let next = data_head(self.worker, 0);
+            self.out
+                .push(ToRank0::Bytes(std::mem::replace(&mut self.data, next)));
+        }
+    }
+
+    fn finish(mut self) -> Vec<ToRank0> {
+        self.flush();
+        self.out
+    }
 }
 
 /// A message to rank 0 made of what a worker sent.
@@ -138,13 +192,9 @@ impl Local {
 
     /// Reads what the worker sent: the messages to rank 0 that carry its frames, in order.
     fn read(&mut self, rank: usize, worker: u64) -> Vec<ToRank0> {
-        let mut out = Vec::new();
-        let mut msg = data_head(worker, 0);
-        self.read_frames(rank, worker, &mut msg, &mut out);
-        if msg.len() > data_head(worker, 0).len() {
-            out.push(ToRank0::Bytes(msg));
-        }
-        out
+        let mut out = ToRank0Messages::new(worker);
+        self.read_frames(rank, &mut out);
+        out.finish()
     }
 
     /// Where a `DoneBulk` says its answer lies: address, length and end, checked against the
@@ -182,9 +232,8 @@ impl Local {
         }
     }
 
-    /// [`Local::read`]: short frames are appended to `msg` (a `Data` message), which goes to
-    /// `out` before a long one does.
-    fn read_frames(&mut self, rank: usize, worker: u64, msg: &mut Vec<u8>, out: &mut Vec<ToRank0>) {
+    /// [`Local::read`], into `out`.
+    fn read_frames(&mut self, rank: usize, out: &mut ToRank0Messages) {
         if self.broken {
             return;
         }
@@ -211,36 +260,22 @@ impl Local {
                         return;
                     };
                     self.answered += 1;
-                    if msg.len() > data_head(worker, 0).len() {
-                        out.push(ToRank0::Bytes(std::mem::replace(msg, data_head(worker, 0))));
-                    }
-                    let frame = Msg::Frame {
-                        worker,
-                        len: len as u64,
-                    };
-                    out.push(ToRank0::Bytes(frame.encode()));
-                    out.push(ToRank0::InBulk { at, len, end });
+                    out.long(len, ToRank0::InBulk { at, len, end });
                 }
                 Ok(Some(frame)) if frame.fds.is_empty() => {
                     if frame.payload.first() == Some(&wire::DONE) {
                         self.answered += 1;
                     }
                     if frame.payload.len() >= OWN_MESSAGE {
-                        if msg.len() > data_head(worker, 0).len() {
-                            out.push(ToRank0::Bytes(std::mem::replace(msg, data_head(worker, 0))));
-                        }
-                        let len = frame.payload.len() as u64;
-                        out.push(ToRank0::Bytes(Msg::Frame { worker, len }.encode()));
-                        out.push(ToRank0::Bytes(frame.payload));
+                        out.long(frame.payload.len(), ToRank0::Bytes(frame.payload));
                     } else {
-                        msg.extend_from_slice(&header(frame.payload.len(), 0));
-                        msg.extend_from_slice(&frame.payload);
+                        out.short(&[&header(frame.payload.len(), 0), &frame.payload]);
                     }
                 }
                 Ok(Some(frame)) => match without_handles(&frame.payload, rank) {
                     Some(answer) => {
                         self.answered += 1;
-                        msg.extend_from_slice(&answer);
+                        out.short(&[&answer]);
                     }
                     None => {
                         self.broken = true;

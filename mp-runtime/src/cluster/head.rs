@@ -243,8 +243,8 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
             busy = true;
             receive(&head, &mut comm, &mut routes, from, bytes);
         }
-        // Cleared before the relays are looked at: bytes written after this are seen now or at
-        // the next round, which `wait` then does not sleep before.
+        // Said before the relays are looked at: bytes written after this are seen now or at the
+        // next round, which `Waker::sleep` then does not sleep before.
         head.waker.looking();
         for r in routes.values_mut() {
             for out in r.relay.take_outgoing() {

@@ -429,11 +429,7 @@ impl Core {
         let frame = Parts(&buf, &task.chunk.items);
         let sent = match &door {
             Door::Pipe(pipe) => {
-                if frame.1.len() >= WRITE_THROUGH {
-                    pipe.send_shared(frame.0, &task.chunk.items);
-                } else {
-                    pipe.send(&[frame.0, frame.1]);
-                }
+                send_job_to_pipe(pipe.as_ref(), &buf, &task.chunk.items);
                 frame.len()
             }
             Door::Socket(fd) => loop {
@@ -677,17 +673,18 @@ impl Slot {
     /// first frame.
     fn new(link: Box<dyn Link>, share: bool) -> Self {
         static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let pipe = link.pipe();
         let mut slot = Slot {
             key: KEYS.fetch_add(1, Ordering::Relaxed),
-            fast: match link.pipe() {
-                Some(pipe) => Some(Door::Pipe(pipe)),
+            fast: match &pipe {
+                Some(pipe) => Some(Door::Pipe(pipe.clone())),
                 None => link
                     .channel()
                     .try_clone_to_owned()
                     .ok()
                     .map(|fd| Door::Socket(Arc::new(fd))),
             },
-            pipe: link.pipe(),
+            pipe,
             link,
             reader: FrameReader::new(wire::MAX_FRAME),
             lanes: None,
@@ -883,11 +880,10 @@ impl Slot {
         job_frame_head(task, scratch);
         let items = &task.chunk.items;
         if let Some(pipe) = &self.pipe
-            && items.len() >= WRITE_THROUGH
             && fds.is_empty()
             && self.out.is_empty()
         {
-            pipe.send_shared(scratch, items);
+            send_job_to_pipe(pipe.as_ref(), scratch, items);
         } else if items.len() >= WRITE_THROUGH {
             // The items go out from where the task holds them, not through a copy.
             self.send_frame_parts(Parts(scratch, items), fds);
@@ -944,6 +940,16 @@ impl Slot {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Writes a job frame (`head`, then the task's `items`) into a worker's pipe: long items go
+/// from where the task holds them, short ones are copied in after the head.
+fn send_job_to_pipe(pipe: &dyn Pipe, head: &[u8], items: &Arc<Vec<u8>>) {
+    if items.len() >= WRITE_THROUGH {
+        pipe.send_shared(head, items);
+    } else {
+        pipe.send(&[head, items]);
     }
 }
 
