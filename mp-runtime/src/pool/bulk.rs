@@ -46,11 +46,8 @@ struct Region(Mapping);
 
 impl Region {
     fn word(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at + 8 <= HEADER && at.is_multiple_of(8));
-        // SAFETY: `at` lies in the header, inside the mapping (LEN bytes, checked at attach),
-        // 8-aligned (the mapping is page-aligned); an AtomicU64 is valid for any bits, and both
-        // processes only access these words atomically.
-        unsafe { &*(self.0.as_ptr().add(at) as *const AtomicU64) }
+        debug_assert!(at + 8 <= HEADER);
+        self.0.atomic_u64(at)
     }
 
     /// The address of byte `offset` of the area at `area`.

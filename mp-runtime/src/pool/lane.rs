@@ -113,17 +113,13 @@ impl Lanes {
     }
 
     fn word64(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at + 8 <= 2 * HEADER && at.is_multiple_of(8));
-        // SAFETY: `at` lies in the headers, inside the mapping (LEN bytes, checked at attach),
-        // 8-aligned (the mapping is page-aligned); an AtomicU64 is valid for any bits, and every
-        // access to these words, in both processes, is atomic.
-        unsafe { &*(self.region.as_ptr().add(at) as *const AtomicU64) }
+        debug_assert!(at + 8 <= 2 * HEADER);
+        self.region.atomic_u64(at)
     }
 
     fn word32(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at + 4 <= 2 * HEADER && at.is_multiple_of(4));
-        // SAFETY: as in `word64`.
-        unsafe { &*(self.region.as_ptr().add(at) as *const AtomicU32) }
+        debug_assert!(at + 4 <= 2 * HEADER);
+        self.region.atomic_u32(at)
     }
 
     /// The data area of the lane whose header is at `lane`.

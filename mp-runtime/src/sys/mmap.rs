@@ -16,6 +16,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -58,6 +59,27 @@ impl Mapping {
     /// The size in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The 8 bytes at `offset` as an atomic word (a word of a header the processes that map it
+    /// share). Panics if they do not lie in the mapping or are not 8-aligned.
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset.checked_add(8).is_some_and(|end| end <= self.len) && offset.is_multiple_of(8)
+        );
+        // SAFETY: the 8 bytes lie inside the mapping, which lives as long as `&self`, and are
+        // 8-aligned (the mapping is page-aligned); an AtomicU64 is valid for any bits, and the
+        // users of a shared header access its words only atomically, in every process.
+        unsafe { &*(self.as_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// The 4 bytes at `offset` as an atomic word, as [`Mapping::atomic_u64`].
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset.checked_add(4).is_some_and(|end| end <= self.len) && offset.is_multiple_of(4)
+        );
+        // SAFETY: as in `atomic_u64`, for 4 bytes 4-aligned.
+        unsafe { &*(self.as_ptr().add(offset) as *const AtomicU32) }
     }
 }
 
@@ -207,6 +229,45 @@ mod tests {
 
     fn ftruncate(region: &SharedRegion, len: i64) -> nix::Result<()> {
         nix::unistd::ftruncate(region.as_fd(), len)
+    }
+
+    #[test]
+    fn atomic_words_are_shared_and_only_inside_the_mapping() {
+        let (map, fd) = SharedRegion::create(c"mp-test", 4096)
+            .unwrap()
+            .into_mapping();
+        let other = SharedRegion::from_fd(fd).unwrap();
+        let (other, _) = other.into_mapping();
+        map.atomic_u64(4088)
+            .store(7, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            other
+                .atomic_u64(4088)
+                .load(std::sync::atomic::Ordering::SeqCst),
+            7
+        );
+        map.atomic_u32(8)
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            other
+                .atomic_u64(8)
+                .load(std::sync::atomic::Ordering::SeqCst),
+            3
+        );
+        for (offset, width) in [
+            (4096, 8),
+            (4090, 8),
+            (4, 8),
+            (usize::MAX - 3, 8),
+            (4094, 4),
+            (2, 4),
+        ] {
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match width {
+                8 => drop(map.atomic_u64(offset)),
+                _ => drop(map.atomic_u32(offset)),
+            }));
+            assert!(got.is_err(), "{width} bytes at {offset} were allowed");
+        }
     }
 
     #[test]
