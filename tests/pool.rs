@@ -19,6 +19,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -271,6 +272,89 @@ for_each_method!(po_03_starmap_and_async, |ctx: mp::Context| {
         squares(10)
     );
 });
+
+/// Items counted as this process encodes them, and results as it decodes them: how far `map`
+/// runs ahead of the results it has taken.
+static ENCODED: AtomicUsize = AtomicUsize::new(0);
+static DECODED: AtomicUsize = AtomicUsize::new(0);
+static MOST_AHEAD: AtomicUsize = AtomicUsize::new(0);
+
+/// A large argument, counted as it is encoded.
+#[derive(Deserialize)]
+struct Counted(serde_bytes::ByteBuf);
+
+impl Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let encoded = ENCODED.fetch_add(1, Ordering::SeqCst) + 1;
+        let ahead = encoded.saturating_sub(DECODED.load(Ordering::SeqCst));
+        MOST_AHEAD.fetch_max(ahead, Ordering::SeqCst);
+        self.0.serialize(s)
+    }
+}
+
+/// A small result, counted as it is decoded.
+#[derive(Serialize)]
+struct Tallied(usize);
+
+impl<'de> Deserialize<'de> for Tallied {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = usize::deserialize(d)?;
+        DECODED.fetch_add(1, Ordering::SeqCst);
+        Ok(Tallied(v))
+    }
+}
+
+/// Slower than encoding its argument, so that a `map` without a bound would run far ahead.
+#[mp::worker]
+fn tally(x: Counted) -> Tallied {
+    std::thread::sleep(Duration::from_millis(2));
+    Tallied(x.0.len())
+}
+
+/// A large input is not encoded all at once (each item's encoding held until its result
+/// comes): `map` stops encoding once 32 MiB of chunks are unfinished, and goes on as they
+/// finish.
+#[test]
+fn map_holds_a_bounded_encoding_ahead_of_its_results_not_the_whole_input() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let (n, mib) = (120, 1 << 20);
+    let items = (0..n).map(|i| Counted(serde_bytes::ByteBuf::from(vec![i as u8; mib + i])));
+    let out = p.map_chunked(tally, items, 1).unwrap();
+    let got: Vec<usize> = out.iter().map(|t| t.0).collect();
+    assert_eq!(got, (0..n).map(|i| mib + i).collect::<Vec<_>>());
+    assert_eq!(DECODED.load(Ordering::SeqCst), n);
+    // 32 chunks of a little over 1 MiB, and the one being encoded.
+    let most = MOST_AHEAD.load(Ordering::SeqCst);
+    assert!(
+        most <= 33,
+        "map encoded {most} items ahead of the results it had taken"
+    );
+}
+
+/// Fails on the argument of 1 MiB + 3 bytes; slower than encoding its argument.
+#[mp::worker]
+fn fail_on_third(x: serde_bytes::ByteBuf) -> Result<usize, String> {
+    std::thread::sleep(Duration::from_millis(2));
+    match x.len() - (1 << 20) {
+        3 => Err("refusing the third".into()),
+        n => Ok(n),
+    }
+}
+
+/// A `map` held back by its bound on encodings ahead still returns the first failure.
+#[test]
+fn a_map_held_back_by_its_bound_returns_the_first_failure() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let items = (0..80).map(|i| serde_bytes::ByteBuf::from(vec![0u8; (1 << 20) + i]));
+    let err = p.map_chunked(fail_on_third, items, 1).unwrap_err();
+    assert!(
+        matches!(&err, Error::TaskFailed { message, index: Some(3), .. } if message == "refusing the third"),
+        "{err}"
+    );
+    assert_eq!(p.apply(square, (4,)).unwrap(), 16, "the pool still serves");
+}
 
 #[test]
 fn po_04_map_async_callbacks() {

@@ -2,14 +2,15 @@
 //! decodes them instead of the pool's thread.
 //!
 //! The pool's thread routes every answer of every worker; what it does per chunk bounds how many
-//! chunks a second the whole pool moves. Copying a chunk's bytes costs it one `memcpy`, where
-//! decoding them costs a parse per item and the allocation of the values. `imap` keeps
-//! chunks this way until its consumer takes them.
+//! chunks a second the whole pool moves. An answer is handed over whole (its bytes stay where
+//! they arrived); only results that reach a sink one by one (failures, a chunk sent again
+//! without an item that ran out of time) are copied. `imap` keeps chunks this way until its
+//! consumer takes them.
 
 use std::os::fd::OwnedFd;
 
 use super::chunking::{Decoded, decode_chunk};
-use super::scheduler::{ChunkResult, ItemResult};
+use super::scheduler::{Answer, ChunkResult, ItemResult};
 use crate::error::{Error, Result};
 
 /// One item's result, owned: the encoded value and its descriptors, or the error.
@@ -21,6 +22,8 @@ pub(crate) enum Arrived {
     Items(Vec<OwnedItem>),
     /// A batch chunk's results as one encoded `Vec`, or the error that failed the chunk.
     Batch(OwnedItem),
+    /// A worker's answer, kept whole: no result is copied out of it.
+    Answer(Answer),
     /// The other items' results, and the position and error of the item that ran out of time.
     Hole {
         rest: Box<Arrived>,
@@ -30,19 +33,13 @@ pub(crate) enum Arrived {
 }
 
 impl Arrived {
-    /// Copies what `results` borrows; a batch's bytes go into `buffer` if one is given.
-    pub(crate) fn keep(results: ChunkResult<'_>, buffer: Option<Vec<u8>>) -> Arrived {
+    /// Copies what `results` borrows.
+    pub(crate) fn keep(results: ChunkResult<'_>) -> Arrived {
         match results {
             ChunkResult::Items(items) => Arrived::Items(items.into_iter().map(keep_item).collect()),
-            ChunkResult::Batch(Ok((bytes, fds))) => {
-                let mut kept = buffer.unwrap_or_default();
-                kept.clear();
-                kept.extend_from_slice(bytes);
-                Arrived::Batch(Ok((kept, fds)))
-            }
             ChunkResult::Batch(r) => Arrived::Batch(keep_item(r)),
             ChunkResult::Hole { rest, at, error } => Arrived::Hole {
-                rest: Box::new(Arrived::keep(*rest, buffer)),
+                rest: Box::new(Arrived::keep(*rest)),
                 at,
                 error,
             },
@@ -50,18 +47,13 @@ impl Arrived {
     }
 
     /// The results of a chunk of `n` items whose first has input index `first`, as
-    /// [`decode_chunk`] gives them, and a batch's buffer, emptied, for reuse.
+    /// [`decode_chunk`] gives them.
     pub(crate) fn decode<R: serde::de::DeserializeOwned>(
         mut self,
         n: usize,
         first: Option<usize>,
-    ) -> (Decoded<R>, Option<Vec<u8>>) {
-        let decoded = decode_chunk(self.view(), n, first);
-        let buffer = match self {
-            Arrived::Batch(Ok((bytes, _))) => Some(bytes),
-            _ => None,
-        };
-        (decoded, buffer)
+    ) -> Decoded<R> {
+        decode_chunk(self.view(), n, first)
     }
 
     /// A borrowed view for [`decode_chunk`], moving the descriptors and errors out (`self` is
@@ -70,6 +62,7 @@ impl Arrived {
         match self {
             Arrived::Items(items) => ChunkResult::Items(items.iter_mut().map(view_item).collect()),
             Arrived::Batch(r) => ChunkResult::Batch(view_item(r)),
+            Arrived::Answer(a) => a.view(),
             Arrived::Hole { rest, at, error } => ChunkResult::Hole {
                 rest: Box::new(rest.view()),
                 at: *at,
@@ -101,29 +94,15 @@ mod tests {
     #[test]
     fn kept_results_decode_as_the_borrowed_ones_would() {
         let batch = encoded(&vec![1u64, 4, 9]);
-        let kept = Arrived::keep(ChunkResult::Batch(Ok((&batch, Vec::new()))), None);
-        let values: Vec<u64> = kept.decode(3, Some(0)).0.map(|r| r.unwrap()).collect();
+        let kept = Arrived::keep(ChunkResult::Batch(Ok((&batch, Vec::new()))));
+        let values: Vec<u64> = kept.decode(3, Some(0)).map(|r| r.unwrap()).collect();
         assert_eq!(values, [1, 4, 9]);
 
         let one = encoded(&7u32);
         let items = ChunkResult::Items(vec![Ok((&one, Vec::new())), Err(Error::Timeout)]);
-        let out: Vec<Result<u32>> = Arrived::keep(items, None).decode(2, Some(10)).0.collect();
+        let out: Vec<Result<u32>> = Arrived::keep(items).decode(2, Some(10)).collect();
         assert_eq!(out[0].as_ref().unwrap(), &7);
         assert!(matches!(out[1], Err(Error::Timeout)));
-    }
-
-    #[test]
-    fn a_batch_reuses_the_buffer_it_is_given_and_gives_it_back() {
-        let batch = encoded(&vec![2u64, 3]);
-        let mut given = Vec::with_capacity(4096);
-        given.extend_from_slice(b"stale bytes of an earlier chunk");
-        let at = given.as_ptr();
-        let kept = Arrived::keep(ChunkResult::Batch(Ok((&batch, Vec::new()))), Some(given));
-        let (values, back) = kept.decode::<u64>(2, Some(0));
-        assert_eq!(values.map(|r| r.unwrap()).collect::<Vec<_>>(), [2, 3]);
-        let back = back.expect("a batch gives its buffer back");
-        assert_eq!(back.as_ptr(), at, "the same allocation");
-        assert_eq!(back, batch);
     }
 
     #[test]
@@ -134,7 +113,7 @@ mod tests {
             at: 1,
             error: Error::Timeout,
         };
-        let out: Vec<Result<u64>> = Arrived::keep(hole, None).decode(3, Some(0)).0.collect();
+        let out: Vec<Result<u64>> = Arrived::keep(hole).decode(3, Some(0)).collect();
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].as_ref().unwrap(), &1);
         assert!(matches!(out[1], Err(Error::Timeout)));
@@ -144,8 +123,8 @@ mod tests {
     #[test]
     fn a_batch_of_the_wrong_length_fails_every_item() {
         let batch = encoded(&vec![1u64]);
-        let kept = Arrived::keep(ChunkResult::Batch(Ok((&batch, Vec::new()))), None);
-        let out: Vec<Result<u64>> = kept.decode(2, Some(0)).0.collect();
+        let kept = Arrived::keep(ChunkResult::Batch(Ok((&batch, Vec::new()))));
+        let out: Vec<Result<u64>> = kept.decode(2, Some(0)).collect();
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|r| matches!(r, Err(Error::Protocol { .. }))));
     }

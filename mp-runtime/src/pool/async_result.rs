@@ -443,6 +443,8 @@ struct MapParts<R> {
     values: Vec<Option<R>>,
     remaining: usize,
     failed: bool,
+    /// A submitter waits in [`MapSink::wait_for_room`].
+    waiting: bool,
 }
 
 /// Assembles the chunks of a `map` into one vector; the first error fails the whole map at once
@@ -452,6 +454,8 @@ pub(crate) struct MapSink<R> {
     len: usize,
     chunksize: usize,
     parts: Mutex<MapParts<R>>,
+    /// Signalled as chunks complete, for a submitter held back by [`MapSink::wait_for_room`].
+    room: Condvar,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -465,8 +469,29 @@ impl<R> MapSink<R> {
                 values: (0..len).map(|_| None).collect(),
                 remaining: len.div_ceil(chunksize.max(1)),
                 failed: false,
+                waiting: false,
             }),
+            room: Condvar::new(),
             _r: PhantomData,
+        }
+    }
+
+    /// Waits until fewer than `window` of the first `submitted` chunks are unfinished, or the
+    /// map has failed (false then: submitting more is of no use).
+    pub(crate) fn wait_for_room(&self, submitted: usize, window: usize) -> bool {
+        let total = self.len.div_ceil(self.chunksize.max(1));
+        let mut p = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if p.failed {
+                return false;
+            }
+            let finished = total - p.remaining;
+            if submitted.saturating_sub(finished) < window {
+                return true;
+            }
+            p.waiting = true;
+            p = self.room.wait(p).unwrap_or_else(|p| p.into_inner());
+            p.waiting = false;
         }
     }
 }
@@ -493,6 +518,9 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
                 }
             }
             p.remaining = p.remaining.saturating_sub(1);
+            if p.waiting {
+                self.room.notify_all();
+            }
             if error.is_some() {
                 p.failed = true;
                 None

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::arrived::Arrived;
 use super::chunking::Decoded;
-use super::scheduler::{ChunkResult, Core, Sink};
+use super::scheduler::{Answer, ChunkResult, Core, Sink};
 use crate::error::{Error, Result};
 use crate::sys::poll::Deadline;
 use crate::sys::spin_wait::SpinWait;
@@ -37,14 +37,7 @@ struct Ready {
     /// stream in it takes several chunks per wake-up, instead of costing the pool's thread a
     /// wake-up call per chunk.
     wake_at: usize,
-    /// Buffers of decoded chunks, for the next chunks' bytes (at most [`SPARE_BUFFERS`]).
-    spare: Vec<Vec<u8>>,
 }
-
-/// How many emptied buffers wait for reuse, at most, and the largest kept: big results are
-/// rare enough that their allocation does not matter, and are not worth holding on to.
-const SPARE_BUFFERS: usize = 64;
-const SPARE_CAPACITY: usize = 64 * 1024;
 
 /// Collects results a chunk at a time as they arrive, keyed by chunk (ordered) or in arrival
 /// order; the iterator takes a whole chunk per lock, and decodes it (`arrived`).
@@ -64,24 +57,41 @@ pub(crate) struct ImapSink {
 
 impl Sink for ImapSink {
     fn complete(&self, chunk: usize, results: ChunkResult<'_>) {
-        let len = match &results {
-            ChunkResult::Items(v) => v.len(),
-            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => {
-                if self.short_chunk.load(Ordering::Acquire) == chunk + 1 {
-                    self.short_len.load(Ordering::Acquire)
-                } else {
-                    self.chunksize
-                }
+        let len = self.len_of(chunk, results.items());
+        let r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        self.arrive(r, chunk, len, Arrived::keep(results));
+    }
+
+    fn keeps_answers(&self) -> bool {
+        true
+    }
+
+    fn complete_answer(&self, chunk: usize, answer: Answer) {
+        let len = self.len_of(chunk, answer.items());
+        let r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        self.arrive(r, chunk, len, Arrived::Answer(answer));
+    }
+}
+
+impl ImapSink {
+    /// How many items chunk `chunk` holds: `items` if its results are counted (one per item),
+    /// else its size as submitted.
+    fn len_of(&self, chunk: usize, items: Option<usize>) -> usize {
+        items.unwrap_or_else(|| {
+            if self.short_chunk.load(Ordering::Acquire) == chunk + 1 {
+                self.short_len.load(Ordering::Acquire)
+            } else {
+                self.chunksize
             }
-        };
-        let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        // A buffer the consumer is done with: the bytes cross from this thread to the consumer's
-        // and back without an allocation (and the allocator's lock) each way.
-        let spare = r.spare.pop();
+        })
+    }
+
+    /// Files a finished chunk for the consumer, and wakes it if it waits for this many.
+    fn arrive(&self, mut r: MutexGuard<'_, Ready>, chunk: usize, len: usize, results: Arrived) {
         let finished = Finished {
             chunk,
             len,
-            results: Arrived::keep(results, spare),
+            results,
         };
         if self.ordered {
             r.ordered.insert(chunk, finished);
@@ -102,7 +112,8 @@ impl Sink for ImapSink {
 ///
 /// It takes input only as results are consumed: a few chunks per worker are in flight ahead of
 /// the consumer (up to 256 chunks while results stream in, so that the workers never wait for
-/// it), so an endless or huge input is fine. Where the input is an
+/// it, and at most 32 MiB of encoded chunks, though always four per worker), so an endless or
+/// huge input is fine. Where the input is an
 /// [`ExactSizeIterator`], so is this (progress bars such as `indicatif`'s `.progress()` show a
 /// length). Dropping it stops taking input; tasks already submitted still run. With a chunk size
 /// above 1, an item that fails fails alone: the others of its chunk yield their results.
@@ -113,6 +124,10 @@ pub struct IMap<R, I> {
     input: I,
     chunksize: usize,
     window: usize,
+    /// The fewest chunks in flight that the bound on their bytes allows: four per worker.
+    fewest_chunks: usize,
+    /// The encoded size of the chunks submitted so far.
+    encoded: usize,
     next_chunk: usize,
     submitted: usize,
     yielded: usize,
@@ -129,10 +144,14 @@ pub struct IMap<R, I> {
     spin: SpinWait,
     /// How many chunks the next sleep waits for (see [`BATCH_DELAY`]).
     batch: usize,
-    /// The buffer of the chunk last decoded, to give back to the sink.
-    emptied: Option<Vec<u8>>,
     _r: PhantomData<fn() -> R>,
 }
+
+/// How many bytes of encoded chunks are held, at most, ahead of the results taken (unless that
+/// is fewer than four chunks per worker): enough to keep every worker of a pool or a cluster
+/// busy with large items, while their buffers are reused instead of a large input's encoding
+/// being held, and its pages touched, at once. Small items never reach it.
+pub(crate) const AHEAD_BYTES: usize = 32 << 20;
 
 /// The most chunks kept in flight ahead of a consumer whose results stream in: four times what
 /// it waits for at once (see [`IMap::ahead`]), so that the workers keep a deep queue while it
@@ -183,7 +202,6 @@ where
                     arrived: VecDeque::new(),
                     sleepers: 0,
                     wake_at: 0,
-                    spare: Vec::new(),
                 }),
                 cv: Condvar::new(),
                 arrivals: AtomicUsize::new(0),
@@ -192,6 +210,8 @@ where
             input,
             chunksize,
             window: chunksize * (processes.max(1) * 16).max(32),
+            fewest_chunks: 4 * processes.max(1),
+            encoded: 0,
             next_chunk: 0,
             submitted: 0,
             yielded: 0,
@@ -201,17 +221,24 @@ where
             limit,
             spin: SpinWait::pool(),
             batch: 1,
-            emptied: None,
             _r: PhantomData,
         }
     }
 
     /// How many items may be in flight ahead of the consumer: a few chunks per worker, and while
     /// results stream in (the consumer sleeps until several chunks are back), four times that
-    /// many chunks, up to [`STREAM_WINDOW`].
+    /// many chunks, up to [`STREAM_WINDOW`]; but no more chunks than [`AHEAD_BYTES`] hold at
+    /// their average size so far (and no fewer than four per worker).
     fn ahead(&self) -> usize {
-        self.window
-            .max(self.chunksize * (4 * self.batch).min(STREAM_WINDOW))
+        let items = self
+            .window
+            .max(self.chunksize * (4 * self.batch).min(STREAM_WINDOW));
+        if self.next_chunk == 0 {
+            return items;
+        }
+        let per_chunk = (self.encoded / self.next_chunk).max(1);
+        let chunks = (AHEAD_BYTES / per_chunk).max(self.fewest_chunks);
+        items.min(chunks.saturating_mul(self.chunksize))
     }
 
     /// Submits chunks until the window ahead of the consumer is full or the input ends.
@@ -242,6 +269,9 @@ where
                 true,
                 self.limit,
             );
+            if let Ok((_, bytes)) = submitted {
+                self.encoded += bytes;
+            }
             if let Err(e) = submitted {
                 // Items that cannot be sent to another machine fail their chunk; a terminated
                 // pool also ends the iteration (an endless input would otherwise yield errors
@@ -268,14 +298,8 @@ where
         }
     }
 
-    /// Takes the next finished chunk, if it is there (and gives back emptied buffers).
+    /// Takes the next finished chunk, if it is there.
     fn take_chunk(&mut self, r: &mut Ready) -> Option<Finished> {
-        if let Some(buf) = self.emptied.take()
-            && r.spare.len() < SPARE_BUFFERS
-            && buf.capacity() <= SPARE_CAPACITY
-        {
-            r.spare.push(buf);
-        }
         if self.sink.ordered {
             let c = r.ordered.remove(&self.next_out);
             if c.is_some() {
@@ -295,9 +319,7 @@ where
             None => return Some(r),
         };
         drop(r);
-        let (decoded, buffer) = f.results.decode(f.len, Some(f.chunk * self.chunksize));
-        self.current = decoded;
-        self.emptied = buffer;
+        self.current = f.results.decode(f.len, Some(f.chunk * self.chunksize));
         None
     }
 

@@ -36,12 +36,19 @@ pub(crate) use self::async_result::{Cell, OneSink, Watcher};
 pub use self::backend::{Backend, StartFaults};
 pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
+use self::iter::AHEAD_BYTES;
 pub use self::iter::IMap;
 use self::scheduler::{Core, Sink, Task};
 pub use self::watchdog::task_deadline;
 use crate::error::{Error, Result};
 use crate::start_method::StartMethod;
 use crate::worker::{OneArg, Worker};
+
+/// The encoded size of a chunk from which a blocking `map` decodes its results on the calling
+/// thread, as `imap` does, instead of on the pool's thread: there, decoding (and touching the
+/// pages of) large results would hold up every other worker's answers, while for small ones
+/// the hand-off per chunk would cost more than the decoding.
+const DECODE_ON_CALLER: usize = 64 * 1024;
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -261,7 +268,9 @@ impl Pool {
 
     /// Applies a one-argument worker to every item and returns the results in order (Python's
     /// `map`), with Python's default chunk size (`len / (4 × processes)`, rounded up). The
-    /// input is collected first. The first failing item's error fails the whole call.
+    /// input is collected first, then encoded as workers take it: once 32 MiB of encoded
+    /// chunks are unfinished, the next waits for one to finish, so that a large input's
+    /// encoding is never held all at once. The first failing item's error fails the whole call.
     pub fn map<W, T, I>(&self, worker: W, items: I) -> Result<Vec<W::Output>>
     where
         W: Worker + OneArg<W::Args, Arg = T>,
@@ -269,8 +278,7 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        self.map_async_with(worker, items, None, Callbacks::new())?
-            .get()
+        self.map_blocking(worker.name(), items, None)
     }
 
     /// [`map`](Pool::map) with `chunksize` items per task. Zero is [`Error::InvalidArgument`].
@@ -286,8 +294,7 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        self.map_async_with(worker, items, Some(chunksize), Callbacks::new())?
-            .get()
+        self.map_blocking(worker.name(), items, Some(chunksize))
     }
 
     /// [`map`](Pool::map) without waiting (Python's `map_async`).
@@ -316,7 +323,7 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        self.map_items(worker.name(), items, chunksize, callbacks)
+        self.map_items(worker.name(), items, chunksize, callbacks, None)
     }
 
     /// Calls a worker with each argument tuple and returns the results in order (Python's
@@ -327,8 +334,7 @@ impl Pool {
         W::Output: Send,
         I: IntoIterator<Item = W::Args>,
     {
-        self.starmap_async_with(worker, items, None, Callbacks::new())?
-            .get()
+        self.map_blocking(worker.name(), items, None)
     }
 
     /// [`starmap`](Pool::starmap) without waiting (Python's `starmap_async`).
@@ -354,15 +360,62 @@ impl Pool {
         W::Output: Send,
         I: IntoIterator<Item = W::Args>,
     {
-        self.map_items(worker.name(), items, chunksize, callbacks)
+        self.map_items(worker.name(), items, chunksize, callbacks, None)
     }
 
+    /// The blocking `map` and `starmap`. Chunks of [`DECODE_ON_CALLER`] bytes or more (judged
+    /// by the first item) go through an ordered [`IMap`], which decodes on this thread; smaller
+    /// ones through [`map_items`](Pool::map_items), which decodes on the pool's. Either holds at
+    /// most [`AHEAD_BYTES`] of encoded chunks ahead of the results.
+    fn map_blocking<R, T, I>(
+        &self,
+        name: &'static str,
+        items: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        if chunksize == Some(0) {
+            return Err(Error::InvalidArgument {
+                message: "chunksize must be at least 1".into(),
+            });
+        }
+        self.core.ensure_open()?;
+        let items: Vec<T> = items.into_iter().collect();
+        let Some(first) = items.first() else {
+            return Ok(Vec::new());
+        };
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes));
+        // An item that cannot be encoded fails in either path, alone.
+        let first_len = crate::codec::encode(first).map_or(0, |e| e.bytes.len());
+        if first_len.saturating_mul(chunksize) >= DECODE_ON_CALLER
+            && !self.core.on_scheduler_thread()
+        {
+            let mut out = Vec::with_capacity(items.len());
+            for result in self.iter(name, items.into_iter(), chunksize, true)? {
+                out.push(result?);
+            }
+            return Ok(out);
+        }
+        let ahead = Some(AHEAD_BYTES);
+        self.map_items(name, items, Some(chunksize), Callbacks::new(), ahead)?
+            .get()
+    }
+
+    /// Submits the chunks of a `map`. With `ahead`, a caller that then waits for the results
+    /// stops encoding once that many bytes of chunks are unfinished (at least four chunks per
+    /// worker), and goes on as they finish: a large input's encoding is never held all at once,
+    /// and its buffers are reused. Small items never reach the budget.
     fn map_items<R, T, I>(
         &self,
         name: &'static str,
         items: I,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<R>>,
+        ahead: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         R: DeserializeOwned + Send + 'static,
@@ -388,11 +441,29 @@ impl Pool {
         // rest is being encoded. An item that cannot be encoded fails alone (the call returns
         // the first error, as for any failing item).
         let mut ids = Vec::with_capacity(len.div_ceil(chunksize));
+        let ahead = ahead.filter(|_| !self.core.on_scheduler_thread());
+        let mut encoded = 0usize;
         for (index, part) in items.chunks(chunksize).enumerate() {
-            let sink: Arc<dyn Sink> = sink.clone();
-            ids.extend(submit_part(
-                &self.core, name, index, part, sink, false, self.limit,
-            )?);
+            if let Some(budget) = ahead
+                && index > 0
+            {
+                let window = (budget / (encoded / index).max(1)).max(4 * self.processes);
+                if !sink.wait_for_room(index, window) {
+                    // Failed already: the call returns that error.
+                    break;
+                }
+            }
+            let (id, bytes) = submit_part(
+                &self.core,
+                name,
+                index,
+                part,
+                sink.clone(),
+                false,
+                self.limit,
+            )?;
+            ids.extend(id);
+            encoded += bytes;
         }
         Ok(AsyncResult::of_tasks(cell, &self.core, ids))
     }
@@ -541,7 +612,7 @@ impl Pool {
 /// `chunksize` 1), more as a batch. An item that cannot be encoded fails alone, with its
 /// position: the others are encoded one by one and travel as a task of their own items, whose
 /// results are put back in place around the failures (see [`Patched`]). Returns the id of the
-/// task submitted, if one was (not when every item failed to encode).
+/// task submitted, if one was (not when every item failed to encode), and its encoded size.
 pub(crate) fn submit_part<T: Serialize>(
     core: &Core,
     name: &'static str,
@@ -550,7 +621,7 @@ pub(crate) fn submit_part<T: Serialize>(
     sink: Arc<dyn Sink>,
     feeder: bool,
     limit: Option<Duration>,
-) -> Result<Option<u64>> {
+) -> Result<(Option<u64>, usize)> {
     let whole = if part.len() == 1 {
         encode_chunk(&mut part.iter(), 1).1
     } else {
@@ -560,11 +631,12 @@ pub(crate) fn submit_part<T: Serialize>(
     let failed = match whole {
         Ok(chunk) => {
             core.ensure_portable(&chunk, type_name)?;
+            let bytes = chunk.items.len();
             let id = core.submit(
                 Task::new(name, index, chunk, sink).with_limit(limit),
                 feeder,
             )?;
-            return Ok(Some(id));
+            return Ok((Some(id), bytes));
         }
         Err(_) => {
             // Rare: find the items that do not encode, and send the others alone.
@@ -589,6 +661,7 @@ pub(crate) fn submit_part<T: Serialize>(
             good.items = good_items.into();
             if good.nitems > 0 {
                 core.ensure_portable(&good, type_name)?;
+                let bytes = good.items.len();
                 let patched: Arc<dyn Sink> = Arc::new(Patched {
                     sink,
                     failed: Mutex::new(failed),
@@ -598,14 +671,14 @@ pub(crate) fn submit_part<T: Serialize>(
                     Task::new(name, index, good, patched).with_limit(limit),
                     feeder,
                 )?;
-                return Ok(Some(id));
+                return Ok((Some(id), bytes));
             }
             failed
         }
     };
     let results = failed.into_iter().map(|(_, e)| Err(e)).collect();
     sink.complete(index, scheduler::ChunkResult::Items(results));
-    Ok(None)
+    Ok((None, 0))
 }
 
 /// The sink of a chunk some of whose items could not be encoded: the results of the items that

@@ -72,6 +72,16 @@ pub(crate) enum ChunkResult<'a> {
     },
 }
 
+impl ChunkResult<'_> {
+    /// How many results it holds, one per item (`None` for a batch's single result or a hole).
+    pub(crate) fn items(&self) -> Option<usize> {
+        match self {
+            ChunkResult::Items(v) => Some(v.len()),
+            ChunkResult::Batch(_) | ChunkResult::Hole { .. } => None,
+        }
+    }
+}
+
 /// Where nothing goes: the results of a task already completed as terminated.
 struct Nowhere;
 
@@ -84,6 +94,84 @@ pub(crate) trait Sink: Send + Sync {
     /// The results of chunk `chunk`. Called exactly once per task, on the scheduler thread or on
     /// the thread that cancels or fails the task.
     fn complete(&self, chunk: usize, results: ChunkResult<'_>);
+
+    /// Whether this sink keeps results for another thread to decode: a worker's answer then
+    /// goes to [`complete_answer`](Sink::complete_answer), whole, instead of to
+    /// [`complete`](Sink::complete), so that no result is copied out of it.
+    fn keeps_answers(&self) -> bool {
+        false
+    }
+
+    /// The results of chunk `chunk` as a worker answered them, with the answer's bytes (for a
+    /// sink that [keeps answers](Sink::keeps_answers)).
+    fn complete_answer(&self, chunk: usize, mut answer: Answer) {
+        self.complete(chunk, answer.view());
+    }
+}
+
+/// Where one item's result lies in its [`Answer`], or the error.
+pub(crate) type SpannedResult = Result<(std::ops::Range<usize>, Vec<OwnedFd>)>;
+
+/// A worker's answer to one task, owned: its bytes and where each result lies in them.
+pub(crate) struct Answer {
+    payload: Vec<u8>,
+    results: SpannedResults,
+}
+
+enum SpannedResults {
+    Items(Vec<SpannedResult>),
+    Batch(SpannedResult),
+}
+
+impl Answer {
+    /// Where `results`, read from `payload`, lie in it (`None` if one lies outside, or for a
+    /// hole, which no answer holds).
+    fn spans(payload: &[u8], results: ChunkResult<'_>) -> Option<SpannedResults> {
+        let base = payload.as_ptr() as usize;
+        let span = |r: ItemResult<'_>| -> Option<SpannedResult> {
+            Some(match r {
+                Ok((bytes, fds)) => {
+                    let from = (bytes.as_ptr() as usize).checked_sub(base)?;
+                    let to = from
+                        .checked_add(bytes.len())
+                        .filter(|&to| to <= payload.len())?;
+                    Ok((from..to, fds))
+                }
+                Err(e) => Err(e),
+            })
+        };
+        Some(match results {
+            ChunkResult::Items(v) => {
+                SpannedResults::Items(v.into_iter().map(span).collect::<Option<_>>()?)
+            }
+            ChunkResult::Batch(r) => SpannedResults::Batch(span(r)?),
+            ChunkResult::Hole { .. } => return None,
+        })
+    }
+
+    /// How many results it holds, one per item (`None` for a batch's single result).
+    pub(crate) fn items(&self) -> Option<usize> {
+        match &self.results {
+            SpannedResults::Items(v) => Some(v.len()),
+            SpannedResults::Batch(_) => None,
+        }
+    }
+
+    /// The results, borrowing their bytes; the descriptors and errors move out (a second view
+    /// sees none).
+    pub(crate) fn view(&mut self) -> ChunkResult<'_> {
+        let payload = &self.payload;
+        let look = |r: &mut SpannedResult| -> ItemResult<'_> {
+            match r {
+                Ok((span, fds)) => Ok((&payload[span.clone()], std::mem::take(fds))),
+                Err(e) => Err(std::mem::replace(e, Error::Timeout)),
+            }
+        };
+        match &mut self.results {
+            SpannedResults::Items(v) => ChunkResult::Items(v.iter_mut().map(look).collect()),
+            SpannedResults::Batch(r) => ChunkResult::Batch(look(r)),
+        }
+    }
 }
 
 /// Encoded arguments of a task. Per item `nfds len bytes`, or for a batch chunk the encoded
@@ -1097,9 +1185,16 @@ fn deliver(done: Done) {
             ChunkResult::Items(results)
         })
     })();
-    match parsed {
-        Ok(results) => task.sink.complete(task.index, results),
-        Err(e) => task.fail(|| e.replicate()),
+    let spans = match parsed {
+        Ok(results) if task.sink.keeps_answers() => Answer::spans(&payload, results),
+        Ok(results) => return task.sink.complete(task.index, results),
+        Err(e) => return task.fail(|| e.replicate()),
+    };
+    match spans {
+        Some(results) => task
+            .sink
+            .complete_answer(task.index, Answer { payload, results }),
+        None => task.fail(|| Error::protocol("a worker's answer could not be read")),
     }
 }
 
@@ -2111,6 +2206,54 @@ mod tests {
     use crate::transport::socket::stream_pair;
 
     const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_answer_lends_its_results_where_they_lie_and_refuses_others() {
+        let payload = b"..abc..de".to_vec();
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+        let results = ChunkResult::Items(vec![
+            Ok((&payload[2..5], Vec::new())),
+            Err(Error::Timeout),
+            Ok((&payload[7..9], vec![fd])),
+        ]);
+        let results = Answer::spans(&payload, results).expect("all inside");
+        let mut answer = Answer { payload, results };
+        assert_eq!(answer.items(), Some(3));
+        let ChunkResult::Items(v) = answer.view() else {
+            panic!("items")
+        };
+        assert_eq!(v[0].as_ref().unwrap().0, b"abc");
+        assert!(matches!(v[1], Err(Error::Timeout)));
+        let (bytes, fds) = v[2].as_ref().unwrap();
+        assert_eq!((*bytes, fds.len()), (&b"de"[..], 1));
+        drop(v);
+        // The descriptors moved out with the first view.
+        let ChunkResult::Items(v) = answer.view() else {
+            panic!("items")
+        };
+        assert!(v[2].as_ref().unwrap().1.is_empty());
+
+        let batch = b"xbatch".to_vec();
+        let results = Answer::spans(&batch, ChunkResult::Batch(Ok((&batch[1..], Vec::new()))));
+        let mut answer = Answer {
+            results: results.expect("inside"),
+            payload: batch,
+        };
+        assert_eq!(answer.items(), None);
+        assert!(matches!(answer.view(), ChunkResult::Batch(Ok((b, _))) if b == b"batch"));
+
+        // Bytes that do not lie in the payload are not taken for its own.
+        let payload = b"short".to_vec();
+        let elsewhere = b"other bytes".to_vec();
+        let stray = ChunkResult::Items(vec![Ok((&elsewhere[..], Vec::new()))]);
+        assert!(Answer::spans(&payload, stray).is_none());
+        let hole = ChunkResult::Hole {
+            rest: Box::new(ChunkResult::Items(Vec::new())),
+            at: 0,
+            error: Error::Timeout,
+        };
+        assert!(Answer::spans(&payload, hole).is_none());
+    }
 
     /// A worker whose far end of the socket the test holds; "exits" when killed.
     struct FakeLink {
