@@ -23,7 +23,7 @@ use nix::sys::time::TimeSpec;
 
 use super::fingerprint;
 use super::messages::{Hello, LaunchSpec, Msg, data_head};
-use super::mpi_io::{AGENT_SPIN, Backoff, Comm};
+use super::mpi_io::{AGENT_SPIN, Backoff, Comm, Waiting};
 use super::outbox::{Flushed, Outbox};
 use crate::error::{Error, Result};
 use crate::pool::backend::{InitSpec, Launcher, Link, LocalLauncher};
@@ -532,9 +532,8 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                 comm.send(0, Msg::Exited { worker, code }.encode());
             }
         }
-        if comm.progress() {
-            busy = true;
-        }
+        // A send in progress bounds the wait, but is no activity to spin for (`SENDING_WAIT`).
+        let sending = comm.progress();
         for w in workers.values_mut() {
             w.free_sent();
         }
@@ -546,7 +545,12 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
         let working = workers
             .values()
             .any(|w| !w.broken && w.jobs.frames > w.answered);
-        ready = wait(&workers, backoff.next_wait(false, !working));
+        let waiting = Waiting {
+            answer: false,
+            spin: !working,
+            sending,
+        };
+        ready = wait(&workers, backoff.next_wait(waiting));
     }
 }
 

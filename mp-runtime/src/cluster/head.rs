@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::messages::{Hello, LaunchSpec, Msg};
-use super::mpi_io::{Backoff, Comm, HEAD_SPIN};
+use super::mpi_io::{Backoff, Comm, HEAD_SPIN, Waiting};
 use super::relay::{Outgoing, Relay};
 use super::wake::Waker;
 use crate::error::{Error, Result};
@@ -259,15 +259,17 @@ pub(crate) fn run(mut comm: Comm, head: Arc<Head>) {
                 }
             }
         }
-        if comm.progress() {
-            // Sends in progress need MPI to be called to move on.
-            busy = true;
-        }
+        // A send in progress bounds the wait, but is no activity to spin for (`SENDING_WAIT`).
+        let sending = comm.progress();
         if busy {
             backoff.active();
         }
-        let expecting = routes.values().any(|r| r.awaiting);
-        head.waker.sleep(backoff.next_wait(expecting, true));
+        let waiting = Waiting {
+            answer: routes.values().any(|r| r.awaiting),
+            spin: true,
+            sending,
+        };
+        head.waker.sleep(backoff.next_wait(waiting));
     };
     for agent in 1..comm.size {
         comm.send(agent, Msg::Shutdown { code }.encode());
