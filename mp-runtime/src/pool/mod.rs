@@ -378,17 +378,10 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        if chunksize == Some(0) {
-            return Err(Error::InvalidArgument {
-                message: "chunksize must be at least 1".into(),
-            });
-        }
-        self.core.ensure_open()?;
-        let items: Vec<T> = items.into_iter().collect();
+        let (items, chunksize) = self.map_input(items, chunksize)?;
         let Some(first) = items.first() else {
             return Ok(Vec::new());
         };
-        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes));
         // An item that cannot be encoded fails in either path, alone.
         let first_len = crate::codec::encode(first).map_or(0, |e| e.bytes.len());
         if first_len.saturating_mul(chunksize) >= DECODE_ON_CALLER
@@ -403,6 +396,23 @@ impl Pool {
         let ahead = Some(AHEAD_BYTES);
         self.map_items(name, items, Some(chunksize), Callbacks::new(), ahead)?
             .get()
+    }
+
+    /// Checks a `map`'s chunk size and that the pool is open, and collects its input: the items,
+    /// and the chunk size to use (Python's default for `None`).
+    fn map_input<T, I>(&self, items: I, chunksize: Option<usize>) -> Result<(Vec<T>, usize)>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        if chunksize == Some(0) {
+            return Err(Error::InvalidArgument {
+                message: "chunksize must be at least 1".into(),
+            });
+        }
+        self.core.ensure_open()?;
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes));
+        Ok((items, chunksize))
     }
 
     /// Submits the chunks of a `map`. With `ahead`, a caller that then waits for the results
@@ -422,20 +432,13 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        if chunksize == Some(0) {
-            return Err(Error::InvalidArgument {
-                message: "chunksize must be at least 1".into(),
-            });
-        }
-        self.core.ensure_open()?;
-        let items: Vec<T> = items.into_iter().collect();
+        let (items, chunksize) = self.map_input(items, chunksize)?;
         let len = items.len();
         let cell = Cell::new(Some(callbacks));
         if len == 0 {
             cell.set(Ok(Vec::new()));
             return Ok(AsyncResult::of_tasks(cell, &self.core, Vec::new()));
         }
-        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
         let sink = Arc::new(MapSink::new(cell.clone(), len, chunksize));
         // Each chunk is encoded as one `Vec` and submitted at once, so workers start while the
         // rest is being encoded. An item that cannot be encoded fails alone (the call returns
