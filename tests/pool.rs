@@ -273,47 +273,54 @@ for_each_method!(po_03_starmap_and_async, |ctx: mp::Context| {
     );
 });
 
-/// Items counted as this process encodes them, and results as it decodes them: how far `map`
-/// runs ahead of the results it has taken.
-static ENCODED: AtomicUsize = AtomicUsize::new(0);
-static DECODED: AtomicUsize = AtomicUsize::new(0);
-static MOST_AHEAD: AtomicUsize = AtomicUsize::new(0);
+/// Per test (`K`): items counted as this process encodes them, and results as it decodes them,
+/// to see how far `map` runs ahead of the results it has taken.
+static ENCODED: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static DECODED: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static MOST_AHEAD: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
 
-/// A large argument, counted as it is encoded.
+/// An argument, counted as it is encoded.
 #[derive(Deserialize)]
-struct Counted(serde_bytes::ByteBuf);
+struct Counted<const K: usize>(serde_bytes::ByteBuf);
 
-impl Serialize for Counted {
+impl<const K: usize> Serialize for Counted<K> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let encoded = ENCODED.fetch_add(1, Ordering::SeqCst) + 1;
-        let ahead = encoded.saturating_sub(DECODED.load(Ordering::SeqCst));
-        MOST_AHEAD.fetch_max(ahead, Ordering::SeqCst);
+        let encoded = ENCODED[K].fetch_add(1, Ordering::SeqCst) + 1;
+        let ahead = encoded.saturating_sub(DECODED[K].load(Ordering::SeqCst));
+        MOST_AHEAD[K].fetch_max(ahead, Ordering::SeqCst);
         self.0.serialize(s)
     }
 }
 
 /// A small result, counted as it is decoded.
 #[derive(Serialize)]
-struct Tallied(usize);
+struct Tallied<const K: usize>(usize);
 
-impl<'de> Deserialize<'de> for Tallied {
+impl<'de, const K: usize> Deserialize<'de> for Tallied<K> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = usize::deserialize(d)?;
-        DECODED.fetch_add(1, Ordering::SeqCst);
+        DECODED[K].fetch_add(1, Ordering::SeqCst);
         Ok(Tallied(v))
     }
 }
 
 /// Slower than encoding its argument, so that a `map` without a bound would run far ahead.
 #[mp::worker]
-fn tally(x: Counted) -> Tallied {
+fn tally(x: Counted<0>) -> Tallied<0> {
     std::thread::sleep(Duration::from_millis(2));
+    Tallied(x.0.len())
+}
+
+/// The same, for the test of small items.
+#[mp::worker]
+fn tally_small(x: Counted<1>) -> Tallied<1> {
+    std::thread::sleep(Duration::from_millis(1));
     Tallied(x.0.len())
 }
 
 /// A large input is not encoded all at once (each item's encoding held until its result
 /// comes): `map` stops encoding once 32 MiB of chunks are unfinished, and goes on as they
-/// finish.
+/// finish. Arguments of 1 MiB take the path that decodes on the calling thread.
 #[test]
 fn map_holds_a_bounded_encoding_ahead_of_its_results_not_the_whole_input() {
     let _g = shared();
@@ -323,11 +330,31 @@ fn map_holds_a_bounded_encoding_ahead_of_its_results_not_the_whole_input() {
     let out = p.map_chunked(tally, items, 1).unwrap();
     let got: Vec<usize> = out.iter().map(|t| t.0).collect();
     assert_eq!(got, (0..n).map(|i| mib + i).collect::<Vec<_>>());
-    assert_eq!(DECODED.load(Ordering::SeqCst), n);
+    assert_eq!(DECODED[0].load(Ordering::SeqCst), n);
     // 32 chunks of a little over 1 MiB, and the one being encoded.
-    let most = MOST_AHEAD.load(Ordering::SeqCst);
+    let most = MOST_AHEAD[0].load(Ordering::SeqCst);
     assert!(
         most <= 33,
+        "map encoded {most} items ahead of the results it had taken"
+    );
+}
+
+/// The same bound for arguments under 64 KiB, which take the path that decodes on the pool's
+/// thread: 72 MiB of them, of which about 32 MiB are encoded ahead.
+#[test]
+fn map_of_small_items_holds_the_same_bound() {
+    let _g = shared();
+    let p = Pool::new(2).unwrap();
+    let (n, len) = (1200, 60 * 1024);
+    let items = (0..n).map(|i| Counted(serde_bytes::ByteBuf::from(vec![i as u8; len + i % 7])));
+    let out = p.map_chunked(tally_small, items, 1).unwrap();
+    let got: Vec<usize> = out.iter().map(|t| t.0).collect();
+    assert_eq!(got, (0..n).map(|i| len + i % 7).collect::<Vec<_>>());
+    assert_eq!(DECODED[1].load(Ordering::SeqCst), n);
+    // 32 MiB / 60 KiB = 546 chunks, the one being encoded, and the first item's probe.
+    let most = MOST_AHEAD[1].load(Ordering::SeqCst);
+    assert!(
+        (100..=560).contains(&most),
         "map encoded {most} items ahead of the results it had taken"
     );
 }

@@ -43,8 +43,12 @@ struct Local {
     reader: FrameReader,
     /// Bytes from rank 0 not yet written to the worker.
     out: Outbox,
-    /// The worker's socket failed or ended: only its exit is awaited.
+    /// The worker sent what it may not, or its socket failed: nothing more is read or written,
+    /// only its exit is awaited.
     broken: bool,
+    /// A write to the worker failed (it died with jobs unread): it is sent nothing more, but
+    /// what it sent before, answers included, is still read to the end.
+    gone: bool,
     /// Frames from rank 0 to the worker, counted as they pass.
     jobs: FrameCounter,
     /// `Done` frames the worker sent back.
@@ -167,6 +171,7 @@ impl Local {
             reader: FrameReader::new(wire::MAX_FRAME),
             out: Outbox::default(),
             broken: false,
+            gone: false,
             jobs: FrameCounter::default(),
             answered: 0,
             bulk: None,
@@ -177,17 +182,24 @@ impl Local {
 
     /// Writes what the socket takes; true if it took something.
     fn write(&mut self) -> bool {
-        if self.broken {
+        if !self.takes_jobs() {
             return false;
         }
         match self.out.flush(self.link.channel()) {
             Flushed::Wrote => true,
             Flushed::Idle => false,
             Flushed::Gone => {
-                self.broken = true;
+                // Not `broken`: the answers it wrote before it died are still to be read (and
+                // its jobs are given back by rank 0 once its exit is known).
+                self.gone = true;
                 false
             }
         }
+    }
+
+    /// Whether jobs for the worker are still written to it.
+    fn takes_jobs(&self) -> bool {
+        !self.broken && !self.gone
     }
 
     /// Reads what the worker sent: the messages to rank 0 that carry its frames, in order.
@@ -210,7 +222,7 @@ impl Local {
     /// The worker's bulk areas, made and sent to it now if it has none yet and nothing waits to
     /// be written before them.
     fn bulk(&mut self) -> Option<&mut AgentBulk> {
-        if self.bulk.is_none() && !self.no_bulk && !self.broken && self.out.is_empty() {
+        if self.bulk.is_none() && !self.no_bulk && self.takes_jobs() && self.out.is_empty() {
             match share_bulk(self.link.as_ref(), &mut self.out) {
                 Ok(bulk) => self.bulk = bulk,
                 Err(_) => self.no_bulk = true,
@@ -435,7 +447,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                     bytes: data,
                 } => {
                     if let Some(w) = workers.get_mut(&worker)
-                        && !w.broken
+                        && w.takes_jobs()
                     {
                         w.jobs.feed(data);
                         let from = bytes.len() - data.len();
@@ -448,7 +460,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
                 } => {
                     // The items are the next message from rank 0, whoever they are for: into
                     // the worker's bulk job area if it has room, as bytes otherwise.
-                    let mut w = workers.get_mut(&worker).filter(|w| !w.broken);
+                    let mut w = workers.get_mut(&worker).filter(|w| w.takes_jobs());
                     let mut placed = None;
                     let got = comm.recv_placed(0, |len| {
                         if len < MIN_BULK || head.len() < HEADER_LEN {
@@ -544,7 +556,7 @@ pub(crate) fn serve(comm: &mut Comm) -> i32 {
         // for the next job then.
         let working = workers
             .values()
-            .any(|w| !w.broken && w.jobs.frames > w.answered);
+            .any(|w| w.takes_jobs() && w.jobs.frames > w.answered);
         let waiting = Waiting {
             answer: false,
             spin: !working,
@@ -562,9 +574,9 @@ fn wait(workers: &HashMap<u64, Local>, timeout: std::time::Duration) -> Vec<(u64
         let mut flags = PollFlags::empty();
         if !w.broken {
             flags |= PollFlags::POLLIN;
-            if !w.out.is_empty() {
-                flags |= PollFlags::POLLOUT;
-            }
+        }
+        if w.takes_jobs() && !w.out.is_empty() {
+            flags |= PollFlags::POLLOUT;
         }
         ids.push(id);
         fds.push(PollFd::new(w.link.channel(), flags));
@@ -667,6 +679,37 @@ mod tests {
         }
         assert_eq!(got, payloads);
         assert_eq!(long, 2, "the long answers are messages of their own");
+    }
+
+    /// A worker that answers a job and then dies with more jobs unread: the agent's next write
+    /// fails, and the answer it sent before still goes to rank 0 (else its job would be
+    /// reported as the one it died in, and the job it did die in run again).
+    #[test]
+    fn the_answers_of_a_worker_that_died_with_jobs_unread_are_still_read() {
+        let (ours, theirs) = crate::transport::socket::stream_pair().unwrap();
+        let (sentinel, _keep) = crate::transport::socket::stream_pair().unwrap();
+        crate::sys::fd::set_nonblocking(ours.as_fd(), true).unwrap();
+        let mut w = Local::new(Box::new(FakeLink(ours, sentinel)));
+        let answer = [wire::DONE, 1, 2, 3];
+        crate::transport::frame::send_frame(theirs.as_fd(), &answer, &[]).unwrap();
+        drop(theirs);
+        let mut job = header(3, 0).to_vec();
+        job.extend([9, 9, 9]);
+        w.jobs.feed(&job);
+        w.out.push(job, 0);
+        assert!(!w.write(), "the worker is gone");
+        assert!(!w.takes_jobs());
+        let msgs = w.read(1, 77);
+        assert_eq!(w.answered, 1);
+        let [ToRank0::Bytes(msg)] = msgs.as_slice() else {
+            panic!("one message")
+        };
+        let Msg::Data { worker: 77, bytes } = Msg::decode(msg).unwrap() else {
+            panic!("a Data message")
+        };
+        let frames = crate::cluster::relay::split_frames(bytes).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].payload, answer);
     }
 
     #[test]

@@ -84,8 +84,9 @@ const DECODE_ON_CALLER: usize = 64 * 1024;
 /// travels as one encoded `Vec`, but unlike Python's, one bad item fails only itself: an item
 /// whose worker returns `Err` or panics, or whose argument or result cannot be encoded, fails
 /// with an error whose [`item_index`](Error::item_index) names it, and every other item of the
-/// chunk returns its result. `map` returns the first failing item's error, as in Python; the
-/// iterators yield one result per item. (An argument or result that does not *decode* also
+/// chunk returns its result. `map` returns the first failing item's error: the first to fail,
+/// as in Python, or for chunks of 64 KiB or more (decoded as they come, like `imap`'s) the
+/// first in input order; the iterators yield one result per item. (An argument or result that does not *decode* also
 /// fails alone, but the items after it in its chunk cannot be read and fail with it, saying
 /// so.) A path that is not UTF-8 cannot be encoded by serde: send it as [`PathBytes`](crate::PathBytes).
 ///
