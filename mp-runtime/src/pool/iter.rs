@@ -124,8 +124,8 @@ pub struct IMap<R, I> {
     input: I,
     chunksize: usize,
     window: usize,
-    /// The fewest chunks in flight that the bound on their bytes allows: four per worker.
-    fewest_chunks: usize,
+    /// The pool's worker count, for [`chunks_ahead`].
+    processes: usize,
     /// The encoded size of the chunks submitted so far.
     encoded: usize,
     next_chunk: usize,
@@ -151,7 +151,15 @@ pub struct IMap<R, I> {
 /// is fewer than four chunks per worker): enough to keep every worker of a pool or a cluster
 /// busy with large items, while their buffers are reused instead of a large input's encoding
 /// being held, and its pages touched, at once. Small items never reach it.
-pub(crate) const AHEAD_BYTES: usize = 32 << 20;
+const AHEAD_BYTES: usize = 32 << 20;
+
+/// How many chunks may be unfinished ahead of the results taken, with `encoded` bytes in the
+/// first `chunks` encoded: as many as [`AHEAD_BYTES`] hold at their average size, but at least
+/// four per worker. `imap` and a blocking `map` both keep to it.
+pub(crate) fn chunks_ahead(encoded: usize, chunks: usize, processes: usize) -> usize {
+    let per_chunk = (encoded / chunks.max(1)).max(1);
+    (AHEAD_BYTES / per_chunk).max(4 * processes.max(1))
+}
 
 /// The most chunks kept in flight ahead of a consumer whose results stream in: four times what
 /// it waits for at once (see [`IMap::ahead`]), so that the workers keep a deep queue while it
@@ -210,7 +218,7 @@ where
             input,
             chunksize,
             window: chunksize * (processes.max(1) * 16).max(32),
-            fewest_chunks: 4 * processes.max(1),
+            processes,
             encoded: 0,
             next_chunk: 0,
             submitted: 0,
@@ -227,8 +235,7 @@ where
 
     /// How many items may be in flight ahead of the consumer: a few chunks per worker, and while
     /// results stream in (the consumer sleeps until several chunks are back), four times that
-    /// many chunks, up to [`STREAM_WINDOW`]; but no more chunks than [`AHEAD_BYTES`] hold at
-    /// their average size so far (and no fewer than four per worker).
+    /// many chunks, up to [`STREAM_WINDOW`]; but no more chunks than [`chunks_ahead`] allows.
     fn ahead(&self) -> usize {
         let items = self
             .window
@@ -236,8 +243,7 @@ where
         if self.next_chunk == 0 {
             return items;
         }
-        let per_chunk = (self.encoded / self.next_chunk).max(1);
-        let chunks = (AHEAD_BYTES / per_chunk).max(self.fewest_chunks);
+        let chunks = chunks_ahead(self.encoded, self.next_chunk, self.processes);
         items.min(chunks.saturating_mul(self.chunksize))
     }
 

@@ -36,8 +36,8 @@ pub(crate) use self::async_result::{Cell, OneSink, Watcher};
 pub use self::backend::{Backend, StartFaults};
 pub use self::builder::PoolBuilder;
 use self::chunking::{default_chunksize, encode_batch, encode_chunk};
-use self::iter::AHEAD_BYTES;
 pub use self::iter::IMap;
+use self::iter::chunks_ahead;
 use self::scheduler::{Core, Sink, Task};
 pub use self::watchdog::task_deadline;
 use crate::error::{Error, Result};
@@ -86,9 +86,9 @@ const DECODE_ON_CALLER: usize = 64 * 1024;
 /// with an error whose [`item_index`](Error::item_index) names it, and every other item of the
 /// chunk returns its result. `map` returns the first failing item's error: the first to fail,
 /// as in Python, or for chunks of 64 KiB or more (decoded as they come, like `imap`'s) the
-/// first in input order; the iterators yield one result per item. (An argument or result that does not *decode* also
-/// fails alone, but the items after it in its chunk cannot be read and fail with it, saying
-/// so.) A path that is not UTF-8 cannot be encoded by serde: send it as [`PathBytes`](crate::PathBytes).
+/// first in input order; the iterators yield one result per item. (An argument or result that
+/// does not *decode* also fails alone, but the items after it in its chunk cannot be read and
+/// fail with it, saying so.) A path that is not UTF-8 cannot be encoded by serde: send it as [`PathBytes`](crate::PathBytes).
 ///
 /// Dropping the pool terminates it, like leaving Python's `with Pool() as p:` block.
 ///
@@ -324,7 +324,7 @@ impl Pool {
         T: Serialize,
         I: IntoIterator<Item = T>,
     {
-        self.map_items(worker.name(), items, chunksize, callbacks, None)
+        self.map_items(worker.name(), items, chunksize, callbacks)
     }
 
     /// Calls a worker with each argument tuple and returns the results in order (Python's
@@ -361,13 +361,13 @@ impl Pool {
         W::Output: Send,
         I: IntoIterator<Item = W::Args>,
     {
-        self.map_items(worker.name(), items, chunksize, callbacks, None)
+        self.map_items(worker.name(), items, chunksize, callbacks)
     }
 
     /// The blocking `map` and `starmap`. Chunks of [`DECODE_ON_CALLER`] bytes or more (judged
     /// by the first item) go through an ordered [`IMap`], which decodes on this thread; smaller
-    /// ones through [`map_items`](Pool::map_items), which decodes on the pool's. Either holds at
-    /// most [`AHEAD_BYTES`] of encoded chunks ahead of the results.
+    /// ones through [`submit_map`](Pool::submit_map), which decodes on the pool's. Either keeps
+    /// to [`chunks_ahead`] unfinished chunks ahead of the results.
     fn map_blocking<R, T, I>(
         &self,
         name: &'static str,
@@ -394,8 +394,7 @@ impl Pool {
             }
             return Ok(out);
         }
-        let ahead = Some(AHEAD_BYTES);
-        self.map_items(name, items, Some(chunksize), Callbacks::new(), ahead)?
+        self.submit_map(name, items, chunksize, Callbacks::new(), true)?
             .get()
     }
 
@@ -416,17 +415,13 @@ impl Pool {
         Ok((items, chunksize))
     }
 
-    /// Submits the chunks of a `map`. With `ahead`, a caller that then waits for the results
-    /// stops encoding once that many bytes of chunks are unfinished (at least four chunks per
-    /// worker), and goes on as they finish: a large input's encoding is never held all at once,
-    /// and its buffers are reused. Small items never reach the budget.
+    /// `map_async` and `starmap_async`: every chunk is submitted before this returns.
     fn map_items<R, T, I>(
         &self,
         name: &'static str,
         items: I,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<R>>,
-        ahead: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         R: DeserializeOwned + Send + 'static,
@@ -434,6 +429,25 @@ impl Pool {
         I: IntoIterator<Item = T>,
     {
         let (items, chunksize) = self.map_input(items, chunksize)?;
+        self.submit_map(name, items, chunksize, callbacks, false)
+    }
+
+    /// Submits the chunks of a `map` (`items` from [`map_input`](Pool::map_input)). When
+    /// `bounded`, for a caller that then waits for the results, it stops encoding once
+    /// [`chunks_ahead`] chunks are unfinished, and goes on as they finish: a large input's
+    /// encoding is never held all at once, and its buffers are reused.
+    fn submit_map<R, T>(
+        &self,
+        name: &'static str,
+        items: Vec<T>,
+        chunksize: usize,
+        callbacks: Callbacks<Vec<R>>,
+        bounded: bool,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        R: DeserializeOwned + Send + 'static,
+        T: Serialize,
+    {
         let len = items.len();
         let cell = Cell::new(Some(callbacks));
         if len == 0 {
@@ -445,13 +459,11 @@ impl Pool {
         // rest is being encoded. An item that cannot be encoded fails alone (the call returns
         // the first error, as for any failing item).
         let mut ids = Vec::with_capacity(len.div_ceil(chunksize));
-        let ahead = ahead.filter(|_| !self.core.on_scheduler_thread());
+        let bounded = bounded && !self.core.on_scheduler_thread();
         let mut encoded = 0usize;
         for (index, part) in items.chunks(chunksize).enumerate() {
-            if let Some(budget) = ahead
-                && index > 0
-            {
-                let window = (budget / (encoded / index).max(1)).max(4 * self.processes);
+            if bounded && index > 0 {
+                let window = chunks_ahead(encoded, index, self.processes);
                 if !sink.wait_for_room(index, window) {
                     // Failed already: the call returns that error.
                     break;
